@@ -1,0 +1,1 @@
+"""Datasets: the LMDB schema, the dataset build, and torch Dataset classes."""

@@ -1,0 +1,73 @@
+"""The gnnspec LMDB schema: keys, record contents and the pickle-free value codec.
+
+Keys are ASCII:
+
+* ``__metadata__``: schema version, channel definitions, presets, build config, timings.
+* ``structure/{sid:06d}``: one generated or imported structure: ``structure`` (pymatgen dict
+  with site properties ``site_type`` and ``ideal_frac``), ``params`` (generator parameters),
+  ``vacancies`` (ideal positions of removed sites), ``relax_info``, ``split``
+  (train/val/test; a supercell is never split), ``sites`` (the absorbing sites and the run keys
+  to compute).
+* ``spectrum/{sid:06d}/{site:04d}/{channel}``: ``energy`` and ``intensity`` (raw FEFF, absolute
+  eV), ``preset``, ``preset_hash``, ``feff_version``, ``seconds``.
+* ``failure/{sid:06d}/{site:04d}/{run}``: a FEFF run that failed, with FEFF's message.
+
+Values are msgpack maps; numpy arrays are stored as ``{"__nd__": dtype, "shape", "data"}``
+(raw little-endian bytes). Nothing is pickled: reading a dataset never runs code from it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+import numpy as np
+
+SCHEMA_NAME = "gnnspec.lmdb"
+SCHEMA_VERSION = 1
+METADATA_KEY = b"__metadata__"
+SPLITS = ("train", "val", "test")
+
+
+def structure_key(sid: int) -> bytes:
+    return f"structure/{sid:06d}".encode()
+
+
+def spectrum_key(sid: int, site: int, channel: str) -> bytes:
+    return f"spectrum/{sid:06d}/{site:04d}/{channel}".encode()
+
+
+def failure_key(sid: int, site: int, run: str) -> bytes:
+    return f"failure/{sid:06d}/{site:04d}/{run}".encode()
+
+
+def parse_key(key: bytes) -> tuple[str, ...]:
+    """``b"spectrum/000001/0003/Ni-K-xas"`` -> ``("spectrum", "000001", "0003", "Ni-K-xas")``."""
+    return tuple(key.decode().split("/"))
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):
+        arr = np.ascontiguousarray(obj)
+        return {"__nd__": arr.dtype.newbyteorder("<").str, "shape": list(arr.shape), "data": arr.astype(arr.dtype.newbyteorder("<")).tobytes()}
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, tuple):
+        return list(obj)
+    raise TypeError(f"cannot encode {type(obj).__name__} in a gnnspec LMDB record")
+
+
+def _hook(obj: dict) -> Any:
+    if "__nd__" in obj:
+        return np.frombuffer(obj["data"], dtype=np.dtype(obj["__nd__"])).reshape(obj["shape"]).copy()
+    return obj
+
+
+def encode(value: Any) -> bytes:
+    """Encode a record (dicts, lists, numbers, strings, numpy arrays) without pickle."""
+    return msgpack.packb(value, default=_default, use_bin_type=True)
+
+
+def decode(data: bytes) -> Any:
+    """Decode a record written by :func:`encode`."""
+    return msgpack.unpackb(data, object_hook=_hook, raw=False, strict_map_key=False)

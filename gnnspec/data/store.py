@@ -1,0 +1,135 @@
+"""An LMDB file of structures and site spectra (see :mod:`gnnspec.data.schema`).
+
+The environment is opened lazily, in each process that reads it, so torch DataLoader worker
+processes work. Writes are committed one record group at a time: a killed build loses at most
+the runs in flight.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import lmdb
+
+from gnnspec.data import schema
+from gnnspec.errors import InputError
+
+DEFAULT_MAP_SIZE = 8 * 1024**3  # bytes of address space; the file grows only as data is written
+DATA_FILE = "data.mdb"
+
+
+class SpectraStore:
+    """Read/write access to a gnnspec LMDB dataset folder."""
+
+    def __init__(self, path: str | Path, readonly: bool = True, map_size: int = DEFAULT_MAP_SIZE):
+        self.path = Path(path)
+        self.readonly = readonly
+        self.map_size = map_size
+        self._env: lmdb.Environment | None = None
+        self._pid: int | None = None
+        if readonly:
+            if not (self.path / DATA_FILE).exists():
+                raise InputError(f"{self.path}: not a gnnspec dataset (no {DATA_FILE})")
+            meta = self.metadata()
+            if meta is None:
+                raise InputError(f"{self.path}: LMDB without a {schema.METADATA_KEY.decode()} record; not a gnnspec dataset")
+            if meta.get("schema") != schema.SCHEMA_NAME or meta.get("schema_version") != schema.SCHEMA_VERSION:
+                raise InputError(
+                    f"{self.path}: schema {meta.get('schema')} v{meta.get('schema_version')} is not "
+                    f"{schema.SCHEMA_NAME} v{schema.SCHEMA_VERSION}"
+                )
+
+    # -- environment -------------------------------------------------------------------
+    @property
+    def env(self) -> lmdb.Environment:
+        if self._env is None or self._pid != os.getpid():
+            if not self.readonly:
+                self.path.mkdir(parents=True, exist_ok=True)
+            self._env = lmdb.open(
+                str(self.path),
+                readonly=self.readonly,
+                lock=not self.readonly,
+                readahead=False,
+                map_size=self.map_size if not self.readonly else 0,
+                subdir=True,
+                max_readers=256,
+            )
+            self._pid = os.getpid()
+        return self._env
+
+    def close(self) -> None:
+        if self._env is not None and self._pid == os.getpid():
+            self._env.close()
+        self._env = None
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_env"] = None
+        state["_pid"] = None
+        return state
+
+    # -- records -----------------------------------------------------------------------
+    def get(self, key: bytes) -> Any | None:
+        with self.env.begin() as txn:
+            raw = txn.get(key)
+        return None if raw is None else schema.decode(raw)
+
+    def put_many(self, items: dict[bytes, Any]) -> None:
+        """Write several records in one committed transaction."""
+        with self.env.begin(write=True) as txn:
+            for key, value in items.items():
+                txn.put(key, schema.encode(value))
+
+    def metadata(self) -> dict | None:
+        return self.get(schema.METADATA_KEY)
+
+    def keys(self, prefix: str = "") -> Iterator[bytes]:
+        pre = prefix.encode()
+        with self.env.begin() as txn:
+            cur = txn.cursor()
+            if not cur.set_range(pre):
+                return
+            for key in cur.iternext(keys=True, values=False):
+                if not key.startswith(pre):
+                    break
+                yield bytes(key)
+
+    def items(self, prefix: str = "") -> Iterator[tuple[bytes, Any]]:
+        pre = prefix.encode()
+        with self.env.begin() as txn:
+            cur = txn.cursor()
+            if not cur.set_range(pre):
+                return
+            for key, raw in cur:
+                if not key.startswith(pre):
+                    break
+                yield bytes(key), schema.decode(raw)
+
+    def structure_ids(self) -> list[int]:
+        return [int(schema.parse_key(k)[1]) for k in self.keys("structure/")]
+
+    def structure(self, sid: int) -> dict:
+        rec = self.get(schema.structure_key(sid))
+        if rec is None:
+            raise InputError(f"{self.path}: no structure record {sid}")
+        return rec
+
+    def spectra_of(self, sid: int) -> dict[tuple[int, str], dict]:
+        """All spectra of structure ``sid``: ``{(site, channel): record}``."""
+        out = {}
+        for key, rec in self.items(f"spectrum/{sid:06d}/"):
+            _, _, site, channel = schema.parse_key(key)
+            out[(int(site), channel)] = rec
+        return out
+
+    def compact_copy(self, dest: str | Path) -> None:
+        """Write a compacted copy of the database to folder ``dest``."""
+        dest = Path(dest)
+        dest.mkdir(parents=True, exist_ok=True)
+        for f in (DATA_FILE, "lock.mdb"):
+            if (dest / f).exists():
+                (dest / f).unlink()
+        self.env.copy(str(dest), compact=True)

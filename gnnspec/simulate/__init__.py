@@ -1,0 +1,1 @@
+"""FEFF10 simulation: presets, feff.inp writing, running one absorbing site, parsing outputs."""
