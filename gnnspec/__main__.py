@@ -1,0 +1,5 @@
+import sys
+
+from gnnspec.cli import main
+
+sys.exit(main())

@@ -1,0 +1,118 @@
+"""Torch datasets of structure graphs built from a gnnspec LMDB (or generated on the fly).
+
+One item is a whole supercell (:class:`StructureGraph`): the model runs once over the periodic
+graph and reads out every absorbing site's spectra from that pass. Fields: :mod:`gnnspec.data.keys`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from pymatgen.core import Structure
+from torch_geometric.data import Data
+
+from gnnspec.channels import CHANNEL_NAMES, CHANNELS, to_channel_grid
+from gnnspec.data import keys as K
+from gnnspec.data.store import SpectraStore
+from gnnspec.graphs import periodic_edges
+from gnnspec.structures.environments import R_ENV, environments
+
+
+class StructureGraph(Data):
+    """A torch-geometric ``Data`` whose environment fields batch correctly."""
+
+    def __inc__(self, key, value, *args, **kwargs):
+        if key == K.ENV_MEMBER_ENV:
+            return int(self[K.ENV_CENTRE_INDEX].numel())
+        if key in (K.ENV_MEMBER_INDEX, K.ENV_CENTRE_INDEX):
+            return self.num_nodes
+        return super().__inc__(key, value, *args, **kwargs)
+
+
+def structure_graph(
+    structure: Structure,
+    cutoff: float,
+    vacancies: list[dict] | None = None,
+    site_spectra: dict[tuple[int, str], tuple[np.ndarray, np.ndarray]] | None = None,
+    sid: int = -1,
+    r_env: float = R_ENV,
+    channels: tuple[str, ...] = CHANNEL_NAMES,
+) -> StructureGraph:
+    """Build the graph of a periodic structure with site and environment targets.
+
+    ``site_spectra`` maps ``(site, channel)`` to raw ``(energy, intensity)`` (absolute eV); they
+    are put on the channel grids and normalised here.
+    """
+    n = len(structure)
+    n_ch = len(channels)
+    n_e = CHANNELS[channels[0]].n_energy
+    edge_index, shifts = periodic_edges(structure, cutoff)
+    site_y = np.zeros((n, n_ch, n_e), dtype=np.float32)
+    site_mask = np.zeros((n, n_ch), dtype=bool)
+    for (site, ch), (energy, intensity) in (site_spectra or {}).items():
+        if ch not in channels:
+            continue
+        c = channels.index(ch)
+        site_y[site, c] = to_channel_grid(CHANNELS[ch], energy, intensity)
+        site_mask[site, c] = True
+    envs = environments(structure, vacancies or [], r_env=r_env, include_bulk=False)
+    env_y = np.zeros((len(envs), n_ch, n_e), dtype=np.float32)
+    env_mask = np.zeros((len(envs), n_ch), dtype=bool)
+    member_index, member_env = [], []
+    for e, env in enumerate(envs):
+        member_index.append(env.members)
+        member_env.append(np.full(len(env.members), e))
+        sel = site_mask[env.members]  # [m, C]
+        counts = sel.sum(0)
+        sums = (site_y[env.members] * sel[..., None]).sum(0)
+        have = counts > 0
+        env_y[e, have] = sums[have] / counts[have, None]
+        env_mask[e] = have
+    dtype = torch.get_default_dtype()
+    return StructureGraph(
+        pos=torch.tensor(structure.cart_coords, dtype=dtype),
+        z=torch.tensor([s.specie.Z for s in structure], dtype=torch.long),
+        edge_index=torch.from_numpy(edge_index),
+        edge_shift=torch.tensor(shifts, dtype=dtype),
+        site_y=torch.from_numpy(site_y),
+        site_y_mask=torch.from_numpy(site_mask),
+        env_member_index=torch.from_numpy(np.concatenate(member_index)),
+        env_member_env=torch.from_numpy(np.concatenate(member_env)),
+        env_centre_index=torch.tensor([e.centre for e in envs], dtype=torch.long),
+        env_y=torch.from_numpy(env_y),
+        env_y_mask=torch.from_numpy(env_mask),
+        env_content=torch.tensor(np.array([e.content for e in envs]), dtype=torch.float32),
+        env_defects=torch.tensor(np.array([e.defects for e in envs]), dtype=torch.float32),
+        sid=torch.tensor([sid], dtype=torch.long),
+        num_nodes=n,
+    )
+
+
+class LMDBStructureDataset(torch.utils.data.Dataset):
+    """Structure graphs of one split of a gnnspec LMDB, built once and cached in memory."""
+
+    def __init__(self, path: str | Path, split: str | None = "train", cutoff: float = 5.0, r_env: float = R_ENV):
+        self.store = SpectraStore(path)
+        self.split = split
+        self.cutoff = cutoff
+        self.r_env = r_env
+        self.sids = [sid for sid in self.store.structure_ids() if split is None or self.store.structure(sid)["split"] == split]
+        self._cache: dict[int, StructureGraph] = {}
+
+    def __len__(self) -> int:
+        return len(self.sids)
+
+    def record(self, idx: int) -> dict:
+        return self.store.structure(self.sids[idx])
+
+    def __getitem__(self, idx: int) -> StructureGraph:
+        if idx not in self._cache:
+            sid = self.sids[idx]
+            rec = self.store.structure(sid)
+            spectra = {key: (r["energy"], r["intensity"]) for key, r in self.store.spectra_of(sid).items()}
+            self._cache[idx] = structure_graph(
+                Structure.from_dict(rec["structure"]), self.cutoff, rec["vacancies"], spectra, sid=sid, r_env=self.r_env
+            )
+        return self._cache[idx]

@@ -1,0 +1,121 @@
+"""Summaries and integrity checks of a gnnspec LMDB dataset (``gnnspec data info|verify``)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from gnnspec.channels import CHANNELS
+from gnnspec.data import schema
+from gnnspec.data.store import DATA_FILE, SpectraStore
+
+
+def dataset_info(path: str | Path) -> dict:
+    """Counts per channel, split and defect case; failures; presets; file size; FEFF timings."""
+    store = SpectraStore(path)
+    meta = store.metadata() or {}
+    per_channel: Counter = Counter()
+    per_preset: Counter = Counter()
+    seconds = []
+    for key, rec in store.items("spectrum/"):
+        per_channel[schema.parse_key(key)[3]] += 1
+        per_preset[f"{rec['preset']} ({rec['preset_hash']})"] += 1
+        seconds.append(rec["seconds"])
+    splits: Counter = Counter()
+    cases: Counter = Counter()
+    n_sites = 0
+    planned_runs = 0
+    for _, rec in store.items("structure/"):
+        splits[rec["split"]] += 1
+        cases[rec.get("case", "imported")] += 1
+        n_sites += len(rec["structure"]["sites"])
+        planned_runs += sum(len(g) for g in rec["sites"].values())
+    failures = [(k.decode(), rec["message"]) for k, rec in store.items("failure/")]
+    sessions = meta.get("sessions", [])
+    wall = sum(s.get("wall_seconds", 0.0) for s in sessions)
+    return {
+        "path": str(path),
+        "schema": f"{meta.get('schema')} v{meta.get('schema_version')}",
+        "structures": sum(splits.values()),
+        "sites": n_sites,
+        "splits": dict(splits),
+        "cases": dict(cases),
+        "spectra": sum(per_channel.values()),
+        "spectra_per_channel": {c: per_channel.get(c, 0) for c in CHANNELS if per_channel.get(c, 0) or c in meta.get("channels", {})},
+        "planned_feff_runs": planned_runs,
+        "failures": len(failures),
+        "failure_examples": failures[:5],
+        "presets": dict(per_preset),
+        "feff_version": meta.get("feff_version"),
+        "feff_seconds_per_spectrum_run_median": float(np.median(seconds)) if seconds else None,
+        "build_wall_hours": wall / 3600.0,
+        "build_sessions": len(sessions),
+        "size_mb": (Path(path) / DATA_FILE).stat().st_size / 1e6,
+        "build_config": meta.get("build_config"),
+    }
+
+
+def format_info(info: dict) -> str:
+    lines = [
+        f"dataset      {info['path']}  ({info['schema']}, {info['size_mb']:.1f} MB)",
+        f"structures   {info['structures']}  splits {info['splits']}  cases {info['cases']}",
+        f"sites        {info['sites']}",
+        f"spectra      {info['spectra']}  (FEFF runs planned {info['planned_feff_runs']}, failed {info['failures']})",
+    ]
+    for ch, n in info["spectra_per_channel"].items():
+        lines.append(f"  {ch:<12s} {n}")
+    lines.append(f"presets      {info['presets']}  {info['feff_version']}")
+    if info["feff_seconds_per_spectrum_run_median"] is not None:
+        lines.append(f"FEFF time    median {info['feff_seconds_per_spectrum_run_median']:.2f} s per run")
+    lines.append(f"build        {info['build_wall_hours']:.2f} h wall over {info['build_sessions']} session(s)")
+    for key, msg in info["failure_examples"]:
+        lines.append(f"  failed {key}: {msg[:120]}")
+    return "\n".join(lines)
+
+
+def verify_dataset(path: str | Path) -> list[str]:
+    """Check every record; return the problems found (empty list: all good)."""
+    from pymatgen.core import Structure
+
+    store = SpectraStore(path)
+    problems: list[str] = []
+    structures: dict[int, int] = {}
+    for key, rec in store.items("structure/"):
+        name = key.decode()
+        try:
+            s = Structure.from_dict(rec["structure"])
+            structures[int(rec["sid"])] = len(s)
+        except Exception as exc:
+            problems.append(f"{name}: structure does not parse ({exc})")
+            continue
+        if rec.get("split") not in schema.SPLITS:
+            problems.append(f"{name}: unknown split {rec.get('split')!r}")
+        for site in rec["sites"]:
+            if not 0 <= int(site) < len(s):
+                problems.append(f"{name}: planned site {site} out of range")
+    for key, rec in store.items("spectrum/"):
+        name = key.decode()
+        parts = schema.parse_key(key)
+        if len(parts) != 4:
+            problems.append(f"{name}: malformed key")
+            continue
+        _, sid, site, channel = parts
+        if channel not in CHANNELS:
+            problems.append(f"{name}: unknown channel {channel}")
+        if int(sid) not in structures:
+            problems.append(f"{name}: no structure record {sid}")
+        elif int(site) >= structures[int(sid)]:
+            problems.append(f"{name}: site {site} out of range")
+        e, y = np.asarray(rec.get("energy")), np.asarray(rec.get("intensity"))
+        if e.shape != y.shape or e.ndim != 1 or len(e) < 2:
+            problems.append(f"{name}: energy/intensity shapes {e.shape} and {y.shape}")
+        elif not (np.all(np.isfinite(e)) and np.all(np.isfinite(y))):
+            problems.append(f"{name}: non-finite values")
+        elif not np.all(np.diff(e) > 0):
+            problems.append(f"{name}: energies not increasing")
+        for field in ("preset", "preset_hash", "feff_version"):
+            if field not in rec:
+                problems.append(f"{name}: missing {field}")
+    return problems

@@ -1,0 +1,88 @@
+"""Local environments and their labels, defined once for the whole project.
+
+An **environment** is a centre site plus every site within ``R_ENV`` = 3.2 Angstrom of it
+(periodic images included); for a TM centre in pristine NMC that is 6 O, 6 TM and 6 Li.
+The whole supercell is also an environment ("bulk").
+
+Labels of an environment:
+
+* ``content``: atom fractions of Li, Ni, Mn, Co, O among the atoms present in it.
+* ``o_vacancy``: an ideal O lattice site within ``R_ENV`` of the centre is empty.
+* ``antisite``: a TM atom (Ni, Mn, Co) on a ``li_layer`` site, or a Li atom on a ``tm_layer``
+  site, lies within ``R_ENV`` of the centre (the centre included).
+
+An environment's spectrum in a channel is the mean of the site spectra of all its atoms of the
+channel's absorbing element that have a spectrum; channels without such atoms are absent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from pymatgen.core import Structure
+
+R_ENV = 3.2  # Angstrom
+CONTENT_ELEMENTS = ("Li", "Ni", "Mn", "Co", "O")
+DEFECTS = ("o_vacancy", "antisite")
+TM = {"Ni", "Mn", "Co"}
+
+
+@dataclass
+class Environment:
+    """A centre site (``-1`` for bulk), its member site indices and labels."""
+
+    centre: int
+    members: np.ndarray
+    content: np.ndarray  # [5] fractions in CONTENT_ELEMENTS order
+    defects: np.ndarray  # [2] 0/1 in DEFECTS order
+
+
+def element_content(symbols: list[str]) -> np.ndarray:
+    """Fractions of Li, Ni, Mn, Co, O among ``symbols`` (other elements count in the total)."""
+    n = max(len(symbols), 1)
+    return np.array([sum(s == el for s in symbols) / n for el in CONTENT_ELEMENTS], dtype=np.float64)
+
+
+def is_antisite(symbol: str, site_type: str | None) -> bool:
+    return (site_type == "li_layer" and symbol in TM) or (site_type == "tm_layer" and symbol == "Li")
+
+
+def _min_image_distance(structure: Structure, frac_a: np.ndarray, frac_b: np.ndarray) -> np.ndarray:
+    d = np.asarray(frac_b) - np.asarray(frac_a)
+    d -= np.round(d)
+    return np.linalg.norm(d @ structure.lattice.matrix, axis=-1)
+
+
+def environment_members(structure: Structure, r_env: float = R_ENV) -> list[np.ndarray]:
+    """For every site, the indices of the sites within ``r_env`` (itself first, unique)."""
+    centre, neighbour, _, _ = structure.get_neighbor_list(r_env)
+    members = [[i] for i in range(len(structure))]
+    for c, n in zip(centre.tolist(), neighbour.tolist()):
+        if n != c and n not in members[c]:
+            members[c].append(n)
+    return [np.array(sorted(set(m)), dtype=np.int64) for m in members]
+
+
+def environments(structure: Structure, vacancies: list[dict], r_env: float = R_ENV, include_bulk: bool = True) -> list[Environment]:
+    """Every site's environment (and the bulk one, centre ``-1``) with its labels."""
+    symbols = [s.specie.symbol for s in structure]
+    types = structure.site_properties.get("site_type", [None] * len(structure))
+    anti = np.array([is_antisite(s, t) for s, t in zip(symbols, types)])
+    o_vac = np.array([v["frac_coords"] for v in vacancies if v["site_type"] == "o"], dtype=np.float64).reshape(-1, 3)
+    frac = structure.frac_coords
+    out = []
+    for i, members in enumerate(environment_members(structure, r_env)):
+        has_vac = bool(len(o_vac)) and bool((_min_image_distance(structure, frac[i], o_vac) < r_env).any())
+        defects = np.array([float(has_vac), float(anti[members].any())])
+        out.append(Environment(i, members, element_content([symbols[m] for m in members]), defects))
+    if include_bulk:
+        defects = np.array([float(len(o_vac) > 0), float(anti.any())])
+        out.append(Environment(-1, np.arange(len(structure)), element_content(symbols), defects))
+    return out
+
+
+def environment_spectrum(site_spectra: dict[int, np.ndarray], members: np.ndarray) -> np.ndarray | None:
+    """Mean of the member sites' spectra (one channel); ``None`` when no member has one."""
+    have = [site_spectra[int(m)] for m in members if int(m) in site_spectra]
+    return np.mean(have, axis=0) if have else None
