@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 GNNSPEC := $(VENV)/bin/gnnspec
 STAMP := $(VENV)/.installed
 DATA ?= datasets/nmc_feff10_fast
-CONFIG ?= $(shell test -x $(PY) && $(PY) -c "import torch; print('train_configs/gpu.yaml' if torch.cuda.is_available() else 'train_configs/cpu.yaml')" 2>/dev/null || echo train_configs/cpu.yaml)
+CONFIG ?=
 export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: install test test-all lint train data data-info bench clean
@@ -36,8 +36,8 @@ test-all: install
 
 ## train on the shipped dataset: gpu.yaml with CUDA, cpu.yaml (about 20 min on 2 cores) otherwise
 train: install
-	@CFG=$(CONFIG); test -n "$$CFG" || CFG=train_configs/cpu.yaml; \
-	if [ "$(origin CONFIG)" = "file" ]; then CFG=$$($(PY) -c "import torch; print('train_configs/gpu.yaml' if torch.cuda.is_available() else 'train_configs/cpu.yaml')"); fi; \
+	@CFG="$(CONFIG)"; \
+	if [ -z "$$CFG" ]; then CFG=$$($(PY) -c "import torch; print('train_configs/gpu.yaml' if torch.cuda.is_available() else 'train_configs/cpu.yaml')"); fi; \
 	echo "gnnspec train $$CFG"; $(GNNSPEC) train $$CFG
 
 ## (re)build the shipped dataset from its recipe; resumes where it stopped

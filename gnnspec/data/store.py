@@ -21,6 +21,39 @@ DEFAULT_MAP_SIZE = 8 * 1024**3  # bytes of address space; the file grows only as
 DATA_FILE = "data.mdb"
 
 
+#: One LMDB environment per folder and process (LMDB refuses a second open in one process).
+_ENVS: dict[tuple[str, int], tuple[lmdb.Environment, bool]] = {}
+
+
+def _open_env(path: Path, readonly: bool, map_size: int) -> lmdb.Environment:
+    key = (str(path.resolve()), os.getpid())
+    if key in _ENVS:
+        env, env_readonly = _ENVS[key]
+        if readonly or not env_readonly:
+            return env
+        env.close()  # reopen for writing; a writable environment serves readers too
+        del _ENVS[key]
+    if not readonly:
+        path.mkdir(parents=True, exist_ok=True)
+    env = lmdb.open(
+        str(path),
+        readonly=readonly,
+        lock=os.access(path, os.W_OK),  # readers take part in locking so a running build can write beside them
+        readahead=False,
+        map_size=map_size,
+        subdir=True,
+        max_readers=256,
+    )
+    _ENVS[key] = (env, readonly)
+    return env
+
+
+def _close_env(path: Path) -> None:
+    key = (str(path.resolve()), os.getpid())
+    if key in _ENVS:
+        _ENVS.pop(key)[0].close()
+
+
 class SpectraStore:
     """Read/write access to a gnnspec LMDB dataset folder."""
 
@@ -45,24 +78,14 @@ class SpectraStore:
     # -- environment -------------------------------------------------------------------
     @property
     def env(self) -> lmdb.Environment:
-        if self._env is None or self._pid != os.getpid():
-            if not self.readonly:
-                self.path.mkdir(parents=True, exist_ok=True)
-            self._env = lmdb.open(
-                str(self.path),
-                readonly=self.readonly,
-                lock=not self.readonly,
-                readahead=False,
-                map_size=self.map_size if not self.readonly else 0,
-                subdir=True,
-                max_readers=256,
-            )
-            self._pid = os.getpid()
+        self._env = _open_env(self.path, self.readonly, self.map_size)
+        self._pid = os.getpid()
         return self._env
 
     def close(self) -> None:
+        """Close the environment for every user of this folder in this process."""
         if self._env is not None and self._pid == os.getpid():
-            self._env.close()
+            _close_env(self.path)
         self._env = None
 
     def __getstate__(self) -> dict:

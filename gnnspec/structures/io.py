@@ -67,7 +67,11 @@ def check_structure(structure: Structure, label: str = "<structure>") -> None:
 
 
 def _is_ase_atoms(obj: Any) -> bool:
-    return type(obj).__name__ == "Atoms" and type(obj).__module__.startswith("ase")
+    try:
+        from ase import Atoms
+    except ImportError:
+        return False
+    return isinstance(obj, Atoms)
 
 
 def _from_ase(atoms: Any, label: str) -> Structure:

@@ -1,0 +1,172 @@
+"""Dataset build end to end with real FEFF10 runs on a tiny recipe (about a minute in all)."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from gnnspec.cli import main
+from gnnspec.config import load_config
+from gnnspec.data import schema
+from gnnspec.data.build import BuildConfig, build_dataset
+from gnnspec.data.inspect import dataset_info, verify_dataset
+from gnnspec.data.store import SpectraStore
+from gnnspec.errors import InputError
+
+pytest.importorskip("feff10")
+
+TINY = {
+    "name": "tiny",
+    "seed": 5,
+    "n_structures": 2,
+    "relax": False,
+    "thermal_sigma": 0.02,
+    "sites_per_structure": 1,
+    "channels": ["Li-K-xas", "O-K-xas", "O-K-eels", "Co-K-xas"],
+}
+
+
+def _recipe(tmp_path: Path, **over) -> Path:
+    p = tmp_path / "recipe.yaml"
+    p.write_text(yaml.safe_dump({**TINY, **over}))
+    return p
+
+
+def _keys(path) -> list[bytes]:
+    return sorted(k for k in SpectraStore(path).keys() if k != schema.METADATA_KEY)
+
+
+@pytest.fixture(scope="module")
+def full_build(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("full")
+    cfg = load_config(_recipe(tmp), BuildConfig)
+    stats = build_dataset(cfg, tmp / "ds", workers=2, progress=False)
+    return tmp / "ds", stats
+
+
+def test_build_stores_every_planned_spectrum(full_build):
+    path, stats = full_build
+    assert stats["structures"] == 2 and stats["failures"] == 0
+    store = SpectraStore(path)
+    for sid in store.structure_ids():
+        rec = store.structure(sid)
+        assert rec["split"] in schema.SPLITS and rec["params"]["seed"] >= 0
+        spectra = store.spectra_of(sid)
+        planned = {(int(site), c) for site, groups in rec["sites"].items() for chans in groups.values() for c in chans}
+        assert set(spectra) == planned
+        for r in spectra.values():
+            assert r["preset"] == "fast" and len(r["preset_hash"]) == 16 and r["feff_version"].startswith("feff10")
+            assert r["energy"].dtype == np.float64 and np.all(np.diff(r["energy"]) > 0)
+    # per structure: Li (K), O (ELNES: xas + eels), Co (K) at one site each
+    assert stats["spectra"] == 2 * 4 and stats["runs"] == 2 * 3
+    assert verify_dataset(path) == []
+    info = dataset_info(path)
+    assert info["spectra"] == 8 and info["spectra_per_channel"]["O-K-eels"] == 2
+
+
+def test_rerun_recomputes_nothing(full_build, tmp_path):
+    path, _ = full_build
+    cfg = load_config(_recipe(tmp_path), BuildConfig)
+    stats = build_dataset(cfg, path, workers=1, progress=False)
+    assert stats["runs"] == 0 and stats["structures"] == 0
+
+
+def test_killed_build_resumes_to_the_same_records(full_build, tmp_path):
+    """SIGKILL the whole build mid-run; the rerun completes without duplicates."""
+    path, _ = full_build
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "gnnspec", "data", "build", str(_recipe(tmp_path)), "--out", str(out), "--workers", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    n = 0
+    while time.time() < deadline:
+        time.sleep(0.5)
+        if (out / "data.mdb").exists():
+            n = sum(1 for k in SpectraStore(out).keys("spectrum/"))
+            if n >= 2:
+                break
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert 2 <= n < 8, "the build should have been killed mid-way"
+    assert main(["data", "build", str(_recipe(tmp_path)), "--out", str(out), "--workers", "2"]) == 0
+    assert _keys(out) == _keys(path)
+    a, b = SpectraStore(out), SpectraStore(path)
+    for key in b.keys("spectrum/"):
+        assert np.allclose(a.get(key)["intensity"], b.get(key)["intensity"])
+
+
+def test_changed_recipe_is_refused(full_build, tmp_path):
+    path, _ = full_build
+    cfg = load_config(_recipe(tmp_path, seed=6), BuildConfig)
+    with pytest.raises(InputError, match="seed"):
+        build_dataset(cfg, path, workers=1, progress=False)
+
+
+def test_unknown_recipe_keys_and_values_are_refused(tmp_path):
+    with pytest.raises(InputError, match="unknown key"):
+        load_config(_recipe(tmp_path, colour="red"), BuildConfig)
+    with pytest.raises(InputError, match="unknown channel"):
+        load_config(_recipe(tmp_path, channels=["Fe-K-xas"]), BuildConfig)
+    with pytest.raises(InputError, match="unknown FEFF preset"):
+        load_config(_recipe(tmp_path, preset="ultra"), BuildConfig)
+
+
+def test_dask_local_cluster_build(full_build, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    path, _ = full_build
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        cfg = load_config(_recipe(tmp_path), BuildConfig)
+        stats = build_dataset(cfg, tmp_path / "dask", scheduler=cluster.scheduler_address, progress=False)
+    assert stats["runs"] == 6
+    assert _keys(tmp_path / "dask") == _keys(path)
+
+
+def test_info_verify_and_import_from_the_cli(full_build, tmp_path, capsys, licoo2):
+    path, _ = full_build
+    assert main(["data", "info", str(path)]) == 0
+    assert "O-K-eels" in capsys.readouterr().out
+    assert main(["data", "verify", str(path)]) == 0
+    # a FEFF run folder computed elsewhere
+    from gnnspec.simulate.runner import run_feff_site
+
+    run_dir = tmp_path / "feff_runs"
+    run_dir.mkdir()
+    co = next(i for i, s in enumerate(licoo2) if s.specie.symbol == "Co")
+    run_feff_site(licoo2, co, ["Co-K-xas"], workdir_root=run_dir, keep_workdir=True)
+    assert main(["data", "import", str(run_dir), "--out", str(tmp_path / "imported")]) == 0
+    store = SpectraStore(tmp_path / "imported")
+    (sid,) = store.structure_ids()
+    assert list(store.spectra_of(sid)) == [(0, "Co-K-xas")]
+    assert store.structure(sid)["structure"]["sites"][0]["species"][0]["element"] == "Co"
+    assert main(["data", "info", str(tmp_path / "nothing")]) == 2
+
+
+def test_verify_reports_a_broken_record(full_build, tmp_path):
+    import shutil
+
+    path, _ = full_build
+    copy = tmp_path / "copy"
+    shutil.copytree(path, copy)
+    store = SpectraStore(copy, readonly=False)
+    key = next(store.keys("spectrum/"))
+    rec = store.get(key)
+    rec["intensity"] = rec["intensity"][:-1]
+    store.put_many({key: rec})
+    store.close()
+    problems = verify_dataset(copy)
+    assert len(problems) == 1 and key.decode() in problems[0]
+
+
+def test_codec_roundtrip_without_pickle():
+    value = {"a": np.arange(5, dtype=np.float64), "b": [1, "x", {"c": np.ones((2, 3), dtype=np.float32)}], "d": (1, 2)}
+    back = schema.decode(schema.encode(value))
+    assert np.array_equal(back["a"], value["a"]) and back["a"].dtype == np.float64
+    assert back["b"][2]["c"].shape == (2, 3) and back["b"][2]["c"].dtype == np.float32
+    assert back["d"] == [1, 2]
+    assert b"pickle" not in schema.encode(value)

@@ -1,0 +1,98 @@
+"""Real FEFF10 runs on small clusters (a few seconds each)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from gnnspec.cli import main
+from gnnspec.errors import InputError
+from gnnspec.simulate.feff_input import build_feff_input
+from gnnspec.simulate.presets import PRESETS, get_preset, preset_hash
+from gnnspec.simulate.runner import run_feff_site
+
+pytest.importorskip("feff10")
+
+
+def _site(structure, symbol):
+    return next(i for i, s in enumerate(structure) if s.specie.symbol == symbol)
+
+
+def test_feff_input_has_one_potential_per_present_element(licoo2):
+    text = build_feff_input(licoo2, _site(licoo2, "Co"), "K", "xanes", PRESETS["fast"])
+    pots = text.split("POTENTIALS")[1].split("ATOMS")[0]
+    rows = [line.split() for line in pots.strip().splitlines()[1:] if line.strip()]
+    assert [(r[0], r[2]) for r in rows] == [("0", "Co"), ("1", "Li"), ("2", "O"), ("3", "Co")]
+    for card in ("EDGE K", "S02 1.0", "CONTROL 1 1 1 1 1 1", "PRINT 0 0 0 0 0 0", "FMS 4.0 0", "EXCHANGE 0 0 0", "COREHOLE FSR", "XANES 4.0 0.07 0.0"):
+        assert card in text
+    assert "SCF" not in text
+    assert "SCF 3.0 0 30 0.1 1" in build_feff_input(licoo2, 0, "K", "xanes", PRESETS["scf"])
+
+
+def test_preset_hash_tells_presets_apart():
+    assert preset_hash(PRESETS["fast"]) != preset_hash(PRESETS["scf"])
+    with pytest.raises(KeyError, match="fast"):
+        get_preset("slow")
+
+
+def test_xanes_run_gives_k_edge_xas(licoo2):
+    out = run_feff_site(licoo2, _site(licoo2, "Co"), ["Co-K-xas"])
+    sp = out["Co-K-xas"]
+    assert sp.preset == "fast" and sp.feff_version.startswith("feff10")
+    assert np.all(np.diff(sp.energy) > 0) and np.all(np.isfinite(sp.intensity))
+    assert 7690 < sp.energy[0] < 7712 and sp.energy[-1] > 7760  # absolute eV around the Co K edge
+    assert sp.intensity.max() > 0
+
+
+def test_elnes_run_gives_eels_and_xas_at_once(licoo2):
+    out = run_feff_site(licoo2, _site(licoo2, "O"), ["O-K-xas", "O-K-eels"])
+    assert set(out) == {"O-K-xas", "O-K-eels"}
+    assert out["O-K-xas"].seconds == out["O-K-eels"].seconds  # one run
+    for sp in out.values():
+        assert 520 < sp.energy[0] < 535 and sp.energy[-1] > 580
+        assert np.all(np.isfinite(sp.intensity)) and sp.intensity.max() > 0
+
+
+def test_bad_inputs_are_clear(licoo2):
+    with pytest.raises(InputError, match="needs a Ni absorber"):
+        run_feff_site(licoo2, _site(licoo2, "Co"), ["Ni-K-xas"])
+    with pytest.raises(InputError, match="out of range"):
+        run_feff_site(licoo2, 99, ["Co-K-xas"])
+    with pytest.raises(KeyError, match="unknown channel"):
+        run_feff_site(licoo2, 0, ["Co-M-xas"])
+
+
+def test_too_close_atoms_never_reach_feff(licoo2):
+    s = licoo2.copy()
+    co = _site(s, "Co")
+    s.append("O", s[co].coords + np.array([0.0, 0.0, 0.3]), coords_are_cartesian=True)
+    with pytest.raises(InputError, match="0.300 A apart"):
+        build_feff_input(s, co, "K", "xanes", PRESETS["fast"])
+
+
+def test_simulate_cli_end_to_end(tmp_path, licoo2, capsys):
+    cif = tmp_path / "licoo2.cif"
+    licoo2.to(filename=str(cif))
+    out = tmp_path / "co.json"
+    code = main(["simulate", str(cif), "--site", str(_site(licoo2, "Co")), "--channel", "Co-L3-eels", "--channel", "Co-L3-xas", "--out", str(out)])
+    assert code == 0
+    data = json.loads(out.read_text())
+    assert data["schema"] == "gnnspec.spectra/1"
+    assert set(data["channels"]) == {"Co-L3-eels", "Co-L3-xas"}
+    assert data["meta"]["preset"] == "fast"
+    e = data["channels"]["Co-L3-eels"]["energy"]
+    assert 770 < e[0] < 780
+    assert "FEFF" not in capsys.readouterr().out.replace("FEFF log", "")  # FEFF's console went to the log
+
+
+def test_simulate_cli_bad_input_exit_2(tmp_path, licoo2, capsys):
+    bad = tmp_path / "bad.cif"
+    bad.write_text("not a cif at all")
+    assert main(["simulate", str(bad), "--site", "0", "--channel", "Co-K-xas", "--out", str(tmp_path / "x.json")]) == 2
+    assert "bad.cif" in capsys.readouterr().err
+    cif = tmp_path / "ok.cif"
+    licoo2.to(filename=str(cif))
+    assert main(["simulate", str(cif), "--site", "0", "--channel", "Fe-K-xas", "--out", str(tmp_path / "x.json")]) == 2
+    assert main(["simulate", str(cif), "--site", "0", "--channel", "Li-K-xas", "--preset", "nope", "--out", str(tmp_path / "x.json")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown channel" in err and "unknown FEFF preset" in err
