@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -250,8 +252,14 @@ def _wait_any(futures: set, dask: bool):
     return done, not_done
 
 
-def build_dataset(cfg: BuildConfig, out: str | Path, workers: int = 2, scheduler: str | None = None, progress: bool = True) -> dict:
-    """Build (or resume) the dataset at ``out``. Returns a summary of this session."""
+def build_dataset(
+    cfg: BuildConfig, out: str | Path, workers: int = 2, scheduler: str | None = None, progress: bool = True, structures_only: bool = False
+) -> dict:
+    """Build (or resume) the dataset at ``out``. Returns a summary of this session.
+
+    ``structures_only``: generate (and relax) the structures but run no FEFF (for example to
+    compute the runs elsewhere with :mod:`gnnspec.data.offload`).
+    """
     from tqdm import tqdm
 
     out = Path(out)
@@ -263,7 +271,7 @@ def build_dataset(cfg: BuildConfig, out: str | Path, workers: int = 2, scheduler
     existing = {sid: store.structure(sid) for sid in store.structure_ids() if sid < cfg.n_structures}
     to_generate = [sid for sid in range(cfg.n_structures) if sid not in existing]
     feff_queue: list[tuple] = []
-    for sid in sorted(existing):
+    for sid in sorted(existing) if not structures_only else []:
         rec = existing[sid]
         feff_queue += [(rec["structure"], sid, site, run, chans) for site, run, chans in pending_runs(store, rec)]
     est_runs_per_structure = 130
@@ -282,10 +290,11 @@ def build_dataset(cfg: BuildConfig, out: str | Path, workers: int = 2, scheduler
     t_start = time.time()
     bar = tqdm(total=total, desc="FEFF runs", unit="run", disable=not progress, file=sys.stderr, smoothing=0.05)
     generating = 0
+    previous_handler = signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() else None
     try:
         while feff_queue or to_generate or in_flight:
             while len(in_flight) < max_in_flight and (feff_queue or to_generate):
-                want_structure = to_generate and (len(feff_queue) < 2 * max_in_flight) and generating < 1
+                want_structure = to_generate and (len(feff_queue) < 2 * max_in_flight) and (generating < 1 or structures_only)
                 if want_structure or not feff_queue:
                     if not to_generate:
                         break
@@ -306,7 +315,7 @@ def build_dataset(cfg: BuildConfig, out: str | Path, workers: int = 2, scheduler
                 if kind == "structure":
                     generating -= 1
                     store.put_many({schema.structure_key(sid): result})
-                    runs = pending_runs(store, result)
+                    runs = pending_runs(store, result) if not structures_only else []
                     feff_queue += [(result["structure"], sid, site, run, chans) for site, run, chans in runs]
                     bar.total += len(runs) - est_runs_per_structure
                     stats["structures"] += 1
@@ -328,10 +337,18 @@ def build_dataset(cfg: BuildConfig, out: str | Path, workers: int = 2, scheduler
         executor.shutdown(wait=False, cancel_futures=True)
         _record_session(store, stats, t_start, workers, interrupted=True)
         raise
+    finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
     bar.close()
     executor.shutdown(wait=True)
     _record_session(store, stats, t_start, workers, interrupted=False)
     return stats
+
+
+def _terminate(signum, frame) -> None:
+    """SIGTERM (a scheduler or ``kill``) stops a build like Ctrl-C: record the session, exit."""
+    raise KeyboardInterrupt
 
 
 def _record_session(store: SpectraStore, stats: dict, t_start: float, workers: int, interrupted: bool) -> None:

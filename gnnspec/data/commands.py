@@ -26,7 +26,23 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     b.add_argument("--scheduler", default=None, help="Dask distributed scheduler address (tcp://host:port); default: local processes")
     b.add_argument("--n-structures", type=int, default=None, help="override the recipe's number of structures (grow a dataset)")
+    b.add_argument("--structures-only", action="store_true", help="generate and relax the structures, run no FEFF")
     b.set_defaults(func=_build)
+
+    x = dsub.add_parser(
+        "export-tasks",
+        help="write the pending FEFF runs as tasks for another machine",
+        description="Render every pending run's feff.inp into JSON lines, to run with `python -m gnnspec.simulate.farm` where feff10 is installed.",
+    )
+    x.add_argument("path", help="dataset folder")
+    x.add_argument("--out", required=True, help="tasks file (JSON lines)")
+    x.set_defaults(func=_export)
+
+    g = dsub.add_parser("ingest", help="store results computed by gnnspec.simulate.farm", description="Store farm results with the same records as a local build.")
+    g.add_argument("path", help="dataset folder")
+    g.add_argument("results", help="results file from the farm (msgpack)")
+    g.add_argument("--tasks", required=True, help="the tasks file the results belong to")
+    g.set_defaults(func=_ingest)
 
     i = dsub.add_parser("info", help="counts per channel, failures, presets, sizes", description="Summarise a dataset.")
     i.add_argument("path", help="dataset folder")
@@ -58,8 +74,24 @@ def _build(args: argparse.Namespace) -> int:
         cfg.n_structures = args.n_structures
     if args.workers < 1:
         raise InputError(f"--workers must be at least 1, got {args.workers}")
-    stats = build_dataset(cfg, args.out, workers=args.workers, scheduler=args.scheduler)
+    stats = build_dataset(cfg, args.out, workers=args.workers, scheduler=args.scheduler, structures_only=args.structures_only)
     print(f"{args.out}: {stats['structures']} structures generated, {stats['runs']} FEFF runs ({stats['spectra']} spectra, {stats['failures']} failed) this session")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from gnnspec.data.offload import export_tasks
+
+    n = export_tasks(args.path, args.out)
+    print(f"wrote {n} pending FEFF runs to {args.out}")
+    return 0
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from gnnspec.data.offload import ingest_results
+
+    counts = ingest_results(args.path, args.results, args.tasks)
+    print(f"{args.path}: stored {counts['spectra']} spectra, {counts['failures']} failures; {counts['skipped']} already present")
     return 0
 
 

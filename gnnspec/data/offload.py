@@ -1,0 +1,90 @@
+"""Computing a dataset's pending FEFF runs elsewhere: export them as tasks, ingest the results.
+
+``export_tasks`` renders every pending run's ``feff.inp`` (same cluster, preset and cards as a
+local build) into JSON lines; :mod:`gnnspec.simulate.farm` runs them anywhere ``feff10`` is
+installed; ``ingest_results`` stores the results with the same keys and record fields as a
+local build (preset name and hash, FEFF version, seconds), skipping anything already stored.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pymatgen.core import Structure
+
+from gnnspec.data import schema
+from gnnspec.data.build import pending_runs
+from gnnspec.data.store import SpectraStore
+from gnnspec.errors import InputError
+
+
+def export_tasks(path: str | Path, out: str | Path) -> int:
+    """Write the pending FEFF runs of the dataset at ``path`` to ``out`` (JSON lines)."""
+    from gnnspec.simulate.feff_input import build_feff_input
+    from gnnspec.simulate.presets import get_preset
+
+    store = SpectraStore(path)
+    preset = get_preset(store.metadata()["build_config"]["preset"])
+    n = 0
+    with open(out, "w") as f:
+        for sid in store.structure_ids():
+            rec = store.structure(sid)
+            structure = Structure.from_dict(rec["structure"])
+            for site, run, chans in pending_runs(store, rec):
+                element, edge, kind = run.split("-")
+                text = build_feff_input(structure, site, edge, kind, preset, title=f"gnnspec {element} {edge} site {site}")
+                task = {"key": f"{sid:06d}/{site:04d}/{run}", "text": text, "kind": kind, "channels": chans, "stage_timeout_s": preset.stage_timeout_s}
+                f.write(json.dumps(task) + "\n")
+                n += 1
+    return n
+
+
+def ingest_results(path: str | Path, results_file: str | Path, tasks_file: str | Path) -> dict:
+    """Store farm results into the dataset at ``path``; returns counts."""
+    from gnnspec.simulate.presets import feff_version, get_preset, preset_hash
+
+    store = SpectraStore(path, readonly=False)
+    meta = store.metadata()
+    if meta is None:
+        raise InputError(f"{path}: not a gnnspec dataset")
+    preset = get_preset(meta["build_config"]["preset"])
+    channels_of = {}
+    for line in Path(tasks_file).read_text().splitlines():
+        if line.strip():
+            t = json.loads(line)
+            channels_of[t["key"]] = t["channels"]
+    data = schema.decode(Path(results_file).read_bytes())
+    counts = {"spectra": 0, "failures": 0, "skipped": 0}
+    version = feff_version()
+    for res in data["results"]:
+        if res["key"] not in channels_of:
+            raise InputError(f"{results_file}: result {res['key']} is not among the tasks of {tasks_file}")
+        sid, site, run = res["key"].split("/")
+        sid, site = int(sid), int(site)
+        if "failure" in res:
+            store.put_many({schema.failure_key(sid, site, run): {"message": res["failure"]}})
+            counts["failures"] += 1
+            continue
+        items = {}
+        for ch in channels_of[res["key"]]:
+            key = schema.spectrum_key(sid, site, ch)
+            if store.get(key) is not None:
+                counts["skipped"] += 1
+                continue
+            energy, intensity = res["spectra"][ch.split("-")[-1]]
+            items[key] = {
+                "energy": energy,
+                "intensity": intensity,
+                "preset": preset.name,
+                "preset_hash": preset_hash(preset),
+                "feff_version": version,
+                "seconds": res["seconds"],
+            }
+        store.put_many(items)
+        counts["spectra"] += len(items)
+    sessions = list(meta.get("sessions", []))
+    sessions.append({"offloaded_runs": len(data["results"]), "wall_seconds": data.get("wall_seconds", 0.0), "workers": data.get("workers"), "note": "computed with gnnspec.simulate.farm"})
+    meta["sessions"] = sessions
+    store.put_many({schema.METADATA_KEY: meta})
+    return counts

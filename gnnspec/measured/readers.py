@@ -1,0 +1,215 @@
+"""Reading measured spectra: EELS from EMSA/MAS (``.msa``) and Gatan (``.dm3``/``.dm4``), XAS from text.
+
+Every reader returns a :class:`MeasuredSpectrum`: energies in eV (as the file states them, not
+yet calibrated or aligned), intensities in the file's units, and the file's metadata. Malformed
+files raise :class:`~gnnspec.errors.InputError` naming the file and the problem.
+
+* ``.msa``/``.emsa``/``.ems``: a small own parser of the EMSA/MAS 1.0 text format (``XY`` and
+  ``Y`` data types). It keeps the file's own X column; rosettasciio's ``rsciio.msa`` rebuilds the
+  axis from ``OFFSET`` and ``XPERCHAN`` and drops it. The two agree on regular files (tested), and
+  the own parser needs no optional dependency.
+* ``.dm3``/``.dm4``: rosettasciio's Digital Micrograph reader (``pip install gnnspec[measured]``).
+  A spectrum image is averaged over its navigation (pixel) axes into one spectrum.
+* ``.csv``/``.txt``/``.dat``/``.xy``/``.tsv``: two numeric columns, energy (eV) then intensity;
+  ``#`` starts a comment; commas, semicolons, tabs or spaces separate values; non-numeric header
+  lines before the data are tolerated. A scan recorded from high to low energy is reversed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gnnspec.errors import InputError
+
+#: Real measured STEM-EELS of an NMC cathode, kept next to a source checkout (absent elsewhere).
+EXAMPLE_DATA_DIR = Path(__file__).parents[2] / ".." / "shared" / "data" / "experimental_eels_nmc"
+
+MSA_SUFFIXES = (".msa", ".emsa", ".ems")
+DM_SUFFIXES = (".dm3", ".dm4")
+TEXT_SUFFIXES = (".csv", ".txt", ".dat", ".xy", ".tsv")
+_SPLIT = re.compile(r"[,;\s]+")
+_ENERGY_UNITS = {"ev": 1.0, "kev": 1000.0, "mev": 1e-3}
+
+
+@dataclass
+class MeasuredSpectrum:
+    """A spectrum as read from a file: energy (eV, uncalibrated), intensity, metadata and modality."""
+
+    path: str
+    energy: np.ndarray
+    intensity: np.ndarray
+    modality: str  # "eels" or "xas"
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def read_measured(path: str | Path) -> MeasuredSpectrum:
+    """Read a measured spectrum, choosing the reader by file suffix (``.msa``, ``.dm3``/``.dm4``, text)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    if suffix in MSA_SUFFIXES:
+        return read_msa(path)
+    if suffix in DM_SUFFIXES:
+        return read_dm(path)
+    if suffix in TEXT_SUFFIXES:
+        return read_xas_text(path)
+    known = ", ".join(MSA_SUFFIXES + DM_SUFFIXES + TEXT_SUFFIXES)
+    raise InputError(f"{path}: unknown spectrum file type {suffix or '(none)'!r}; known: {known}")
+
+
+def read_msa(path: str | Path) -> MeasuredSpectrum:
+    """Read an EMSA/MAS 1.0 spectrum (``#KEYWORD : value`` header, then ``XY`` or ``Y`` data)."""
+    path = Path(path)
+    header: dict[str, str] = {}
+    values: list[list[float]] = []
+    in_data = False
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    for number, raw in enumerate(lines, start=1):
+        line = raw.strip()
+        if not line:
+            continue
+        if line.startswith("#"):
+            key, _, value = line[1:].partition(":")
+            key = key.split("-")[0].strip().upper()  # "#BEAMKV -kV: 300" -> BEAMKV
+            if key == "SPECTRUM":
+                in_data = True
+            elif key == "ENDOFDATA":
+                break
+            else:
+                header[key] = value.strip()
+            continue
+        if not in_data:
+            raise InputError(f"{path} line {number}: data before the '#SPECTRUM' line: {line[:40]!r}")
+        try:
+            values.append([float(v) for v in _SPLIT.split(line.strip(" ,;")) if v])
+        except ValueError:
+            raise InputError(f"{path} line {number}: non-numeric data {line[:40]!r}") from None
+    if "FORMAT" not in header or "EMSA" not in header["FORMAT"].upper():
+        raise InputError(f"{path}: not an EMSA/MAS file (no '#FORMAT : EMSA/MAS Spectral Data File' line)")
+    if not values:
+        raise InputError(f"{path}: no data after the '#SPECTRUM' line")
+    datatype = header.get("DATATYPE", "XY").strip().upper()
+    if datatype == "XY":
+        if any(len(row) != 2 for row in values):
+            raise InputError(f"{path}: DATATYPE XY needs two values (energy, counts) on every data line")
+        arr = np.array(values, dtype=np.float64)
+        energy, intensity = arr[:, 0], arr[:, 1]
+    elif datatype == "Y":
+        intensity = np.array([v for row in values for v in row], dtype=np.float64)
+        offset, step = _header_float(header, "OFFSET", path), _header_float(header, "XPERCHAN", path)
+        energy = offset + step * np.arange(intensity.size)
+    else:
+        raise InputError(f"{path}: DATATYPE {datatype!r} is not supported (XY or Y)")
+    if "NPOINTS" in header:
+        npoints = int(round(_header_float(header, "NPOINTS", path)))
+        if npoints != intensity.size:
+            raise InputError(f"{path}: header says NPOINTS {npoints} but the file holds {intensity.size} points (truncated?)")
+    energy = energy * _energy_scale(header.get("XUNITS", "eV"), path)
+    signal = header.get("SIGNALTYPE", "").upper()
+    meta = {"format": "EMSA/MAS", "header": header}
+    return _finish(path, energy, intensity, "eels" if signal in ("ELS", "EELS", "") else "xas", meta)
+
+
+def read_dm(path: str | Path) -> MeasuredSpectrum:
+    """Read a Gatan ``.dm3``/``.dm4`` EELS spectrum (or spectrum image, averaged) via rosettasciio."""
+    path = Path(path)
+    try:
+        from rsciio.digitalmicrograph import file_reader
+    except ImportError:
+        raise InputError(f"{path}: reading .dm3/.dm4 needs rosettasciio (pip install 'gnnspec[measured]')") from None
+    try:
+        datasets = file_reader(str(path), lazy=False)
+    except Exception as exc:  # rosettasciio raises many types on malformed files
+        raise InputError(f"{path}: not a readable Digital Micrograph file ({type(exc).__name__}: {exc})") from None
+    for dataset in datasets:
+        axes = dataset["axes"]
+        energy_axes = [ax for ax in axes if str(ax.get("units", "")).strip().lower() in _ENERGY_UNITS]
+        if len(energy_axes) != 1:
+            continue  # an image, or ambiguous
+        axis = energy_axes[0]
+        data = np.moveaxis(np.asarray(dataset["data"], dtype=np.float64), axis["index_in_array"], -1)
+        n_spectra = int(np.prod(data.shape[:-1]))
+        intensity = data.reshape(-1, data.shape[-1]).mean(axis=0)
+        energy = (axis["offset"] + axis["scale"] * np.arange(axis["size"])) * _energy_scale(str(axis["units"]), path)
+        if axis["scale"] < 0:
+            energy, intensity = energy[::-1], intensity[::-1]
+        title = dataset.get("metadata", {}).get("General", {}).get("title", "")
+        meta = {"format": "Digital Micrograph", "title": title, "n_spectra_averaged": n_spectra}
+        return _finish(path, energy, intensity, "eels", meta)
+    raise InputError(f"{path}: holds no spectrum with one energy axis (units eV, keV or meV)")
+
+
+def read_xas_text(path: str | Path, columns: tuple[int, int] = (0, 1)) -> MeasuredSpectrum:
+    """Read a two-column text/CSV spectrum: energy (eV) and intensity, ``#`` comments, header tolerated."""
+    path = Path(path)
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    rows: list[tuple[float, float]] = []
+    header: list[str] = []
+    for number, raw in enumerate(lines, start=1):
+        line = raw.split("#", 1)[0].strip().strip(",;")
+        if not line:
+            continue
+        fields = [f for f in _SPLIT.split(line) if f]
+        try:
+            numbers = [float(f) for f in fields]
+        except ValueError:
+            if rows:
+                raise InputError(f"{path} line {number}: non-numeric values {line[:40]!r} inside the data") from None
+            header.append(line)
+            continue
+        if len(numbers) <= max(columns):
+            raise InputError(f"{path} line {number}: expected at least {max(columns) + 1} columns, found {len(numbers)}")
+        rows.append((numbers[columns[0]], numbers[columns[1]]))
+    if not rows:
+        raise InputError(f"{path}: no numeric data rows (expected two columns: energy in eV, intensity)")
+    arr = np.array(rows, dtype=np.float64)
+    energy, intensity = arr[:, 0], arr[:, 1]
+    if energy.size > 1 and np.all(np.diff(energy) < 0):
+        energy, intensity = energy[::-1], intensity[::-1]
+    return _finish(path, energy, intensity, "xas", {"format": "text", "header_lines": header})
+
+
+def _finish(path: Path, energy: np.ndarray, intensity: np.ndarray, modality: str, meta: dict) -> MeasuredSpectrum:
+    """Check the arrays (>= 2 points, finite, strictly increasing energy) and build the result."""
+    if energy.size < 2:
+        raise InputError(f"{path}: a spectrum needs at least 2 points, found {energy.size}")
+    for label, arr in (("energy", energy), ("intensity", intensity)):
+        bad = np.flatnonzero(~np.isfinite(arr))
+        if bad.size:
+            raise InputError(f"{path}: {label} has {bad.size} non-finite value(s), first at point {bad[0]}")
+    steps = np.diff(energy)
+    if np.any(steps <= 0):
+        i = int(np.flatnonzero(steps <= 0)[0])
+        raise InputError(
+            f"{path}: energies are not strictly increasing at point {i + 1} ({energy[i]:g} then {energy[i + 1]:g} eV)"
+        )
+    return MeasuredSpectrum(str(path), energy, intensity, modality, meta)
+
+
+def _header_float(header: dict[str, str], key: str, path: Path) -> float:
+    try:
+        return float(header[key])
+    except KeyError:
+        raise InputError(f"{path}: header keyword #{key} is missing") from None
+    except ValueError:
+        raise InputError(f"{path}: header keyword #{key} is not a number: {header[key]!r}") from None
+
+
+def _energy_scale(units: str, path: Path) -> float:
+    """Factor from the file's energy units to eV; blank units are taken as eV."""
+    key = units.strip().lower() or "ev"
+    if key not in _ENERGY_UNITS:
+        raise InputError(f"{path}: energy units {units!r} are not supported (eV, keV or meV)")
+    return _ENERGY_UNITS[key]

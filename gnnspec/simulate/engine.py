@@ -1,0 +1,94 @@
+"""The FEFF10 engine core: run one feff.inp text and parse its spectra (no pymatgen needed).
+
+Each run gets its own temporary working folder (about 6 MB), deleted after parsing. FEFF's
+console output (also from its per-stage worker processes) goes to a log file, never to the
+user's terminal. Only the stages a run needs are passed to FEFF: rdinp atomic pot xsph fms
+mkgtr path genfmt ff2x (plus eels for ELNES runs), each with the preset's stage timeout.
+Raw FEFF energies (absolute, eV) and intensities are kept: ``xmu.dat`` column ``mu`` for XANES
+runs; for ELNES runs ``eels.dat`` (total) and the same edge's XAS from ``xmu10.dat`` (``mu``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+_XANES_STAGES = ["rdinp", "atomic", "pot", "xsph", "fms", "mkgtr", "path", "genfmt", "ff2x"]
+_ELNES_STAGES = [*_XANES_STAGES, "eels"]
+
+
+class FeffRunError(RuntimeError):
+    """A FEFF run that failed or timed out, with FEFF's message."""
+
+
+@contextlib.contextmanager
+def _redirect_fds(log_path: Path):
+    """Send file descriptors 1 and 2 (FEFF's console, also from its worker processes) to a log."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(log_path, "ab") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+def run_feff_text(text: str, kind: str, stage_timeout_s: float, log_path=None, workdir_root=None, keep: bool = False):
+    """Run FEFF10 on ``text`` (kind ``xanes`` or ``elnes``): ``({"xas"|"eels": (energy, intensity)}, seconds)``."""
+    import feff10
+
+    workdir = Path(tempfile.mkdtemp(prefix="gnnspec_feff_", dir=workdir_root))
+    log = Path(log_path) if log_path else workdir / "feff_console.log"
+    if log_path:
+        log.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        inp = feff10.FeffInput.parse(text)
+        stages = [feff10.Stage.from_name(n) for n in (_ELNES_STAGES if kind == "elnes" else _XANES_STAGES)]
+        (workdir / "feff.inp").write_text(text)
+        config = feff10.FeffConfig(str(workdir), inp, stages=stages, stage_timeout=stage_timeout_s)
+        t0 = time.perf_counter()
+        try:
+            with _redirect_fds(log):
+                result = feff10.FeffPipeline(config).run()
+            seconds = time.perf_counter() - t0
+            if kind == "elnes":
+                # an ELNES run writes the edge's XAS to xmu10.dat (unnormalised) beside eels.dat
+                xmu = feff10.FeffTable.from_file(str(workdir / "xmu10.dat"))
+                spectra = {
+                    "xas": _table_xy(xmu, "xmu10.dat", mu_col=3),
+                    "eels": _table_xy(result.read_eels(), "eels.dat", mu_col=1),
+                }
+            else:
+                spectra = {"xas": _table_xy(result.read_xmu(), "xmu.dat", mu_col=3)}
+        except feff10.FeffError as exc:
+            raise FeffRunError(f"FEFF10 failed: {type(exc).__name__}: {str(exc).strip()[:500]}") from None
+        return spectra, seconds
+    finally:
+        if not keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _table_xy(table, name: str, mu_col: int) -> tuple[np.ndarray, np.ndarray]:
+    cols = table.columns
+    if len(cols) <= mu_col or len(cols[0]) < 2:
+        raise FeffRunError(f"FEFF10 output {name} has no spectrum ({len(cols)} columns)")
+    energy = np.asarray(cols[0], dtype=np.float64)
+    intensity = np.asarray(cols[mu_col], dtype=np.float64)
+    if not (np.all(np.isfinite(energy)) and np.all(np.isfinite(intensity))):
+        raise FeffRunError(f"FEFF10 output {name} holds non-finite values")
+    return energy, intensity
