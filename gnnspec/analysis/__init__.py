@@ -1,0 +1,1 @@
+"""Using a trained model: per-atom explanations, attributions over input spectra, uncertainty."""

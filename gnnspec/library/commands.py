@@ -1,0 +1,193 @@
+"""``gnnspec library build|add|info`` and ``gnnspec query``: the embedding library from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from gnnspec.errors import InputError
+
+_DATA_HELP = "an LMDB dataset folder, a folder of structure files (CIF, POSCAR, *.vasp, pymatgen JSON) or one structure file"
+_MODEL_HELP = "model checkpoint (.pt); default: gnnspec/assets/model.pt"
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "library",
+        help="build, extend and inspect embedding libraries of structure environments",
+        description="Embedding libraries: a unit vector per environment (centre site + sites within 3.2 A), its labels "
+        "and structure, and a FAISS index (inner product = cosine similarity).",
+    )
+    lsub = p.add_subparsers(dest="library_command", metavar="ACTION")
+
+    b = lsub.add_parser(
+        "build",
+        help="embed every environment of a dataset into a new library",
+        description="Embed every site environment of DATA with the model into a new library folder.",
+    )
+    b.add_argument("--data", required=True, help=_DATA_HELP)
+    b.add_argument("--model", default=None, help=_MODEL_HELP)
+    b.add_argument("--out", required=True, help="library folder to create")
+    b.add_argument("--bulk", action="store_true", help="also add each whole structure as an entry (site -1)")
+    b.add_argument(
+        "--index",
+        default="auto",
+        choices=["auto", "exact", "hnsw", "ivfpq"],
+        help="FAISS index: auto (exact below 50k vectors, HNSW below 1M, IVF-PQ beyond), or force one",
+    )
+    b.add_argument("--split", default=None, help="only this split of an LMDB dataset (train, val or test); default: all")
+    b.add_argument(
+        "--vectors",
+        default="structure",
+        choices=["structure", "predicted"],
+        help="structure: structure embeddings of the environments (default); predicted: spectrum embeddings of their forward-predicted spectra",
+    )
+    b.set_defaults(func=_build)
+
+    a = lsub.add_parser(
+        "add",
+        help="add a dataset's environments to a library",
+        description="Add the environments of DATA to library LIB (same model); structures already there are skipped.",
+    )
+    a.add_argument("library", metavar="LIB", help="library folder")
+    a.add_argument("--data", required=True, help=_DATA_HELP)
+    a.add_argument("--model", default=None, help=_MODEL_HELP)
+    a.add_argument("--bulk", action="store_true", help="also add each whole structure as an entry (site -1)")
+    a.add_argument("--split", default=None, help="only this split of an LMDB dataset; default: all")
+    a.set_defaults(func=_add)
+
+    i = lsub.add_parser(
+        "info",
+        help="count, dimension, model hash, index, sources",
+        description="Check every file of LIB against its manifest and summarise it.",
+    )
+    i.add_argument("library", metavar="LIB", help="library folder")
+    i.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    i.set_defaults(func=_info)
+    p.set_defaults(func=lambda args: p.print_help() or 2)
+
+    q = sub.add_parser(
+        "query",
+        help="nearest library environments of measured or simulated spectra",
+        description="Embed SPECTRA (gnnspec.spectra/1: any subset of channels, absolute eV) with the library's model and return "
+        "the k nearest environments with their composition, defects and structure.",
+    )
+    q.add_argument("library", metavar="LIB", help="library folder")
+    q.add_argument(
+        "spectra", metavar="SPECTRA", help="a spectra .json file, or a batch: a folder of .json files or a .jsonl file"
+    )
+    q.add_argument("-k", type=int, default=5, help="hits per query (default 5)")
+    q.add_argument("--model", default=None, help=_MODEL_HELP + "; its hash must match the library's")
+    q.add_argument("--out", default=None, help="write the hits as JSON here (default: print JSON to stdout)")
+    q.add_argument(
+        "--plot",
+        default=None,
+        metavar="PNG",
+        help="PNG of each hit's forward-predicted spectra beside the query, per channel (batch: PNG-{id}.png)",
+    )
+    q.set_defaults(func=_query)
+
+
+def _progress(label: str):
+    state = {"last": -1}
+
+    def report(done: int, total: int) -> None:
+        tenth = 10 * done // max(total, 1)
+        if tenth != state["last"] or done == total:
+            state["last"] = tenth
+            print(f"{label}: {done}/{total} structures", file=sys.stderr, flush=True)
+
+    return report
+
+
+def _build(args: argparse.Namespace) -> int:
+    from gnnspec.library.build import build_library
+    from gnnspec.library.embed import resolve_model
+
+    model = resolve_model(args.model)
+    lib = build_library(
+        model,
+        args.data,
+        args.out,
+        include_bulk=args.bulk,
+        index=args.index,
+        split=args.split,
+        vector_source=args.vectors,
+        progress=_progress("embedding"),
+    )
+    print(
+        f"{lib.path}: {lib.count} environments of {lib.manifest['n_structures']} structures, dimension {lib.dim}, index {lib.index_kind}"
+    )
+    return 0
+
+
+def _add(args: argparse.Namespace) -> int:
+    from gnnspec.library.build import add_to_library
+    from gnnspec.library.embed import resolve_model
+    from gnnspec.library.library import Library
+
+    lib = Library.open(args.library)
+    model = resolve_model(args.model)
+    stats = add_to_library(lib, model, args.data, split=args.split, include_bulk=args.bulk, progress=_progress("embedding"))
+    print(
+        f"{lib.path}: added {stats['entries']} environments of {stats['structures']} structures "
+        f"({stats['skipped']} already present); {stats['count']} in all, index {lib.index_kind}"
+    )
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from gnnspec.library.library import Library
+
+    lib = Library.open(args.library)
+    m = lib.manifest
+    if args.json:
+        print(json.dumps(m, indent=2))
+        return 0
+    idx = m["index"]
+    print(f"library        {lib.path} ({m['format']}), files verified")
+    print(f"entries        {m['count']} environments of {m['n_structures']} structures")
+    print(f"vectors        dimension {m['dim']}, {m.get('vector_source', 'structure')} embeddings, {m['metric']}")
+    print(f"model hash     {m['model_hash']}")
+    params = ", ".join(f"{k}={v}" for k, v in idx["params"].items()) or "no parameters"
+    print(f"index          {idx['kind']} (requested {idx['requested']}; {params})")
+    for s in m.get("sources", []):
+        print(
+            f"source         {s['path']} ({s['kind']}, split {s['split'] or 'all'}): {s['entries']} entries, {s['structures']} structures, added {s['added']}"
+        )
+    size = sum(f["bytes"] for f in m["files"].values())
+    print(f"size           {size / 1e6:.2f} MB in {len(m['files'])} files + manifest")
+    return 0
+
+
+def _query(args: argparse.Namespace) -> int:
+    from gnnspec.library.library import Library
+    from gnnspec.library.query import is_batch, load_queries, plot_results, run_queries
+
+    if args.k < 1:
+        raise InputError(f"-k must be at least 1, got {args.k}")
+    lib = Library.open(args.library, model=args.model)
+    queries = load_queries(args.spectra)
+    batch = is_batch(args.spectra)
+    results = run_queries(lib, queries, args.k)
+    payload = results if batch else {key: results[0][key] for key in ("hits", "channels_used")}
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(payload, indent=1) + "\n")
+        for res in results:
+            for rank, hit in enumerate(res["hits"], start=1):
+                where = "bulk" if hit["site"] < 0 else f"{hit['element']} site {hit['site']}"
+                comp = " ".join(f"{el}{v:.2f}" for el, v in hit["composition"].items() if v)
+                print(
+                    f"{res['id']}  #{rank}  score {hit['score']:.4f}  id {hit['id']}  structure {hit['structure_id']} {where}  {comp}  defects {hit['defects']}"
+                )
+        print(f"wrote {out}")
+    else:
+        print(json.dumps(payload, indent=1))
+    if args.plot:
+        for path in plot_results(lib, queries, results, args.plot, batch):
+            print(f"wrote {path}", file=sys.stderr if not args.out else sys.stdout)
+    return 0

@@ -1,0 +1,92 @@
+"""Explanations, attributions and uncertainty of a tiny model (random weights, synthetic data)."""
+
+import numpy as np
+import pytest
+import torch
+
+from gnnspec.analysis.attributions import integrated_gradients, plot_attributions
+from gnnspec.analysis.explain import explain_site, write_explanation
+from gnnspec.analysis.uncertainty import PropertyEnsemble, calibrate, expected_calibration_error, fit_ensemble
+from gnnspec.channels import CHANNELS
+from gnnspec.errors import InputError
+from gnnspec.models.factory import build_model
+from gnnspec.structures.nmc import NMCParams, generate_nmc
+from tests.model_fixtures import tiny_model_config
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return build_model(tiny_model_config()).double().eval()
+
+
+@pytest.fixture(scope="module")
+def nmc():
+    return generate_nmc(NMCParams(seed=2, li_content=0.8, n_o_vacancies=1)).structure
+
+
+def _site(structure, symbol):
+    return next(i for i, s in enumerate(structure) if s.specie.symbol == symbol)
+
+
+def test_explanation_shares_sum_to_one_and_contributions_to_spectrum(model, nmc, tmp_path):
+    site = _site(nmc, "Ni")
+    result = explain_site(model, nmc, site, "Ni-L3-eels")
+    assert result["atoms"][0]["index"] == site and result["atoms"][0]["distance"] == 0.0
+    assert np.allclose(result["contributions"].sum(0), result["spectrum"], atol=1e-10)
+    assert sum(a["share"] for a in result["atoms"]) == pytest.approx(1.0)
+    assert all(a["distance"] <= model.cfg.spectra.r_readout + 1e-9 for a in result["atoms"])
+    files = write_explanation(result, tmp_path)
+    assert [f.name for f in files] == ["contributions.csv", "contributions.json", "contributions.png"]
+    assert len((tmp_path / "contributions.csv").read_text().splitlines()) == len(result["atoms"]) + 1
+    with pytest.raises(InputError, match="needs a Mn absorber"):
+        explain_site(model, nmc, site, "Mn-K-xas")
+
+
+def test_integrated_gradients_are_complete(model, tmp_path):
+    rng = np.random.default_rng(0)
+    spectra = {c: 1.0 + 0.2 * rng.random(CHANNELS[c].n_energy) for c in ("O-K-eels", "Ni-L3-eels", "Ni-K-xas")}
+    result = integrated_gradients(model, spectra, steps=64)
+    assert result["channels"] == ["O-K-eels", "Ni-K-xas", "Ni-L3-eels"]
+    for name, t in result["targets"].items():
+        assert t["attribution"].shape == (3, CHANNELS["O-K-eels"].n_energy)
+        # completeness: attributions sum to f(x) - f(baseline), up to the Riemann error
+        assert abs(t["delta"]) < 0.05 * (abs(t["value"]) + 1), name
+    plot_attributions(result, tmp_path / "a.png")
+    assert (tmp_path / "a.png").stat().st_size > 1000
+
+
+def test_ece_is_zero_for_calibrated_and_large_for_overconfident():
+    rng = np.random.default_rng(0)
+    p = rng.random(20000)
+    y = (rng.random(20000) < p).astype(float)
+    assert expected_calibration_error(p, y) < 0.02
+    assert expected_calibration_error(np.where(p > 0.5, 0.99, 0.01), y) > 0.2
+
+
+def test_ensemble_spread_and_temperature_scaling(tmp_path):
+    rng = np.random.default_rng(1)
+    emb = rng.standard_normal((400, 8))
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    logits = 6 * emb[:, :2]
+    defects = (rng.random((400, 2)) < 1 / (1 + np.exp(-logits))).astype(float)
+    content = np.exp(emb[:, :5])
+    content /= content.sum(1, keepdims=True)
+    ens = fit_ensemble(emb[:300], content[:300], defects[:300], members=4, steps=200)
+    pred = ens.predict(emb[300:])
+    assert pred["content"].shape == (100, 5) and np.allclose(pred["content"].sum(1), 1.0)
+    assert (pred["defect_std"] > 0).all() and (pred["defect"] >= 0).all() and (pred["defect"] <= 1).all()
+    report = calibrate(ens, emb[300:], defects[300:])
+    for r in report.values():
+        assert r["nll_after"] <= r["nll_before"] + 1e-12  # T = 1 is among the candidates
+    # an overconfident ensemble gets a temperature above 1 and a smaller calibration error
+    over = PropertyEnsemble(ens.w_content, ens.b_content, 5 * ens.w_defect, 5 * ens.b_defect, np.ones(2))
+    big = rng.standard_normal((4000, 8))
+    big /= np.linalg.norm(big, axis=1, keepdims=True)
+    big_defects = (rng.random((4000, 2)) < 1 / (1 + np.exp(-6 * big[:, :2]))).astype(float)
+    report = calibrate(over, big, big_defects)
+    for r in report.values():
+        assert r["temperature"] > 1.5 and r["ece_after"] < r["ece_before"]
+    ens.save(tmp_path / "e.npz")
+    again = PropertyEnsemble.load(tmp_path / "e.npz")
+    assert np.allclose(again.predict(emb[:3])["defect"], ens.predict(emb[:3])["defect"])

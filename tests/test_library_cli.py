@@ -1,0 +1,172 @@
+"""The library as a user drives it: ``gnnspec library build|add|info`` and ``gnnspec query``, tiny real model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from test_library_helpers import make_lmdb, save_model, tiny_model, write_grid_spectra
+
+from gnnspec.channels import CHANNELS
+from gnnspec.cli import main
+from gnnspec.library import Library, model_hash
+from gnnspec.library.query import hit_spectra
+from gnnspec.spectra import Spectrum, write_spectra_batch
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A checkpoint, a dataset, a library built through the CLI and a query made from one of its entries."""
+    tmp = tmp_path_factory.mktemp("cli")
+    model = tiny_model()
+    ckpt = save_model(model, tmp / "model.pt")
+    lmdb = make_lmdb(tmp / "ds")
+    lib_path = tmp / "lib"
+    args = [
+        "library",
+        "build",
+        "--data",
+        str(lmdb),
+        "--model",
+        str(ckpt),
+        "--out",
+        str(lib_path),
+        "--vectors",
+        "predicted",
+        "--bulk",
+    ]
+    assert main(args) == 0
+    lib = Library.open(lib_path)
+    vectors = np.asarray(lib.vectors, dtype=np.float64)
+    gram = vectors @ vectors.T
+    np.fill_diagonal(gram, -2.0)
+    target = int(np.argmax(1.0 - gram.max(axis=1)))
+    entry = lib.entries.get([target])[0]
+    entry["structure"] = lib.structures.get([entry["structure_row"]])[0]["structure"]
+    spectra = hit_spectra(model, entry)
+    return {"tmp": tmp, "model": model, "ckpt": ckpt, "lmdb": lmdb, "lib": lib_path, "target": target, "spectra": spectra}
+
+
+def test_build_info_and_single_query(setup, capsys):
+    s = setup
+    capsys.readouterr()
+    assert main(["library", "info", str(s["lib"])]) == 0
+    info = capsys.readouterr().out
+    assert model_hash(s["model"]) in info and "files verified" in info and "predicted embeddings" in info
+    query = write_grid_spectra(s["tmp"] / "query.json", s["spectra"])
+    out, png = s["tmp"] / "hits.json", s["tmp"] / "hits.png"
+    assert (
+        main(["query", str(s["lib"]), str(query), "-k", "3", "--model", str(s["ckpt"]), "--out", str(out), "--plot", str(png)])
+        == 0
+    )
+    result = json.loads(out.read_text())
+    assert result["channels_used"] == list(s["spectra"])
+    hits = result["hits"]
+    assert len(hits) == 3 and hits[0]["id"] == s["target"] and hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
+    assert {"id", "score", "composition", "defects", "structure"} <= set(hits[0]) and hits[0]["structure"][
+        "@class"
+    ] == "Structure"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # without --out the same JSON goes to stdout
+    capsys.readouterr()
+    assert main(["query", str(s["lib"]), str(query), "-k", "1", "--model", str(s["ckpt"])]) == 0
+    assert json.loads(capsys.readouterr().out)["hits"][0]["id"] == s["target"]
+
+
+def test_batch_queries_jsonl_and_folder(setup):
+    s = setup
+    one = {c: Spectrum(c, CHANNELS[c].grid, y) for c, y in s["spectra"].items()}
+    first = next(iter(s["spectra"]))
+    part = {first: one[first]}  # a subset of the channels
+    jsonl = write_spectra_batch(s["tmp"] / "batch.jsonl", [("full", one), ("part", part)])
+    out, png = s["tmp"] / "batch.json", s["tmp"] / "batch.png"
+    assert (
+        main(["query", str(s["lib"]), str(jsonl), "-k", "2", "--model", str(s["ckpt"]), "--out", str(out), "--plot", str(png)])
+        == 0
+    )
+    results = json.loads(out.read_text())
+    assert [r["id"] for r in results] == ["full", "part"]
+    assert results[0]["hits"][0]["id"] == s["target"] and results[1]["channels_used"] == [first]
+    assert (s["tmp"] / "batch-full.png").exists() and (s["tmp"] / "batch-part.png").exists()
+    folder = s["tmp"] / "queries"
+    folder.mkdir()
+    write_grid_spectra(folder / "a.json", s["spectra"])
+    assert main(["query", str(s["lib"]), str(folder), "--model", str(s["ckpt"]), "--out", str(out)]) == 0
+    assert [r["id"] for r in json.loads(out.read_text())] == ["a"]
+
+
+def test_add_structure_files(setup, tmp_path, licoo2, capsys):
+    s = setup
+    lib = tmp_path / "lib"
+    assert (
+        main(
+            [
+                "library",
+                "build",
+                "--data",
+                str(s["lmdb"]),
+                "--model",
+                str(s["ckpt"]),
+                "--out",
+                str(lib),
+                "--split",
+                "train",
+                "--index",
+                "hnsw",
+            ]
+        )
+        == 0
+    )
+    before = Library.open(lib).count
+    cifs = tmp_path / "cifs"
+    cifs.mkdir()
+    licoo2.to(filename=str(cifs / "LiCoO2.cif"))
+    assert main(["library", "add", str(lib), "--data", str(cifs), "--model", str(s["ckpt"])]) == 0
+    after = Library.open(lib)
+    assert after.count == before + len(licoo2) and after.index_kind == "hnsw"
+    assert main(["library", "info", str(lib), "--json"]) == 0
+    assert '"kind": "hnsw"' in capsys.readouterr().out
+
+
+def test_bad_input_exits_2_with_one_line(setup, tmp_path, capsys):
+    s = setup
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"schema": "gnnspec.spectra/1", "channels": {"Ni-K-xas": {"energy": [1, 2], "intensity": [1]}}}')
+    other = save_model(tiny_model(seed=3), tmp_path / "other.pt")
+    good = write_grid_spectra(tmp_path / "good.json", s["spectra"])
+    cases = [
+        (["query", str(s["lib"]), str(bad), "--model", str(s["ckpt"])], "equal lengths"),
+        (["query", str(s["lib"]), str(good), "--model", str(other)], model_hash(s["model"])),
+        (["query", str(s["lib"]), str(good), "-k", "0", "--model", str(s["ckpt"])], "-k must be at least 1"),
+        (["query", str(tmp_path), str(good), "--model", str(s["ckpt"])], "not a gnnspec library"),
+        (
+            ["library", "build", "--data", str(tmp_path / "nothing"), "--model", str(s["ckpt"]), "--out", str(tmp_path / "l")],
+            "no such dataset",
+        ),
+        (
+            ["library", "build", "--data", str(s["lmdb"]), "--model", str(s["ckpt"]), "--out", str(s["lib"])],
+            "already holds a library",
+        ),
+    ]
+    for argv, message in cases:
+        capsys.readouterr()
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err
+    # no --model: the default model must exist and match the library
+    capsys.readouterr()
+    assert main(["query", str(s["lib"]), str(good)]) == 2
+    err = capsys.readouterr().err
+    assert "no default model" in err or model_hash(s["model"]) in err
+    # a damaged library: entries.jsonl cut short
+    damaged = tmp_path / "damaged"
+    assert (
+        main(["library", "build", "--data", str(s["lmdb"]), "--model", str(s["ckpt"]), "--out", str(damaged), "--split", "val"])
+        == 0
+    )
+    entries = damaged / "entries.jsonl"
+    entries.write_bytes(entries.read_bytes()[:-100])
+    capsys.readouterr()
+    assert main(["library", "info", str(damaged)]) == 2
+    assert "entries.jsonl" in capsys.readouterr().err
