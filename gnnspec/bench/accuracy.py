@@ -1,0 +1,114 @@
+"""Forward and inverse accuracy on the test split: gnnspec against baselines and the seed method.
+
+Forward (per channel, site spectra of the test structures): R^2 around the channel's mean
+test spectrum (``r2``; the mean spectrum scores about 0), the median per-spectrum R^2
+(``r2_median``: 1 - SS_res/SS_tot around each spectrum's own mean), MSE and mean cosine.
+
+Inverse (environments of the test structures, FEFF environment spectra as input): element
+content MAE per element and defect AUROC, for every channel subset of :data:`SUBSETS`. Only
+environments that hold at least one channel of the subset count.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from gnnspec.bench import baselines
+from gnnspec.bench.collect import EnvSet, SiteSet
+from gnnspec.bench.spectral_features import seed_features
+from gnnspec.channels import CHANNEL_NAMES, CHANNELS
+from gnnspec.structures.environments import CONTENT_ELEMENTS, DEFECTS
+from gnnspec.train.evaluate import auroc, spectrum_metrics
+
+SUBSETS: dict[str, list[str]] = {
+    **{c: [c] for c in CHANNEL_NAMES},
+    "XAS only": [c for c in CHANNEL_NAMES if CHANNELS[c].modality == "xas"],
+    "EELS only": [c for c in CHANNEL_NAMES if CHANNELS[c].modality == "eels"],
+    "all channels": list(CHANNEL_NAMES),
+}
+
+
+def forward_metrics(pred: np.ndarray, target: np.ndarray) -> dict:
+    m = spectrum_metrics(pred, target)
+    res = ((pred - target) ** 2).sum(1)
+    tot = ((target - target.mean(1, keepdims=True)) ** 2).sum(1)
+    m["r2_median"] = float(np.median(1 - res / np.maximum(tot, 1e-12)))
+    return m
+
+
+@torch.no_grad()
+def gnn_site_predictions(model, dataset, test: SiteSet) -> dict[str, np.ndarray]:
+    """The model's predictions in the order of ``test.keys``."""
+    dtype = next(model.parameters()).dtype
+    by_key: dict[tuple[int, int, str], np.ndarray] = {}
+    for i in range(len(dataset)):
+        g = dataset[i].clone()
+        g.pos, g.edge_shift = g.pos.to(dtype), g.edge_shift.to(dtype)
+        absorbers = g.site_y_mask.any(1).nonzero(as_tuple=True)[0]
+        if absorbers.numel() == 0:
+            continue
+        out = model.forward_structure(g, absorbers=absorbers, embed=False)
+        spectra = out["spectra"].double().numpy()
+        for r, site in enumerate(absorbers.tolist()):
+            for c, name in enumerate(model.cfg.channels):
+                by_key[(int(g.sid), site, name)] = spectra[r, c]
+    return {ch: np.array([by_key[(sid, site, ch)] for sid, site in keys]) for ch, keys in test.keys.items()}
+
+
+def forward_table(model, test_ds, train: SiteSet, test: SiteSet, quick: bool) -> dict[str, dict[str, dict]]:
+    """``{channel: {method: metrics}}`` for gnnspec, mean, kNN and gradient-boosted trees."""
+    gnn = gnn_site_predictions(model, test_ds, test) if model is not None else {}
+    table: dict[str, dict[str, dict]] = {}
+    for ch in test.Y:
+        if ch not in train.Y:
+            continue
+        Xtr, Ytr, Xte, Yte = train.X[ch], train.Y[ch], test.X[ch], test.Y[ch]
+        row = {"mean": forward_metrics(baselines.forward_mean(Ytr, len(Yte)), Yte)}
+        row["knn"] = forward_metrics(baselines.forward_knn(Xtr, Ytr, Xte), Yte)
+        row["gbt"] = forward_metrics(baselines.forward_gbt(Xtr, Ytr, Xte, n_estimators=60 if quick else 200), Yte)
+        if ch in gnn:
+            row["gnnspec"] = forward_metrics(gnn[ch], Yte)
+        table[ch] = row
+    return table
+
+
+def inverse_metrics(content_pred, defects_pred, content, defects) -> dict:
+    mae = np.abs(content_pred - content).mean(0)
+    out = {f"mae_{el}": float(v) for el, v in zip(CONTENT_ELEMENTS, mae)}
+    out["mae_mean"] = float(mae.mean())
+    for j, d in enumerate(DEFECTS):
+        out[f"auroc_{d}"] = auroc(defects_pred[:, j], defects[:, j])
+    out["n"] = int(len(content))
+    return out
+
+
+@torch.no_grad()
+def gnn_inverse(model, envs: EnvSet, channels: list[str], rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    dtype = next(model.parameters()).dtype
+    idx = [model.cfg.channels.index(c) for c in channels]
+    x = torch.tensor(envs.y[rows], dtype=dtype)
+    mask = torch.zeros(len(rows), len(model.cfg.channels), dtype=torch.bool)
+    mask[:, idx] = torch.tensor(envs.mask[rows][:, idx])
+    props = model.predict_properties(model.encode_spectra(x, mask))
+    return torch.softmax(props["content_logits"].double(), -1).numpy(), torch.sigmoid(props["defect_logits"].double()).numpy()
+
+
+def inverse_table(model, train: EnvSet, test: EnvSet, quick: bool) -> dict[str, dict[str, dict]]:
+    """``{subset: {method: metrics}}`` for the gnnspec encoder and the seed method (XGBoost)."""
+    table: dict[str, dict[str, dict]] = {}
+    for name, chans in SUBSETS.items():
+        idx = [CHANNEL_NAMES.index(c) for c in chans]
+        tr = np.nonzero(train.mask[:, idx].any(1))[0]
+        te = np.nonzero(test.mask[:, idx].any(1))[0]
+        if len(tr) < 10 or len(te) < 5:
+            continue
+        Ftr = seed_features(train.y[tr], train.mask[tr], chans)
+        Fte = seed_features(test.y[te], test.mask[te], chans)
+        c_pred, d_pred = baselines.inverse_gbt(Ftr, train.content[tr], train.defects[tr], Fte, n_estimators=60 if quick else 200)
+        row = {"seed (XGBoost)": inverse_metrics(c_pred, d_pred, test.content[te], test.defects[te])}
+        if model is not None:
+            c_gnn, d_gnn = gnn_inverse(model, test, chans, te)
+            row["gnnspec"] = inverse_metrics(c_gnn, d_gnn, test.content[te], test.defects[te])
+        table[name] = row
+    return table

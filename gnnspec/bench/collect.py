@@ -1,0 +1,68 @@
+"""Arrays for benchmarks from a gnnspec LMDB: site spectra with descriptors, environment spectra with labels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from pymatgen.core import Structure
+
+from gnnspec.bench.descriptors import site_descriptors
+from gnnspec.channels import CHANNEL_NAMES
+from gnnspec.data.dataset import LMDBStructureDataset
+
+
+@dataclass
+class SiteSet:
+    """Site spectra of one split: per channel, descriptors ``X`` and normalised spectra ``Y``."""
+
+    X: dict[str, np.ndarray]
+    Y: dict[str, np.ndarray]
+    keys: dict[str, list[tuple[int, int]]]  # (structure id, site)
+
+
+@dataclass
+class EnvSet:
+    """Environment spectra ``[n, 12, K]``, their mask and labels of one split."""
+
+    y: np.ndarray
+    mask: np.ndarray
+    content: np.ndarray
+    defects: np.ndarray
+    sid: np.ndarray
+
+
+def collect_sites(ds: LMDBStructureDataset) -> SiteSet:
+    X: dict[str, list] = {c: [] for c in CHANNEL_NAMES}
+    Y: dict[str, list] = {c: [] for c in CHANNEL_NAMES}
+    keys: dict[str, list] = {c: [] for c in CHANNEL_NAMES}
+    for i in range(len(ds)):
+        g = ds[i]
+        structure = Structure.from_dict(ds.record(i)["structure"])
+        mask = g.site_y_mask.numpy()
+        sites = np.nonzero(mask.any(1))[0].tolist()
+        if not sites:
+            continue
+        desc = site_descriptors(structure, sites)
+        for row, site in enumerate(sites):
+            for c, name in enumerate(CHANNEL_NAMES):
+                if mask[site, c]:
+                    X[name].append(desc[row])
+                    Y[name].append(g.site_y[site, c].numpy())
+                    keys[name].append((int(g.sid), site))
+    return SiteSet(
+        X={c: np.array(v) for c, v in X.items() if v},
+        Y={c: np.array(v, dtype=np.float64) for c, v in Y.items() if v},
+        keys={c: v for c, v in keys.items() if v},
+    )
+
+
+def collect_envs(ds: LMDBStructureDataset) -> EnvSet:
+    parts = [ds[i] for i in range(len(ds))]
+    return EnvSet(
+        y=np.concatenate([g.env_y.numpy() for g in parts]).astype(np.float64),
+        mask=np.concatenate([g.env_y_mask.numpy() for g in parts]),
+        content=np.concatenate([g.env_content.numpy() for g in parts]).astype(np.float64),
+        defects=np.concatenate([g.env_defects.numpy() for g in parts]).astype(np.float64),
+        sid=np.concatenate([np.full(g.env_y.shape[0], int(g.sid)) for g in parts]),
+    )

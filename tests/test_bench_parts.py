@@ -1,0 +1,56 @@
+"""Building blocks of the benchmarks: the structural descriptor, the seed method's features, baselines."""
+
+import numpy as np
+import pytest
+
+from gnnspec.bench.descriptors import site_descriptors
+from gnnspec.bench.spectral_features import n_features_per_channel, seed_features
+from gnnspec.channels import CHANNEL_NAMES
+from gnnspec.structures.nmc import NMCParams, generate_nmc
+
+
+def test_descriptor_is_invariant_to_rotation_and_translation():
+    s = generate_nmc(NMCParams(seed=4, li_content=0.8)).structure
+    sites = [0, 10, 50]
+    d0 = site_descriptors(s, sites)
+    moved = s.copy()
+    moved.translate_sites(list(range(len(s))), [0.13, 0.27, 0.05])
+    assert np.allclose(site_descriptors(moved, sites), d0, atol=1e-8)
+    from pymatgen.core.operations import SymmOp
+
+    rotated = s.copy()
+    rotated.apply_operation(SymmOp.from_axis_angle_and_translation([0.3, 0.5, 0.8], 37.0))
+    assert np.allclose(site_descriptors(rotated, sites), d0, atol=1e-8)
+    other = generate_nmc(NMCParams(seed=4, li_content=0.8, n_o_vacancies=2)).structure
+    assert not np.allclose(site_descriptors(other, sites), d0)
+
+
+def test_seed_features_mark_missing_channels_as_nan():
+    rng = np.random.default_rng(0)
+    y = 1 + rng.random((3, 12, 121))
+    mask = np.ones((3, 12), dtype=bool)
+    mask[1, 0] = False
+    f = seed_features(y, mask, ["Li-K-xas", "O-K-eels"])
+    nf = n_features_per_channel()
+    assert f.shape == (3, 2 * nf)
+    assert np.isnan(f[1, :nf]).all() and np.isfinite(f[1, nf:]).all() and np.isfinite(f[0]).all()
+    # CDF features end at 1 and cubic fits reproduce a cubic exactly
+    x = np.arange(121) * 0.5
+    cubic = 1 + 1e-4 * (x - 30) ** 3 + 2.0
+    f = seed_features(np.tile(cubic, (1, 12, 1)), np.ones((1, 12), bool), [CHANNEL_NAMES[0]])
+    assert f[0, 0] == pytest.approx(cubic[0] / cubic.sum())
+
+
+def test_forward_baselines_beat_the_mean_on_learnable_data():
+    pytest.importorskip("xgboost")
+    from gnnspec.bench.baselines import forward_gbt, forward_knn, forward_mean
+
+    rng = np.random.default_rng(1)
+    X = rng.random((200, 6))
+    grid = np.linspace(0, 1, 40)
+    Y = np.exp(-((grid[None, :] - X[:, :1]) ** 2) / 0.02) + X[:, 1:2]
+    tr, te = slice(0, 150), slice(150, 200)
+    mse = lambda p: float(((p - Y[te]) ** 2).mean())  # noqa: E731
+    base = mse(forward_mean(Y[tr], 50))
+    assert mse(forward_knn(X[tr], Y[tr], X[te])) < 0.5 * base
+    assert mse(forward_gbt(X[tr], Y[tr], X[te], n_estimators=100)) < 0.5 * base
