@@ -55,17 +55,17 @@ def calibrate_model(model: Any, model_path: Path, data: str | None = None, membe
     ens_file = ensemble_path(model_path)
     ens.save(ens_file)
     report = {
-        "model": str(model_path),
+        "model": Path(model_path).name,
         "data": data,
         "members": members,
         "method": "bootstrap ensemble of linear heads on spectrum embeddings; temperature scaling on validation",
         "defects": {DEFECTS[j]: r for j, r in per_defect.items()},
-        "ensemble_file": str(ens_file),
+        "ensemble_file": ens_file.name,
     }
     report_file = Path(out) if out else Path(model_path).with_name(Path(model_path).stem + ".calibration.json")
-    report["report_file"] = str(report_file)
+    report["report_file"] = report_file.name
     report_file.write_text(json.dumps(report, indent=1))
-    return report
+    return {**report, "ensemble_file": str(ens_file), "report_file": str(report_file)}
 
 
 def infer_with_uncertainty(model: Any, model_path: str | Path, spectra: dict[str, np.ndarray]) -> dict:

@@ -28,13 +28,12 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 from pymatgen.core import Structure
 
-import gnnspec
+#: The model a spectra query loads when none is given.
+from gnnspec.assets import DEFAULT_MODEL
 from gnnspec.channels import CHANNEL_NAMES, CHANNELS
 from gnnspec.errors import InputError
 from gnnspec.structures.environments import CONTENT_ELEMENTS, environments
 
-#: The model a spectra query loads when none is given.
-DEFAULT_MODEL = Path(gnnspec.__file__).resolve().parent / "assets" / "model.pt"
 VECTOR_SOURCES = ("structure", "predicted")
 
 

@@ -1,0 +1,156 @@
+"""The user-facing API of a trained model: spectra from structures, embeddings, inference.
+
+Energies are absolute eV on the channel grids (:mod:`gnnspec.channels`); intensities are
+normalised as in the data (unit mean over the grid). Every method runs without gradients in
+eval mode on the model's device and dtype. Structures are anything
+:func:`gnnspec.structures.read_structure` accepts (a path, a pymatgen ``Structure`` or
+``Molecule``, ase ``Atoms``); a non-periodic cluster goes through the same model with zero
+periodic shifts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from gnnspec.channels import CHANNELS, normalise
+from gnnspec.errors import InputError
+
+
+class ModelAPI:
+    """Methods mixed into :class:`gnnspec.models.joint.JointModel`."""
+
+    # -- helpers ---------------------------------------------------------------------
+    def _param(self) -> torch.Tensor:
+        return next(self.parameters())
+
+    def _graph(self, structure: Any, environments: bool):
+        from torch_geometric.data import Data
+
+        from gnnspec.data.dataset import structure_graph
+        from gnnspec.graphs import periodic_edges
+        from gnnspec.structures import read_structure
+
+        s = read_structure(structure)
+        p = self._param()
+        if environments:
+            g = structure_graph(s, self.cfg.backbone.cutoff, channels=tuple(self.cfg.channels))
+        else:
+            edge_index, shifts = periodic_edges(s, self.cfg.backbone.cutoff)
+            g = Data(
+                pos=torch.tensor(s.cart_coords),
+                z=torch.tensor([site.specie.Z for site in s], dtype=torch.long),
+                edge_index=torch.from_numpy(edge_index),
+                edge_shift=torch.tensor(shifts),
+                num_nodes=len(s),
+            )
+        g.pos = g.pos.to(p.dtype)
+        g.edge_shift = g.edge_shift.to(p.dtype)
+        return s, g.to(p.device)
+
+    # -- forward: structure -> spectra -------------------------------------------------
+    @torch.no_grad()
+    def predict_site_spectra(self, structure: Any, sites: list[int] | int, return_contributions: bool = False):
+        """Spectra of every channel of each site's element: ``{site: {channel: (energy_eV, intensity)}}``.
+
+        With ``return_contributions`` also returns ``{site: {channel: {"atom_index" [n],
+        "distance" [n] (Angstrom), "intensity" [n, K]}}}``: the per-atom contributions, which
+        sum to the site's spectrum (the absorber itself is the first row).
+        """
+        self.eval()
+        sites = [sites] if isinstance(sites, int) else [int(s) for s in sites]
+        s, g = self._graph(structure, environments=False)
+        table = self.spectra_head.table
+        for site in sites:
+            if not 0 <= site < len(s):
+                raise InputError(f"site {site} is out of range: the structure has {len(s)} sites (0-{len(s) - 1})")
+            if not bool(table[g.z[site]].any()):
+                have = sorted({CHANNELS[c].element for c in self.cfg.channels})
+                raise InputError(f"site {site} is {s[site].specie.symbol}, which has no channel; absorbers: {', '.join(have)}")
+        absorbers = torch.tensor(sorted(set(sites)), dtype=torch.long, device=g.z.device)
+        out = self.forward_structure(g, absorbers=absorbers, embed=False)
+        row = {int(a): i for i, a in enumerate(absorbers.tolist())}
+        spectra = out["spectra"].double().cpu().numpy()
+        mask = out["spectra_mask"].cpu().numpy()
+        result, contributions = {}, {}
+        for site in sites:
+            r = row[site]
+            result[site] = {
+                name: (CHANNELS[name].grid.copy(), spectra[r, c]) for c, name in enumerate(self.cfg.channels) if mask[r, c]
+            }
+            if return_contributions:
+                contributions[site] = {}
+                for c, name in enumerate(self.cfg.channels):
+                    if not mask[r, c]:
+                        continue
+                    sel = (out["contribution_absorber"] == r) & (out["contribution_channel"] == c)
+                    contributions[site][name] = {
+                        "atom_index": out["contribution_atom"][sel].cpu().numpy(),
+                        "distance": out["contribution_distance"][sel].double().cpu().numpy(),
+                        "intensity": out["contributions"][sel].double().cpu().numpy(),
+                    }
+        return (result, contributions) if return_contributions else result
+
+    def predict_spectra(self, structure: Any, site: int) -> dict:
+        """Spectra of every channel of ``site``'s element: ``{channel: (energy_eV, intensity)}``."""
+        return self.predict_site_spectra(structure, [int(site)])[int(site)]
+
+    # -- embeddings ----------------------------------------------------------------------
+    @torch.no_grad()
+    def embed_environments(self, structure: Any) -> np.ndarray:
+        """Unit structure embeddings ``[n_sites, dim]``: row i is the environment centred on site i."""
+        self.eval()
+        _, g = self._graph(structure, environments=True)
+        out = self.forward_structure(g, embed=True, spectra=False)
+        return out["structure_embedding"].double().cpu().numpy()
+
+    def spectra_tensor(self, spectra: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``{channel: intensity on its grid}`` -> normalised ``[1, C, K]`` and mask ``[1, C]``."""
+        if not spectra:
+            raise InputError("no spectra given; at least one channel is needed")
+        n_e = self.cfg.n_energy
+        x = np.zeros((1, len(self.cfg.channels), n_e))
+        mask = np.zeros((1, len(self.cfg.channels)), dtype=bool)
+        for name, intensity in spectra.items():
+            if name not in self.cfg.channels:
+                raise InputError(f"unknown channel {name!r}; the model knows: {', '.join(self.cfg.channels)}")
+            y = np.asarray(intensity, dtype=np.float64).reshape(-1)
+            if y.shape[0] != n_e:
+                raise InputError(f"{name}: {y.shape[0]} intensities, but the channel grid has {n_e} points")
+            if not np.all(np.isfinite(y)):
+                raise InputError(f"{name}: intensities must be finite numbers")
+            c = self.cfg.channels.index(name)
+            try:
+                x[0, c] = normalise(CHANNELS[name], y)
+            except ValueError as exc:
+                raise InputError(str(exc)) from None
+            mask[0, c] = True
+        p = self._param()
+        return torch.tensor(x, dtype=p.dtype, device=p.device), torch.tensor(mask, device=p.device)
+
+    @torch.no_grad()
+    def embed_spectra(self, spectra: dict[str, Any]) -> np.ndarray:
+        """Unit embedding ``[dim]`` of an environment's spectra ``{channel: intensity on the channel grid}``."""
+        self.eval()
+        x, mask = self.spectra_tensor(spectra)
+        return self.encode_spectra(x, mask)[0].double().cpu().numpy()
+
+    @torch.no_grad()
+    def infer(self, spectra: dict[str, Any]) -> dict:
+        """Element content and defect probabilities of the environment that gave ``spectra``.
+
+        Returns ``{"element_content": {"Li": f, ...}, "defects": {"o_vacancy": p, "antisite": p},
+        "channels_used": [...]}`` (fractions sum to 1; probabilities in [0, 1]).
+        """
+        self.eval()
+        x, mask = self.spectra_tensor(spectra)
+        props = self.predict_properties(self.encode_spectra(x, mask))
+        content = torch.softmax(props["content_logits"][0].double(), dim=-1).cpu().numpy()
+        defects = torch.sigmoid(props["defect_logits"][0].double()).cpu().numpy()
+        return {
+            "element_content": {el: float(v) for el, v in zip(self.cfg.content_elements, content)},
+            "defects": {name: float(v) for name, v in zip(self.cfg.defects, defects)},
+            "channels_used": [c for c in self.cfg.channels if c in spectra],
+        }

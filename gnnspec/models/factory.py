@@ -1,0 +1,85 @@
+"""Model factory and self-describing checkpoints.
+
+``MODELS`` maps a config's ``name`` to its class; :func:`build_model` refuses unknown names
+listing the valid ones. A checkpoint (``last.pt``/``best.pt``) is a plain dict of tensors,
+str, int, float, bool, lists and dicts, readable with ``torch.load(weights_only=True)``:
+
+==================  ==========================================================
+``format``          ``"gnnspec.checkpoint"``
+``format_version``  :data:`CHECKPOINT_VERSION`
+``model_config``    the resolved :class:`ModelConfig` as a dict
+``model``           the model's ``state_dict`` (the EMA weights when EMA is on)
+``channels``        channel definitions (name, grid, normalisation) the model was trained on
+==================  ==========================================================
+
+Training adds ``raw_model``, ``optimizer``, ``scheduler``, ``ema``, ``epoch``, ``step``,
+``batch_in_epoch``, ``best_metric``, ``rng``, ``train_config`` (see :mod:`gnnspec.train.checkpoint`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from gnnspec.assets import DEFAULT_MODEL  # noqa: F401  (re-exported)
+from gnnspec.channels import CHANNELS
+from gnnspec.config import config_to_dict, from_dict
+from gnnspec.errors import InputError
+from gnnspec.models.config import ModelConfig
+from gnnspec.models.joint import JointModel
+
+MODELS: dict[str, type[nn.Module]] = {"joint": JointModel}
+
+CHECKPOINT_FORMAT = "gnnspec.checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+def build_model(cfg: ModelConfig | dict) -> nn.Module:
+    """The model ``cfg`` describes (a :class:`ModelConfig` or its dict)."""
+    if isinstance(cfg, dict):
+        cfg = from_dict(ModelConfig, cfg, "model")
+    if cfg.name not in MODELS:
+        raise InputError(f"unknown model {cfg.name!r}; valid models: {', '.join(MODELS)}")
+    return MODELS[cfg.name](cfg)
+
+
+def model_payload(model: nn.Module) -> dict:
+    """The self-describing part of a checkpoint: format, config, weights, channel definitions."""
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "format_version": CHECKPOINT_VERSION,
+        "model_config": config_to_dict(model.cfg),
+        "model": model.state_dict(),
+        "channels": {c: CHANNELS[c].as_dict() for c in model.cfg.channels},
+    }
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """A checkpoint dict (``weights_only=True``), checked for format and version."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such model file")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises several types for corrupt or foreign files
+        raise InputError(f"{path}: not a readable gnnspec checkpoint ({str(exc).splitlines()[0]})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise InputError(f"{path}: not a gnnspec checkpoint")
+    if ckpt.get("format_version") != CHECKPOINT_VERSION:
+        raise InputError(f"{path}: checkpoint format version {ckpt.get('format_version')} is not {CHECKPOINT_VERSION}")
+    for name, ch in ckpt.get("channels", {}).items():
+        if name not in CHANNELS or CHANNELS[name].as_dict() != ch:
+            raise InputError(f"{path}: channel {name} was defined differently when this model was trained")
+    return ckpt
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild the model saved in ``path`` (no training config needed), in eval mode."""
+    ckpt = read_checkpoint(path, map_location)
+    cfg = from_dict(ModelConfig, ckpt["model_config"], f"{path}: model_config")
+    cfg.compile = False
+    model = build_model(cfg)
+    model.load_state_dict(ckpt["model"])
+    return model.to(map_location).eval()

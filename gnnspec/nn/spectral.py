@@ -1,0 +1,73 @@
+"""Parts of the spectrum encoder: a 1D convolution per channel and masked attention pooling.
+
+Spectra arrive as ``[B, C, K]`` (C channels in :data:`gnnspec.channels.CHANNEL_NAMES` order,
+K energies on the channel grid) with a mask ``[B, C]`` of the channels that are present. Each
+present channel becomes one token: a shared 1D CNN over its K intensities (strided, then
+flattened, so peak positions are kept) plus a learned channel embedding. Tokens of one sample
+exchange information in a small Transformer and are pooled by attention with a learned query;
+missing channels are masked out everywhere, so any subset of channels can be encoded.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ChannelTokenizer(nn.Module):
+    """``[T, K]`` intensities of T (sample, channel) pairs -> ``[T, token_dim]`` tokens."""
+
+    def __init__(self, n_energy: int, n_channels: int, conv_channels: list[int], kernel: int, token_dim: int):
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in, length = 1, n_energy
+        for i, c_out in enumerate(conv_channels):
+            stride = 1 if i == 0 else 2
+            layers += [nn.Conv1d(c_in, c_out, kernel, stride=stride, padding=kernel // 2), nn.SiLU()]
+            length = (length + 2 * (kernel // 2) - kernel) // stride + 1
+            c_in = c_out
+        self.conv = nn.Sequential(*layers)
+        self.flat_dim = c_in * length
+        self.project = nn.Linear(self.flat_dim, token_dim)
+        self.channel_embedding = nn.Embedding(n_channels, token_dim)
+        self.norm = nn.LayerNorm(token_dim)
+
+    def forward(self, intensity: torch.Tensor, channel: torch.Tensor) -> torch.Tensor:
+        h = self.conv(intensity.unsqueeze(1)).flatten(1)
+        return self.norm(self.project(h) + self.channel_embedding(channel))
+
+
+class MaskedAttentionPool(nn.Module):
+    """Set pooling: self-attention over present tokens, then attention with a learned query."""
+
+    def __init__(self, dim: int, heads: int = 4, layers: int = 1):
+        super().__init__()
+        self.encoder = (
+            nn.TransformerEncoder(
+                nn.TransformerEncoderLayer(dim, heads, dim_feedforward=2 * dim, dropout=0.0, batch_first=True, norm_first=True),
+                layers,
+                enable_nested_tensor=False,
+            )
+            if layers > 0
+            else None
+        )
+        self.query = nn.Parameter(torch.randn(1, 1, dim) * dim**-0.5)
+        self.attention = nn.MultiheadAttention(dim, heads, dropout=0.0, batch_first=True)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``tokens [B, C, D]``, ``mask [B, C]`` (True = present; every row needs one) -> ``[B, D]``."""
+        padding = ~mask
+        if self.encoder is not None:
+            tokens = self.encoder(tokens, src_key_padding_mask=padding)
+        query = self.query.expand(tokens.shape[0], -1, -1)
+        pooled, _ = self.attention(query, tokens, tokens, key_padding_mask=padding, need_weights=False)
+        return self.norm(pooled.squeeze(1))
+
+
+def tokens_from_spectra(tokenizer: ChannelTokenizer, spectra: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Tokens ``[B, C, D]`` for the present channels only (zeros where ``mask`` is false)."""
+    b, c = mask.nonzero(as_tuple=True)
+    tok = tokenizer(spectra[b, c], c)
+    out = tok.new_zeros(mask.shape[0], mask.shape[1], tok.shape[-1])
+    return out.index_put((b, c), tok)

@@ -1,0 +1,86 @@
+"""Spectral augmentation and channel dropout for the spectrum encoder's input.
+
+Spectra ``[B, C, K]`` on channel grids with spacing ``step_ev [C]`` (eV). Every draw comes from
+torch's global generator, so a resumed run repeats it exactly. Augmentations (each switchable
+by setting its size to 0): energy shift (linear interpolation, flat extrapolation), extra
+Gaussian broadening (truncated at 3 sigma, edge-padded), additive Gaussian noise and an
+intensity scale, drawn independently per spectrum.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.nn import functional as F
+
+from gnnspec.channels import CHANNELS
+
+
+def grid_steps(channels: list[str]) -> torch.Tensor:
+    """Grid spacing (eV) of each channel."""
+    return torch.tensor([CHANNELS[c].step for c in channels])
+
+
+def shift_spectra(x: torch.Tensor, shift_points: torch.Tensor) -> torch.Tensor:
+    """``y(k) = x(k - s)`` by linear interpolation; ``x [R, K]``, ``s [R]`` in grid points."""
+    k = x.shape[-1]
+    pos = (torch.arange(k, device=x.device, dtype=x.dtype) - shift_points.unsqueeze(-1)).clamp(0, k - 1)
+    lo = pos.floor().long().clamp(max=k - 1)
+    hi = (lo + 1).clamp(max=k - 1)
+    frac = pos - lo.to(x.dtype)
+    return torch.gather(x, 1, lo) * (1 - frac) + torch.gather(x, 1, hi) * frac
+
+
+def broaden_spectra(x: torch.Tensor, sigma_points: torch.Tensor, max_sigma_points: float) -> torch.Tensor:
+    """Gaussian convolution of each row ``x [R, K]`` with its own ``sigma [R]`` (grid points)."""
+    radius = max(1, math.ceil(3 * max_sigma_points))
+    offsets = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
+    sig = sigma_points.clamp(min=1e-3).unsqueeze(-1)
+    kernel = torch.exp(-0.5 * (offsets / sig) ** 2)
+    kernel = kernel / kernel.sum(-1, keepdim=True)  # [R, 2r+1]
+    padded = F.pad(x.unsqueeze(1), (radius, radius), mode="replicate").squeeze(1)
+    windows = padded.unfold(1, 2 * radius + 1, 1)  # [R, K, 2r+1]
+    return (windows * kernel.unsqueeze(1)).sum(-1)
+
+
+def augment_spectra(x: torch.Tensor, mask: torch.Tensor, step_ev: torch.Tensor, cfg) -> torch.Tensor:
+    """Augmented copy of ``x [B, C, K]`` (only rows where ``mask`` is true change). ``cfg``: AugmentConfig."""
+    b, c = mask.nonzero(as_tuple=True)
+    if b.numel() == 0:
+        return x
+    rows = x[b, c]
+    step = step_ev.to(x.device, x.dtype)[c]
+    n = rows.shape[0]
+
+    def uniform(lo: float, hi: float) -> torch.Tensor:
+        return (torch.rand(n) * (hi - lo) + lo).to(x.device, x.dtype)
+
+    if cfg.shift_ev > 0:
+        rows = shift_spectra(rows, uniform(-cfg.shift_ev, cfg.shift_ev) / step)
+    if cfg.broaden_ev > 0:
+        sigma = uniform(0.0, cfg.broaden_ev) / step
+        rows = broaden_spectra(rows, sigma, float(cfg.broaden_ev / step.min()))
+    if cfg.noise > 0:
+        rows = rows + cfg.noise * torch.randn(rows.shape).to(x.device, x.dtype)
+    if cfg.scale > 0:
+        rows = rows * uniform(1.0 - cfg.scale, 1.0 + cfg.scale).unsqueeze(-1)
+    out = x.clone()
+    out[b, c] = rows
+    return out
+
+
+def channel_dropout(mask: torch.Tensor, p: float) -> torch.Tensor:
+    """Drop each present channel with probability ``p``, keeping at least one per row."""
+    if p <= 0:
+        return mask
+    drop = torch.rand(mask.shape).to(mask.device) < p
+    kept = mask & ~drop
+    empty = ~kept.any(dim=1)
+    if bool(empty.any()):
+        score = torch.rand(mask.shape).to(mask.device).masked_fill(~mask, -1.0)
+        pick = score.argmax(dim=1)
+        rescue = torch.zeros_like(mask)
+        rescue[torch.arange(mask.shape[0], device=mask.device), pick] = True
+        kept = kept | (rescue & empty.unsqueeze(1) & mask)
+    return kept

@@ -1,0 +1,82 @@
+"""Training checkpoints (``last.pt``, ``best.pt``): the model payload plus the training state.
+
+On top of :func:`gnnspec.models.factory.model_payload` (format, version, model config, weights,
+channel definitions) a training checkpoint stores ``raw_model`` (training weights when ``model``
+holds the EMA weights), ``ema_n_averaged``, ``optimizer``, ``scheduler``, ``epoch``, ``step``,
+``batch_in_epoch`` (batches of ``epoch`` already done), ``best_metric``, ``rng`` (one entry per
+process: torch CPU and CUDA generator states) and ``train_config`` (dict). Only tensors and plain containers, str,
+int, float, bool and None: every file loads with ``torch.load(weights_only=True)``. Files are
+written to a temporary name and renamed, so a crash never leaves half a checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from gnnspec.models.factory import model_payload, read_checkpoint
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    ema=None,
+    *,
+    epoch: int,
+    step: int,
+    batch_in_epoch: int,
+    best_metric: float | None,
+    train_config: dict,
+    rng: list[dict] | None = None,
+) -> None:
+    """Write a self-describing training checkpoint to ``path`` atomically."""
+    payload = model_payload(ema.module if ema is not None else model)
+    if ema is not None:
+        payload["raw_model"] = model.state_dict()
+        payload["ema_n_averaged"] = ema.n_averaged.detach().cpu()
+    payload.update(
+        optimizer=optimizer.state_dict(),
+        scheduler=scheduler.state_dict(),
+        epoch=int(epoch),
+        step=int(step),
+        batch_in_epoch=int(batch_in_epoch),
+        best_metric=None if best_metric is None else float(best_metric),
+        rng=rng if rng is not None else [rng_state()],
+        train_config=train_config,
+    )
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def restore_training(path: str | Path, model, optimizer, scheduler, ema=None, rank: int = 0) -> dict:
+    """Load weights, optimizer, scheduler, EMA and this process's RNG state; return the counters."""
+    ckpt = read_checkpoint(path, "cpu")
+    model.load_state_dict(ckpt["raw_model"] if "raw_model" in ckpt else ckpt["model"])
+    if ema is not None:
+        ema.module.load_state_dict(ckpt["model"])
+        if "ema_n_averaged" in ckpt:
+            ema.n_averaged.copy_(ckpt["ema_n_averaged"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    states = ckpt["rng"]
+    set_rng_state(states[rank] if rank < len(states) else states[0])
+    return {k: ckpt[k] for k in ("epoch", "step", "batch_in_epoch", "best_metric")}

@@ -1,0 +1,210 @@
+"""Command-line parts: ``gnnspec train | evaluate | predict | infer``.
+
+:func:`add_parsers` adds the four subcommands to an ``argparse`` subparsers object; each sets
+``func`` to a handler that takes the parsed ``args`` and returns an exit code (0 on success,
+130 when training was interrupted). Handlers raise :class:`gnnspec.errors.InputError` for bad
+input. Several processes: ``torchrun --nproc_per_node N -m gnnspec train CONFIG``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from gnnspec.assets import DEFAULT_MODEL
+from gnnspec.errors import InputError
+
+
+def add_parsers(subparsers) -> None:
+    """Add ``train``, ``evaluate``, ``predict`` and ``infer`` to ``subparsers``."""
+    p = subparsers.add_parser(
+        "train",
+        help="train the joint model from a YAML config (torchrun for several GPUs)",
+        description="Train forward model, spectrum encoder and property heads together.",
+    )
+    p.add_argument("config", help="training YAML (see train_configs/)")
+    p.add_argument("--resume", action="store_true", help="continue the run in the run folder from its last.pt")
+    p.add_argument("--out", metavar="RUN_DIR", help="run folder (default: the config's run_dir, else runs/<config name>)")
+    p.add_argument("--data", metavar="PATH", help="gnnspec LMDB dataset folder (overrides the config's data)")
+    p.set_defaults(func=cmd_train)
+
+    p = subparsers.add_parser(
+        "evaluate",
+        help="metrics of a trained model on a dataset split",
+        description="Per-channel R^2/MSE/cosine of site spectra, element-content MAE, defect AUROC.",
+    )
+    p.add_argument("model", help="checkpoint (.pt)")
+    p.add_argument("--data", metavar="LMDB", help="dataset folder (default: the one the model was trained on)")
+    p.add_argument("--split", default="test", choices=["train", "val", "test", "all"], help="split to evaluate (default test)")
+    p.add_argument("--batch-size", type=int, default=4, help="supercells per batch")
+    p.add_argument("--out", metavar="JSON", help="write the metrics here as JSON")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = subparsers.add_parser(
+        "predict",
+        help="spectra of one site of a structure (every channel of its element)",
+        description="Forward model: writes gnnspec.spectra/1 JSON, energies in absolute eV.",
+    )
+    p.add_argument("structure", help="structure file (CIF, POSCAR, pymatgen JSON, any ase format)")
+    p.add_argument("--site", type=int, required=True, help="index of the absorbing site (0-based)")
+    p.add_argument("--model", help=f"checkpoint (default {DEFAULT_MODEL})")
+    p.add_argument("--out", required=True, help="output JSON")
+    p.set_defaults(func=cmd_predict)
+
+    p = subparsers.add_parser(
+        "infer",
+        help="element content and defect probabilities from spectra",
+        description="Inverse model: reads gnnspec.spectra/1 JSON (any subset of channels).",
+    )
+    p.add_argument("spectra", help="gnnspec.spectra/1 JSON file")
+    p.add_argument("--model", help=f"checkpoint (default {DEFAULT_MODEL})")
+    p.add_argument("--out", required=True, help="output JSON")
+    p.set_defaults(func=cmd_infer)
+
+
+def _model(path: str | None):
+    from gnnspec.models import load_checkpoint
+
+    p = Path(path) if path else DEFAULT_MODEL
+    if not p.exists():
+        if path:
+            raise InputError(f"{p}: no such model file")
+        raise InputError(f"no default model at {p}; train one (gnnspec train) and pass it with --model")
+    return load_checkpoint(p)
+
+
+def _check_out(path: str) -> None:
+    out = Path(path)
+    if not out.parent.exists():
+        raise InputError(f"{out}: folder {out.parent} does not exist")
+
+
+def _write_json(path: str, data: dict) -> None:
+    _check_out(path)
+    Path(path).write_text(json.dumps(data, indent=2) + "\n")
+
+
+# -- train -------------------------------------------------------------------------------
+def cmd_train(args) -> int:
+    """Train; print the test metrics and where the run folder, TensorBoard logs and checkpoint are."""
+    from gnnspec.train.config import load_train_config
+    from gnnspec.train.loop import run_training
+
+    cfg = load_train_config(args.config)
+    if args.out:
+        cfg.run_dir = args.out
+    if args.data:
+        cfg.data = args.data
+    if not Path(cfg.data).exists():
+        raise InputError(f"{cfg.data}: no such dataset folder (set data: in {args.config} or pass --data)")
+    summary = run_training(cfg, resume=args.resume)
+    if summary.get("interrupted"):
+        return 130
+    if "checkpoint" in summary:  # rank 0
+        print(_summary_text(summary))
+    return 0
+
+
+def _summary_text(summary: dict) -> str:
+    lines = [
+        f"trained {summary['epoch']} epochs, {summary['step']} steps in {summary['wall_seconds'] / 60:.1f} min "
+        f"({summary['supercells_per_s']:.2f} supercells/s, {summary['environments_per_s']:.0f} environments/s)"
+        + (" [stopped at max_minutes]" if summary.get("timed_out") else "")
+    ]
+    m = summary.get("test_metrics")
+    if m:
+        lines.append(_metrics_text(m, "test"))
+    lines += [
+        f"run folder:  {summary['run_dir']}",
+        f"TensorBoard: tensorboard --logdir {summary['tensorboard']}",
+        f"checkpoint:  {summary['checkpoint']}",
+    ]
+    return "\n".join(lines)
+
+
+def _metrics_text(m: dict, split: str) -> str:
+    lines = [
+        f"{split} metrics ({m['n_structures']} structures, {m['n_site_spectra']} site spectra):",
+        f"  {'channel':<12} {'R2':>7} {'MSE':>9} {'cosine':>7} {'n':>5}",
+    ]
+    for name, c in m["channels"].items():
+        if c["n"]:
+            lines.append(f"  {name:<12} {c['r2']:7.3f} {c['mse']:9.5f} {c['cosine']:7.4f} {c['n']:5d}")
+    s = m["spectra"]
+    lines.append(f"  {'mean':<12} {s['r2']:7.3f} {s['mse']:9.5f} {s['cosine']:7.4f}")
+    if "content_mae" in m:
+        c = m["content_mae"]
+        lines.append(f"  element content MAE: structure {c['structure']:.4f}, spectra {c['spectra']:.4f}")
+        for side, d in m["defect_auroc"].items():
+            lines.append(f"  defect AUROC ({side}): " + ", ".join(f"{k} {v:.3f}" for k, v in d.items()))
+        lines.append(f"  embedding alignment (mean cosine): {m['alignment_cosine']:.3f}")
+    return "\n".join(lines)
+
+
+# -- evaluate ----------------------------------------------------------------------------
+def cmd_evaluate(args) -> int:
+    """Evaluate a checkpoint on a dataset split; print and optionally write JSON."""
+    import torch
+
+    from gnnspec.models.factory import read_checkpoint
+    from gnnspec.train.data import load_split
+    from gnnspec.train.metrics import evaluate, write_metrics
+
+    torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
+    model = _model(args.model)
+    data = args.data or read_checkpoint(args.model).get("train_config", {}).get("data") or "datasets/nmc_feff10_fast"
+    if not Path(data).exists():
+        raise InputError(f"{data}: no such dataset folder (pass --data)")
+    if args.batch_size < 1:
+        raise InputError("--batch-size must be at least 1")
+    split = None if args.split == "all" else args.split
+    graphs = load_split(data, split, model.cfg.backbone.cutoff)
+    if len(graphs) == 0:
+        raise InputError(f"{data}: no structures in split {args.split!r}")
+    metrics = evaluate(model, graphs, args.batch_size)
+    metrics["model"], metrics["data"], metrics["split"] = str(args.model), str(data), args.split
+    print(_metrics_text(metrics, args.split))
+    if args.out:
+        write_metrics(metrics, args.out)
+    return 0
+
+
+# -- predict -----------------------------------------------------------------------------
+def cmd_predict(args) -> int:
+    """Write the spectra of every channel of site ``--site``'s element as gnnspec.spectra/1 JSON."""
+    from gnnspec.spectra import Spectrum, write_spectra
+    from gnnspec.structures import read_structure
+
+    structure = read_structure(args.structure)
+    model = _model(args.model)
+    spectra = model.predict_site_spectra(structure, [args.site])[args.site]
+    meta = {
+        "source": "gnnspec predict",
+        "structure": str(args.structure),
+        "site": args.site,
+        "element": structure[args.site].specie.symbol,
+        "model": str(args.model or DEFAULT_MODEL),
+        "energy_unit": "eV (absolute)",
+        "normalisation": "unit mean over the channel grid",
+    }
+    _check_out(args.out)
+    write_spectra(args.out, [Spectrum(name, e, y) for name, (e, y) in spectra.items()], meta)
+    return 0
+
+
+# -- infer -------------------------------------------------------------------------------
+def cmd_infer(args) -> int:
+    """Element content and defect probabilities from a gnnspec.spectra/1 file (mapped onto the channel grids)."""
+    from gnnspec.channels import CHANNEL_NAMES
+    from gnnspec.spectra import read_spectra, spectra_on_grids
+
+    spectra, _ = read_spectra(args.spectra)
+    on_grid, mask = spectra_on_grids(spectra, source=str(args.spectra))
+    from gnnspec.analysis.calibration import infer_with_uncertainty
+
+    model = _model(args.model)
+    # with the model's uncertainty ensemble (gnnspec calibrate) beside it: ensemble means, their
+    # spread and temperature-calibrated defect probabilities; otherwise the model's own heads
+    result = infer_with_uncertainty(model, args.model or DEFAULT_MODEL, {name: on_grid[i] for i, name in enumerate(CHANNEL_NAMES) if mask[i]})
+    _write_json(args.out, result)
+    return 0

@@ -1,0 +1,117 @@
+"""Typed training configuration: one YAML file -> :class:`TrainConfig` (unknown keys rejected).
+
+Sections: ``model`` (:class:`gnnspec.models.config.ModelConfig`), ``optim``, ``loss``,
+``augment``, ``generated`` and ``log``. The resolved config (with neighbour counts measured on
+the training data) is written to ``<run_dir>/config.yaml``. Energies in eV, lengths in Angstrom.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gnnspec.config import load_config
+from gnnspec.models.config import ModelConfig
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with linear warm-up then cosine decay (per optimizer step), gradient clipping, EMA."""
+
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    warmup_steps: int = 50
+    min_lr_ratio: float = 0.05  # final learning rate / lr
+    grad_clip: float = 5.0  # max global gradient norm; 0 disables
+    ema_decay: float = 0.0  # 0 disables the exponential moving average of the weights
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0 or not 0 <= self.ema_decay < 1 or len(self.betas) != 2:
+            raise ValueError("optim needs lr > 0, 0 <= ema_decay < 1 and two betas")
+
+
+@dataclass
+class LossConfig:
+    """Weights of the loss terms (a weight of 0 switches a term off)."""
+
+    spectra: float = 1.0  # forward site spectra: MSE per channel, masked, mean over channels
+    derivative: float = 1.0  # relative weight of the first-derivative MSE inside the spectra term
+    contrastive: float = 0.5  # symmetric InfoNCE between structure and spectrum embeddings
+    content: float = 1.0  # element content (KL divergence of fractions), both sides
+    defects: float = 0.5  # defect BCE, both sides
+    max_envs: int = 256  # environments per step in the embedding losses (random subset)
+
+
+@dataclass
+class AugmentConfig:
+    """Spectral augmentation of the encoder's input spectra (training only)."""
+
+    enabled: bool = True
+    shift_ev: float = 1.0  # energy shift, uniform in [-shift_ev, shift_ev] eV
+    broaden_ev: float = 1.0  # extra Gaussian broadening sigma, uniform in [0, broaden_ev] eV
+    noise: float = 0.02  # Gaussian noise std (spectra have unit mean)
+    scale: float = 0.1  # intensity scale, uniform in [1 - scale, 1 + scale]
+    channel_dropout: float = 0.3  # probability to drop each present channel (one is always kept)
+
+
+@dataclass
+class GeneratedConfig:
+    """Extra encoder training on generated environments whose spectra come from the forward model."""
+
+    enabled: bool = False
+    n_structures: int = 16  # pool generated once (no relaxation)
+    supercell: list[int] = field(default_factory=lambda: [3, 3, 1])
+    thermal_sigma: float = 0.03  # Angstrom
+    seed: int = 12345
+    batch_size: int = 1
+    every: int = 1  # add a generated batch every N optimizer steps
+    weight: float = 0.5  # weight of the generated-batch encoder losses
+
+
+@dataclass
+class LogConfig:
+    """TensorBoard and console output."""
+
+    every_steps: int = 10  # scalars every N steps
+    figures_every: int = 10  # predicted-vs-FEFF figure every N epochs (0: only at the end)
+    embeddings_every: int = 0  # embedding projector every N epochs (0: only at the end)
+    n_embeddings: int = 500  # environments shown in the projector (per side)
+    progress: bool = True  # tqdm bars
+
+
+@dataclass
+class TrainConfig:
+    """One training run."""
+
+    name: str = "gnnspec"
+    data: str = "datasets/nmc_feff10_fast"  # gnnspec LMDB folder
+    run_dir: str | None = None  # default runs/<config file stem>
+    seed: int = 0
+    epochs: int = 100
+    batch_size: int = 2  # supercells per optimizer step (per process)
+    eval_batch_size: int = 4
+    eval_every: int = 1  # epochs
+    max_minutes: float | None = None  # stop (saving and evaluating) after this wall time
+    device: str = "auto"  # auto, cpu, cuda, cuda:N
+    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    threads: int | None = None  # torch CPU threads (None: torch's default)
+    monitor: str = "val/loss"  # metric for best.pt (lower is better)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    generated: GeneratedConfig = field(default_factory=GeneratedConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.eval_batch_size < 1:
+            raise ValueError("epochs, batch_size and eval_batch_size must be at least 1")
+
+
+def load_train_config(path: str | Path) -> TrainConfig:
+    """Read a training YAML into :class:`TrainConfig`; the run folder defaults to ``runs/<stem>``."""
+    cfg = load_config(path, TrainConfig)
+    if cfg.run_dir is None:
+        cfg.run_dir = str(Path("runs") / Path(path).stem)
+    return cfg

@@ -1,0 +1,106 @@
+"""Training data: LMDB splits, a pool of generated structures, loaders and graph statistics.
+
+Every item is a whole supercell (:class:`gnnspec.data.dataset.StructureGraph`); graphs are
+built once and kept in memory (the shipped dataset is small). Loaders always use a
+``DistributedSampler`` (one replica when not distributed), so the order of an epoch depends
+only on the seed and the epoch number: a resumed run sees the same batches.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, DistributedSampler
+from torch_geometric.loader import DataLoader
+
+from gnnspec.data import keys as K
+from gnnspec.errors import InputError
+
+
+class GraphList(Dataset):
+    """A list of graphs as a Dataset."""
+
+    def __init__(self, graphs: list):
+        self.graphs = list(graphs)
+
+    def __len__(self) -> int:
+        return len(self.graphs)
+
+    def __getitem__(self, idx: int):
+        return self.graphs[idx]
+
+
+def load_split(path: str, split: str, cutoff: float, progress: bool = False) -> GraphList:
+    """All graphs of ``split`` of the LMDB at ``path`` (built now, with edges up to ``cutoff`` A)."""
+    from tqdm import tqdm
+
+    from gnnspec.data.dataset import LMDBStructureDataset
+
+    ds = LMDBStructureDataset(path, split=split, cutoff=cutoff)
+    graphs = [ds[i] for i in tqdm(range(len(ds)), desc=f"graphs ({split})", disable=not progress, file=sys.stderr, leave=False)]
+    return GraphList(graphs)
+
+
+def load_splits(path: str, cutoff: float, progress: bool = False) -> dict[str, GraphList]:
+    """``{"train", "val", "test"}`` graph lists; a missing or empty train split is an InputError."""
+    splits = {s: load_split(path, s, cutoff, progress) for s in ("train", "val", "test")}
+    if len(splits["train"]) == 0:
+        raise InputError(f"{path}: the dataset has no training structures")
+    return splits
+
+
+def generated_pool(gcfg, cutoff: float, progress: bool = False) -> GraphList:
+    """``gcfg.n_structures`` NMC supercells (no relaxation, no spectra), cycling the defect cases."""
+    from tqdm import tqdm
+
+    from gnnspec.data.build import CASES
+    from gnnspec.data.dataset import structure_graph
+    from gnnspec.structures.nmc import draw_params, generate_nmc
+
+    graphs = []
+    for i in tqdm(range(gcfg.n_structures), desc="generated", disable=not progress, file=sys.stderr, leave=False):
+        rng = np.random.default_rng([gcfg.seed, i])
+        params = draw_params(
+            rng, seed=int(rng.integers(2**31)), case=CASES[i % len(CASES)], relax=False, thermal_sigma=gcfg.thermal_sigma
+        )
+        params.supercell = tuple(gcfg.supercell)
+        sample = generate_nmc(params)
+        graphs.append(structure_graph(sample.structure, cutoff, sample.vacancies, sid=-1 - i))
+    return GraphList(graphs)
+
+
+def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int, rank: int = 0, world: int = 1) -> DataLoader:
+    """A PyG loader over ``dataset`` with a (possibly one-replica) DistributedSampler."""
+    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=shuffle, seed=seed, drop_last=False)
+    # its own generator: starting an epoch must not draw from torch's global RNG (exact resume)
+    return DataLoader(
+        dataset, batch_size=batch_size, sampler=sampler, num_workers=0, generator=torch.Generator().manual_seed(seed)
+    )
+
+
+def generated_batch(pool: GraphList, step: int, batch_size: int, seed: int):
+    """The generated batch of optimizer step ``step``: a deterministic function of (seed, step)."""
+    from torch_geometric.data import Batch
+
+    n = len(pool)
+    per_cycle = max(n // batch_size, 1)
+    cycle, pos = divmod(step, per_cycle)
+    g = torch.Generator().manual_seed(seed * 100003 + cycle)
+    order = torch.randperm(n, generator=g).tolist()
+    idx = [order[(pos * batch_size + j) % n] for j in range(batch_size)]
+    return Batch.from_data_list([pool[i] for i in idx])
+
+
+def graph_statistics(dataset: Dataset, r_readout: float) -> dict[str, float]:
+    """Mean neighbours per atom (graph edges) and mean readout pairs per absorber (edges < r_readout, + 1)."""
+    n_nodes = n_edges = n_pairs = 0
+    for g in dataset:
+        vec = g[K.POS][g[K.EDGE_INDEX][1]] - g[K.POS][g[K.EDGE_INDEX][0]] + g[K.EDGE_SHIFT]
+        n_nodes += int(g.num_nodes)
+        n_edges += int(g[K.EDGE_INDEX].shape[1])
+        n_pairs += int((vec.norm(dim=-1) < r_readout).sum())
+    if n_nodes == 0:
+        raise InputError("no atoms in the training data")
+    return {"avg_num_neighbors": n_edges / n_nodes, "readout_norm": 1.0 + n_pairs / n_nodes}

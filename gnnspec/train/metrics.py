@@ -1,0 +1,166 @@
+"""Evaluation of a joint model on structure graphs with FEFF spectra and environment labels.
+
+Metrics (returned as a nested dict, writable as JSON with :func:`write_metrics`):
+
+* ``channels/<name>``: forward site spectra per channel: ``mse`` (normalised intensity^2),
+  ``r2`` = 1 - SS_res / SS_tot with SS_tot taken around the channel's mean spectrum over the
+  evaluated sites (a model that predicts the mean spectrum scores 0), ``cosine`` (mean cosine
+  similarity of predicted and FEFF spectra) and ``n`` (spectra);
+* ``spectra``: the means of those over channels (channels where a metric is NaN, e.g. R^2 of a
+  single spectrum, are left out of its mean);
+* ``content_mae``: element-content MAE (fraction, mean over the 5 elements), from the
+  structure embedding and from the spectrum embedding (all available channels);
+* ``defect_auroc``: AUROC per defect from either side (NaN when only one class is present);
+* ``alignment_cosine``: mean cosine between paired structure and spectrum embeddings.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gnnspec.data import keys as K
+
+
+def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve (Mann-Whitney U with average ranks for ties); NaN for one class."""
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    labels = np.asarray(labels).ravel().astype(bool)
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(scores, kind="mergesort")
+    sorted_scores = scores[order]
+    ranks = np.empty(len(scores), dtype=np.float64)
+    i = 0
+    while i < len(scores):
+        j = i
+        while j + 1 < len(scores) and sorted_scores[j + 1] == sorted_scores[i]:
+            j += 1
+        ranks[order[i : j + 1]] = 0.5 * (i + j) + 1.0
+        i = j + 1
+    u = ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0
+    return float(u / (n_pos * n_neg))
+
+
+def spectrum_metrics(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
+    """MSE, R^2 (around the mean spectrum) and mean cosine of ``pred``, ``target`` ``[n, K]``."""
+    if len(pred) == 0:
+        return {"mse": float("nan"), "r2": float("nan"), "cosine": float("nan"), "n": 0}
+    res = ((pred - target) ** 2).sum()
+    tot = ((target - target.mean(axis=0, keepdims=True)) ** 2).sum()
+    cos = (pred * target).sum(1) / np.maximum(np.linalg.norm(pred, axis=1) * np.linalg.norm(target, axis=1), 1e-12)
+    return {
+        "mse": float(((pred - target) ** 2).mean()),
+        "r2": float(1.0 - res / tot) if tot > 0 else float("nan"),
+        "cosine": float(cos.mean()),
+        "n": int(len(pred)),
+    }
+
+
+@torch.no_grad()
+def evaluate(model, dataset, batch_size: int = 4, device: str | torch.device | None = None) -> dict:
+    """Metrics of ``model`` (a :class:`JointModel`) on ``dataset`` (structure graphs); see module docstring."""
+    from torch_geometric.loader import DataLoader
+
+    was_training = model.training
+    model.eval()
+    p = next(model.parameters())
+    device = p.device if device is None else torch.device(device)
+    channels = list(model.cfg.channels)
+    preds: dict[int, list] = {c: [] for c in range(len(channels))}
+    targets: dict[int, list] = {c: [] for c in range(len(channels))}
+    env: dict[str, list] = {k: [] for k in ("zs", "zp", "content", "defects", "cs", "cp", "ds", "dp")}
+    n_structures = 0
+    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, generator=torch.Generator()):
+        batch = batch.to(device)
+        batch.pos, batch.edge_shift = batch.pos.to(p.dtype), batch.edge_shift.to(p.dtype)
+        n_structures += int(batch.num_graphs)
+        labelled = batch[K.SITE_Y_MASK].any(dim=1).nonzero(as_tuple=True)[0]
+        out = model.forward_structure(batch, absorbers=labelled, embed=True)
+        mask = (batch[K.SITE_Y_MASK][labelled] & out["spectra_mask"]).cpu().numpy()
+        pr = out["spectra"].double().cpu().numpy()
+        tg = batch[K.SITE_Y][labelled].double().cpu().numpy()
+        for c in range(len(channels)):
+            preds[c].append(pr[mask[:, c], c])
+            targets[c].append(tg[mask[:, c], c])
+        ok = batch[K.ENV_Y_MASK].any(dim=1)
+        if bool(ok.any()):
+            zs = out["structure_embedding"][ok]
+            zp = model.encode_spectra(batch[K.ENV_Y][ok].to(p.dtype), batch[K.ENV_Y_MASK][ok])
+            ps, pp = model.predict_properties(zs), model.predict_properties(zp)
+            env["zs"].append(zs.double().cpu().numpy())
+            env["zp"].append(zp.double().cpu().numpy())
+            env["content"].append(batch[K.ENV_CONTENT][ok].double().cpu().numpy())
+            env["defects"].append(batch[K.ENV_DEFECTS][ok].double().cpu().numpy())
+            env["cs"].append(torch.softmax(ps["content_logits"].double(), -1).cpu().numpy())
+            env["cp"].append(torch.softmax(pp["content_logits"].double(), -1).cpu().numpy())
+            env["ds"].append(torch.sigmoid(ps["defect_logits"].double()).cpu().numpy())
+            env["dp"].append(torch.sigmoid(pp["defect_logits"].double()).cpu().numpy())
+    model.train(was_training)
+
+    k = model.cfg.n_energy
+    per_channel = {}
+    for c, name in enumerate(channels):
+        pr = np.concatenate(preds[c]) if preds[c] else np.zeros((0, k))
+        tg = np.concatenate(targets[c]) if targets[c] else np.zeros((0, k))
+        per_channel[name] = spectrum_metrics(pr, tg)
+    have = [m for m in per_channel.values() if m["n"] > 0]
+    metrics: dict = {
+        "n_structures": n_structures,
+        "n_site_spectra": int(sum(m["n"] for m in have)),
+        "channels": per_channel,
+        "spectra": {key: _nanmean([m[key] for m in have]) for key in ("mse", "r2", "cosine")},
+    }
+    if env["zs"]:
+        e = {key: np.concatenate(v) for key, v in env.items()}
+        metrics["n_environments"] = int(len(e["zs"]))
+        metrics["content_mae"] = {
+            "structure": float(np.abs(e["cs"] - e["content"]).mean()),
+            "spectra": float(np.abs(e["cp"] - e["content"]).mean()),
+        }
+        metrics["defect_auroc"] = {
+            side: {name: auroc(e[key][:, j], e["defects"][:, j]) for j, name in enumerate(model.cfg.defects)}
+            for side, key in (("structure", "ds"), ("spectra", "dp"))
+        }
+        metrics["alignment_cosine"] = float((e["zs"] * e["zp"]).sum(1).mean())
+    return metrics
+
+
+def _nanmean(values: list[float]) -> float:
+    """Mean of the finite values (NaN when there are none)."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if len(v) else float("nan")
+
+
+def flat_metrics(metrics: dict, prefix: str = "") -> dict[str, float]:
+    """``{"channels/Ni-K-xas/r2": 0.9, ...}``: nested metrics as one level of scalars."""
+    out: dict[str, float] = {}
+    for key, value in metrics.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flat_metrics(value, name + "/"))
+        elif isinstance(value, (int, float)):
+            out[name] = float(value)
+    return out
+
+
+def _json_safe(obj):
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def write_metrics(metrics: dict, path: str | Path) -> None:
+    """Write ``metrics`` as JSON (NaN written as null)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(_json_safe(metrics), indent=2) + "\n")

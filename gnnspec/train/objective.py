@@ -1,0 +1,112 @@
+"""The training objective as one module, so DistributedDataParallel wraps a single forward.
+
+``Objective(model, cfg)(batch, generated=None)`` returns ``(loss, logs)``:
+
+* ``spectra``: forward site spectra of labelled absorbers against FEFF (MSE + derivative);
+* ``contrastive``: symmetric InfoNCE between the structure embedding of an environment and
+  the spectrum embedding of its (augmented, channel-dropped) FEFF environment spectra;
+* ``content``/``defects``: property heads on both embeddings;
+* with a ``generated`` batch (no FEFF spectra): the forward model, without gradients, gives
+  the environment spectra; the encoder learns from them (contrastive against the detached
+  structure embedding, and the property losses), weighted by ``generated.weight``.
+
+Augmentation and channel dropout apply in training mode only; evaluation mode uses every
+environment and every channel, unaugmented.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from gnnspec.data import keys as K
+from gnnspec.train.augment import augment_spectra, channel_dropout, grid_steps
+from gnnspec.train.config import TrainConfig
+from gnnspec.train.losses import content_loss, defect_loss, info_nce, spectra_loss
+
+
+class Objective(nn.Module):
+    """Wraps the joint model; ``forward`` computes every weighted loss term of one step."""
+
+    def __init__(self, model: nn.Module, cfg: TrainConfig):
+        super().__init__()
+        self.model = model
+        self.cfg = cfg
+        self.register_buffer("step_ev", grid_steps(model.cfg.channels), persistent=False)
+
+    def forward(self, batch, generated=None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        w = self.cfg.loss
+        labelled = batch[K.SITE_Y_MASK].any(dim=1).nonzero(as_tuple=True)[0]
+        out = self.model.forward_structure(batch, absorbers=labelled, embed=True)
+        logs: dict[str, torch.Tensor] = {}
+        target = batch[K.SITE_Y][labelled].to(out["spectra"].dtype)
+        mask = batch[K.SITE_Y_MASK][labelled] & out["spectra_mask"]
+        l_spec, mse_c, counts = spectra_loss(out["spectra"].float(), target.float(), mask, w.derivative)
+        logs["spectra"] = l_spec.detach()
+        logs["channel_mse"] = mse_c
+        logs["channel_count"] = counts
+        loss = w.spectra * l_spec
+
+        env_ok = batch[K.ENV_Y_MASK].any(dim=1).nonzero(as_tuple=True)[0]
+        env_ok = self._subsample(env_ok)
+        terms = self._embedding_terms(
+            out["structure_embedding"][env_ok],
+            batch[K.ENV_Y][env_ok],
+            batch[K.ENV_Y_MASK][env_ok],
+            batch[K.ENV_CONTENT][env_ok],
+            batch[K.ENV_DEFECTS][env_ok],
+            structure_side=True,
+        )
+        for name, value in terms.items():
+            logs[name] = value.detach()
+            loss = loss + getattr(w, name.split("_")[0]) * value
+
+        if generated is not None and self.cfg.generated.weight > 0:
+            with torch.no_grad():
+                gout = self.model.forward_structure(generated, embed=True)
+                env_y, env_mask = self.model.environment_spectra(gout, generated)
+            sel = self._subsample(env_mask.any(dim=1).nonzero(as_tuple=True)[0])
+            gterms = self._embedding_terms(
+                gout["structure_embedding"][sel].detach(),
+                env_y[sel].detach(),
+                env_mask[sel],
+                generated[K.ENV_CONTENT][sel],
+                generated[K.ENV_DEFECTS][sel],
+                structure_side=False,
+            )
+            for name, value in gterms.items():
+                logs[f"generated_{name}"] = value.detach()
+                loss = loss + self.cfg.generated.weight * getattr(w, name.split("_")[0]) * value
+        logs["loss"] = loss.detach()
+        logs["temperature"] = self.model.temperature.detach()
+        return loss, logs
+
+    def _subsample(self, idx: torch.Tensor) -> torch.Tensor:
+        n = self.cfg.loss.max_envs
+        if not self.training or idx.numel() <= n:
+            return idx
+        return idx[torch.randperm(idx.numel())[:n].to(idx.device)]
+
+    def _embedding_terms(self, z_struct, env_y, env_mask, content, defects, structure_side: bool) -> dict[str, torch.Tensor]:
+        """Contrastive and property losses for one set of environments."""
+        w = self.cfg.loss
+        terms: dict[str, torch.Tensor] = {}
+        if env_y.shape[0] == 0:
+            return terms
+        need_spec = w.contrastive > 0 or w.content > 0 or w.defects > 0
+        if not need_spec:
+            return terms
+        x, mask = env_y.float(), env_mask
+        if self.training and self.cfg.augment.enabled:
+            mask = channel_dropout(mask, self.cfg.augment.channel_dropout)
+            x = augment_spectra(x, mask, self.step_ev, self.cfg.augment)
+        z_spec = self.model.encode_spectra(x.to(z_struct.dtype), mask)
+        if w.contrastive > 0 and z_spec.shape[0] > 1:
+            terms["contrastive"] = info_nce(z_struct.float(), z_spec.float(), self.model.temperature)
+        sides = [z_spec, z_struct] if structure_side else [z_spec]
+        props = [self.model.predict_properties(z) for z in sides]
+        if w.content > 0:
+            terms["content"] = sum(content_loss(p["content_logits"].float(), content) for p in props) / len(props)
+        if w.defects > 0:
+            terms["defects"] = sum(defect_loss(p["defect_logits"].float(), defects) for p in props) / len(props)
+        return terms

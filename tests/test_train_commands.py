@@ -1,0 +1,103 @@
+"""The train/evaluate/predict/infer commands, driven the way a user runs them."""
+
+import argparse
+import json
+
+import pytest
+import torch
+from model_fixtures import SMOKE_CONFIG, write_synthetic_lmdb
+
+from gnnspec.errors import InputError
+from gnnspec.structures.nmc import NMCParams, generate_nmc
+from gnnspec.train import commands
+
+torch.set_num_threads(1)
+
+
+def run(*argv) -> int:
+    parser = argparse.ArgumentParser(prog="gnnspec")
+    commands.add_parsers(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args([str(a) for a in argv])
+    return args.func(args)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    data = write_synthetic_lmdb(root / "data")
+    assert run("train", SMOKE_CONFIG, "--data", data, "--out", root / "run") == 0
+    return root, data
+
+
+@pytest.fixture(scope="module")
+def structure_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("s") / "POSCAR"
+    generate_nmc(NMCParams(seed=4, supercell=(2, 1, 1))).structure.to(filename=str(path), fmt="poscar")
+    return path
+
+
+def test_train_prints_metrics_and_paths(trained, capsys):
+    root, data = trained
+    # the module fixture already trained; a second run into a fresh folder shows the output
+    assert run("train", SMOKE_CONFIG, "--data", data, "--out", root / "run2") == 0
+    out = capsys.readouterr().out
+    assert "test metrics" in out and "run folder:" in out and "TensorBoard:" in out and "checkpoint:" in out
+    assert (root / "run2" / "best.pt").exists()
+
+
+def test_evaluate_writes_json(trained, capsys):
+    root, data = trained
+    out = root / "metrics.json"
+    assert run("evaluate", root / "run" / "best.pt", "--data", data, "--split", "val", "--out", out) == 0
+    m = json.loads(out.read_text())
+    assert m["split"] == "val" and m["n_structures"] == 2 and "Ni-K-xas" in m["channels"]
+    assert "R2" in capsys.readouterr().out
+
+
+def test_predict_then_infer_round_trip(trained, structure_file, tmp_path):
+    root, _ = trained
+    model = root / "run" / "best.pt"
+    spectra = tmp_path / "site0.json"
+    assert run("predict", structure_file, "--site", 0, "--model", model, "--out", spectra) == 0
+    doc = json.loads(spectra.read_text())
+    assert doc["schema"] == "gnnspec.spectra/1" and doc["meta"]["site"] == 0
+    el = doc["meta"]["element"]
+    assert all(name.startswith(el + "-") for name in doc["channels"])
+    ch = next(iter(doc["channels"].values()))
+    assert len(ch["energy"]) == len(ch["intensity"]) == 121 and ch["energy"][0] > 50  # absolute eV
+    result = tmp_path / "infer.json"
+    assert run("infer", spectra, "--model", model, "--out", result) == 0
+    r = json.loads(result.read_text())
+    assert set(r["element_content"]) == {"Li", "Ni", "Mn", "Co", "O"}
+    assert set(r["defects"]) == {"o_vacancy", "antisite"}
+    assert r["channels_used"] == sorted(doc["channels"], key=list(doc["channels"]).index)
+
+
+def test_bad_input_is_an_input_error(trained, structure_file, tmp_path, monkeypatch):
+    root, _ = trained
+    model = root / "run" / "best.pt"
+    with pytest.raises(InputError, match="out of range"):
+        run("predict", structure_file, "--site", 9999, "--model", model, "--out", tmp_path / "x.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"schema": "gnnspec.spectra/1", "channels": {"Ni-K-xas": {"energy": [1, 2], "intensity": [1, 1]}}}))
+    with pytest.raises(InputError, match="channel grid"):
+        run("infer", bad, "--model", model, "--out", tmp_path / "y.json")
+    bad.write_text("{not json")
+    with pytest.raises(InputError):
+        run("infer", bad, "--model", model, "--out", tmp_path / "y.json")
+    monkeypatch.setattr(commands, "DEFAULT_MODEL", tmp_path / "missing.pt")
+    with pytest.raises(InputError, match="no default model"):
+        run("predict", structure_file, "--site", 0, "--out", tmp_path / "z.json")
+    with pytest.raises(InputError, match="no such dataset"):
+        run("train", SMOKE_CONFIG, "--data", tmp_path / "nowhere", "--out", tmp_path / "r")
+
+
+def test_gnnspec_cli_has_the_commands(capsys):
+    from gnnspec.cli import main
+
+    for command in ("train", "evaluate", "predict", "infer"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        assert "usage: gnnspec " + command in capsys.readouterr().out
+    assert main(["train", "no-such-config.yaml"]) == 2
+    assert "no such config file" in capsys.readouterr().err

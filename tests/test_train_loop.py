@@ -1,0 +1,111 @@
+"""Training end to end on a tiny synthetic LMDB: the loss falls, TensorBoard events and
+self-describing checkpoints are written, Ctrl-C saves last.pt and --resume continues exactly."""
+
+import signal
+
+import pytest
+import torch
+from model_fixtures import scalar_series, smoke_config, write_synthetic_lmdb
+
+from gnnspec.errors import InputError
+from gnnspec.models import load_checkpoint
+from gnnspec.train.loop import run_training
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return write_synthetic_lmdb(tmp_path_factory.mktemp("data") / "synthetic")
+
+
+@pytest.fixture(scope="module")
+def smoke_run(data, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("runs") / "smoke"
+    cfg = smoke_config(data, run_dir, epochs=8, log__figures_every=4)
+    return run_dir, run_training(cfg)
+
+
+def test_smoke_training_lowers_the_loss(smoke_run):
+    run_dir, summary = smoke_run
+    assert not summary["interrupted"] and summary["epoch"] == 8
+    train_loss = scalar_series(run_dir / "tb", "train/loss")
+    val_loss = scalar_series(run_dir / "tb", "val/loss")
+    assert len(train_loss) == 8
+    assert train_loss[-1] < train_loss[0]
+    assert val_loss[-1] < val_loss[0]
+    assert summary["supercells_per_s"] > 0 and summary["environments_per_s"] > 0
+
+
+def test_run_folder_contents(smoke_run):
+    run_dir, summary = smoke_run
+    assert (run_dir / "config.yaml").exists() and (run_dir / "metrics_test.json").exists()
+    assert list((run_dir / "tb").glob("events.out.tfevents.*"))
+    assert (run_dir / "tb" / "projector_config.pbtxt").exists()
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ea = EventAccumulator(str(run_dir / "tb"))
+    ea.Reload()
+    scalars = set(ea.Tags()["scalars"])
+    assert {"train/channel_mse/Ni-K-xas", "val/channels/Ni-K-xas/r2", "test/spectra/mse", "train_step/lr"} <= scalars
+    assert {"val/spectra", "test/spectra"} <= set(ea.Tags()["images"])
+    m = summary["test_metrics"]
+    assert set(m["channels"]) == set(load_checkpoint(run_dir / "best.pt").cfg.channels)
+    assert "defect_auroc" in m and "content_mae" in m
+
+
+def test_checkpoints_are_self_describing(smoke_run):
+    run_dir, _ = smoke_run
+    for name in ("last.pt", "best.pt"):
+        ckpt = torch.load(run_dir / name, weights_only=True)
+        for key in (
+            "format",
+            "format_version",
+            "model_config",
+            "model",
+            "raw_model",
+            "optimizer",
+            "scheduler",
+            "epoch",
+            "step",
+            "best_metric",
+            "rng",
+            "train_config",
+        ):
+            assert key in ckpt, (name, key)
+    last = torch.load(run_dir / "last.pt", weights_only=True)
+    assert last["epoch"] == 8 and last["step"] == 8 * 3
+    assert last["model_config"]["backbone"]["avg_num_neighbors"] > 0  # measured on the data
+    model = load_checkpoint(run_dir / "best.pt")
+    assert not model.training
+
+
+def test_refuses_to_overwrite_or_resume_nothing(data, smoke_run, tmp_path):
+    run_dir, _ = smoke_run
+    with pytest.raises(InputError, match="--resume"):
+        run_training(smoke_config(data, run_dir))
+    with pytest.raises(InputError, match="nothing to resume"):
+        run_training(smoke_config(data, tmp_path / "empty"), resume=True)
+
+
+def test_interrupt_then_resume_continues_exactly(data, tmp_path):
+    opts = dict(epochs=3, log__figures_every=0)
+    straight = run_training(smoke_config(data, tmp_path / "straight", **opts))
+    assert not straight["interrupted"]
+
+    def interrupt(trainer):
+        if trainer.step == 4:  # mid-epoch (3 steps per epoch)
+            signal.raise_signal(signal.SIGINT)
+
+    first = run_training(smoke_config(data, tmp_path / "split", **opts), step_callback=interrupt)
+    assert first["interrupted"] and first["step"] == 4
+    ckpt = torch.load(tmp_path / "split" / "last.pt", weights_only=True)
+    assert ckpt["step"] == 4 and ckpt["batch_in_epoch"] == 1 and ckpt["epoch"] == 1
+    second = run_training(smoke_config(data, tmp_path / "split", **opts), resume=True)
+    assert not second["interrupted"] and second["step"] == 9
+    a = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "split" / "last.pt", weights_only=True)
+    for key in ("raw_model", "model"):
+        for name, tensor in a[key].items():
+            assert torch.equal(tensor, b[key][name]), (key, name)
+    assert a["best_metric"] == b["best_metric"]

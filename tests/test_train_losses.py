@@ -1,0 +1,108 @@
+"""Loss terms, AUROC, spectral augmentation, channel dropout and the learning-rate schedule."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from gnnspec.channels import CHANNEL_NAMES
+from gnnspec.train.augment import augment_spectra, broaden_spectra, channel_dropout, grid_steps, shift_spectra
+from gnnspec.train.config import AugmentConfig
+from gnnspec.train.loop import lr_factor
+from gnnspec.train.losses import content_loss, defect_loss, info_nce, spectra_loss
+from gnnspec.train.metrics import auroc, spectrum_metrics
+
+torch.set_num_threads(1)
+
+
+def test_spectra_loss_masks_and_derivative():
+    pred = torch.zeros(3, 2, 5)
+    target = torch.zeros(3, 2, 5)
+    target[0, 0] = 1.0  # labelled, error 1 everywhere, no derivative error
+    target[1, 1] = torch.arange(5.0)  # not labelled: ignored
+    mask = torch.tensor([[True, False], [True, False], [False, False]])
+    loss, mse_c, counts = spectra_loss(pred, target, mask, derivative=1.0)
+    assert counts.tolist() == [2, 0]
+    assert mse_c.tolist() == [0.5, 0.0]
+    assert float(loss) == pytest.approx(0.5)
+    mask[1, 1] = True
+    loss, _, _ = spectra_loss(pred, target, mask, derivative=2.0)
+    # channel 1: intensity mse (0+1+4+9+16)/5 = 6, derivative mse 1 -> 6 + 2; mean with channel 0
+    assert float(loss) == pytest.approx((0.5 + 8.0) / 2)
+
+
+def test_info_nce_prefers_matching_pairs():
+    z = torch.nn.functional.normalize(torch.randn(8, 16, generator=torch.Generator().manual_seed(0)), dim=-1)
+    good = info_nce(z, z, 0.1)
+    bad = info_nce(z, z.roll(1, 0), 0.1)
+    assert float(good) < 0.1 < float(bad)
+    assert float(info_nce(z, z.roll(1, 0), 0.1)) == pytest.approx(float(info_nce(z.roll(1, 0), z, 0.1)))  # symmetric
+
+
+def test_content_and_defect_losses():
+    t = torch.tensor([[0.25, 0.25, 0.0, 0.0, 0.5]])
+    assert float(content_loss(torch.log(t.clamp(min=1e-30)), t)) == pytest.approx(0.0, abs=1e-6)
+    assert float(content_loss(torch.zeros(1, 5), t)) > 0
+    assert float(defect_loss(torch.tensor([[20.0, -20.0]]), torch.tensor([[1.0, 0.0]]))) < 1e-6
+
+
+def test_auroc_against_pairwise_definition():
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 5, 40).astype(float)  # many ties
+    labels = rng.integers(0, 2, 40)
+    pos, neg = scores[labels == 1], scores[labels == 0]
+    pairwise = np.mean([(p > n) + 0.5 * (p == n) for p in pos for n in neg])
+    assert auroc(scores, labels) == pytest.approx(pairwise)
+    assert auroc([0.1, 0.9], [0, 1]) == 1.0 and auroc([0.9, 0.1], [0, 1]) == 0.0
+    assert math.isnan(auroc([0.1, 0.2], [1, 1]))
+
+
+def test_spectrum_metrics():
+    t = np.array([[1.0, 2.0, 3.0], [2.0, 2.0, 2.0]])
+    m = spectrum_metrics(t.copy(), t)
+    assert m["mse"] == 0 and m["r2"] == 1 and m["cosine"] == pytest.approx(1.0) and m["n"] == 2
+    mean_pred = np.repeat(t.mean(0, keepdims=True), 2, 0)
+    assert spectrum_metrics(mean_pred, t)["r2"] == pytest.approx(0.0)
+
+
+def test_shift_and_broaden():
+    x = torch.zeros(2, 21)
+    x[:, 10] = 1.0
+    shifted = shift_spectra(x, torch.tensor([2.0, -1.5]))
+    assert shifted[0, 12] == 1.0 and shifted[1, 8] == pytest.approx(0.5) and shifted[1, 9] == pytest.approx(0.5)
+    b = broaden_spectra(x, torch.tensor([1.0, 2.0]), 2.0)
+    assert torch.allclose(b.sum(1), torch.ones(2), atol=1e-5)
+    assert b[1, 10] < b[0, 10] < 1.0
+    flat = torch.ones(3, 21)
+    assert torch.allclose(broaden_spectra(flat, torch.tensor([0.5, 1.0, 2.0]), 2.0), flat)
+
+
+def test_augment_changes_only_present_channels():
+    torch.manual_seed(0)
+    x = torch.rand(4, 12, 121) + 0.5
+    mask = torch.zeros(4, 12, dtype=torch.bool)
+    mask[:, 2] = True
+    out = augment_spectra(x, mask, grid_steps(list(CHANNEL_NAMES)), AugmentConfig())
+    assert not torch.equal(out[:, 2], x[:, 2])
+    assert torch.equal(out[:, 3:], x[:, 3:])
+    off = AugmentConfig(shift_ev=0, broaden_ev=0, noise=0, scale=0)
+    assert torch.equal(augment_spectra(x, mask, grid_steps(["Ni-K-xas"] * 12), off), x)
+
+
+def test_channel_dropout_keeps_one_present_channel():
+    torch.manual_seed(1)
+    mask = torch.rand(200, 12) < 0.5
+    mask[:, 0] = True
+    kept = channel_dropout(mask, 0.99)
+    assert kept.any(1).all()
+    assert not (kept & ~mask).any()
+    assert kept.sum() < mask.sum()
+
+
+def test_lr_schedule():
+    assert lr_factor(0, 10, 100, 0.1) == pytest.approx(0.1)
+    assert lr_factor(9, 10, 100, 0.1) == pytest.approx(1.0)
+    assert lr_factor(10, 10, 100, 0.1) == pytest.approx(1.0)
+    assert lr_factor(100, 10, 100, 0.1) == pytest.approx(0.1)
+    assert 0.1 < lr_factor(55, 10, 100, 0.1) < 1.0
