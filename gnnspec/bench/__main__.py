@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     cutoff = model.cfg.backbone.cutoff
     ds = {s: LMDBStructureDataset(args.data, s, cutoff=cutoff) for s in ("train", "val", "test")}
     info = dataset_info(args.data)
-    results: dict = {"commit": commit, "command": command, "model": str(model_path), "data": args.data, "hardware": speed.hardware()}
+    results: dict = {"commit": commit, "command": command, "model": os.path.relpath(model_path), "data": args.data, "hardware": speed.hardware()}
 
     print("forward accuracy ...", file=sys.stderr)
     sites = {s: collect_sites(d) for s, d in ds.items()}
@@ -119,7 +119,8 @@ def render(r: dict, info: dict, caption: str) -> str:
         "",
         f"Produced by `{r['command']}` at commit `{r['commit']}`; model `{r['model']}`; dataset `{r['data']}` "
         f"({info['structures']} supercells, {info['spectra']} FEFF10 spectra, splits {info['splits']}). "
-        f"Hardware: {r['hardware']}. Wall time {r['wall_s'] / 60:.1f} min.",
+        f"Hardware: {', '.join(f'{k} {v}' for k, v in r['hardware'].items())}. Wall time {r['wall_s'] / 60:.1f} min. "
+        "Timings are wall-clock on that machine while it ran other work too; rerun on a quiet machine for clean speed numbers.",
         "",
     ]
     lines += forward_section(r["forward"])

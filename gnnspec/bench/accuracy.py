@@ -19,7 +19,7 @@ from gnnspec.bench.collect import EnvSet, SiteSet
 from gnnspec.bench.spectral_features import seed_features
 from gnnspec.channels import CHANNEL_NAMES, CHANNELS
 from gnnspec.structures.environments import CONTENT_ELEMENTS, DEFECTS
-from gnnspec.train.evaluate import auroc, spectrum_metrics
+from gnnspec.train.metrics import auroc, spectrum_metrics
 
 SUBSETS: dict[str, list[str]] = {
     **{c: [c] for c in CHANNEL_NAMES},
