@@ -65,8 +65,11 @@ def check_spectrum(spectrum: Spectrum, source: str = "<spectra>") -> None:
     name = spectrum.channel
     if name not in CHANNELS:
         raise InputError(f"{source}: unknown channel {name!r}; valid channels: {', '.join(CHANNEL_NAMES)}")
-    where = f"{source}: channel {name}"
-    e, y = spectrum.energy, spectrum.intensity
+    check_arrays(spectrum.energy, spectrum.intensity, f"{source}: channel {name}")
+
+
+def check_arrays(e: np.ndarray, y: np.ndarray, where: str) -> None:
+    """Refuse unequal lengths, fewer than 2 points, non-finite values or non-increasing energies (eV)."""
     if e.shape != y.shape:
         raise InputError(f"{where}: energy has {e.size} values but intensity has {y.size}; they must have equal lengths")
     if e.size < 2:
@@ -79,7 +82,7 @@ def check_spectrum(spectrum: Spectrum, source: str = "<spectra>") -> None:
     if np.any(steps <= 0):
         i = int(np.flatnonzero(steps <= 0)[0])
         raise InputError(
-            f"{where}: energies must be strictly increasing, but energy[{i}] = {e[i]:g} eV and energy[{i + 1}] = {e[i + 1]:g} eV"
+            f"{where}: energies are not strictly increasing: energy[{i}] = {e[i]:g} eV, energy[{i + 1}] = {e[i + 1]:g} eV"
         )
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from gnnspec.errors import InputError
+from gnnspec.spectra import check_arrays
 
 #: Real measured STEM-EELS of an NMC cathode, kept next to a source checkout (absent elsewhere).
 EXAMPLE_DATA_DIR = Path(__file__).parents[2] / ".." / "shared" / "data" / "experimental_eels_nmc"
@@ -183,18 +184,7 @@ def read_xas_text(path: str | Path, columns: tuple[int, int] = (0, 1)) -> Measur
 
 def _finish(path: Path, energy: np.ndarray, intensity: np.ndarray, modality: str, meta: dict) -> MeasuredSpectrum:
     """Check the arrays (>= 2 points, finite, strictly increasing energy) and build the result."""
-    if energy.size < 2:
-        raise InputError(f"{path}: a spectrum needs at least 2 points, found {energy.size}")
-    for label, arr in (("energy", energy), ("intensity", intensity)):
-        bad = np.flatnonzero(~np.isfinite(arr))
-        if bad.size:
-            raise InputError(f"{path}: {label} has {bad.size} non-finite value(s), first at point {bad[0]}")
-    steps = np.diff(energy)
-    if np.any(steps <= 0):
-        i = int(np.flatnonzero(steps <= 0)[0])
-        raise InputError(
-            f"{path}: energies are not strictly increasing at point {i + 1} ({energy[i]:g} then {energy[i + 1]:g} eV)"
-        )
+    check_arrays(energy, intensity, str(path))
     return MeasuredSpectrum(str(path), energy, intensity, modality, meta)
 
 

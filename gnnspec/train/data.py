@@ -93,6 +93,27 @@ def generated_batch(pool: GraphList, step: int, batch_size: int, seed: int):
     return Batch.from_data_list([pool[i] for i in idx])
 
 
+def channel_scales(dataset: Dataset, n_channels: int) -> torch.Tensor:
+    """``[C]``: 1 / the mean squared deviation of each channel's site spectra from their mean spectrum.
+
+    Channels without spectra (or with constant spectra) get 1.
+    """
+    sums = counts = squares = None
+    for g in dataset:
+        y, m = g[K.SITE_Y].double(), g[K.SITE_Y_MASK].to(torch.float64)
+        s1 = (y * m[..., None]).sum(0)
+        s2 = (y.pow(2) * m[..., None]).sum(0)
+        sums = s1 if sums is None else sums + s1
+        squares = s2 if squares is None else squares + s2
+        counts = m.sum(0) if counts is None else counts + m.sum(0)
+    if counts is None:
+        return torch.ones(n_channels)
+    n = counts.clamp(min=1.0)[:, None]
+    var = (squares / n - (sums / n).pow(2)).mean(-1)  # [C]
+    ok = (counts > 1) & (var > 1e-12)
+    return torch.where(ok, 1.0 / var.clamp(min=1e-12), torch.ones_like(var)).float()
+
+
 def graph_statistics(dataset: Dataset, r_readout: float) -> dict[str, float]:
     """Mean neighbours per atom (graph edges) and mean readout pairs per absorber (edges < r_readout, + 1)."""
     n_nodes = n_edges = n_pairs = 0

@@ -30,7 +30,7 @@ from gnnspec.models.factory import build_model, load_checkpoint
 from gnnspec.train import distributed as D
 from gnnspec.train.checkpoint import restore_training, rng_state, save_checkpoint
 from gnnspec.train.config import TrainConfig
-from gnnspec.train.data import generated_batch, make_loader
+from gnnspec.train.data import channel_scales, generated_batch, make_loader
 from gnnspec.train.ema import EMA
 from gnnspec.train.metrics import evaluate, flat_metrics, write_metrics
 from gnnspec.train.objective import Objective
@@ -96,7 +96,8 @@ class Trainer:
         self.step_callback = step_callback
         self.device = self.info.device
         self.model = model.to(self.device)
-        self.objective = Objective(self.model, cfg).to(self.device)
+        self.channel_scale = channel_scales(splits["train"], len(model.cfg.channels))
+        self.objective = Objective(self.model, cfg, self.channel_scale).to(self.device)
         self.ddp = (
             DistributedDataParallel(
                 self.objective,
@@ -117,7 +118,7 @@ class Trainer:
         )
         self.ema = EMA(self.model, o.ema_decay) if o.ema_decay > 0 else None
         self.eval_model = self.ema.module if self.ema is not None else self.model
-        self.eval_objective = Objective(self.eval_model, cfg).to(self.device)
+        self.eval_objective = Objective(self.eval_model, cfg, self.channel_scale).to(self.device)
         self.use_amp = cfg.amp and self.device.type == "cuda"
         self.epoch, self.step, self.batch_in_epoch, self.best = 0, 0, 0, None
         self.board = Board(self.run_dir / "tb", enabled=self.info.is_main)

@@ -11,13 +11,15 @@ from torch.nn import functional as F
 
 
 def spectra_loss(
-    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, derivative: float = 1.0
+    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, derivative: float = 1.0, scale: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Masked per-channel MSE plus ``derivative`` x MSE of first differences along energy.
 
-    ``pred``, ``target`` ``[A, C, K]``, ``mask [A, C]``. Returns the loss (mean over channels that
-    have at least one spectrum of per-channel means over spectra), the per-channel intensity MSE
-    ``[C]`` and the number of spectra per channel ``[C]``.
+    ``pred``, ``target`` ``[A, C, K]``, ``mask [A, C]``; ``scale [C]`` multiplies each channel's
+    term (training uses 1 / the channel's spectral variance, so the term reads as 1 - R^2 and is
+    balanced against the embedding losses). Returns the loss (mean over channels that have at
+    least one spectrum of per-channel means over spectra), the per-channel intensity MSE ``[C]``
+    and the number of spectra per channel ``[C]``.
     """
     w = mask.to(pred.dtype)
     err = (pred - target).pow(2).mean(-1)  # [A, C]
@@ -29,6 +31,8 @@ def spectra_loss(
     denom = counts.clamp(min=1.0)
     mse_c = (err * w).sum(0) / denom
     loss_c = mse_c + derivative * (err_d * w).sum(0) / denom
+    if scale is not None:
+        loss_c = loss_c * scale.to(loss_c.dtype)
     present = counts > 0
     if not bool(present.any()):
         return pred.sum() * 0.0, mse_c.detach(), counts

@@ -2,7 +2,8 @@
 
 ``Objective(model, cfg)(batch, generated=None)`` returns ``(loss, logs)``:
 
-* ``spectra``: forward site spectra of labelled absorbers against FEFF (MSE + derivative);
+* ``spectra``: forward site spectra of labelled absorbers against FEFF (MSE + derivative, per
+  channel divided by the channel's variance over the training set: about 1 - R^2);
 * ``contrastive``: symmetric InfoNCE between the structure embedding of an environment and
   the spectrum embedding of its (augmented, channel-dropped) FEFF environment spectra;
 * ``content``/``defects``: property heads on both embeddings;
@@ -28,11 +29,13 @@ from gnnspec.train.losses import content_loss, defect_loss, info_nce, spectra_lo
 class Objective(nn.Module):
     """Wraps the joint model; ``forward`` computes every weighted loss term of one step."""
 
-    def __init__(self, model: nn.Module, cfg: TrainConfig):
+    def __init__(self, model: nn.Module, cfg: TrainConfig, channel_scale: torch.Tensor | None = None):
         super().__init__()
         self.model = model
         self.cfg = cfg
         self.register_buffer("step_ev", grid_steps(model.cfg.channels), persistent=False)
+        scale = torch.ones(len(model.cfg.channels)) if channel_scale is None else channel_scale.float()
+        self.register_buffer("channel_scale", scale, persistent=False)
 
     def forward(self, batch, generated=None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         w = self.cfg.loss
@@ -41,7 +44,7 @@ class Objective(nn.Module):
         logs: dict[str, torch.Tensor] = {}
         target = batch[K.SITE_Y][labelled].to(out["spectra"].dtype)
         mask = batch[K.SITE_Y_MASK][labelled] & out["spectra_mask"]
-        l_spec, mse_c, counts = spectra_loss(out["spectra"].float(), target.float(), mask, w.derivative)
+        l_spec, mse_c, counts = spectra_loss(out["spectra"].float(), target.float(), mask, w.derivative, self.channel_scale)
         logs["spectra"] = l_spec.detach()
         logs["channel_mse"] = mse_c
         logs["channel_count"] = counts
