@@ -106,3 +106,50 @@ def test_lr_schedule():
     assert lr_factor(10, 10, 100, 0.1) == pytest.approx(1.0)
     assert lr_factor(100, 10, 100, 0.1) == pytest.approx(0.1)
     assert 0.1 < lr_factor(55, 10, 100, 0.1) < 1.0
+
+
+def test_spectra_loss_channel_scale():
+    pred, target = torch.zeros(2, 2, 4), torch.ones(2, 2, 4)
+    mask = torch.ones(2, 2, dtype=torch.bool)
+    plain, _, _ = spectra_loss(pred, target, mask, derivative=0.0)
+    scaled, mse_c, _ = spectra_loss(pred, target, mask, derivative=0.0, scale=torch.tensor([2.0, 4.0]))
+    assert float(plain) == pytest.approx(1.0) and float(scaled) == pytest.approx(3.0)
+    assert mse_c.tolist() == [1.0, 1.0]  # reported MSE stays unscaled
+
+
+def test_channel_scales_are_inverse_variances():
+    from torch_geometric.data import Data
+
+    from gnnspec.train.data import channel_scales
+
+    y = torch.zeros(3, 2, 4)
+    y[:, 0] = torch.tensor([[1.0], [2.0], [3.0]])  # channel 0: variance 2/3 at every energy
+    mask = torch.tensor([[True, False]] * 3)
+    scale = channel_scales([Data(site_y=y, site_y_mask=mask, num_nodes=3)], 2)
+    assert scale[0] == pytest.approx(1.5) and scale[1] == 1.0
+
+
+def test_ema_warm_up_and_param_groups():
+    from gnnspec.train.ema import EMA
+    from gnnspec.train.loop import param_groups
+
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    ema = EMA(net, 0.99)
+    with torch.no_grad():
+        net[0].weight.fill_(1.0)
+    ema.update(net)  # first update copies
+    assert torch.equal(ema.module[0].weight, net[0].weight)
+    with torch.no_grad():
+        net[0].weight.fill_(2.0)
+    ema.update(net)  # warm-up decay (1 + 1) / (10 + 1)
+    assert float(ema.module[0].weight[0, 0]) == pytest.approx(2.0 - 2.0 / 11.0)
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder = torch.nn.Linear(2, 2)
+            self.head = torch.nn.Linear(2, 2)
+
+    groups = param_groups(Model(), 1e-2, 1e-4, encoder_lr_scale=0.2)
+    by_lr = {(g["lr"], g["weight_decay"]): len(g["params"]) for g in groups}
+    assert by_lr == {(1e-2, 0.0): 1, (1e-2, 1e-4): 1, (2e-3, 0.0): 1, (2e-3, 1e-4): 1}

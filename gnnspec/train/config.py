@@ -19,6 +19,7 @@ class OptimConfig:
     """AdamW with linear warm-up then cosine decay (per optimizer step), gradient clipping, EMA."""
 
     lr: float = 2e-3
+    encoder_lr_scale: float = 1.0  # the spectrum encoder learns at lr * encoder_lr_scale
     weight_decay: float = 1e-4
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     warmup_steps: int = 50
@@ -27,8 +28,8 @@ class OptimConfig:
     ema_decay: float = 0.0  # 0 disables the exponential moving average of the weights
 
     def __post_init__(self) -> None:
-        if self.lr <= 0 or not 0 <= self.ema_decay < 1 or len(self.betas) != 2:
-            raise ValueError("optim needs lr > 0, 0 <= ema_decay < 1 and two betas")
+        if self.lr <= 0 or self.encoder_lr_scale <= 0 or not 0 <= self.ema_decay < 1 or len(self.betas) != 2:
+            raise ValueError("optim needs lr > 0, encoder_lr_scale > 0, 0 <= ema_decay < 1 and two betas")
 
 
 @dataclass

@@ -45,13 +45,16 @@ def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay on matrices only (not on biases, norms, scalars)."""
-    decay, no_decay = [], []
-    for p in model.parameters():
+def param_groups(model: torch.nn.Module, lr: float, weight_decay: float, encoder_lr_scale: float = 1.0) -> list[dict]:
+    """AdamW groups: weight decay on matrices only; the spectrum encoder at ``lr * encoder_lr_scale``."""
+    groups: dict[tuple[bool, bool], list] = {}
+    for name, p in model.named_parameters():
         if p.requires_grad:
-            (decay if p.ndim >= 2 else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            groups.setdefault((name.startswith("encoder."), p.ndim >= 2), []).append(p)
+    return [
+        {"params": params, "lr": lr * (encoder_lr_scale if enc else 1.0), "weight_decay": weight_decay if decay else 0.0}
+        for (enc, decay), params in sorted(groups.items())
+    ]
 
 
 class _StopFlag:
@@ -109,7 +112,7 @@ class Trainer:
             else self.objective
         )
         o = cfg.optim
-        self.optimizer = torch.optim.AdamW(param_groups(self.model, o.weight_decay), lr=o.lr, betas=tuple(o.betas))
+        self.optimizer = torch.optim.AdamW(param_groups(self.model, o.lr, o.weight_decay, o.encoder_lr_scale), lr=o.lr, betas=tuple(o.betas))
         self.loader = make_loader(splits["train"], cfg.batch_size, True, cfg.seed, self.info.rank, self.info.world)
         self.steps_per_epoch = len(self.loader)
         self.total_steps = cfg.epochs * self.steps_per_epoch
