@@ -76,6 +76,8 @@ def test_checkpoints_are_self_describing(smoke_run):
     last = torch.load(run_dir / "last.pt", weights_only=True)
     assert last["epoch"] == 8 and last["step"] == 8 * 3
     assert last["model_config"]["backbone"]["avg_num_neighbors"] > 0  # measured on the data
+    std = last["model"]["encoder.input_std"]  # encoder input standardisation, set from the training data
+    assert std.shape == (12, 121) and not torch.allclose(std, torch.ones_like(std))
     model = load_checkpoint(run_dir / "best.pt")
     assert not model.training
 
@@ -109,3 +111,13 @@ def test_interrupt_then_resume_continues_exactly(data, tmp_path):
         for name, tensor in a[key].items():
             assert torch.equal(tensor, b[key][name]), (key, name)
     assert a["best_metric"] == b["best_metric"]
+
+
+def test_alignment_stage_rewrites_best_with_its_report(smoke_run):
+    run_dir, summary = smoke_run
+    best = torch.load(run_dir / "best.pt", weights_only=True)
+    report = best["alignment"]
+    assert report["epochs"] == 3 and 1 <= report["best_epoch"] <= 3 and report["environments"] > 0
+    assert 0.0 <= report["val"]["hit@1"] <= 1.0
+    assert len(scalar_series(run_dir / "tb", "align/contrastive")) == 3
+    assert len(scalar_series(run_dir / "tb", "align/val_hit@1")) == 3

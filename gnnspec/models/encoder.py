@@ -3,6 +3,11 @@
 Input: environment-averaged spectra ``[B, C, K]`` on the channel grids (normalised as in the
 data, unit mean) and a mask ``[B, C]`` of the present channels (at least one per row). Output:
 unit vectors ``[B, dim]`` comparable (cosine) with the structure embeddings of environments.
+
+Spectra of one channel differ from each other by a few per cent of their common shape, so the
+encoder first standardises every intensity with the training set's mean and standard deviation
+per channel and energy (``input_mean``, ``input_std``: buffers saved with the weights, set once
+by training through :meth:`SpectrumEncoder.set_input_statistics`).
 """
 
 from __future__ import annotations
@@ -24,9 +29,24 @@ class SpectrumEncoder(nn.Module):
         self.tokenizer = ChannelTokenizer(cfg.n_energy, len(cfg.channels), e.conv_channels, e.kernel, e.token_dim)
         self.pool = MaskedAttentionPool(e.token_dim, e.heads, e.layers)
         self.project = mlp(e.token_dim, e.hidden, cfg.embedding.dim)
+        self.register_buffer("input_mean", torch.zeros(len(cfg.channels), cfg.n_energy))
+        self.register_buffer("input_std", torch.ones(len(cfg.channels), cfg.n_energy))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # checkpoints written before input standardisation existed: identity statistics
+        for name in ("input_mean", "input_std"):
+            state_dict.setdefault(prefix + name, getattr(self, name).new_full(getattr(self, name).shape, float(name == "input_std")))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    @torch.no_grad()
+    def set_input_statistics(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Per-channel, per-energy mean and standard deviation (``[C, K]``) of training spectra."""
+        self.input_mean.copy_(mean)
+        self.input_std.copy_(std.clamp(min=1e-4))
 
     def forward(self, spectra: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         if not bool(mask.any(dim=1).all()):
             raise ValueError("every spectrum set needs at least one channel")
-        tokens = tokens_from_spectra(self.tokenizer, spectra, mask)
+        x = (spectra - self.input_mean) / self.input_std
+        tokens = tokens_from_spectra(self.tokenizer, x, mask)
         return nn.functional.normalize(self.project(self.pool(tokens, mask)), dim=-1)

@@ -74,12 +74,22 @@ class EnvironmentEmbedding(nn.Module):
         super().__init__()
         self.project = mlp(2 * scalar_dim, hidden, dim)
 
+    @staticmethod
+    def features(
+        scalars: torch.Tensor, member_index: torch.Tensor, member_env: torch.Tensor, centre_index: torch.Tensor
+    ) -> torch.Tensor:
+        """``[n_env, 2 * scalar_dim]``: mean scalars of the members joined with the centre's."""
+        pooled = scatter(scalars[member_index], member_env, dim=0, dim_size=centre_index.numel(), reduce="mean")
+        return torch.cat([pooled, scalars[centre_index]], dim=-1)
+
+    def embed(self, features: torch.Tensor) -> torch.Tensor:
+        """Unit embeddings from :meth:`features`."""
+        return nn.functional.normalize(self.project(features), dim=-1)
+
     def forward(
         self, scalars: torch.Tensor, member_index: torch.Tensor, member_env: torch.Tensor, centre_index: torch.Tensor
     ) -> torch.Tensor:
-        pooled = scatter(scalars[member_index], member_env, dim=0, dim_size=centre_index.numel(), reduce="mean")
-        z = self.project(torch.cat([pooled, scalars[centre_index]], dim=-1))
-        return nn.functional.normalize(z, dim=-1)
+        return self.embed(self.features(scalars, member_index, member_env, centre_index))
 
 
 class PropertyHeads(nn.Module):

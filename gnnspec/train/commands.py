@@ -205,6 +205,8 @@ def cmd_infer(args) -> int:
     model = _model(args.model)
     # with the model's uncertainty ensemble (gnnspec calibrate) beside it: ensemble means, their
     # spread and temperature-calibrated defect probabilities; otherwise the model's own heads
-    result = infer_with_uncertainty(model, args.model or DEFAULT_MODEL, {name: on_grid[i] for i, name in enumerate(CHANNEL_NAMES) if mask[i]})
+    result = infer_with_uncertainty(
+        model, args.model or DEFAULT_MODEL, {name: on_grid[i] for i, name in enumerate(CHANNEL_NAMES) if mask[i]}
+    )
     _write_json(args.out, result)
     return 0

@@ -1,7 +1,7 @@
 """Typed training configuration: one YAML file -> :class:`TrainConfig` (unknown keys rejected).
 
 Sections: ``model`` (:class:`gnnspec.models.config.ModelConfig`), ``optim``, ``loss``,
-``augment``, ``generated`` and ``log``. The resolved config (with neighbour counts measured on
+``augment``, ``generated``, ``align`` and ``log``. The resolved config (with neighbour counts measured on
 the training data) is written to ``<run_dir>/config.yaml``. Energies in eV, lengths in Angstrom.
 """
 
@@ -49,10 +49,10 @@ class AugmentConfig:
     """Spectral augmentation of the encoder's input spectra (training only)."""
 
     enabled: bool = True
-    shift_ev: float = 1.0  # energy shift, uniform in [-shift_ev, shift_ev] eV
-    broaden_ev: float = 1.0  # extra Gaussian broadening sigma, uniform in [0, broaden_ev] eV
-    noise: float = 0.02  # Gaussian noise std (spectra have unit mean)
-    scale: float = 0.1  # intensity scale, uniform in [1 - scale, 1 + scale]
+    shift_ev: float = 0.3  # energy shift, uniform in [-shift_ev, shift_ev] eV
+    broaden_ev: float = 0.3  # extra Gaussian broadening sigma, uniform in [0, broaden_ev] eV
+    noise: float = 0.005  # Gaussian noise std (spectra have unit mean; they differ by a few per cent)
+    scale: float = 0.02  # intensity scale, uniform in [1 - scale, 1 + scale]
     channel_dropout: float = 0.3  # probability to drop each present channel (one is always kept)
 
 
@@ -68,6 +68,29 @@ class GeneratedConfig:
     batch_size: int = 1
     every: int = 1  # add a generated batch every N optimizer steps
     weight: float = 0.5  # weight of the generated-batch encoder losses
+
+
+@dataclass
+class AlignConfig:
+    """Alignment stage after the joint epochs (:mod:`gnnspec.train.align`); ``epochs: 0`` skips it.
+
+    The backbone and forward head are frozen; the structure-embedding projection, the spectrum
+    encoder and the property heads train on every training environment, in i.i.d. batches.
+    """
+
+    epochs: int = 0
+    batch_size: int = 256  # environments per step
+    lr: float = 2e-3  # one-cycle peak learning rate
+    weight_decay: float = 1e-4
+    temperature: float = 0.1  # of the label-aware contrastive loss
+    contrastive: float = 1.0  # spectrum-structure contrastive alignment, positives by labels
+    content: float = 1.0  # element content (KL divergence), both sides
+    defects: float = 0.5  # defect BCE, both sides
+    content_tol: float = 0.05  # two environments share labels: same defects, content MAE <= this
+
+    def __post_init__(self) -> None:
+        if self.epochs < 0 or self.batch_size < 2 or self.lr <= 0 or self.temperature <= 0:
+            raise ValueError("align needs epochs >= 0, batch_size >= 2, lr > 0 and temperature > 0")
 
 
 @dataclass
@@ -103,6 +126,7 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     generated: GeneratedConfig = field(default_factory=GeneratedConfig)
+    align: AlignConfig = field(default_factory=AlignConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
     def __post_init__(self) -> None:

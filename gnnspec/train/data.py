@@ -114,6 +114,25 @@ def channel_scales(dataset: Dataset, n_channels: int) -> torch.Tensor:
     return torch.where(ok, 1.0 / var.clamp(min=1e-12), torch.ones_like(var)).float()
 
 
+def spectra_statistics(dataset: Dataset, n_channels: int, n_energy: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation ``[C, K]`` of the environment spectra (the encoder's inputs).
+
+    Channels without spectra get mean 0 and std 1 (no standardisation).
+    """
+    s1 = torch.zeros(n_channels, n_energy, dtype=torch.float64)
+    s2 = torch.zeros_like(s1)
+    n = torch.zeros(n_channels, 1, dtype=torch.float64)
+    for g in dataset:
+        y, m = g[K.ENV_Y].double(), g[K.ENV_Y_MASK].to(torch.float64)
+        s1 += (y * m[..., None]).sum(0)
+        s2 += (y.pow(2) * m[..., None]).sum(0)
+        n += m.sum(0)[:, None]
+    have = n > 1
+    mean = torch.where(have, s1 / n.clamp(min=1.0), torch.zeros_like(s1))
+    var = torch.where(have, s2 / n.clamp(min=1.0) - mean.pow(2), torch.ones_like(s1))
+    return mean.float(), var.clamp(min=1e-8).sqrt().float()
+
+
 def graph_statistics(dataset: Dataset, r_readout: float) -> dict[str, float]:
     """Mean neighbours per atom (graph edges) and mean readout pairs per absorber (edges < r_readout, + 1)."""
     n_nodes = n_edges = n_pairs = 0

@@ -30,7 +30,7 @@ from gnnspec.models.factory import build_model, load_checkpoint
 from gnnspec.train import distributed as D
 from gnnspec.train.checkpoint import restore_training, rng_state, save_checkpoint
 from gnnspec.train.config import TrainConfig
-from gnnspec.train.data import channel_scales, generated_batch, make_loader
+from gnnspec.train.data import channel_scales, generated_batch, make_loader, spectra_statistics
 from gnnspec.train.ema import EMA
 from gnnspec.train.metrics import evaluate, flat_metrics, write_metrics
 from gnnspec.train.objective import Objective
@@ -98,6 +98,9 @@ class Trainer:
         self.splits, self.generated = splits, generated
         self.step_callback = step_callback
         self.device = self.info.device
+        if not resume:  # a resumed run loads them with the weights
+            mean, std = spectra_statistics(splits["train"], len(model.cfg.channels), model.cfg.n_energy)
+            model.encoder.set_input_statistics(mean, std)
         self.model = model.to(self.device)
         self.channel_scale = channel_scales(splits["train"], len(model.cfg.channels))
         self.objective = Objective(self.model, cfg, self.channel_scale).to(self.device)
@@ -112,7 +115,9 @@ class Trainer:
             else self.objective
         )
         o = cfg.optim
-        self.optimizer = torch.optim.AdamW(param_groups(self.model, o.lr, o.weight_decay, o.encoder_lr_scale), lr=o.lr, betas=tuple(o.betas))
+        self.optimizer = torch.optim.AdamW(
+            param_groups(self.model, o.lr, o.weight_decay, o.encoder_lr_scale), lr=o.lr, betas=tuple(o.betas)
+        )
         self.loader = make_loader(splits["train"], cfg.batch_size, True, cfg.seed, self.info.rank, self.info.world)
         self.steps_per_epoch = len(self.loader)
         self.total_steps = cfg.epochs * self.steps_per_epoch
@@ -262,6 +267,8 @@ class Trainer:
                         break  # a resumed run finishes this epoch (its end-of-epoch work included)
                     self.epoch, self.batch_in_epoch = self.epoch + 1, 0
                     self._end_of_epoch(sums, ch_sum, ch_n, seen_graphs, seen_envs, t_train)
+                if not interrupted:  # also after max_minutes: best.pt is what the run delivers
+                    interrupted = self.align(lambda: flag.stop) is None
             except KeyboardInterrupt:
                 interrupted = True
         self.save("last.pt")
@@ -327,6 +334,36 @@ class Trainer:
         self.save("last.pt")
         if improved:
             self.save("best.pt")
+
+    def align(self, should_stop) -> dict | None:
+        """The alignment stage (:mod:`gnnspec.train.align`) on ``best.pt``, rewritten in place; rank 0.
+
+        Returns its report ({} when switched off or on other ranks), or None when stopped; a
+        resumed run whose ``best.pt`` is already aligned does not repeat it.
+        """
+        from gnnspec.models.factory import read_checkpoint
+        from gnnspec.train.align import align_embeddings
+
+        a, best = self.cfg.align, self.run_dir / "best.pt"
+        report: dict | None = {}
+        if a.epochs > 0 and self.info.is_main and best.exists():
+            ckpt = read_checkpoint(best, "cpu")
+            if "alignment" in ckpt:
+                report = ckpt["alignment"]
+            else:
+                model = load_checkpoint(best, self.device)
+                report = align_embeddings(
+                    model, self.splits, a, self.cfg.augment, self.cfg.seed, self.board.scalars, should_stop
+                )
+                if report is not None:
+                    ckpt["model"] = {k: v.cpu() for k, v in model.state_dict().items()}
+                    ckpt["alignment"] = report
+                    tmp = best.with_name(best.name + ".tmp")
+                    torch.save(ckpt, tmp)
+                    tmp.replace(best)
+                    if report["val"] is not None:
+                        print(f"alignment: validation hit@1 {report['val']['hit@1']:.3f} (epoch {report['best_epoch']})", file=sys.stderr)
+        return D.broadcast_object(self.info, report)
 
     def _projector(self, step: int) -> None:
         graphs = self.splits.get("val") or self.splits["train"]

@@ -56,3 +56,29 @@ def content_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def defect_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Binary cross-entropy of independent defect logits ``[B, n]`` against 0/1 targets."""
     return F.binary_cross_entropy_with_logits(logits, target.to(logits.dtype))
+
+
+def same_labels(content: torch.Tensor, defects: torch.Tensor, content_tol: float) -> torch.Tensor:
+    """``[B, B]`` bool: environments i and j have the same defect labels and content MAE <= ``content_tol``.
+
+    The label match of nearest-environment retrieval (a query is answered correctly when the
+    retrieved environment matches it in this sense); the diagonal is always true.
+    """
+    close = (content[:, None, :] - content[None, :, :]).abs().mean(-1) <= content_tol
+    return close & (defects[:, None, :] == defects[None, :, :]).all(-1)
+
+
+def label_contrastive(a: torch.Tensor, b: torch.Tensor, positives: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Symmetric cross-modal contrastive loss with label-defined positives (supervised InfoNCE).
+
+    ``a [B, D]`` and ``b [B, D]`` are unit embeddings of the same B environments (two sides);
+    ``positives [B, B]`` marks pairs that count as a match (:func:`same_labels`). Each row's
+    target is uniform over its positives, so an embedding is pulled towards every environment
+    with its labels and pushed from the others. With ``positives`` the identity this is
+    :func:`info_nce`.
+    """
+    logits = a @ b.t() / temperature
+    target = positives.to(logits.dtype)
+    loss_ab = -(target / target.sum(1, keepdim=True) * F.log_softmax(logits, dim=1)).sum(1).mean()
+    loss_ba = -(target.t() / target.t().sum(1, keepdim=True) * F.log_softmax(logits.t(), dim=1)).sum(1).mean()
+    return 0.5 * (loss_ab + loss_ba)

@@ -1,0 +1,159 @@
+"""Alignment stage: after the joint epochs, train the shared embedding space on every environment.
+
+Why a second stage: a joint step sees one or two supercells, whose environments share most of
+their labels, and the forward loss dominates the backbone's gradients; the spectrum encoder then
+learns little (measured on the shipped dataset: spectrum-side defect AUROC about 0.5). Here the
+backbone and the forward head are frozen, so each environment's backbone features are computed
+once, and i.i.d. batches of ``align.batch_size`` environments from all training supercells train
+
+* the structure-embedding projection (:class:`gnnspec.models.heads.EnvironmentEmbedding`),
+* the spectrum encoder (with the joint stage's augmentation and channel dropout),
+* the property heads, on both sides of the space,
+
+with a label-aware contrastive loss (:func:`gnnspec.train.losses.label_contrastive`: a spectrum
+embedding is pulled towards the structure embeddings of every environment with the same defect
+labels and element content, the retrieval criterion) plus the content and defect losses. The
+forward model's spectra and per-atom contributions are unchanged by this stage.
+
+Per epoch the validation split is scored (spectrum-side defect AUROC, content MAE and label-match
+hit@1 of spectrum queries against a library of training and validation structure embeddings);
+the weights of the epoch with the best validation hit@1 are kept.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+
+from gnnspec.data import keys as K
+from gnnspec.train.augment import augment_spectra, channel_dropout, grid_steps
+from gnnspec.train.losses import content_loss, defect_loss, label_contrastive, same_labels
+from gnnspec.train.metrics import auroc
+
+TRAINED = ("env_embedding", "encoder", "properties")
+
+
+class EnvironmentTable:
+    """Per-environment arrays of one split: backbone features, spectra, mask and labels."""
+
+    def __init__(self, model, graphs, device):
+        feats, x, mask, content, defects = [], [], [], [], []
+        dtype = next(model.parameters()).dtype
+        with torch.no_grad():
+            for i in range(len(graphs)):
+                g = graphs[i].clone().to(device)
+                g.pos, g.edge_shift = g.pos.to(dtype), g.edge_shift.to(dtype)
+                scalars = model.run_backbone(g)["node_scalars"]
+                feats.append(
+                    model.env_embedding.features(scalars, g[K.ENV_MEMBER_INDEX], g[K.ENV_MEMBER_ENV], g[K.ENV_CENTRE_INDEX])
+                )
+                x.append(g[K.ENV_Y].to(dtype))
+                mask.append(g[K.ENV_Y_MASK])
+                content.append(g[K.ENV_CONTENT].to(dtype))
+                defects.append(g[K.ENV_DEFECTS].to(dtype))
+        self.features = torch.cat(feats)
+        self.x, self.mask = torch.cat(x), torch.cat(mask)
+        self.content, self.defects = torch.cat(content), torch.cat(defects)
+        self.with_spectra = self.mask.any(dim=1).nonzero(as_tuple=True)[0]
+
+    def __len__(self) -> int:
+        return int(self.features.shape[0])
+
+
+def _set_trainable(model, trainable: bool) -> list[torch.nn.Parameter]:
+    params = []
+    for name, p in model.named_parameters():
+        p.requires_grad_(not trainable or name.split(".")[0] in TRAINED)
+        if name.split(".")[0] in TRAINED:
+            params.append(p)
+    return params
+
+
+@torch.no_grad()
+def score(model, query: EnvironmentTable, library: list[EnvironmentTable], content_tol: float) -> dict[str, float]:
+    """Spectrum-side metrics of ``query`` and label-match hit@1 against the library's structure embeddings."""
+    model.eval()
+    q = query.with_spectra
+    emb = model.encode_spectra(query.x[q], query.mask[q])
+    props = model.predict_properties(emb)
+    prob = torch.sigmoid(props["defect_logits"].double()).cpu().numpy()
+    content = torch.softmax(props["content_logits"].double(), dim=-1).cpu().numpy()
+    lib_emb = torch.cat([model.env_embedding.embed(t.features) for t in library])
+    lib_content = torch.cat([t.content for t in library])
+    lib_defects = torch.cat([t.defects for t in library])
+    best = (emb @ lib_emb.t()).argmax(dim=1)
+    hit = ((lib_content[best] - query.content[q]).abs().mean(-1) <= content_tol) & (lib_defects[best] == query.defects[q]).all(-1)
+    labels = query.defects[q].cpu().numpy()
+    out = {"hit@1": float(hit.double().mean())}
+    for j, name in enumerate(model.cfg.defects):
+        out[f"auroc_{name}"] = auroc(prob[:, j], labels[:, j])
+    out["content_mae"] = float(np.abs(content - query.content[q].cpu().numpy()).mean())
+    return out
+
+
+def align_embeddings(model, splits: dict, cfg, augment, seed: int = 0, log=None, should_stop=None) -> dict | None:
+    """Run the alignment stage on ``model`` in place; returns a report, or None when stopped.
+
+    ``cfg``: :class:`gnnspec.train.config.AlignConfig`; ``augment``: the joint stage's
+    :class:`~gnnspec.train.config.AugmentConfig`. ``log(scalars, epoch)`` receives the losses and
+    validation scores per epoch; ``should_stop()`` is asked between steps (Ctrl-C): the stage
+    then returns None and leaves the model as it found it.
+    """
+    device = next(model.parameters()).device
+    initial = copy.deepcopy(model.state_dict())
+    train = EnvironmentTable(model, splits["train"], device)
+    val = EnvironmentTable(model, splits["val"], device) if len(splits.get("val") or []) else None
+    params = _set_trainable(model, True)
+    gen = torch.Generator().manual_seed(seed)  # batch order
+    torch.manual_seed(seed)  # augmentation and channel dropout draws
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    rows = train.with_spectra
+    steps_per_epoch = (len(rows) + cfg.batch_size - 1) // cfg.batch_size
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, cfg.lr, total_steps=max(2, cfg.epochs * steps_per_epoch))
+    step_ev = grid_steps(model.cfg.channels).to(device)
+    best, best_state, history = None, None, []
+    try:
+        for epoch in range(1, cfg.epochs + 1):
+            model.train()
+            sums = {"contrastive": 0.0, "content": 0.0, "defects": 0.0}
+            order = rows[torch.randperm(len(rows), generator=gen)]
+            for start in range(0, len(rows), cfg.batch_size):
+                if should_stop is not None and should_stop():
+                    model.load_state_dict(initial)
+                    return None
+                idx = order[start : start + cfg.batch_size]
+                mask = channel_dropout(train.mask[idx], augment.channel_dropout) if augment.enabled else train.mask[idx]
+                x = augment_spectra(train.x[idx], mask, step_ev, augment) if augment.enabled else train.x[idx]
+                spec = model.encode_spectra(x, mask)
+                struct = model.env_embedding.embed(train.features[idx])
+                pos = same_labels(train.content[idx], train.defects[idx], cfg.content_tol)
+                terms = {"contrastive": label_contrastive(spec, struct, pos, cfg.temperature), "content": 0.0, "defects": 0.0}
+                for side in (spec, struct):
+                    props = model.predict_properties(side)
+                    terms["content"] = terms["content"] + content_loss(props["content_logits"], train.content[idx])
+                    terms["defects"] = terms["defects"] + defect_loss(props["defect_logits"], train.defects[idx])
+                loss = sum(getattr(cfg, k) * v for k, v in terms.items())
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                for k, v in terms.items():
+                    sums[k] += float(v.detach() if torch.is_tensor(v) else v) / steps_per_epoch
+            scalars = {f"align/{k}": v for k, v in sums.items()}
+            if val is not None:
+                val_scores = score(model, val, [train, val], cfg.content_tol)
+                scalars.update({f"align/val_{k}": v for k, v in val_scores.items()})
+                if best is None or val_scores["hit@1"] >= best["hit@1"]:
+                    best, best_state = dict(val_scores, epoch=epoch), copy.deepcopy(model.state_dict())
+            history.append(scalars)
+            if log is not None:
+                log(scalars, epoch)
+    finally:
+        _set_trainable(model, False)
+        model.eval()
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return {"epochs": cfg.epochs, "best_epoch": None if best is None else best["epoch"], "val": best, "environments": len(rows)}
+

@@ -1,0 +1,69 @@
+"""The alignment stage: trains only the embedding side (projection, encoder, property heads),
+lowers its losses, keeps the forward model bit for bit, and a stop leaves the model untouched."""
+
+import pytest
+import torch
+from model_fixtures import smoke_config, write_synthetic_lmdb
+
+from gnnspec.models.factory import build_model
+from gnnspec.train.align import TRAINED, align_embeddings
+from gnnspec.train.data import graph_statistics, load_splits
+from gnnspec.train.losses import label_contrastive, same_labels
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    data = write_synthetic_lmdb(tmp_path_factory.mktemp("data") / "synthetic")
+    cfg = smoke_config(data, tmp_path_factory.mktemp("runs") / "align", align__epochs=6, align__batch_size=32)
+    splits = load_splits(cfg.data, cfg.model.backbone.cutoff)
+    stats = graph_statistics(splits["train"], cfg.model.spectra.r_readout)
+    cfg.model.backbone.avg_num_neighbors = stats["avg_num_neighbors"]
+    torch.manual_seed(0)
+    return cfg, splits, build_model(cfg.model).eval()
+
+
+def test_alignment_trains_only_the_embedding_side(setup):
+    cfg, splits, model = setup
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    history = []
+    report = align_embeddings(model, splits, cfg.align, cfg.augment, seed=0, log=lambda s, e: history.append(s))
+    after = model.state_dict()
+    for name, tensor in before.items():
+        same = torch.equal(tensor, after[name])
+        if name.split(".")[0] in TRAINED and name.endswith("weight") and "norm" not in name and "input_" not in name:
+            assert not same, name
+        elif name.split(".")[0] not in TRAINED:
+            assert same, name  # backbone, forward head, temperature: untouched
+    assert not model.training
+    assert len(history) == 6 and history[-1]["align/contrastive"] < history[0]["align/contrastive"]
+    assert history[-1]["align/content"] < history[0]["align/content"]
+    assert report["best_epoch"] == max(range(1, 7), key=lambda e: (history[e - 1]["align/val_hit@1"], e))
+
+
+def test_a_stopped_alignment_leaves_the_model_as_it_was(setup):
+    cfg, splits, model = setup
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    calls = []
+    assert align_embeddings(model, splits, cfg.align, cfg.augment, should_stop=lambda: calls.append(1) or len(calls) > 3) is None
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
+def test_label_contrastive_reduces_to_info_nce_and_prefers_label_matches():
+    from gnnspec.train.losses import info_nce
+
+    torch.manual_seed(0)
+    a = torch.nn.functional.normalize(torch.randn(6, 4, dtype=torch.float64), dim=-1)
+    b = torch.nn.functional.normalize(torch.randn(6, 4, dtype=torch.float64), dim=-1)
+    eye = torch.eye(6, dtype=torch.bool)
+    assert torch.allclose(label_contrastive(a, b, eye, 0.1), info_nce(a, b, 0.1))
+    content = torch.tensor([[0.5, 0.5], [0.5, 0.5], [0.9, 0.1]], dtype=torch.float64)
+    defects = torch.tensor([[0, 1], [0, 1], [0, 1]])
+    pos = same_labels(content, defects, 0.05)
+    assert pos.tolist() == [[True, True, False], [True, True, False], [False, False, True]]
+    # environments 0 and 1 share labels: embedding 0 on top of structure 1 costs nothing extra
+    s = torch.eye(3, dtype=torch.float64)
+    swapped = s[[1, 0, 2]]
+    assert torch.isclose(label_contrastive(s, swapped, pos, 0.1), label_contrastive(s, s, pos, 0.1))
+    assert label_contrastive(s, swapped, torch.eye(3, dtype=torch.bool), 0.1) > label_contrastive(s, s, torch.eye(3, dtype=torch.bool), 0.1)
