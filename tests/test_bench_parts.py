@@ -1,5 +1,7 @@
 """Building blocks of the benchmarks: the structural descriptor, the seed method's features, baselines."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -54,3 +56,38 @@ def test_forward_baselines_beat_the_mean_on_learnable_data():
     base = mse(forward_mean(Y[tr], 50))
     assert mse(forward_knn(X[tr], Y[tr], X[te])) < 0.5 * base
     assert mse(forward_gbt(X[tr], Y[tr], X[te], n_estimators=100)) < 0.5 * base
+
+
+def test_scale_table_reports_recall_of_each_index_kind():
+    from gnnspec.bench.retrieval import random_library, scale_table
+
+    v = random_library(500, 16, "clustered", np.random.default_rng(0))
+    assert v.shape == (500, 16) and np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+    rows = scale_table([3000], dim=16, n_queries=20, distributions=("clustered",))
+    assert [r["index"] for r in rows] == ["exact", "hnsw"]
+    exact, hnsw = rows
+    assert exact["recall@1"] == 1.0 and exact["recall@10"] == 1.0  # noisy copies find their source
+    assert hnsw["params"]["ef_search"] > 0 and hnsw["recall@10"] >= 0.9
+    assert 0 < exact["p50_ms"] <= exact["p99_ms"]
+
+
+def test_rerun_check_compares_accuracy_numbers_and_timings():
+    from gnnspec.bench.rerun import comparable, compare_runs, rerun_section
+
+    run = {
+        "command": "make bench",
+        "model_sha256": "abc",
+        "data": "d",
+        "commit": "c1",
+        "forward": {"O-K-xas": {"gnnspec": {"r2": 0.77, "n": 213}}},
+        "inverse": {"all channels": {"gnnspec": {"auroc_antisite": 0.89}}},
+        "retrieval": {"hit@1": 0.67},
+        "training": {"structures_per_s": 3.0},
+    }
+    again = json.loads(json.dumps(run)) | {"commit": "c2", "retrieval": {"hit@1": 0.68}, "training": {"structures_per_s": 3.3}}
+    assert comparable(run, again) and not comparable(run, again | {"model_sha256": "other"}) and not comparable(None, run)
+    check = compare_runs(run, again)
+    assert check["compared"] == 4 and check["max_diff_at"] == "retrieval/hit@1"
+    assert abs(check["max_abs_diff"] - 0.01) < 1e-12
+    assert abs(check["timing_ratios"]["training supercells/s"] - 1.1) < 1e-12
+    assert "## 6. Rerun check" in "\n".join(rerun_section(check)) and rerun_section(None) == []

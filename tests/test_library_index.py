@@ -92,3 +92,15 @@ def test_forced_kind_stays_and_ivfpq_needs_training_data(tmp_path):
     with pytest.raises(InputError, match="ivfpq index needs at least 256 vectors"):
         few.add(_unit(100, 0), _entries(100))
     assert Library.open(few.path).count == 0
+
+
+def test_rescored_search_returns_exact_scores_of_the_candidates():
+    from gnnspec.library.index import build_index, rescored_search, search
+
+    base = _unit(3000, 5)
+    queries = base[:10] + 0.01 * _unit(10, 6)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    index = build_index("ivfpq", base, resolve_params("ivfpq", 3000, DIM, {"nlist": 16, "nprobe": 16}))
+    scores, ids = rescored_search(index, base, queries, 5, rerank=600)  # every vector a candidate: exact
+    exact_scores, exact_ids = search(build_index("exact", base, {}), queries, 5)
+    assert np.array_equal(ids, exact_ids) and np.allclose(scores, exact_scores, atol=1e-5)

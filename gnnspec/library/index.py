@@ -33,10 +33,10 @@ INDEX_KINDS = ("exact", "hnsw", "ivfpq")
 #: Auto choice: exact below ``exact_below`` vectors, HNSW below ``hnsw_below``, IVF-PQ beyond.
 DEFAULT_THRESHOLDS = {"exact_below": 50_000, "hnsw_below": 1_000_000}
 #: ``M``: graph degree; ``ef_construction``/``ef_search``: candidate list lengths (build/query).
-DEFAULT_HNSW = {"M": 32, "ef_construction": 80, "ef_search": 128}
+DEFAULT_HNSW = {"M": 32, "ef_construction": 200, "ef_search": 256}
 #: ``nlist``/``m`` of ``None`` are derived from the size and dimension (:func:`resolve_params`);
 #: ``nprobe``: lists searched per query; ``rerank``: candidates fetched per wanted hit.
-DEFAULT_IVFPQ = {"nlist": None, "m": None, "nbits": 8, "nprobe": 32, "rerank": 4}
+DEFAULT_IVFPQ = {"nlist": None, "m": None, "nbits": 8, "nprobe": 64, "rerank": 16}
 #: IVF-PQ is trained on at most this many vectors (a seeded random sample).
 MAX_TRAIN = 200_000
 
@@ -139,6 +139,24 @@ def add_vectors(index: faiss.Index, vectors: np.ndarray) -> None:
 def search(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` ``(scores [q, k], ids [q, k])`` by inner product; missing hits have id -1."""
     return index.search(np.ascontiguousarray(queries, dtype=np.float32), int(k))
+
+
+def rescored_search(index: faiss.Index, vectors: np.ndarray, queries: np.ndarray, k: int, rerank: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` of ``rerank * k`` approximate candidates, re-scored exactly against ``vectors``.
+
+    For IVF-PQ, whose compressed codes rank near neighbours coarsely; ``vectors`` are the stored
+    unit rows (an array or a memory map). Missing hits have id -1 and score -inf.
+    """
+    fetch = min(int(index.ntotal), int(k) * int(rerank))
+    _, cand = search(index, queries, fetch)
+    scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+    ids = np.full((len(queries), k), -1, dtype=np.int64)
+    for r, row in enumerate(cand):
+        row = np.unique(row[row >= 0])
+        exact = np.asarray(vectors[row]) @ queries[r]
+        top = np.argsort(-exact, kind="stable")[:k]
+        scores[r, : len(top)], ids[r, : len(top)] = exact[top], row[top]
+    return scores, ids
 
 
 def write_index(index: faiss.Index, path: Path) -> None:

@@ -196,16 +196,7 @@ class Library:
 
     def _rescored(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """IVF-PQ candidates (``rerank`` x ``k``) re-scored exactly with the stored vectors."""
-        fetch = min(self.count, k * int(self.manifest["index"]["params"]["rerank"]))
-        _, cand = ix.search(self.index, q, fetch)
-        scores = np.full((len(q), k), -np.inf, dtype=np.float32)
-        ids = np.full((len(q), k), -1, dtype=np.int64)
-        for r, row in enumerate(cand):
-            row = np.unique(row[row >= 0])
-            exact = np.asarray(self.vectors[row]) @ q[r]
-            top = np.argsort(-exact, kind="stable")[:k]
-            scores[r, : len(top)], ids[r, : len(top)] = exact[top], row[top]
-        return scores, ids
+        return ix.rescored_search(self.index, self.vectors, q, k, int(self.manifest["index"]["params"]["rerank"]))
 
     def query(self, spectra: Any, k: int = 5) -> list[dict]:
         """The ``k`` nearest environments of one set of spectra (a ``gnnspec.spectra/1`` file, dict or
