@@ -90,3 +90,18 @@ def test_ensemble_spread_and_temperature_scaling(tmp_path):
     ens.save(tmp_path / "e.npz")
     again = PropertyEnsemble.load(tmp_path / "e.npz")
     assert np.allclose(again.predict(emb[:3])["defect"], ens.predict(emb[:3])["defect"])
+
+
+def test_training_support_flags_queries_far_from_the_training_embeddings(tmp_path):
+    from gnnspec.analysis.support import TrainingSupport
+
+    rng = np.random.default_rng(0)
+    centre = rng.normal(size=16)
+    cloud = centre + 0.3 * rng.normal(size=(400, 16))  # the training distribution
+    support = TrainingSupport.fit(cloud[:300], cloud[300:])
+    support.save(tmp_path / "s.npz")
+    support = TrainingSupport.load(tmp_path / "s.npz")
+    assert support.check(cloud[350])["in_distribution"] or support.check(cloud[351])["in_distribution"]
+    far = support.check(-centre)  # the opposite direction: nothing like it was trained on
+    assert not far["in_distribution"] and far["nearest_training_cosine"] < far["validation_p01"]
+    assert abs(support.check(cloud[0])["nearest_training_cosine"] - 1.0) < 1e-2  # a training point itself

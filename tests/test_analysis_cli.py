@@ -31,6 +31,9 @@ def test_explain_attribute_and_infer_end_to_end(tmp_path, capsys):
     assert abs(sum(answer["element_content"].values()) - 1) < 1e-6
     assert all(0 <= p <= 1 for p in answer["defects"].values())
     assert answer["uncertainty"] is not None and set(answer["uncertainty"]["defects_std"]) == {"o_vacancy", "antisite"}
+    support = answer["support"]  # nearest training spectrum embedding vs held-out FEFF spectra
+    assert -1 <= support["nearest_training_cosine"] <= 1 and support["validation_p01"] <= support["validation_p50"]
+    assert support["in_distribution"] == (support["nearest_training_cosine"] >= support["validation_p01"])
     # bad input: a channel the site's element has no edge for
     assert main(["explain", str(cif), "--site", str(o), "--channel", "Ni-K-xas", "--out", str(tmp_path / "x")]) == 2
     assert "needs a Ni absorber" in capsys.readouterr().err

@@ -1,7 +1,8 @@
 """Fitting and applying the uncertainty ensemble of a model (see :mod:`gnnspec.analysis.uncertainty`).
 
-The ensemble lives next to the model as ``<model>.uncertainty.npz``; ``infer_with_uncertainty``
-uses it when present and falls back to the model's own heads (no spread) otherwise.
+The ensemble lives next to the model as ``<model>.uncertainty.npz`` and the training support
+(:mod:`gnnspec.analysis.support`) as ``<model>.support.npz``; ``infer_with_uncertainty`` uses
+them when present and falls back to the model's own heads (no spread) otherwise.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from gnnspec.analysis.support import TrainingSupport, support_path
 from gnnspec.analysis.uncertainty import PropertyEnsemble, calibrate, fit_ensemble
 from gnnspec.structures.environments import DEFECTS
 
@@ -54,6 +56,8 @@ def calibrate_model(model: Any, model_path: Path, data: str | None = None, membe
     per_defect = calibrate(ens, e_va, d_va)
     ens_file = ensemble_path(model_path)
     ens.save(ens_file)
+    support = TrainingSupport.fit(e_tr, e_va)
+    support.save(support_path(model_path))
     report = {
         "model": Path(model_path).name,
         "data": data,
@@ -61,6 +65,11 @@ def calibrate_model(model: Any, model_path: Path, data: str | None = None, membe
         "method": "bootstrap ensemble of linear heads on spectrum embeddings; temperature scaling on validation",
         "defects": {DEFECTS[j]: r for j, r in per_defect.items()},
         "ensemble_file": ens_file.name,
+        "support": {
+            "file": support_path(model_path).name,
+            "training_environments": int(len(e_tr)),
+            "validation_nearest_cosine": dict(zip(("p01", "p05", "p50"), map(float, support.val_quantiles))),
+        },
     }
     report_file = Path(out) if out else Path(model_path).with_name(Path(model_path).stem + ".calibration.json")
     report["report_file"] = report_file.name
@@ -69,8 +78,11 @@ def calibrate_model(model: Any, model_path: Path, data: str | None = None, membe
 
 
 def infer_with_uncertainty(model: Any, model_path: str | Path, spectra: dict[str, np.ndarray]) -> dict:
-    """``model.infer`` plus ``uncertainty`` (ensemble standard deviations) and calibrated defect probabilities."""
+    """``model.infer`` plus ``uncertainty`` (ensemble standard deviations), calibrated defect
+    probabilities and ``support`` (:mod:`gnnspec.analysis.support`), from the files beside the model."""
     result = model.infer(spectra)
+    if support_path(model_path).exists():
+        result["support"] = TrainingSupport.load(support_path(model_path)).check(model.embed_spectra(spectra))
     path = ensemble_path(model_path)
     if not path.exists():
         result["uncertainty"] = None
