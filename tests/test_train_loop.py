@@ -121,3 +121,25 @@ def test_alignment_stage_rewrites_best_with_its_report(smoke_run):
     assert 0.0 <= report["val"]["hit@1"] <= 1.0
     assert len(scalar_series(run_dir / "tb", "align/contrastive")) == 3
     assert len(scalar_series(run_dir / "tb", "align/val_hit@1")) == 3
+
+
+def test_ctrl_c_during_alignment_then_resume_aligns_once(data, tmp_path, monkeypatch):
+    import gnnspec.train.align as align
+
+    real_score, calls = align.score, []
+
+    def score_then_interrupt(*args, **kwargs):  # Ctrl-C at the end of the first alignment epoch
+        calls.append(1)
+        if len(calls) == 1:
+            signal.raise_signal(signal.SIGINT)
+        return real_score(*args, **kwargs)
+
+    monkeypatch.setattr(align, "score", score_then_interrupt)
+    cfg = dict(epochs=2, log__figures_every=0, align__epochs=3)
+    first = run_training(smoke_config(data, tmp_path / "run", **cfg))
+    assert first["interrupted"]
+    assert "alignment" not in torch.load(tmp_path / "run" / "best.pt", weights_only=True)
+    second = run_training(smoke_config(data, tmp_path / "run", **cfg), resume=True)
+    assert not second["interrupted"] and second["step"] == 2 * 3
+    assert torch.load(tmp_path / "run" / "best.pt", weights_only=True)["alignment"]["epochs"] == 3
+    assert len(calls) == 1 + 3  # the resumed run aligned from the start, once
