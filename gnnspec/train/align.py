@@ -113,7 +113,7 @@ def align_embeddings(model, splits: dict, cfg, augment, seed: int = 0, log=None,
     steps_per_epoch = (len(rows) + cfg.batch_size - 1) // cfg.batch_size
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, cfg.lr, total_steps=max(2, cfg.epochs * steps_per_epoch))
     step_ev = grid_steps(model.cfg.channels).to(device)
-    best, best_state, history = None, None, []
+    best, best_state = None, None
     try:
         for epoch in range(1, cfg.epochs + 1):
             model.train()
@@ -147,7 +147,6 @@ def align_embeddings(model, splits: dict, cfg, augment, seed: int = 0, log=None,
                 scalars.update({f"align/val_{k}": v for k, v in val_scores.items()})
                 if best is None or val_scores["hit@1"] >= best["hit@1"]:
                     best, best_state = dict(val_scores, epoch=epoch), copy.deepcopy(model.state_dict())
-            history.append(scalars)
             if log is not None:
                 log(scalars, epoch)
     finally:
