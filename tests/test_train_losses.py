@@ -64,6 +64,14 @@ def test_spectrum_metrics():
     assert m["mse"] == 0 and m["r2"] == 1 and m["cosine"] == pytest.approx(1.0) and m["n"] == 2
     mean_pred = np.repeat(t.mean(0, keepdims=True), 2, 0)
     assert spectrum_metrics(mean_pred, t)["r2"] == pytest.approx(0.0)
+    # per-spectrum R^2 around each spectrum's own mean: a flat prediction at that mean scores 0
+    t3 = np.array([[1.0, 2.0, 3.0], [3.0, 1.0, 2.0], [0.0, 1.0, 5.0]])
+    flat = np.repeat(t3.mean(1, keepdims=True), 3, 1)
+    assert spectrum_metrics(t3.copy(), t3)["r2_median"] == pytest.approx(1.0)
+    assert spectrum_metrics(flat, t3)["r2_median"] == pytest.approx(0.0)
+    half = t3.copy()
+    half[:, 0] += 1.0  # one spectrum perfect would not change the median of three bad ones
+    assert spectrum_metrics(half, t3)["r2_median"] < 1.0
 
 
 def test_shift_and_broaden():

@@ -30,11 +30,7 @@ SUBSETS: dict[str, list[str]] = {
 
 
 def forward_metrics(pred: np.ndarray, target: np.ndarray) -> dict:
-    m = spectrum_metrics(pred, target)
-    res = ((pred - target) ** 2).sum(1)
-    tot = ((target - target.mean(1, keepdims=True)) ** 2).sum(1)
-    m["r2_median"] = float(np.median(1 - res / np.maximum(tot, 1e-12)))
-    return m
+    return spectrum_metrics(pred, target)
 
 
 @torch.no_grad()

@@ -125,13 +125,14 @@ def _summary_text(summary: dict) -> str:
 def _metrics_text(m: dict, split: str) -> str:
     lines = [
         f"{split} metrics ({m['n_structures']} structures, {m['n_site_spectra']} site spectra):",
-        f"  {'channel':<12} {'R2':>7} {'MSE':>9} {'cosine':>7} {'n':>5}",
+        f"  {'channel':<12} {'R2':>7} {'med R2':>7} {'MSE':>9} {'cosine':>7} {'n':>5}",
     ]
     for name, c in m["channels"].items():
         if c["n"]:
-            lines.append(f"  {name:<12} {c['r2']:7.3f} {c['mse']:9.5f} {c['cosine']:7.4f} {c['n']:5d}")
+            lines.append(f"  {name:<12} {c['r2']:7.3f} {c['r2_median']:7.3f} {c['mse']:9.5f} {c['cosine']:7.4f} {c['n']:5d}")
     s = m["spectra"]
-    lines.append(f"  {'mean':<12} {s['r2']:7.3f} {s['mse']:9.5f} {s['cosine']:7.4f}")
+    lines.append(f"  {'mean':<12} {s['r2']:7.3f} {s['r2_median']:7.3f} {s['mse']:9.5f} {s['cosine']:7.4f}")
+    lines.append("  (R2 around the channel's mean spectrum; med R2: median of each spectrum's own R2)")
     if "content_mae" in m:
         c = m["content_mae"]
         lines.append(f"  element content MAE: structure {c['structure']:.4f}, spectra {c['spectra']:.4f}")
