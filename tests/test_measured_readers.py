@@ -3,6 +3,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fixtures.dm3_writer import write_dm3
+from fixtures.synthetic import write_tiny_msa
 
 from gnnspec.errors import InputError
 from gnnspec.measured.readers import read_dm, read_measured, read_msa, read_xas_text
@@ -12,8 +13,13 @@ EXPERIMENTAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / 
 needs_experimental = pytest.mark.skipif(not EXPERIMENTAL.is_dir(), reason="shared experimental EELS data absent")
 
 
-def test_msa_xy_with_crlf_and_unit_suffixed_keywords():
-    m = read_msa(FIXTURES / "tiny_xy.msa")
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return write_tiny_msa(tmp_path_factory.mktemp("msa"))
+
+
+def test_msa_xy_with_crlf_and_unit_suffixed_keywords(tiny):
+    m = read_msa(tiny["tiny_xy.msa"])
     np.testing.assert_allclose(m.energy, 850.0 + 0.5 * np.arange(8))
     np.testing.assert_allclose(m.intensity, 100.0 + 10.0 * np.arange(8))
     assert m.modality == "eels"
@@ -21,15 +27,15 @@ def test_msa_xy_with_crlf_and_unit_suffixed_keywords():
     assert m.meta["header"]["TITLE"] == "tiny XY test spectrum"
 
 
-def test_msa_y_type_with_several_columns_and_kev_axis():
-    m = read_measured(FIXTURES / "tiny_y.msa")
+def test_msa_y_type_with_several_columns_and_kev_axis(tiny):
+    m = read_measured(tiny["tiny_y.msa"])
     np.testing.assert_allclose(m.energy, 530.0 + 0.5 * np.arange(10))
     np.testing.assert_allclose(m.intensity, np.arange(1, 11))
 
 
-def test_own_msa_parser_agrees_with_rosettasciio():
+def test_own_msa_parser_agrees_with_rosettasciio(tiny):
     rsciio_msa = pytest.importorskip("rsciio.msa")
-    files = [FIXTURES / "tiny_xy.msa"]
+    files = [tiny["tiny_xy.msa"]]
     if EXPERIMENTAL.is_dir():
         files += sorted(EXPERIMENTAL.glob("*.msa"))
     for path in files:
