@@ -24,9 +24,9 @@ __all__ = ["Library", "build_library", "load_model", "model_hash", "read_structu
 
 def load_model(path: str | None = None, device: str = "cpu") -> Any:
     """A trained model from a checkpoint (default: the shipped ``gnnspec/assets/model.pt``), in eval mode."""
-    from gnnspec.models.factory import DEFAULT_MODEL, load_checkpoint
+    from gnnspec.models.factory import load_model as load
 
-    return load_checkpoint(path or DEFAULT_MODEL, map_location=device)
+    return load(path, map_location=device)
 
 
 def __getattr__(name: str) -> Any:

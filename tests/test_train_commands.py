@@ -85,7 +85,9 @@ def test_bad_input_is_an_input_error(trained, structure_file, tmp_path, monkeypa
     bad.write_text("{not json")
     with pytest.raises(InputError):
         run("infer", bad, "--model", model, "--out", tmp_path / "y.json")
-    monkeypatch.setattr(commands, "DEFAULT_MODEL", tmp_path / "missing.pt")
+    from gnnspec.models import factory
+
+    monkeypatch.setattr(factory, "DEFAULT_MODEL", tmp_path / "missing.pt")  # where every command finds the default
     with pytest.raises(InputError, match="no default model"):
         run("predict", structure_file, "--site", 0, "--out", tmp_path / "z.json")
     with pytest.raises(InputError, match="no such dataset"):

@@ -50,9 +50,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _load(path: str | None):
-    from gnnspec.models.factory import DEFAULT_MODEL, load_checkpoint
+    from gnnspec.models.factory import load_model, model_path
 
-    return load_checkpoint(path or DEFAULT_MODEL), Path(path or DEFAULT_MODEL)
+    return load_model(path), model_path(path)
 
 
 def _explain(args: argparse.Namespace) -> int:

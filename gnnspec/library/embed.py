@@ -29,7 +29,7 @@ import numpy as np
 from pymatgen.core import Structure
 
 #: The model a spectra query loads when none is given.
-from gnnspec.assets import DEFAULT_MODEL
+from gnnspec.assets import DEFAULT_MODEL  # noqa: F401  (re-exported by gnnspec.library)
 from gnnspec.channels import CHANNEL_NAMES, CHANNELS
 from gnnspec.errors import InputError
 from gnnspec.structures.environments import CONTENT_ELEMENTS, environments
@@ -94,14 +94,10 @@ def model_channels(model: Any) -> list[str]:
 
 def resolve_model(model: Any) -> Embedder:
     """``model`` itself, or the checkpoint it names (a path), or the default model when ``None``."""
-    if model is None:
-        if not DEFAULT_MODEL.exists():
-            raise InputError(f"no model given and no default model at {DEFAULT_MODEL}; pass one with --model (a checkpoint .pt)")
-        model = DEFAULT_MODEL
-    if isinstance(model, (str, Path)):
-        from gnnspec.models import load_checkpoint
+    if model is None or isinstance(model, (str, Path)):
+        from gnnspec.models.factory import load_model
 
-        return load_checkpoint(model)
+        return load_model(model)
     if not isinstance(model, Embedder):
         raise InputError(f"{type(model).__name__} is not a model: it needs embed_environments and embed_spectra")
     return model

@@ -75,6 +75,20 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return ckpt
 
 
+def model_path(path: str | Path | None = None) -> Path:
+    """The checkpoint ``path`` names, or the shipped default model when ``path`` is None."""
+    if path:
+        return Path(path)
+    if not DEFAULT_MODEL.exists():
+        raise InputError(f"no default model at {DEFAULT_MODEL}; train one (gnnspec train) and pass it with --model")
+    return DEFAULT_MODEL
+
+
+def load_model(path: str | Path | None = None, map_location: str | torch.device = "cpu") -> nn.Module:
+    """The model of :func:`model_path` (``path`` or the shipped default), in eval mode."""
+    return load_checkpoint(model_path(path), map_location)
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
     """Rebuild the model saved in ``path`` (no training config needed), in eval mode."""
     ckpt = read_checkpoint(path, map_location)

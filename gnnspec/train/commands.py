@@ -62,17 +62,6 @@ def add_parsers(subparsers) -> None:
     p.set_defaults(func=cmd_infer)
 
 
-def _model(path: str | None):
-    from gnnspec.models import load_checkpoint
-
-    p = Path(path) if path else DEFAULT_MODEL
-    if not p.exists():
-        if path:
-            raise InputError(f"{p}: no such model file")
-        raise InputError(f"no default model at {p}; train one (gnnspec train) and pass it with --model")
-    return load_checkpoint(p)
-
-
 def _check_out(path: str) -> None:
     out = Path(path)
     if not out.parent.exists():
@@ -147,12 +136,12 @@ def cmd_evaluate(args) -> int:
     """Evaluate a checkpoint on a dataset split; print and optionally write JSON."""
     import torch
 
-    from gnnspec.models.factory import read_checkpoint
+    from gnnspec.models.factory import load_model, read_checkpoint
     from gnnspec.train.data import load_split
     from gnnspec.train.metrics import evaluate, write_metrics
 
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
-    model = _model(args.model)
+    model = load_model(args.model)
     data = args.data or read_checkpoint(args.model).get("train_config", {}).get("data") or "datasets/nmc_feff10_fast"
     if not Path(data).exists():
         raise InputError(f"{data}: no such dataset folder (pass --data)")
@@ -173,18 +162,19 @@ def cmd_evaluate(args) -> int:
 # -- predict -----------------------------------------------------------------------------
 def cmd_predict(args) -> int:
     """Write the spectra of every channel of site ``--site``'s element as gnnspec.spectra/1 JSON."""
+    from gnnspec.models.factory import load_model, model_path
     from gnnspec.spectra import Spectrum, write_spectra
     from gnnspec.structures import read_structure
 
     structure = read_structure(args.structure)
-    model = _model(args.model)
+    model = load_model(args.model)
     spectra = model.predict_site_spectra(structure, [args.site])[args.site]
     meta = {
         "source": "gnnspec predict",
         "structure": str(args.structure),
         "site": args.site,
         "element": structure[args.site].specie.symbol,
-        "model": str(args.model or DEFAULT_MODEL),
+        "model": str(model_path(args.model)),
         "energy_unit": "eV (absolute)",
         "normalisation": "unit mean over the channel grid",
     }
@@ -202,12 +192,13 @@ def cmd_infer(args) -> int:
     spectra, _ = read_spectra(args.spectra)
     on_grid, mask = spectra_on_grids(spectra, source=str(args.spectra))
     from gnnspec.analysis.calibration import infer_with_uncertainty
+    from gnnspec.models.factory import load_model, model_path
 
-    model = _model(args.model)
+    model = load_model(args.model)
     # with the model's uncertainty ensemble (gnnspec calibrate) beside it: ensemble means, their
     # spread and temperature-calibrated defect probabilities; otherwise the model's own heads
     result = infer_with_uncertainty(
-        model, args.model or DEFAULT_MODEL, {name: on_grid[i] for i, name in enumerate(CHANNEL_NAMES) if mask[i]}
+        model, model_path(args.model), {name: on_grid[i] for i, name in enumerate(CHANNEL_NAMES) if mask[i]}
     )
     _write_json(args.out, result)
     return 0
