@@ -81,14 +81,14 @@ def infer_with_uncertainty(model: Any, model_path: str | Path, spectra: dict[str
     """``model.infer`` plus ``uncertainty`` (ensemble standard deviations), calibrated defect
     probabilities and ``support`` (:mod:`gnnspec.analysis.support`), from the files beside the model."""
     result = model.infer(spectra)
+    emb = model.embed_spectra(spectra)[None, :]
     if support_path(model_path).exists():
-        result["support"] = TrainingSupport.load(support_path(model_path)).check(model.embed_spectra(spectra))
+        result["support"] = TrainingSupport.load(support_path(model_path)).check(emb)
     path = ensemble_path(model_path)
     if not path.exists():
         result["uncertainty"] = None
         return result
     ens = PropertyEnsemble.load(path)
-    emb = model.embed_spectra(spectra)[None, :]
     pred = ens.predict(emb)
     result["element_content"] = {el: float(v) for el, v in zip(model.cfg.content_elements, pred["content"][0])}
     result["defects"] = {d: float(v) for d, v in zip(model.cfg.defects, pred["defect"][0])}

@@ -55,14 +55,15 @@ def main(argv: list[str] | None = None) -> int:
     cutoff = model.cfg.backbone.cutoff
     ds = {s: LMDBStructureDataset(args.data, s, cutoff=cutoff) for s in ("train", "val", "test")}
     info = dataset_info(args.data)
-    from gnnspec.bench.rerun import comparable, compare_runs, file_sha256
+    from gnnspec.bench.rerun import comparable, compare_runs
+    from gnnspec.library.store import sha256_of
 
     previous = json.loads((out / "results.json").read_text()) if (out / "results.json").exists() else None
     results: dict = {
         "commit": commit,
         "command": command,
         "model": os.path.relpath(model_path),
-        "model_sha256": file_sha256(model_path),
+        "model_sha256": sha256_of(Path(model_path)),
         "data": args.data,
         "hardware": speed.hardware(),
     }

@@ -29,10 +29,6 @@ SUBSETS: dict[str, list[str]] = {
 }
 
 
-def forward_metrics(pred: np.ndarray, target: np.ndarray) -> dict:
-    return spectrum_metrics(pred, target)
-
-
 @torch.no_grad()
 def gnn_site_predictions(model, dataset, test: SiteSet) -> dict[str, np.ndarray]:
     """The model's predictions in the order of ``test.keys``."""
@@ -60,11 +56,11 @@ def forward_table(model, test_ds, train: SiteSet, test: SiteSet, quick: bool) ->
         if ch not in train.Y:
             continue
         Xtr, Ytr, Xte, Yte = train.X[ch], train.Y[ch], test.X[ch], test.Y[ch]
-        row = {"mean": forward_metrics(baselines.forward_mean(Ytr, len(Yte)), Yte)}
-        row["knn"] = forward_metrics(baselines.forward_knn(Xtr, Ytr, Xte), Yte)
-        row["gbt"] = forward_metrics(baselines.forward_gbt(Xtr, Ytr, Xte, n_estimators=60 if quick else 200), Yte)
+        row = {"mean": spectrum_metrics(baselines.forward_mean(Ytr, len(Yte)), Yte)}
+        row["knn"] = spectrum_metrics(baselines.forward_knn(Xtr, Ytr, Xte), Yte)
+        row["gbt"] = spectrum_metrics(baselines.forward_gbt(Xtr, Ytr, Xte, n_estimators=60 if quick else 200), Yte)
         if ch in gnn:
-            row["gnnspec"] = forward_metrics(gnn[ch], Yte)
+            row["gnnspec"] = spectrum_metrics(gnn[ch], Yte)
         table[ch] = row
     return table
 

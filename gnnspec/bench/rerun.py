@@ -9,9 +9,7 @@ number rather than a claim.
 
 from __future__ import annotations
 
-import hashlib
 import math
-from pathlib import Path
 
 #: Accuracy sections compared number by number (their leaves are metrics, not timings).
 ACCURACY_SECTIONS = ("forward", "inverse", "retrieval")
@@ -22,14 +20,6 @@ TIMINGS = (
     ("training", "structures_per_s", "training supercells/s"),
     ("worker_scaling", "speedup", "build speed-up, 2 workers"),
 )
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _leaves(obj, prefix: str = ""):

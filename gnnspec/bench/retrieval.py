@@ -20,8 +20,7 @@ import torch
 
 from gnnspec.bench.collect import EnvSet
 from gnnspec.library.index import build_index, choose_kind, rescored_search, resolve_params, search
-
-CONTENT_TOL = 0.05
+from gnnspec.structures.environments import labels_match
 
 
 @torch.no_grad()
@@ -47,7 +46,7 @@ def label_match(lib: EnvSet, lib_emb: np.ndarray, query: EnvSet, query_emb: np.n
     q_emb, q_content, q_defects = query_emb[ok], query.content[ok], query.defects[ok]
     index = build_index("exact", lib_emb.astype(np.float32), {})
     _, idx = search(index, q_emb.astype(np.float32), k)
-    match = (np.abs(lib.content[idx] - q_content[:, None, :]).mean(-1) <= CONTENT_TOL) & (lib.defects[idx] == q_defects[:, None, :]).all(-1)
+    match = labels_match(lib.content[idx], lib.defects[idx], q_content[:, None, :], q_defects[:, None, :])
     return {"hit@1": float(match[:, 0].mean()), f"hit@{k}": float(match.any(1).mean()), "queries": int(len(q_emb)), "library": int(len(lib_emb))}
 
 

@@ -11,6 +11,10 @@ Labels of an environment:
 * ``antisite``: a TM atom (Ni, Mn, Co) on a ``li_layer`` site, or a Li atom on a ``tm_layer``
   site, lies within ``R_ENV`` of the centre (the centre included).
 
+Two environments **share labels** (the retrieval criterion, :func:`labels_match`) when their
+defect labels are equal and their contents differ by at most ``CONTENT_TOL`` = 0.05 (mean
+absolute difference over the five fractions).
+
 An environment's spectrum in a channel is the mean of the site spectra of all its atoms of the
 channel's absorbing element that have a spectrum; channels without such atoms are absent.
 """
@@ -26,6 +30,7 @@ R_ENV = 3.2  # Angstrom
 CONTENT_ELEMENTS = ("Li", "Ni", "Mn", "Co", "O")
 DEFECTS = ("o_vacancy", "antisite")
 TM = {"Ni", "Mn", "Co"}
+CONTENT_TOL = 0.05  # atom fraction, mean absolute difference (see labels_match)
 
 
 @dataclass
@@ -36,6 +41,14 @@ class Environment:
     members: np.ndarray
     content: np.ndarray  # [5] fractions in CONTENT_ELEMENTS order
     defects: np.ndarray  # [2] 0/1 in DEFECTS order
+
+
+def labels_match(content_a, defects_a, content_b, defects_b, content_tol: float = CONTENT_TOL):
+    """Whether environments share labels (module docstring), broadcast over leading dimensions.
+
+    ``content_*`` ``[..., 5]`` and ``defects_*`` ``[..., 2]``; numpy arrays or torch tensors alike.
+    """
+    return (abs(content_a - content_b).mean(-1) <= content_tol) & (defects_a == defects_b).all(-1)
 
 
 def element_content(symbols: list[str]) -> np.ndarray:

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from gnnspec.data import keys as K
+from gnnspec.structures.environments import labels_match
 from gnnspec.train.augment import augment_spectra, channel_dropout, grid_steps
 from gnnspec.train.losses import content_loss, defect_loss, label_contrastive, same_labels
 from gnnspec.train.metrics import auroc
@@ -84,7 +85,7 @@ def score(model, query: EnvironmentTable, library: list[EnvironmentTable], conte
     lib_content = torch.cat([t.content for t in library])
     lib_defects = torch.cat([t.defects for t in library])
     best = (emb @ lib_emb.t()).argmax(dim=1)
-    hit = ((lib_content[best] - query.content[q]).abs().mean(-1) <= content_tol) & (lib_defects[best] == query.defects[q]).all(-1)
+    hit = labels_match(lib_content[best], lib_defects[best], query.content[q], query.defects[q], content_tol)
     labels = query.defects[q].cpu().numpy()
     out = {"hit@1": float(hit.double().mean())}
     for j, name in enumerate(model.cfg.defects):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from gnnspec.config import load_config
 from gnnspec.models.config import ModelConfig
+from gnnspec.structures.environments import CONTENT_TOL
 
 
 @dataclass
@@ -86,7 +87,7 @@ class AlignConfig:
     contrastive: float = 1.0  # spectrum-structure contrastive alignment, positives by labels
     content: float = 1.0  # element content (KL divergence), both sides
     defects: float = 0.5  # defect BCE, both sides
-    content_tol: float = 0.05  # two environments share labels: same defects, content MAE <= this
+    content_tol: float = CONTENT_TOL  # two environments share labels: same defects, content MAE <= this
 
     def __post_init__(self) -> None:
         if self.epochs < 0 or self.batch_size < 2 or self.lr <= 0 or self.temperature <= 0:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
+from gnnspec.structures.environments import labels_match
+
 
 def spectra_loss(
     pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, derivative: float = 1.0, scale: torch.Tensor | None = None
@@ -64,8 +66,7 @@ def same_labels(content: torch.Tensor, defects: torch.Tensor, content_tol: float
     The label match of nearest-environment retrieval (a query is answered correctly when the
     retrieved environment matches it in this sense); the diagonal is always true.
     """
-    close = (content[:, None, :] - content[None, :, :]).abs().mean(-1) <= content_tol
-    return close & (defects[:, None, :] == defects[None, :, :]).all(-1)
+    return labels_match(content[:, None], defects[:, None], content[None], defects[None], content_tol)
 
 
 def label_contrastive(a: torch.Tensor, b: torch.Tensor, positives: torch.Tensor, temperature: float) -> torch.Tensor:
