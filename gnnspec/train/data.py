@@ -93,23 +93,30 @@ def generated_batch(pool: GraphList, step: int, batch_size: int, seed: int):
     return Batch.from_data_list([pool[i] for i in idx])
 
 
+def masked_moments(dataset: Dataset, y_key: str, mask_key: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """Per channel and energy, over every row of ``y_key`` ``[n, C, K]`` where ``mask_key`` ``[n, C]`` holds:
+    counts ``[C]``, mean ``[C, K]`` and variance ``[C, K]`` (float64); None for an empty dataset."""
+    s1 = s2 = n = None
+    for g in dataset:
+        y, m = g[y_key].double(), g[mask_key].to(torch.float64)
+        a, b, c = (y * m[..., None]).sum(0), (y.pow(2) * m[..., None]).sum(0), m.sum(0)
+        s1, s2, n = (a, b, c) if s1 is None else (s1 + a, s2 + b, n + c)
+    if s1 is None:
+        return None
+    mean = s1 / n.clamp(min=1.0)[:, None]
+    return n, mean, s2 / n.clamp(min=1.0)[:, None] - mean.pow(2)
+
+
 def channel_scales(dataset: Dataset, n_channels: int) -> torch.Tensor:
     """``[C]``: 1 / the mean squared deviation of each channel's site spectra from their mean spectrum.
 
     Channels without spectra (or with constant spectra) get 1.
     """
-    sums = counts = squares = None
-    for g in dataset:
-        y, m = g[K.SITE_Y].double(), g[K.SITE_Y_MASK].to(torch.float64)
-        s1 = (y * m[..., None]).sum(0)
-        s2 = (y.pow(2) * m[..., None]).sum(0)
-        sums = s1 if sums is None else sums + s1
-        squares = s2 if squares is None else squares + s2
-        counts = m.sum(0) if counts is None else counts + m.sum(0)
-    if counts is None:
+    moments = masked_moments(dataset, K.SITE_Y, K.SITE_Y_MASK)
+    if moments is None:
         return torch.ones(n_channels)
-    n = counts.clamp(min=1.0)[:, None]
-    var = (squares / n - (sums / n).pow(2)).mean(-1)  # [C]
+    counts, _, var = moments
+    var = var.mean(-1)  # [C]
     ok = (counts > 1) & (var > 1e-12)
     return torch.where(ok, 1.0 / var.clamp(min=1e-12), torch.ones_like(var)).float()
 
@@ -119,17 +126,13 @@ def spectra_statistics(dataset: Dataset, n_channels: int, n_energy: int) -> tupl
 
     Channels without spectra get mean 0 and std 1 (no standardisation).
     """
-    s1 = torch.zeros(n_channels, n_energy, dtype=torch.float64)
-    s2 = torch.zeros_like(s1)
-    n = torch.zeros(n_channels, 1, dtype=torch.float64)
-    for g in dataset:
-        y, m = g[K.ENV_Y].double(), g[K.ENV_Y_MASK].to(torch.float64)
-        s1 += (y * m[..., None]).sum(0)
-        s2 += (y.pow(2) * m[..., None]).sum(0)
-        n += m.sum(0)[:, None]
-    have = n > 1
-    mean = torch.where(have, s1 / n.clamp(min=1.0), torch.zeros_like(s1))
-    var = torch.where(have, s2 / n.clamp(min=1.0) - mean.pow(2), torch.ones_like(s1))
+    moments = masked_moments(dataset, K.ENV_Y, K.ENV_Y_MASK)
+    if moments is None:
+        return torch.zeros(n_channels, n_energy), torch.ones(n_channels, n_energy)
+    counts, mean, var = moments
+    have = (counts > 1)[:, None]
+    mean = torch.where(have, mean, torch.zeros_like(mean))
+    var = torch.where(have, var, torch.ones_like(var))
     return mean.float(), var.clamp(min=1e-8).sqrt().float()
 
 
