@@ -67,3 +67,30 @@ def test_label_contrastive_reduces_to_info_nce_and_prefers_label_matches():
     swapped = s[[1, 0, 2]]
     assert torch.isclose(label_contrastive(s, swapped, pos, 0.1), label_contrastive(s, s, pos, 0.1))
     assert label_contrastive(s, swapped, torch.eye(3, dtype=torch.bool), 0.1) > label_contrastive(s, s, torch.eye(3, dtype=torch.bool), 0.1)
+
+
+def test_environment_table_matches_the_per_structure_model_passes(setup):
+    """The shared table gives the embeddings a per-structure forward pass gives, in graph order."""
+    from gnnspec.data import keys as K
+    from gnnspec.models.environment_table import EnvironmentTable
+
+    cfg, splits, model = setup
+    graphs = splits["train"]
+    table = EnvironmentTable(model, graphs)
+    with torch.no_grad():
+        zs, zp, labels = [], [], []
+        for i in range(len(graphs)):
+            g = graphs[i]
+            zs.append(model.forward_structure(g, embed=True, spectra=False)["structure_embedding"])
+            ok = g[K.ENV_Y_MASK].any(dim=1)
+            zp.append(model.encode_spectra(g[K.ENV_Y][ok], g[K.ENV_Y_MASK][ok]))
+            labels.append(g[K.ENV_DEFECTS])
+        assert torch.allclose(table.structure_embeddings(model), torch.cat(zs), atol=1e-5)
+        assert torch.allclose(table.spectrum_embeddings(model), torch.cat(zp), atol=1e-5)
+    assert torch.equal(table.defects, torch.cat(labels).to(table.defects.dtype))
+    assert len(table) == sum(int(graphs[i][K.ENV_CENTRE_INDEX].numel()) for i in range(len(graphs)))
+    assert set(table.sid.tolist()) == {int(graphs[i][K.SID].reshape(-1)[0]) for i in range(len(graphs))}
+    first = EnvironmentTable(model, graphs, features=False, limit=1)
+    assert first.features is None and len(first) == int(graphs[0][K.ENV_CENTRE_INDEX].numel())
+    with pytest.raises(ValueError, match="without backbone features"):
+        first.structure_embeddings(model)

@@ -28,23 +28,19 @@ def ensemble_path(model_path: str | Path) -> Path:
 def spectrum_embeddings_of_split(model: Any, data: str, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Spectrum embeddings, content and defect labels of every environment with spectra in ``split``."""
     from gnnspec.data.dataset import LMDBStructureDataset
+    from gnnspec.errors import InputError
+    from gnnspec.models.environment_table import EnvironmentTable
 
     ds = LMDBStructureDataset(data, split, cutoff=model.cfg.backbone.cutoff)
-    dtype = next(model.parameters()).dtype
-    emb, content, defects = [], [], []
-    for i in range(len(ds)):
-        g = ds[i]
-        ok = g.env_y_mask.any(1)
-        if not bool(ok.any()):
-            continue
-        emb.append(model.encode_spectra(g.env_y[ok].to(dtype), g.env_y_mask[ok]).double().numpy())
-        content.append(g.env_content[ok].double().numpy())
-        defects.append(g.env_defects[ok].double().numpy())
-    if not emb:
-        from gnnspec.errors import InputError
-
+    if len(ds) == 0:
         raise InputError(f"{data}: the {split} split has no environments with spectra")
-    return np.concatenate(emb), np.concatenate(content), np.concatenate(defects)
+    table = EnvironmentTable(model, ds, features=False)
+    rows = table.with_spectra
+    if rows.numel() == 0:
+        raise InputError(f"{data}: the {split} split has no environments with spectra")
+    with torch.no_grad():
+        emb = table.spectrum_embeddings(model, rows)
+    return emb.double().cpu().numpy(), table.content[rows].double().cpu().numpy(), table.defects[rows].double().cpu().numpy()
 
 
 def calibrate_model(model: Any, model_path: Path, data: str | None = None, members: int = 5, out: str | None = None) -> dict:

@@ -20,18 +20,13 @@ import torch
 
 from gnnspec.bench.collect import EnvSet
 from gnnspec.library.index import build_index, choose_kind, rescored_search, resolve_params, search
+from gnnspec.models.environment_table import EnvironmentTable
 from gnnspec.structures.environments import labels_match
 
 
 @torch.no_grad()
 def structure_embeddings(model, dataset) -> np.ndarray:
-    dtype = next(model.parameters()).dtype
-    rows = []
-    for i in range(len(dataset)):
-        g = dataset[i].clone()
-        g.pos, g.edge_shift = g.pos.to(dtype), g.edge_shift.to(dtype)
-        rows.append(model.forward_structure(g, embed=True, spectra=False)["structure_embedding"].double().numpy())
-    return np.concatenate(rows)
+    return EnvironmentTable(model, dataset).structure_embeddings(model).double().numpy()
 
 
 @torch.no_grad()

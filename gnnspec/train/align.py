@@ -27,40 +27,13 @@ import copy
 import numpy as np
 import torch
 
-from gnnspec.data import keys as K
+from gnnspec.models.environment_table import EnvironmentTable
 from gnnspec.structures.environments import labels_match
 from gnnspec.train.augment import augment_spectra, channel_dropout, grid_steps
 from gnnspec.train.losses import content_loss, defect_loss, label_contrastive, same_labels
 from gnnspec.train.metrics import auroc
 
 TRAINED = ("env_embedding", "encoder", "properties")
-
-
-class EnvironmentTable:
-    """Per-environment arrays of one split: backbone features, spectra, mask and labels."""
-
-    def __init__(self, model, graphs, device):
-        feats, x, mask, content, defects = [], [], [], [], []
-        dtype = next(model.parameters()).dtype
-        with torch.no_grad():
-            for i in range(len(graphs)):
-                g = graphs[i].clone().to(device)
-                g.pos, g.edge_shift = g.pos.to(dtype), g.edge_shift.to(dtype)
-                scalars = model.run_backbone(g)["node_scalars"]
-                feats.append(
-                    model.env_embedding.features(scalars, g[K.ENV_MEMBER_INDEX], g[K.ENV_MEMBER_ENV], g[K.ENV_CENTRE_INDEX])
-                )
-                x.append(g[K.ENV_Y].to(dtype))
-                mask.append(g[K.ENV_Y_MASK])
-                content.append(g[K.ENV_CONTENT].to(dtype))
-                defects.append(g[K.ENV_DEFECTS].to(dtype))
-        self.features = torch.cat(feats)
-        self.x, self.mask = torch.cat(x), torch.cat(mask)
-        self.content, self.defects = torch.cat(content), torch.cat(defects)
-        self.with_spectra = self.mask.any(dim=1).nonzero(as_tuple=True)[0]
-
-    def __len__(self) -> int:
-        return int(self.features.shape[0])
 
 
 def _set_trainable(model, trainable: bool) -> list[torch.nn.Parameter]:
@@ -77,11 +50,11 @@ def score(model, query: EnvironmentTable, library: list[EnvironmentTable], conte
     """Spectrum-side metrics of ``query`` and label-match hit@1 against the library's structure embeddings."""
     model.eval()
     q = query.with_spectra
-    emb = model.encode_spectra(query.x[q], query.mask[q])
+    emb = query.spectrum_embeddings(model, q)
     props = model.predict_properties(emb)
     prob = torch.sigmoid(props["defect_logits"].double()).cpu().numpy()
     content = torch.softmax(props["content_logits"].double(), dim=-1).cpu().numpy()
-    lib_emb = torch.cat([model.env_embedding.embed(t.features) for t in library])
+    lib_emb = torch.cat([t.structure_embeddings(model) for t in library])
     lib_content = torch.cat([t.content for t in library])
     lib_defects = torch.cat([t.defects for t in library])
     best = (emb @ lib_emb.t()).argmax(dim=1)
@@ -128,7 +101,7 @@ def align_embeddings(model, splits: dict, cfg, augment, seed: int = 0, log=None,
                 mask = channel_dropout(train.mask[idx], augment.channel_dropout) if augment.enabled else train.mask[idx]
                 x = augment_spectra(train.x[idx], mask, step_ev, augment) if augment.enabled else train.x[idx]
                 spec = model.encode_spectra(x, mask)
-                struct = model.env_embedding.embed(train.features[idx])
+                struct = train.structure_embeddings(model, idx)
                 pos = same_labels(train.content[idx], train.defects[idx], cfg.content_tol)
                 terms = {"contrastive": label_contrastive(spec, struct, pos, cfg.temperature), "content": 0.0, "defects": 0.0}
                 for side in (spec, struct):

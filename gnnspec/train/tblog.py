@@ -12,6 +12,7 @@ import torch
 
 from gnnspec.channels import CHANNELS
 from gnnspec.data import keys as K
+from gnnspec.models.environment_table import EnvironmentTable
 
 
 class Board:
@@ -97,32 +98,21 @@ def spectra_figure(model, graph):
 
 @torch.no_grad()
 def environment_embeddings(model, graphs, limit: int) -> tuple[np.ndarray, list[list[str]], list[str]]:
-    """Structure and spectrum embeddings of up to ``limit`` environments each, with metadata rows."""
+    """Structure and spectrum embeddings of (about) ``limit`` environments each, with metadata rows."""
     from ase.data import chemical_symbols
 
+    header = ["side", "centre", "o_vacancy", "antisite", "structure"]
     was_training = model.training
     model.eval()
-    vecs, meta = [], []
-    for graph in graphs:
-        if len(meta) >= 2 * limit:
-            break
-        g = _prepared(model, graph)
-        ok = g[K.ENV_Y_MASK].any(dim=1)
-        if not bool(ok.any()):
-            continue
-        out = model.forward_structure(g, embed=True, spectra=False)
-        zs = out["structure_embedding"][ok]
-        zp = model.encode_spectra(g[K.ENV_Y][ok].to(zs.dtype), g[K.ENV_Y_MASK][ok])
-        centres = g[K.ENV_CENTRE_INDEX][ok]
-        defects = g[K.ENV_DEFECTS][ok].cpu().numpy()
-        sid = int(g[K.SID].reshape(-1)[0])
-        for side, z in (("structure", zs), ("spectra", zp)):
-            vecs.append(z.double().cpu().numpy())
-            for i, centre in enumerate(centres.tolist()):
-                meta.append(
-                    [side, chemical_symbols[int(g[K.Z][centre])], str(int(defects[i, 0])), str(int(defects[i, 1])), str(sid)]
-                )
+    table = EnvironmentTable(model, graphs, limit=limit)
+    rows = table.with_spectra
+    zs, zp = table.structure_embeddings(model, rows), table.spectrum_embeddings(model, rows)
     model.train(was_training)
-    if not vecs:
-        return np.zeros((0, model.cfg.embedding.dim)), [], []
-    return np.concatenate(vecs), meta, ["side", "centre", "o_vacancy", "antisite", "structure"]
+    if rows.numel() == 0:
+        return np.zeros((0, model.cfg.embedding.dim)), [], header
+    info = [
+        [chemical_symbols[int(z)], str(int(d[0])), str(int(d[1])), str(int(s))]
+        for z, d, s in zip(table.centre_z[rows].tolist(), table.defects[rows].tolist(), table.sid[rows].tolist())
+    ]
+    vecs = np.concatenate([zs.double().cpu().numpy(), zp.double().cpu().numpy()])
+    return vecs, [["structure", *r] for r in info] + [["spectra", *r] for r in info], header
