@@ -143,3 +143,14 @@ def test_ctrl_c_during_alignment_then_resume_aligns_once(data, tmp_path, monkeyp
     assert not second["interrupted"] and second["step"] == 2 * 3
     assert torch.load(tmp_path / "run" / "best.pt", weights_only=True)["alignment"]["epochs"] == 3
     assert len(calls) == 1 + 3  # the resumed run aligned from the start, once
+
+
+def test_a_finished_run_resumed_with_an_align_section_aligns_and_records_it(data, tmp_path):
+    """Joint epochs once, the alignment settings chosen afterwards: best.pt says which were used."""
+    run_training(smoke_config(data, tmp_path / "run", epochs=2, log__figures_every=0, align__epochs=0))
+    ckpt = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
+    assert "alignment" not in ckpt and ckpt["train_config"]["align"]["epochs"] == 0
+    run_training(smoke_config(data, tmp_path / "run", epochs=2, log__figures_every=0, align__epochs=2), resume=True)
+    ckpt = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
+    assert ckpt["alignment"]["epochs"] == 2 and ckpt["train_config"]["align"]["epochs"] == 2
+    assert ckpt["train_config"]["epochs"] == 2

@@ -358,6 +358,8 @@ class Trainer:
                 if report is not None:
                     ckpt["model"] = {k: v.cpu() for k, v in model.state_dict().items()}
                     ckpt["alignment"] = report
+                    # the alignment settings used (a resumed run may align with a changed ``align`` section)
+                    ckpt.setdefault("train_config", {})["align"] = config_to_dict(self.cfg)["align"]
                     tmp = best.with_name(best.name + ".tmp")
                     torch.save(ckpt, tmp)
                     tmp.replace(best)
