@@ -96,6 +96,7 @@ def test_killed_build_resumes_to_the_same_records(full_build, tmp_path):
     assert 2 <= n < 8, "the build should have been killed mid-way"
     assert main(["data", "build", str(_recipe(tmp_path)), "--out", str(out), "--workers", "2"]) == 0
     assert _keys(out) == _keys(path)
+    assert not (tmp_path / "killed_logs" / "feff_work").exists(), "the killed runs' FEFF work folders were left behind"
     a, b = SpectraStore(out), SpectraStore(path)
     for key in b.keys("spectrum/"):
         assert np.allclose(a.get(key)["intensity"], b.get(key)["intensity"])

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -149,8 +150,12 @@ def generate_task(cfg_dict: dict, sid: int) -> dict:
     }
 
 
-def feff_task(structure_dict: dict, sid: int, site: int, run: str, channels: list[str], preset: str, log_dir: str) -> dict:
-    """One FEFF run: ``{"spectra": {channel: record}}`` or ``{"failure": message}``."""
+def feff_task(
+    structure_dict: dict, sid: int, site: int, run: str, channels: list[str], preset: str, log_dir: str, work_root: str | None = None
+) -> dict:
+    """One FEFF run: ``{"spectra": {channel: record}}`` or ``{"failure": message}``.
+
+    ``work_root``: where the run's FEFF work folder goes (removed after the run)."""
     from pymatgen.core import Structure
 
     from gnnspec.simulate.runner import FeffRunError, run_feff_site
@@ -159,7 +164,7 @@ def feff_task(structure_dict: dict, sid: int, site: int, run: str, channels: lis
     structure = Structure.from_dict(structure_dict)
     log = Path(log_dir) / f"feff_{os.getpid()}.log"
     try:
-        spectra = run_feff_site(structure, site, channels, preset=preset, log_path=log)
+        spectra = run_feff_site(structure, site, channels, preset=preset, log_path=log, workdir_root=work_root)
     except (FeffRunError, InputError) as exc:
         return {"sid": sid, "site": site, "run": run, "failure": str(exc)}
     out = {}
@@ -266,6 +271,11 @@ def build_dataset(
     store = _open_for_build(cfg, out)
     log_dir = out.parent / f"{out.name}_logs"
     log_dir.mkdir(parents=True, exist_ok=True)
+    # FEFF work folders live here while a run lasts; a killed build (SIGKILL, power cut) leaves
+    # some behind, and the next session of the build clears them
+    work_root = log_dir / "feff_work"
+    shutil.rmtree(work_root, ignore_errors=True)
+    work_root.mkdir()
     cfg_dict = config_to_dict(cfg)
 
     existing = {sid: store.structure(sid) for sid in store.structure_ids() if sid < cfg.n_structures}
@@ -304,7 +314,7 @@ def build_dataset(
                     generating += 1
                 else:
                     sdict, sid, site, run, chans = feff_queue.pop(0)
-                    fut = executor.submit(feff_task, sdict, sid, site, run, chans, cfg.preset, str(log_dir))
+                    fut = executor.submit(feff_task, sdict, sid, site, run, chans, cfg.preset, str(log_dir), str(work_root))
                     in_flight[fut] = ("feff", sid)
             if not in_flight:
                 break
@@ -342,6 +352,7 @@ def build_dataset(
             signal.signal(signal.SIGTERM, previous_handler)
     bar.close()
     executor.shutdown(wait=True)
+    shutil.rmtree(work_root, ignore_errors=True)
     _record_session(store, stats, t_start, workers, interrupted=False)
     return stats
 
