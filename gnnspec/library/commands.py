@@ -66,6 +66,20 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     i.add_argument("library", metavar="LIB", help="library folder")
     i.add_argument("--json", action="store_true", help="print the manifest as JSON")
     i.set_defaults(func=_info)
+    e = lsub.add_parser(
+        "evaluate",
+        help="label-match hit@k of the library for the FEFF spectra of a dataset",
+        description="Query LIB with the spectra of every environment of a gnnspec LMDB dataset (embedded by the library's "
+        "model) and report how often the retrieved environment shares the query's labels: the same defect labels and "
+        "element content within 0.05. For an honest number, use structures the model and library never saw.",
+    )
+    e.add_argument("library", metavar="LIB", help="library folder")
+    e.add_argument("--data", required=True, help="gnnspec LMDB dataset folder whose environments are the queries")
+    e.add_argument("--split", default=None, help="only this split of the dataset (train, val or test); default: all")
+    e.add_argument("-k", type=int, default=5, help="also report hit@k (default 5)")
+    e.add_argument("--model", default=None, help=_MODEL_HELP + "; its hash must match the library's")
+    e.add_argument("--out", default=None, help="write the report as JSON here")
+    e.set_defaults(func=_evaluate)
     p.set_defaults(func=lambda args: p.print_help() or 2)
 
     q = sub.add_parser(
@@ -190,4 +204,27 @@ def _query(args: argparse.Namespace) -> int:
     if args.plot:
         for path in plot_results(lib, queries, results, args.plot, batch):
             print(f"wrote {path}", file=sys.stderr if not args.out else sys.stdout)
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from gnnspec.library.evaluate import evaluate_library
+    from gnnspec.library.library import Library
+
+    lib = Library.open(args.library, model=args.model)
+    r = evaluate_library(lib, args.data, split=args.split, k=args.k, progress=_progress("queries"))
+    k = r["k"]
+    print(f"library      {r['library']} ({r['library_entries']} entries)")
+    print(f"queries      {r['queries']} environments of {r['query_structures']} structures ({r['data']}, split {r['split']})")
+    if r["query_structures_in_library"]:
+        print(f"WARNING      {r['query_structures_in_library']} query structures are in the library: not an unseen check")
+    print(f"hit@1        {r['hit@1']:.3f}    hit@{k} {r[f'hit@{k}']:.3f}    (same defect labels, content within {r['content_tol']})")
+    for title, key in (("by centre", "hit@1_by_centre"), ("by defects", "hit@1_by_defects")):
+        parts = ", ".join(f"{name} {v['hit@1']:.2f} (n={v['queries']})" for name, v in r[key].items())
+        print(f"{title:<12} {parts}")
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(r, indent=1) + "\n")
+        print(f"wrote {out}")
     return 0

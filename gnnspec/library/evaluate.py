@@ -1,0 +1,114 @@
+"""How well a library answers spectra queries whose answers are known (label-match hit@k).
+
+Queries are the environments of a gnnspec LMDB dataset (every split, or one) that have FEFF
+spectra: each environment's spectra (the mean site spectrum per channel over its atoms, see
+:mod:`gnnspec.structures.environments`) are embedded by the library's model, exactly as a
+user's ``gnnspec query`` would embed them, and searched in the library's index. A retrieved
+entry **matches** when it shares the query's labels
+(:func:`gnnspec.structures.environments.labels_match`: the same defect labels and an element
+content within ``CONTENT_TOL``); entries whose defect labels are unknown never match.
+
+Reported: hit@1 and hit@k over all queries, and hit@1 by centre element and by defect class.
+The honest check queries structures that neither the model nor the library has seen, so the
+report also counts query structures the library already holds (by structure hash).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from ase.data import chemical_symbols
+
+from gnnspec.channels import CHANNEL_NAMES
+from gnnspec.errors import InputError
+from gnnspec.library.library import Library
+from gnnspec.library.store import structure_hash
+from gnnspec.structures.environments import CONTENT_ELEMENTS, CONTENT_TOL, DEFECTS, labels_match
+
+
+def defect_class(defects: np.ndarray) -> str:
+    """``none``, ``o_vacancy``, ``antisite`` or ``both`` for a 0/1 row in :data:`DEFECTS` order."""
+    present = [name for name, v in zip(DEFECTS, defects) if v]
+    return "both" if len(present) == len(DEFECTS) else (present[0] if present else "none")
+
+
+def _entry_labels(hits: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """Content ``[k, 5]`` and defects ``[k, 2]`` of library hits (unknown defects: NaN, never equal)."""
+    content = np.array([[h["composition"].get(el, 0.0) for el in CONTENT_ELEMENTS] for h in hits], dtype=np.float64)
+    defects = np.array(
+        [[np.nan if h["defects"].get(name) is None else float(h["defects"][name]) for name in DEFECTS] for h in hits],
+        dtype=np.float64,
+    )
+    return content.reshape(-1, len(CONTENT_ELEMENTS)), defects.reshape(-1, len(DEFECTS))
+
+
+def _rate(matches: list[bool]) -> float | None:
+    return float(np.mean(matches)) if matches else None
+
+
+def evaluate_library(
+    lib: Library, data: str | Path, split: str | None = None, k: int = 5, progress: Callable[[int, int], None] | None = None
+) -> dict:
+    """Label-match retrieval report of ``lib`` for the environments of dataset ``data`` (module docstring)."""
+    from gnnspec.data import schema
+    from gnnspec.data.dataset import LMDBStructureDataset
+
+    if int(k) < 1:
+        raise InputError(f"k must be at least 1, got {k}")
+    if split is not None and split not in schema.SPLITS:
+        raise InputError(f"unknown split {split!r}; valid: {', '.join(schema.SPLITS)}")
+    if not (Path(data) / "data.mdb").exists():
+        raise InputError(f"{data}: not a gnnspec LMDB dataset (no data.mdb)")
+    ds = LMDBStructureDataset(data, split)
+    if len(ds) == 0:
+        raise InputError(f"{data}: no structures{'' if split is None else f' in the {split} split'}")
+    model, known = lib.model, lib.structure_hashes()
+    rows: list[dict] = []
+    overlap = 0
+    for i in range(len(ds)):
+        g, rec = ds[i], ds.record(i)
+        overlap += structure_hash(rec["structure"]) in known
+        y, mask = g.env_y.double().numpy(), g.env_y_mask.numpy()
+        centres = g.z[g.env_centre_index].tolist()
+        for e in np.nonzero(mask.any(1))[0]:
+            spectra = {name: y[e, c] for c, name in enumerate(CHANNEL_NAMES) if mask[e, c]}
+            rows.append(
+                {
+                    "vector": np.asarray(model.embed_spectra(spectra), dtype=np.float64).reshape(-1),
+                    "content": g.env_content[e].double().numpy(),
+                    "defects": g.env_defects[e].double().numpy(),
+                    "centre": chemical_symbols[int(centres[e])],
+                }
+            )
+        if progress is not None:
+            progress(i + 1, len(ds))
+    if not rows:
+        raise InputError(f"{data}: no environment with spectra to query")
+    results = lib.query_vectors(np.stack([r["vector"] for r in rows]), k)
+    first, any_k = [], []
+    by_centre: dict[str, list[bool]] = {}
+    by_defects: dict[str, list[bool]] = {}
+    for r, hits in zip(rows, results):
+        content, defects = _entry_labels(hits)
+        match = labels_match(content, defects, r["content"][None], r["defects"][None])
+        first.append(bool(match[0]))
+        any_k.append(bool(match.any()))
+        by_centre.setdefault(r["centre"], []).append(bool(match[0]))
+        by_defects.setdefault(defect_class(r["defects"]), []).append(bool(match[0]))
+    return {
+        "library": str(lib.path),
+        "library_entries": lib.count,
+        "data": str(data),
+        "split": split or "all",
+        "query_structures": len(ds),
+        "query_structures_in_library": int(overlap),
+        "queries": len(rows),
+        "k": int(k),
+        "content_tol": CONTENT_TOL,
+        "hit@1": _rate(first),
+        f"hit@{k}": _rate(any_k),
+        "hit@1_by_centre": {el: {"queries": len(m), "hit@1": _rate(m)} for el, m in sorted(by_centre.items())},
+        "hit@1_by_defects": {c: {"queries": len(m), "hit@1": _rate(m)} for c, m in sorted(by_defects.items())},
+    }

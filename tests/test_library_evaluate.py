@@ -1,0 +1,80 @@
+"""``gnnspec library evaluate``: label-match hit@k of a library for a dataset's FEFF-style spectra."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from model_fixtures import write_synthetic_lmdb
+from test_library_helpers import save_model, tiny_model
+
+from gnnspec.channels import CHANNEL_NAMES
+from gnnspec.cli import main
+from gnnspec.data.dataset import LMDBStructureDataset
+from gnnspec.library import Library
+from gnnspec.structures.environments import CONTENT_ELEMENTS, DEFECTS, labels_match
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("evaluate")
+    data = write_synthetic_lmdb(tmp / "synthetic", splits=("train",) * 3 + ("test",) * 2)
+    model = tiny_model()
+    ckpt = save_model(model, tmp / "model.pt")
+    lib = tmp / "lib"
+    assert main(["library", "build", "--data", str(data), "--split", "train", "--model", str(ckpt), "--out", str(lib)]) == 0
+    return {"tmp": tmp, "data": data, "model": model, "ckpt": ckpt, "lib": lib}
+
+
+def brute_force_hit_at_1(model, lib: Library, data, split: str) -> tuple[float, int]:
+    """The same number computed the long way: exact cosine search over the stored vectors."""
+    vectors = np.asarray(lib.vectors, dtype=np.float64)
+    entries = lib.entries.all()
+    content = np.array([[e["composition"].get(el, 0.0) for el in CONTENT_ELEMENTS] for e in entries])
+    defects = np.array([[float(e["defects"][d]) for d in DEFECTS] for e in entries])
+    ds = LMDBStructureDataset(data, split)
+    hits = []
+    for i in range(len(ds)):
+        g = ds[i]
+        for e in np.nonzero(g.env_y_mask.numpy().any(1))[0]:
+            spectra = {name: g.env_y[e, c].double().numpy() for c, name in enumerate(CHANNEL_NAMES) if g.env_y_mask[e, c]}
+            best = int(np.argmax(vectors @ model.embed_spectra(spectra)))
+            hits.append(bool(labels_match(content[best], defects[best], g.env_content[e].double().numpy(), g.env_defects[e].double().numpy())))
+    return float(np.mean(hits)), len(hits)
+
+
+def test_report_matches_an_exact_search_and_flags_seen_structures(setup, capsys):
+    s = setup
+    out = s["tmp"] / "report.json"
+    argv = ["library", "evaluate", str(s["lib"]), "--data", str(s["data"]), "--split", "test", "--model", str(s["ckpt"])]
+    assert main([*argv, "-k", "3", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads(out.read_text())
+    expected, n_queries = brute_force_hit_at_1(s["model"], Library.open(s["lib"], model=s["ckpt"]), s["data"], "test")
+    assert report["queries"] == n_queries > 0 and report["query_structures"] == 2
+    assert report["hit@1"] == pytest.approx(expected)
+    assert report["hit@1"] <= report["hit@3"] <= 1.0
+    assert sum(v["queries"] for v in report["hit@1_by_centre"].values()) == n_queries
+    assert sum(v["queries"] for v in report["hit@1_by_defects"].values()) == n_queries
+    assert report["query_structures_in_library"] == 0 and "WARNING" not in printed and "hit@1" in printed
+    # the library's own structures as queries: counted and flagged
+    assert main(["library", "evaluate", str(s["lib"]), "--data", str(s["data"]), "--split", "train", "--model", str(s["ckpt"])]) == 0
+    assert "3 query structures are in the library" in capsys.readouterr().out
+
+
+def test_bad_arguments_exit_2_with_one_line(setup, tmp_path, capsys):
+    s = setup
+    cases = [
+        (["--data", str(s["data"]), "--split", "holdout"], "unknown split"),
+        (["--data", str(tmp_path)], "not a gnnspec LMDB dataset"),
+        (["--data", str(s["data"]), "-k", "0"], "k must be at least 1"),
+    ]
+    for extra, message in cases:
+        capsys.readouterr()
+        assert main(["library", "evaluate", str(s["lib"]), "--model", str(s["ckpt"]), *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err
