@@ -55,7 +55,13 @@ def compare_runs(previous: dict, current: dict) -> dict:
 
 def rerun_section(check: dict | None) -> list[str]:
     if check is None:
-        return []
+        return [
+            "## 6. Rerun check",
+            "",
+            "No previous run of the same command, model file (sha256) and dataset to compare with: this is the first "
+            "run of this model; the next `make bench` of it is compared here.",
+            "",
+        ]
     lines = [
         "## 6. Rerun check",
         "",
