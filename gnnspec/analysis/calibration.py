@@ -32,12 +32,10 @@ def spectrum_embeddings_of_split(model: Any, data: str, split: str) -> tuple[np.
     from gnnspec.models.environment_table import EnvironmentTable
 
     ds = LMDBStructureDataset(data, split, cutoff=model.cfg.backbone.cutoff)
-    if len(ds) == 0:
+    table = EnvironmentTable(model, ds, features=False) if len(ds) else None
+    if table is None or table.with_spectra.numel() == 0:
         raise InputError(f"{data}: the {split} split has no environments with spectra")
-    table = EnvironmentTable(model, ds, features=False)
     rows = table.with_spectra
-    if rows.numel() == 0:
-        raise InputError(f"{data}: the {split} split has no environments with spectra")
     with torch.no_grad():
         emb = table.spectrum_embeddings(model, rows)
     return emb.double().cpu().numpy(), table.content[rows].double().cpu().numpy(), table.defects[rows].double().cpu().numpy()

@@ -55,8 +55,7 @@ def import_feff_folders(root: str | Path, out: str | Path, split: str = "train")
     from gnnspec.structures.io import read_structure
 
     root, out = Path(root), Path(out)
-    if split not in schema.SPLITS:
-        raise InputError(f"unknown split {split!r}; known: {', '.join(schema.SPLITS)}")
+    schema.check_split(split)
     folders = sorted(p.parent for p in root.rglob("feff.inp"))
     if not folders:
         raise InputError(f"{root}: no FEFF run folders (feff.inp) found")

@@ -23,10 +23,18 @@ from typing import Any
 import msgpack
 import numpy as np
 
+from gnnspec.errors import InputError
+
 SCHEMA_NAME = "gnnspec.lmdb"
 SCHEMA_VERSION = 1
 METADATA_KEY = b"__metadata__"
 SPLITS = ("train", "val", "test")
+
+
+def check_split(split: str | None) -> None:
+    """An :class:`InputError` unless ``split`` is None (every split) or one of :data:`SPLITS`."""
+    if split is not None and split not in SPLITS:
+        raise InputError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
 
 
 def structure_key(sid: int) -> bytes:

@@ -65,8 +65,7 @@ def iter_source(source: str | Path, split: str | None = None) -> tuple[int, Iter
     path = Path(source)
     kind = source_kind(path)
     if kind == "lmdb":
-        if split is not None and split not in schema.SPLITS:
-            raise InputError(f"unknown split {split!r}; valid: {', '.join(schema.SPLITS)}")
+        schema.check_split(split)
         store = SpectraStore(path)
         sids = [sid for sid in store.structure_ids() if split is None or store.structure(sid)["split"] == split]
 

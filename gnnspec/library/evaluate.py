@@ -22,7 +22,9 @@ import numpy as np
 from ase.data import chemical_symbols
 
 from gnnspec.channels import CHANNEL_NAMES
+from gnnspec.data.store import DATA_FILE
 from gnnspec.errors import InputError
+from gnnspec.library.build import source_kind
 from gnnspec.library.library import Library
 from gnnspec.library.store import structure_hash
 from gnnspec.structures.environments import CONTENT_ELEMENTS, CONTENT_TOL, DEFECTS, labels_match
@@ -57,10 +59,9 @@ def evaluate_library(
 
     if int(k) < 1:
         raise InputError(f"k must be at least 1, got {k}")
-    if split is not None and split not in schema.SPLITS:
-        raise InputError(f"unknown split {split!r}; valid: {', '.join(schema.SPLITS)}")
-    if not (Path(data) / "data.mdb").exists():
-        raise InputError(f"{data}: not a gnnspec LMDB dataset (no data.mdb)")
+    schema.check_split(split)
+    if source_kind(data) != "lmdb":
+        raise InputError(f"{data}: not a gnnspec LMDB dataset (no {DATA_FILE})")
     ds = LMDBStructureDataset(data, split)
     if len(ds) == 0:
         raise InputError(f"{data}: no structures{'' if split is None else f' in the {split} split'}")

@@ -57,13 +57,13 @@ def spectrum_metrics(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
     """
     if len(pred) == 0:
         return {"mse": float("nan"), "r2": float("nan"), "r2_median": float("nan"), "cosine": float("nan"), "n": 0}
-    res = ((pred - target) ** 2).sum()
+    sq = (pred - target) ** 2
+    res, res_each = sq.sum(), sq.sum(1)
     tot = ((target - target.mean(axis=0, keepdims=True)) ** 2).sum()
-    res_each = ((pred - target) ** 2).sum(1)
     tot_each = ((target - target.mean(1, keepdims=True)) ** 2).sum(1)
     cos = (pred * target).sum(1) / np.maximum(np.linalg.norm(pred, axis=1) * np.linalg.norm(target, axis=1), 1e-12)
     return {
-        "mse": float(((pred - target) ** 2).mean()),
+        "mse": float(sq.mean()),
         "r2": float(1.0 - res / tot) if tot > 0 else float("nan"),
         "r2_median": float(np.median(1 - res_each / np.maximum(tot_each, 1e-12))),
         "cosine": float(cos.mean()),
