@@ -92,3 +92,18 @@ def test_rerun_check_compares_accuracy_numbers_and_timings():
     assert abs(check["timing_ratios"]["training supercells/s"] - 1.1) < 1e-12
     assert "## 6. Rerun check" in "\n".join(rerun_section(check))
     assert "No previous run" in "\n".join(rerun_section(None))
+
+
+def test_retrieval_label_match_reports_cosine_and_consensus_ranking():
+    from gnnspec.bench.collect import EnvSet
+    from gnnspec.bench.retrieval import label_match
+
+    # library: the nearest entry (cos 0.99) is pristine, the next three (0.98-0.96) have an O vacancy
+    cos = np.array([0.99, 0.98, 0.97, 0.96])
+    lib_emb = np.stack([cos, np.sqrt(1 - cos**2), np.zeros(4)], axis=1)
+    content = np.tile([0.4, 0.1, 0.0, 0.0, 0.5], (4, 1))
+    lib = EnvSet(np.zeros((4, 12, 3)), np.ones((4, 12), bool), content, np.array([[0, 0], [1, 0], [1, 0], [1, 0]], float), np.zeros(4))
+    query = EnvSet(np.zeros((1, 12, 3)), np.ones((1, 12), bool), content[:1], np.array([[1.0, 0.0]]), np.zeros(1))
+    r = label_match(lib, lib_emb, query, np.array([[1.0, 0.0, 0.0]]), k=2)
+    assert r["hit@1"] == 0.0 and r["hit@2"] == 1.0 and r["queries"] == 1 and r["library"] == 4
+    assert r["consensus"]["hit@1"] == 1.0 and r["consensus"]["pool"] == 50

@@ -72,6 +72,14 @@ def test_build_info_and_single_query(setup, capsys):
     capsys.readouterr()
     assert main(["query", str(s["lib"]), str(query), "-k", "1", "--model", str(s["ckpt"])]) == 0
     assert json.loads(capsys.readouterr().out)["hits"][0]["id"] == s["target"]
+    # consensus ranking: every hit carries its label support, the first hit the highest
+    assert (
+        main(["query", str(s["lib"]), str(query), "-k", "3", "--rank", "consensus", "--pool", "8", "--model", str(s["ckpt"])])
+        == 0
+    )
+    ranked = json.loads(capsys.readouterr().out)["hits"]
+    supports = [h["support"] for h in ranked]
+    assert len(ranked) == 3 and 0.0 < supports[0] <= 1.0 and supports[0] >= max(supports)
 
 
 def test_batch_queries_jsonl_and_folder(setup):

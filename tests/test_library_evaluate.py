@@ -61,6 +61,10 @@ def test_report_matches_an_exact_search_and_flags_seen_structures(setup, capsys)
     assert sum(v["queries"] for v in report["hit@1_by_centre"].values()) == n_queries
     assert sum(v["queries"] for v in report["hit@1_by_defects"].values()) == n_queries
     assert report["query_structures_in_library"] == 0 and "WARNING" not in printed and "hit@1" in printed
+    # consensus ranking reported beside cosine, over the same queries; its alternatives make hit@k at least hit@1
+    consensus = report["consensus"]
+    assert consensus["pool"] == 50 and consensus["hit@1"] <= consensus["hit@3"] <= 1.0
+    assert sum(v["queries"] for v in consensus["hit@1_by_defects"].values()) == n_queries and "consensus (pool 50)" in printed
     # the library's own structures as queries: counted and flagged
     assert main(["library", "evaluate", str(s["lib"]), "--data", str(s["data"]), "--split", "train", "--model", str(s["ckpt"])]) == 0
     assert "3 query structures are in the library" in capsys.readouterr().out
@@ -72,6 +76,7 @@ def test_bad_arguments_exit_2_with_one_line(setup, tmp_path, capsys):
         (["--data", str(s["data"]), "--split", "holdout"], "unknown split"),
         (["--data", str(tmp_path)], "not a gnnspec LMDB dataset"),
         (["--data", str(s["data"]), "-k", "0"], "k must be at least 1"),
+        (["--data", str(s["data"]), "--split", "test", "--pool", "0"], "consensus pool must hold at least 1"),
     ]
     for extra, message in cases:
         capsys.readouterr()

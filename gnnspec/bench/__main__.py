@@ -158,7 +158,9 @@ def render(r: dict, info: dict, caption: str) -> str:
         "",
         f"Label match (library: structure embeddings of {r['retrieval']['library']} train+val environments; queries: FEFF "
         f"spectra of {r['retrieval']['queries']} test environments; a match has the same defect labels and element content within 0.05): "
-        f"hit@1 = {_f(r['retrieval']['hit@1'])}, hit@5 = {_f(r['retrieval']['hit@5'])}.",
+        f"hit@1 = {_f(r['retrieval']['hit@1'])}, hit@5 = {_f(r['retrieval']['hit@5'])} (cosine ranking); "
+        f"hit@1 = {_f(r['retrieval']['consensus']['hit@1'])}, hit@5 = {_f(r['retrieval']['consensus']['hit@5'])} "
+        f"(consensus ranking, pool {r['retrieval']['consensus']['pool']}: the best-supported label class first, distinct alternatives after).",
         "",
         "Scale (random unit vectors, dimension 128, not embeddings: `uniform` on the sphere, the worst case for "
         "approximate search, and `clustered` around one random centre per 100 vectors; queries are library vectors "

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from gnnspec.errors import InputError
+from gnnspec.library.consensus import POOL, RANKINGS
 
 _DATA_HELP = "an LMDB dataset folder, a folder of structure files (CIF, POSCAR, *.vasp, pymatgen JSON) or one structure file"
 _MODEL_HELP = "model checkpoint (.pt); default: gnnspec/assets/model.pt"
@@ -77,6 +78,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--data", required=True, help="gnnspec LMDB dataset folder whose environments are the queries")
     e.add_argument("--split", default=None, help="only this split of the dataset (train, val or test); default: all")
     e.add_argument("-k", type=int, default=5, help="also report hit@k (default 5)")
+    e.add_argument(
+        "--pool", type=int, default=POOL, help=f"pool of the consensus ranking, reported beside cosine (default {POOL})"
+    )
     e.add_argument("--model", default=None, help=_MODEL_HELP + "; its hash must match the library's")
     e.add_argument("--out", default=None, help="write the report as JSON here")
     e.set_defaults(func=_evaluate)
@@ -93,6 +97,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "spectra", metavar="SPECTRA", help="a spectra .json file, or a batch: a folder of .json files or a .jsonl file"
     )
     q.add_argument("-k", type=int, default=5, help="hits per query (default 5)")
+    q.add_argument(
+        "--rank",
+        choices=RANKINGS,
+        default="cosine",
+        help="cosine: nearest first (default); consensus: the POOL nearest re-ranked by how many of them share each "
+        "entry's labels (most probable labels first; hits gain 'support')",
+    )
+    q.add_argument("--pool", type=int, default=POOL, help=f"nearest entries the consensus ranking weighs (default {POOL})")
     q.add_argument("--model", default=None, help=_MODEL_HELP + "; its hash must match the library's")
     q.add_argument("--out", default=None, help="write the hits as JSON here (default: print JSON to stdout)")
     q.add_argument(
@@ -185,7 +197,7 @@ def _query(args: argparse.Namespace) -> int:
     lib = Library.open(args.library, model=args.model)
     queries = load_queries(args.spectra)
     batch = is_batch(args.spectra)
-    results = run_queries(lib, queries, args.k)
+    results = run_queries(lib, queries, args.k, args.rank, args.pool)
     payload = results if batch else {key: results[0][key] for key in ("hits", "channels_used")}
     if args.out:
         out = Path(args.out)
@@ -195,8 +207,9 @@ def _query(args: argparse.Namespace) -> int:
             for rank, hit in enumerate(res["hits"], start=1):
                 where = "bulk" if hit["site"] < 0 else f"{hit['element']} site {hit['site']}"
                 comp = " ".join(f"{el}{v:.2f}" for el, v in hit["composition"].items() if v)
+                sup = f"  support {hit['support']:.2f}" if "support" in hit else ""
                 print(
-                    f"{res['id']}  #{rank}  score {hit['score']:.4f}  id {hit['id']}  structure {hit['structure_id']} {where}  {comp}  defects {hit['defects']}"
+                    f"{res['id']}  #{rank}  score {hit['score']:.4f}{sup}  id {hit['id']}  structure {hit['structure_id']} {where}  {comp}  defects {hit['defects']}"
                 )
         print(f"wrote {out}")
     else:
@@ -212,16 +225,18 @@ def _evaluate(args: argparse.Namespace) -> int:
     from gnnspec.library.library import Library
 
     lib = Library.open(args.library, model=args.model)
-    r = evaluate_library(lib, args.data, split=args.split, k=args.k, progress=_progress("queries"))
+    r = evaluate_library(lib, args.data, split=args.split, k=args.k, pool=args.pool, progress=_progress("queries"))
     k = r["k"]
     print(f"library      {r['library']} ({r['library_entries']} entries)")
     print(f"queries      {r['queries']} environments of {r['query_structures']} structures ({r['data']}, split {r['split']})")
     if r["query_structures_in_library"]:
         print(f"WARNING      {r['query_structures_in_library']} query structures are in the library: not an unseen check")
-    print(f"hit@1        {r['hit@1']:.3f}    hit@{k} {r[f'hit@{k}']:.3f}    (same defect labels, content within {r['content_tol']})")
-    for title, key in (("by centre", "hit@1_by_centre"), ("by defects", "hit@1_by_defects")):
-        parts = ", ".join(f"{name} {v['hit@1']:.2f} (n={v['queries']})" for name, v in r[key].items())
-        print(f"{title:<12} {parts}")
+    print(f"match        same defect labels, element content within {r['content_tol']}")
+    for name, scores in (("cosine", r), (f"consensus (pool {r['consensus']['pool']})", r["consensus"])):
+        print(f"{name}: hit@1 {scores['hit@1']:.3f}    hit@{k} {scores[f'hit@{k}']:.3f}")
+        for title, key in (("by centre", "hit@1_by_centre"), ("by defects", "hit@1_by_defects")):
+            parts = ", ".join(f"{el} {v['hit@1']:.2f} (n={v['queries']})" for el, v in scores[key].items())
+            print(f"  {title:<11} {parts}")
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)

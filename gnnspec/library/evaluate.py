@@ -8,7 +8,9 @@ entry **matches** when it shares the query's labels
 (:func:`gnnspec.structures.environments.labels_match`: the same defect labels and an element
 content within ``CONTENT_TOL``); entries whose defect labels are unknown never match.
 
-Reported: hit@1 and hit@k over all queries, and hit@1 by centre element and by defect class.
+Reported: hit@1 and hit@k over all queries, and hit@1 by centre element and by defect class,
+for cosine ranking (top level of the report) and for consensus ranking (under ``"consensus"``,
+with its ``pool``; :mod:`gnnspec.library.consensus`).
 The honest check queries structures that neither the model nor the library has seen, so the
 report also counts query structures the library already holds (by structure hash).
 """
@@ -25,9 +27,10 @@ from gnnspec.channels import CHANNEL_NAMES
 from gnnspec.data.store import DATA_FILE
 from gnnspec.errors import InputError
 from gnnspec.library.build import source_kind
+from gnnspec.library.consensus import POOL, check_ranking, entry_labels
 from gnnspec.library.library import Library
 from gnnspec.library.store import structure_hash
-from gnnspec.structures.environments import CONTENT_ELEMENTS, CONTENT_TOL, DEFECTS, labels_match
+from gnnspec.structures.environments import CONTENT_TOL, DEFECTS, labels_match
 
 
 def defect_class(defects: np.ndarray) -> str:
@@ -36,22 +39,37 @@ def defect_class(defects: np.ndarray) -> str:
     return "both" if len(present) == len(DEFECTS) else (present[0] if present else "none")
 
 
-def _entry_labels(hits: list[dict]) -> tuple[np.ndarray, np.ndarray]:
-    """Content ``[k, 5]`` and defects ``[k, 2]`` of library hits (unknown defects: NaN, never equal)."""
-    content = np.array([[h["composition"].get(el, 0.0) for el in CONTENT_ELEMENTS] for h in hits], dtype=np.float64)
-    defects = np.array(
-        [[np.nan if h["defects"].get(name) is None else float(h["defects"][name]) for name in DEFECTS] for h in hits],
-        dtype=np.float64,
-    )
-    return content.reshape(-1, len(CONTENT_ELEMENTS)), defects.reshape(-1, len(DEFECTS))
-
-
 def _rate(matches: list[bool]) -> float | None:
     return float(np.mean(matches)) if matches else None
 
 
+def _scores(rows: list[dict], results: list[list[dict]], k: int) -> dict:
+    """hit@1, hit@k and hit@1 by centre element and by defect class of one ranking's ``results``."""
+    first, any_k = [], []
+    by_centre: dict[str, list[bool]] = {}
+    by_defects: dict[str, list[bool]] = {}
+    for r, hits in zip(rows, results):
+        content, defects = entry_labels(hits)
+        match = labels_match(content, defects, r["content"][None], r["defects"][None])
+        first.append(bool(match[0]))
+        any_k.append(bool(match.any()))
+        by_centre.setdefault(r["centre"], []).append(bool(match[0]))
+        by_defects.setdefault(defect_class(r["defects"]), []).append(bool(match[0]))
+    return {
+        "hit@1": _rate(first),
+        f"hit@{k}": _rate(any_k),
+        "hit@1_by_centre": {el: {"queries": len(m), "hit@1": _rate(m)} for el, m in sorted(by_centre.items())},
+        "hit@1_by_defects": {c: {"queries": len(m), "hit@1": _rate(m)} for c, m in sorted(by_defects.items())},
+    }
+
+
 def evaluate_library(
-    lib: Library, data: str | Path, split: str | None = None, k: int = 5, progress: Callable[[int, int], None] | None = None
+    lib: Library,
+    data: str | Path,
+    split: str | None = None,
+    k: int = 5,
+    pool: int = POOL,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict:
     """Label-match retrieval report of ``lib`` for the environments of dataset ``data`` (module docstring)."""
     from gnnspec.data import schema
@@ -59,6 +77,7 @@ def evaluate_library(
 
     if int(k) < 1:
         raise InputError(f"k must be at least 1, got {k}")
+    check_ranking("consensus", pool)
     schema.check_split(split)
     if source_kind(data) != "lmdb":
         raise InputError(f"{data}: not a gnnspec LMDB dataset (no {DATA_FILE})")
@@ -87,17 +106,9 @@ def evaluate_library(
             progress(i + 1, len(ds))
     if not rows:
         raise InputError(f"{data}: no environment with spectra to query")
-    results = lib.query_vectors(np.stack([r["vector"] for r in rows]), k)
-    first, any_k = [], []
-    by_centre: dict[str, list[bool]] = {}
-    by_defects: dict[str, list[bool]] = {}
-    for r, hits in zip(rows, results):
-        content, defects = _entry_labels(hits)
-        match = labels_match(content, defects, r["content"][None], r["defects"][None])
-        first.append(bool(match[0]))
-        any_k.append(bool(match.any()))
-        by_centre.setdefault(r["centre"], []).append(bool(match[0]))
-        by_defects.setdefault(defect_class(r["defects"]), []).append(bool(match[0]))
+    vectors = np.stack([r["vector"] for r in rows])
+    cosine = _scores(rows, lib.query_vectors(vectors, k), k)
+    consensus = _scores(rows, lib.query_vectors(vectors, k, rank="consensus", pool=pool), k)
     return {
         "library": str(lib.path),
         "library_entries": lib.count,
@@ -108,8 +119,6 @@ def evaluate_library(
         "queries": len(rows),
         "k": int(k),
         "content_tol": CONTENT_TOL,
-        "hit@1": _rate(first),
-        f"hit@{k}": _rate(any_k),
-        "hit@1_by_centre": {el: {"queries": len(m), "hit@1": _rate(m)} for el, m in sorted(by_centre.items())},
-        "hit@1_by_defects": {c: {"queries": len(m), "hit@1": _rate(m)} for c, m in sorted(by_defects.items())},
+        **cosine,
+        "consensus": {"pool": int(pool), **consensus},
     }

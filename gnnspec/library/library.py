@@ -3,11 +3,13 @@
 >>> lib = Library.open("libs/nmc")                      # checks sizes and sha256 of every file
 >>> lib.query_vectors(v, k=5)                           # [[hit, ...]] per query row
 >>> lib.query(read_spectra("ni_k.json")[0], k=5)        # spectra -> model embedding -> hits
+>>> lib.query(spectra, k=5, rank="consensus")           # most probable labels first (consensus.py)
 
 A hit is ``{"id", "score", "composition", "defects", "split", "structure_id", "site",
 "element", "source", "structure"}``; ``score`` is the inner product of unit vectors (cosine
 similarity, at most 1), ``site`` the environment's centre (``-1``: the whole structure),
-``structure`` the pymatgen dict. File layout and checks: :mod:`gnnspec.library.store`.
+``structure`` the pymatgen dict; consensus ranking adds ``support``. File layout and checks:
+:mod:`gnnspec.library.store`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from gnnspec.errors import InputError
+from gnnspec.library import consensus
 from gnnspec.library import index as ix
 from gnnspec.library import store as st
 from gnnspec.library.embed import VECTOR_SOURCES, model_hash, resolve_model
@@ -173,10 +176,18 @@ class Library:
         return self._model
 
     # -- queries -----------------------------------------------------------------------
-    def query_vectors(self, vectors: np.ndarray, k: int = 5) -> list[list[dict]]:
-        """The ``k`` nearest entries of each query vector (rows normalised here), best first."""
+    def query_vectors(
+        self, vectors: np.ndarray, k: int = 5, rank: str = "cosine", pool: int = consensus.POOL
+    ) -> list[list[dict]]:
+        """The ``k`` best entries of each query vector (rows normalised here), best first.
+
+        ``rank``: ``cosine`` (nearest first) or ``consensus`` (the ``pool`` nearest re-ranked by
+        how many of them share each entry's labels; hits gain ``support``, see
+        :mod:`gnnspec.library.consensus`).
+        """
         if int(k) < 1:
             raise InputError(f"k must be at least 1, got {k}")
+        consensus.check_ranking(rank, pool)
         if self.count == 0:
             raise InputError(f"{self.path}: the library is empty")
         q = np.asarray(vectors, dtype=np.float64)
@@ -188,23 +199,33 @@ class Library:
             raise InputError("query vectors must be finite and non-zero")
         q = (q / norms).astype(np.float32)
         k = min(int(k), self.count)
-        if self.index_kind == "ivfpq":
-            scores, ids = self._rescored(q, k)
-        else:
-            scores, ids = ix.search(self.index, q, k)
-        return [self._hits(s, i) for s, i in zip(scores, ids)]
+        n = k if rank == "cosine" else min(max(int(pool), k), self.count)
+        scores, ids = self._rescored(q, n) if self.index_kind == "ivfpq" else ix.search(self.index, q, n)
+        if rank == "cosine":
+            return [self._hits(s, i) for s, i in zip(scores, ids)]
+        pooled = sorted({int(i) for i in ids.reshape(-1) if i >= 0})
+        content, defects = consensus.entry_labels(self.entries.get(pooled))
+        labels = {i: (c, d) for i, c, d in zip(pooled, content, defects)}
+        out = []
+        for s, i in zip(scores, ids):
+            s, i, sup = consensus.consensus_order(s, i, labels, k)
+            hits = self._hits(s, i)
+            for hit, value in zip(hits, sup):
+                hit["support"] = float(value)
+            out.append(hits)
+        return out
 
     def _rescored(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """IVF-PQ candidates (``rerank`` x ``k``) re-scored exactly with the stored vectors."""
         return ix.rescored_search(self.index, self.vectors, q, k, int(self.manifest["index"]["params"]["rerank"]))
 
-    def query(self, spectra: Any, k: int = 5) -> list[dict]:
-        """The ``k`` nearest environments of one set of spectra (a ``gnnspec.spectra/1`` file, dict or
-        ``{channel: Spectrum}``), embedded by the library's model."""
+    def query(self, spectra: Any, k: int = 5, rank: str = "cosine", pool: int = consensus.POOL) -> list[dict]:
+        """The ``k`` best environments of one set of spectra (a ``gnnspec.spectra/1`` file, dict or
+        ``{channel: Spectrum}``), embedded by the library's model; ``rank``/``pool``: see :meth:`query_vectors`."""
         from gnnspec.library.query import embed_query
 
         vector, _ = embed_query(self.model, spectra)
-        return self.query_vectors(vector, k)[0]
+        return self.query_vectors(vector, k, rank, pool)[0]
 
     def _hits(self, scores: np.ndarray, ids: np.ndarray) -> list[dict]:
         keep = [(float(s), int(i)) for s, i in zip(scores, ids) if i >= 0]

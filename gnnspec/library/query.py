@@ -10,6 +10,9 @@ Result of one query::
                "element", "source", "structure"}, ...],   # best first, score = cosine
      "channels_used": ["Ni-K-xas", ...]}
 
+With ``rank="consensus"`` the hits are ordered by label support first and each carries a
+``"support"`` (:mod:`gnnspec.library.consensus`).
+
 A batch (a folder of ``.json`` files or a ``.jsonl`` file) gives a list of such results, each
 with its query ``"id"`` first.
 """
@@ -26,6 +29,7 @@ from pymatgen.core import Structure
 
 from gnnspec.channels import CHANNEL_NAMES, CHANNELS, normalise
 from gnnspec.errors import InputError
+from gnnspec.library.consensus import POOL
 from gnnspec.library.embed import Embedder, model_channels, predicted_environment_spectra
 from gnnspec.library.library import Library
 from gnnspec.spectra import Spectrum, read_spectra, read_spectra_batch, spectra_on_grids
@@ -72,8 +76,11 @@ def load_queries(path: str | Path) -> list[tuple[str, dict[str, Spectrum]]]:
     return [(path.stem, read_spectra(path)[0])]
 
 
-def run_queries(library: Library, queries: list[tuple[str, dict[str, Spectrum]]], k: int = 5) -> list[dict]:
-    """``[{"id", "hits", "channels_used"}]`` for each query, in order (one vector search for all)."""
+def run_queries(
+    library: Library, queries: list[tuple[str, dict[str, Spectrum]]], k: int = 5, rank: str = "cosine", pool: int = POOL
+) -> list[dict]:
+    """``[{"id", "hits", "channels_used"}]`` for each query, in order (one vector search for all);
+    ``rank``/``pool``: see :meth:`Library.query_vectors`."""
     vectors, used = [], []
     for qid, spectra in queries:
         try:
@@ -82,7 +89,7 @@ def run_queries(library: Library, queries: list[tuple[str, dict[str, Spectrum]]]
             raise InputError(f"query {qid}: {exc}") from None
         vectors.append(v)
         used.append(channels)
-    hits = library.query_vectors(np.stack(vectors), k)
+    hits = library.query_vectors(np.stack(vectors), k, rank, pool)
     return [{"id": qid, "hits": h, "channels_used": c} for (qid, _), h, c in zip(queries, hits, used)]
 
 
