@@ -102,8 +102,16 @@ def test_retrieval_label_match_reports_cosine_and_consensus_ranking():
     cos = np.array([0.99, 0.98, 0.97, 0.96])
     lib_emb = np.stack([cos, np.sqrt(1 - cos**2), np.zeros(4)], axis=1)
     content = np.tile([0.4, 0.1, 0.0, 0.0, 0.5], (4, 1))
-    lib = EnvSet(np.zeros((4, 12, 3)), np.ones((4, 12), bool), content, np.array([[0, 0], [1, 0], [1, 0], [1, 0]], float), np.zeros(4))
+    lib = EnvSet(
+        np.zeros((4, 12, 3)), np.ones((4, 12), bool), content, np.array([[0, 0], [1, 0], [1, 0], [1, 0]], float), np.zeros(4)
+    )
     query = EnvSet(np.zeros((1, 12, 3)), np.ones((1, 12), bool), content[:1], np.array([[1.0, 0.0]]), np.zeros(1))
-    r = label_match(lib, lib_emb, query, np.array([[1.0, 0.0, 0.0]]), k=2)
+    r = label_match(lib, lib_emb, query, np.array([[1.0, 0.0, 0.0]]), k=2, pool=4)
     assert r["hit@1"] == 0.0 and r["hit@2"] == 1.0 and r["queries"] == 1 and r["library"] == 4
-    assert r["consensus"]["hit@1"] == 1.0 and r["consensus"]["pool"] == 50
+    assert r["consensus"]["hit@1"] == 1.0 and r["consensus"]["pool"] == 4
+    # default pool: sqrt(4) = 2, where the pristine and a vacancy entry tie and cosine decides
+    assert label_match(lib, lib_emb, query, np.array([[1.0, 0.0, 0.0]]), k=2)["consensus"] == {
+        "pool": 2,
+        "hit@1": 0.0,
+        "hit@2": 1.0,
+    }

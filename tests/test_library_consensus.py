@@ -82,7 +82,17 @@ def test_a_pool_reaching_the_far_entries_changes_the_majority(lib):
     assert [h["support"] for h in hits] == pytest.approx([4 / 9, 3 / 9])
 
 
-def test_query_and_cli_arguments_are_checked(lib):
+def test_default_pool_is_the_square_root_of_the_library_size(lib):
+    from gnnspec.library.consensus import default_pool, pool_size
+
+    assert [default_pool(n) for n in (1, 9, 2449, 1_000_000)] == [1, 3, 49, 1000]
+    assert pool_size(9, None) == 3 and pool_size(9, 100) == 9
+    # pool 3 = ids 0-2: the two vacancy entries outvote the nearest, pristine one
+    hits = lib.query_vectors(QUERY, k=2, rank="consensus")[0]
+    assert [h["id"] for h in hits] == [1, 0] and [h["support"] for h in hits] == pytest.approx([2 / 3, 1 / 3])
+
+
+def test_query_arguments_are_checked(lib):
     with pytest.raises(InputError, match="unknown ranking 'majority'"):
         lib.query_vectors(QUERY, rank="majority")
     with pytest.raises(InputError, match="consensus pool must hold at least 1"):

@@ -43,7 +43,13 @@ def brute_force_hit_at_1(model, lib: Library, data, split: str) -> tuple[float, 
         for e in np.nonzero(g.env_y_mask.numpy().any(1))[0]:
             spectra = {name: g.env_y[e, c].double().numpy() for c, name in enumerate(CHANNEL_NAMES) if g.env_y_mask[e, c]}
             best = int(np.argmax(vectors @ model.embed_spectra(spectra)))
-            hits.append(bool(labels_match(content[best], defects[best], g.env_content[e].double().numpy(), g.env_defects[e].double().numpy())))
+            hits.append(
+                bool(
+                    labels_match(
+                        content[best], defects[best], g.env_content[e].double().numpy(), g.env_defects[e].double().numpy()
+                    )
+                )
+            )
     return float(np.mean(hits)), len(hits)
 
 
@@ -63,10 +69,14 @@ def test_report_matches_an_exact_search_and_flags_seen_structures(setup, capsys)
     assert report["query_structures_in_library"] == 0 and "WARNING" not in printed and "hit@1" in printed
     # consensus ranking reported beside cosine, over the same queries; its alternatives make hit@k at least hit@1
     consensus = report["consensus"]
-    assert consensus["pool"] == 50 and consensus["hit@1"] <= consensus["hit@3"] <= 1.0
-    assert sum(v["queries"] for v in consensus["hit@1_by_defects"].values()) == n_queries and "consensus (pool 50)" in printed
+    pool = round(Library.open(s["lib"]).count ** 0.5)  # the default: square root of the library size
+    assert consensus["pool"] == pool and consensus["hit@1"] <= consensus["hit@3"] <= 1.0
+    assert sum(v["queries"] for v in consensus["hit@1_by_defects"].values()) == n_queries
+    assert f"consensus (pool {pool})" in printed
     # the library's own structures as queries: counted and flagged
-    assert main(["library", "evaluate", str(s["lib"]), "--data", str(s["data"]), "--split", "train", "--model", str(s["ckpt"])]) == 0
+    assert (
+        main(["library", "evaluate", str(s["lib"]), "--data", str(s["data"]), "--split", "train", "--model", str(s["ckpt"])]) == 0
+    )
     assert "3 query structures are in the library" in capsys.readouterr().out
 
 

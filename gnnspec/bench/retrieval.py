@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from gnnspec.bench.collect import EnvSet
-from gnnspec.library.consensus import POOL, consensus_order
+from gnnspec.library.consensus import consensus_order, pool_size
 from gnnspec.library.index import build_index, choose_kind, rescored_search, resolve_params, search
 from gnnspec.models.environment_table import EnvironmentTable
 from gnnspec.structures.environments import labels_match
@@ -38,11 +38,14 @@ def spectrum_embeddings(model, envs: EnvSet) -> np.ndarray:
     return model.encode_spectra(x, torch.tensor(envs.mask)).double().numpy()
 
 
-def label_match(lib: EnvSet, lib_emb: np.ndarray, query: EnvSet, query_emb: np.ndarray, k: int = 5) -> dict:
+def label_match(
+    lib: EnvSet, lib_emb: np.ndarray, query: EnvSet, query_emb: np.ndarray, k: int = 5, pool: int | None = None
+) -> dict:
     ok = query.mask.any(1)
     q_emb, q_content, q_defects = query_emb[ok], query.content[ok], query.defects[ok]
     index = build_index("exact", lib_emb.astype(np.float32), {})
-    scores, idx = search(index, q_emb.astype(np.float32), max(k, min(POOL, len(lib_emb))))
+    pool = pool_size(len(lib_emb), pool)
+    scores, idx = search(index, q_emb.astype(np.float32), max(k, pool))
     labels = dict(enumerate(zip(lib.content, lib.defects)))
     ranked = np.stack([consensus_order(s, i, labels, k)[1] for s, i in zip(scores, idx)])
 
@@ -51,7 +54,7 @@ def label_match(lib: EnvSet, lib_emb: np.ndarray, query: EnvSet, query_emb: np.n
         return {"hit@1": float(match[:, 0].mean()), f"hit@{k}": float(match.any(1).mean())}
 
     out = {**rates(idx[:, :k]), "queries": int(len(q_emb)), "library": int(len(lib_emb))}
-    return {**out, "consensus": {"pool": POOL, **rates(ranked)}}
+    return {**out, "consensus": {"pool": pool, **rates(ranked)}}
 
 
 def random_library(n: int, dim: int, distribution: str, rng: np.random.Generator) -> np.ndarray:
@@ -68,7 +71,9 @@ def random_library(n: int, dim: int, distribution: str, rng: np.random.Generator
     return base / np.linalg.norm(base, axis=1, keepdims=True)
 
 
-def scale_table(sizes: list[int], dim: int = 128, n_queries: int = 200, seed: int = 0, distributions=("uniform", "clustered")) -> list[dict]:
+def scale_table(
+    sizes: list[int], dim: int = 128, n_queries: int = 200, seed: int = 0, distributions=("uniform", "clustered")
+) -> list[dict]:
     """Latency and recall of each index kind on random libraries (not embeddings), as a library searches.
 
     Queries are library vectors with 5 % noise. recall@1: the noisy vector's source is found

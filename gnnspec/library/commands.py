@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from gnnspec.errors import InputError
-from gnnspec.library.consensus import POOL, RANKINGS
+from gnnspec.library.consensus import RANKINGS
 
 _DATA_HELP = "an LMDB dataset folder, a folder of structure files (CIF, POSCAR, *.vasp, pymatgen JSON) or one structure file"
 _MODEL_HELP = "model checkpoint (.pt); default: gnnspec/assets/model.pt"
@@ -79,7 +79,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--split", default=None, help="only this split of the dataset (train, val or test); default: all")
     e.add_argument("-k", type=int, default=5, help="also report hit@k (default 5)")
     e.add_argument(
-        "--pool", type=int, default=POOL, help=f"pool of the consensus ranking, reported beside cosine (default {POOL})"
+        "--pool",
+        type=int,
+        default=None,
+        help="pool of the consensus ranking, reported beside cosine (default: sqrt of LIB's size)",
     )
     e.add_argument("--model", default=None, help=_MODEL_HELP + "; its hash must match the library's")
     e.add_argument("--out", default=None, help="write the report as JSON here")
@@ -101,10 +104,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--rank",
         choices=RANKINGS,
         default="cosine",
-        help="cosine: nearest first (default); consensus: the POOL nearest re-ranked by how many of them share each "
+        help="cosine: nearest first (default); consensus: the --pool nearest re-ranked by how many of them share each "
         "entry's labels (most probable labels first; hits gain 'support')",
     )
-    q.add_argument("--pool", type=int, default=POOL, help=f"nearest entries the consensus ranking weighs (default {POOL})")
+    q.add_argument(
+        "--pool", type=int, default=None, help="nearest entries the consensus ranking weighs (default: sqrt of LIB's size)"
+    )
     q.add_argument("--model", default=None, help=_MODEL_HELP + "; its hash must match the library's")
     q.add_argument("--out", default=None, help="write the hits as JSON here (default: print JSON to stdout)")
     q.add_argument(

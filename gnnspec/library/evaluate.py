@@ -10,7 +10,7 @@ content within ``CONTENT_TOL``); entries whose defect labels are unknown never m
 
 Reported: hit@1 and hit@k over all queries, and hit@1 by centre element and by defect class,
 for cosine ranking (top level of the report) and for consensus ranking (under ``"consensus"``,
-with its ``pool``; :mod:`gnnspec.library.consensus`).
+with the ``pool`` it used; :mod:`gnnspec.library.consensus`).
 The honest check queries structures that neither the model nor the library has seen, so the
 report also counts query structures the library already holds (by structure hash).
 """
@@ -27,7 +27,7 @@ from gnnspec.channels import CHANNEL_NAMES
 from gnnspec.data.store import DATA_FILE
 from gnnspec.errors import InputError
 from gnnspec.library.build import source_kind
-from gnnspec.library.consensus import POOL, check_ranking, entry_labels
+from gnnspec.library.consensus import check_ranking, entry_labels, pool_size
 from gnnspec.library.library import Library
 from gnnspec.library.store import structure_hash
 from gnnspec.structures.environments import CONTENT_TOL, DEFECTS, labels_match
@@ -68,7 +68,7 @@ def evaluate_library(
     data: str | Path,
     split: str | None = None,
     k: int = 5,
-    pool: int = POOL,
+    pool: int | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict:
     """Label-match retrieval report of ``lib`` for the environments of dataset ``data`` (module docstring)."""
@@ -120,5 +120,5 @@ def evaluate_library(
         "k": int(k),
         "content_tol": CONTENT_TOL,
         **cosine,
-        "consensus": {"pool": int(pool), **consensus},
+        "consensus": {"pool": pool_size(lib.count, pool), **consensus},
     }

@@ -176,14 +176,12 @@ class Library:
         return self._model
 
     # -- queries -----------------------------------------------------------------------
-    def query_vectors(
-        self, vectors: np.ndarray, k: int = 5, rank: str = "cosine", pool: int = consensus.POOL
-    ) -> list[list[dict]]:
+    def query_vectors(self, vectors: np.ndarray, k: int = 5, rank: str = "cosine", pool: int | None = None) -> list[list[dict]]:
         """The ``k`` best entries of each query vector (rows normalised here), best first.
 
-        ``rank``: ``cosine`` (nearest first) or ``consensus`` (the ``pool`` nearest re-ranked by
-        how many of them share each entry's labels; hits gain ``support``, see
-        :mod:`gnnspec.library.consensus`).
+        ``rank``: ``cosine`` (nearest first) or ``consensus`` (the ``pool`` nearest, by default the
+        square root of the library size, re-ranked by how many of them share each entry's labels;
+        hits gain ``support``, see :mod:`gnnspec.library.consensus`).
         """
         if int(k) < 1:
             raise InputError(f"k must be at least 1, got {k}")
@@ -199,7 +197,7 @@ class Library:
             raise InputError("query vectors must be finite and non-zero")
         q = (q / norms).astype(np.float32)
         k = min(int(k), self.count)
-        n = k if rank == "cosine" else min(max(int(pool), k), self.count)
+        n = k if rank == "cosine" else max(consensus.pool_size(self.count, pool), k)
         scores, ids = self._rescored(q, n) if self.index_kind == "ivfpq" else ix.search(self.index, q, n)
         if rank == "cosine":
             return [self._hits(s, i) for s, i in zip(scores, ids)]
@@ -219,7 +217,7 @@ class Library:
         """IVF-PQ candidates (``rerank`` x ``k``) re-scored exactly with the stored vectors."""
         return ix.rescored_search(self.index, self.vectors, q, k, int(self.manifest["index"]["params"]["rerank"]))
 
-    def query(self, spectra: Any, k: int = 5, rank: str = "cosine", pool: int = consensus.POOL) -> list[dict]:
+    def query(self, spectra: Any, k: int = 5, rank: str = "cosine", pool: int | None = None) -> list[dict]:
         """The ``k`` best environments of one set of spectra (a ``gnnspec.spectra/1`` file, dict or
         ``{channel: Spectrum}``), embedded by the library's model; ``rank``/``pool``: see :meth:`query_vectors`."""
         from gnnspec.library.query import embed_query

@@ -29,7 +29,6 @@ from pymatgen.core import Structure
 
 from gnnspec.channels import CHANNEL_NAMES, CHANNELS, normalise
 from gnnspec.errors import InputError
-from gnnspec.library.consensus import POOL
 from gnnspec.library.embed import Embedder, model_channels, predicted_environment_spectra
 from gnnspec.library.library import Library
 from gnnspec.spectra import Spectrum, read_spectra, read_spectra_batch, spectra_on_grids
@@ -77,7 +76,7 @@ def load_queries(path: str | Path) -> list[tuple[str, dict[str, Spectrum]]]:
 
 
 def run_queries(
-    library: Library, queries: list[tuple[str, dict[str, Spectrum]]], k: int = 5, rank: str = "cosine", pool: int = POOL
+    library: Library, queries: list[tuple[str, dict[str, Spectrum]]], k: int = 5, rank: str = "cosine", pool: int | None = None
 ) -> list[dict]:
     """``[{"id", "hits", "channels_used"}]`` for each query, in order (one vector search for all);
     ``rank``/``pool``: see :meth:`Library.query_vectors`."""
