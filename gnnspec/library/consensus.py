@@ -74,19 +74,12 @@ def entry_labels(entries: list[dict]) -> tuple[np.ndarray, np.ndarray]:
     return content.reshape(-1, len(CONTENT_ELEMENTS)), defects.reshape(-1, len(DEFECTS))
 
 
-def support(content: np.ndarray, defects: np.ndarray) -> np.ndarray:
-    """``[m]`` fraction of the ``m`` pool entries whose labels each entry shares (itself included)."""
-    from gnnspec.structures.environments import labels_match
-
-    same = labels_match(content[:, None], defects[:, None], content[None], defects[None])
-    return same.mean(axis=1)
-
-
 def consensus_order(scores: np.ndarray, ids: np.ndarray, labels: dict[int, tuple[np.ndarray, np.ndarray]], k: int):
     """Re-rank one query's pool (``scores``/``ids`` best first, ``-1`` ids: none) by support, then cosine.
 
     ``labels``: ``{id: (content [5], defects [2])}`` of every pool entry. Returns the first ``k``
-    ``(scores, ids, supports)``.
+    ``(scores, ids, supports)``; a support is the fraction of the pool whose labels the entry
+    shares (itself included).
     """
     from gnnspec.structures.environments import labels_match
 
@@ -96,14 +89,16 @@ def consensus_order(scores: np.ndarray, ids: np.ndarray, labels: dict[int, tuple
         return scores, ids, np.zeros(0)
     content = np.stack([labels[int(i)][0] for i in ids])
     defects = np.stack([labels[int(i)][1] for i in ids])
-    sup = support(content, defects)
+    same = labels_match(content[:, None], defects[:, None], content[None], defects[None])  # [m, m], symmetric
+    sup = same.mean(axis=1)
     order = np.lexsort((-scores, -sup))  # last key is primary: support, then cosine
     taken: list[int] = []
     for j in order:
         if len(taken) == k:
             break
-        if not taken or not labels_match(content[taken], defects[taken], content[j], defects[j]).any():
+        if not same[taken, j].any():
             taken.append(int(j))
-    rest = [int(j) for j in order if int(j) not in taken]
+    chosen_set = set(taken)
+    rest = [int(j) for j in order if int(j) not in chosen_set]
     chosen = np.array(taken + rest[: k - len(taken)], dtype=np.int64)
     return scores[chosen], ids[chosen], sup[chosen]
