@@ -5,12 +5,15 @@ A spectra file is one JSON object::
     {"schema": "gnnspec.spectra/1",
      "channels": {"Ni-K-xas": {"energy": [8330.1, 8330.6, ...], "intensity": [0.01, 0.02, ...]},
                   "O-K-eels": {"energy": [...], "intensity": [...]}},
+     "quantification": {"Ni": 0.2, "O": 0.6},
      "meta": {"source": "free text"}}
 
 Energies are absolute, in eV, strictly increasing; intensities are in arbitrary units (any
 scale: the channel normalisation is applied when a spectrum is mapped onto its grid). Any subset
 of the channels in :data:`gnnspec.channels.CHANNEL_NAMES` may appear. ``meta`` is free-form
-JSON. A batch is a folder of such ``.json`` files or a ``.jsonl`` file with one object per line
+JSON. ``quantification`` is optional: the elemental quantification of the same sample, atom
+amounts (fractions, percentages or counts; only ratios matter) of elements that have channels
+(:mod:`gnnspec.quantification` says what the encoder makes of it). A batch is a folder of such ``.json`` files or a ``.jsonl`` file with one object per line
 (an optional top-level ``"id"`` string names each record).
 
 :func:`spectra_on_grids` is the one place where a spectrum meets its channel grid: every model,
@@ -36,9 +39,37 @@ SCHEMA = "gnnspec.spectra/1"
 N_ENERGY: int = CHANNELS[CHANNEL_NAMES[0]].n_energy
 #: A spectrum must cover at least this fraction of its channel grid's energy range.
 MIN_GRID_OVERLAP = 0.5
-_TOP_KEYS = {"schema", "channels", "meta", "id"}
+_TOP_KEYS = {"schema", "channels", "meta", "id", "quantification"}
+#: Elements a quantification may name: those with a channel.
+QUANTIFIABLE = tuple(dict.fromkeys(c.element for c in CHANNELS.values()))
 
-Spectra = dict[str, "Spectrum"]
+
+class SpectraSet(dict):
+    """The spectra of one sample by channel (``{channel: Spectrum}``, a plain dict) and, as the
+    attribute ``quantification``, its optional elemental quantification ``{element: amount}``."""
+
+    def __init__(self, spectra: Any = (), quantification: Mapping[str, float] | None = None):
+        super().__init__(spectra)
+        self.quantification = dict(quantification) if quantification else None
+
+
+Spectra = SpectraSet
+
+
+def check_quantification(obj: Any, source: str) -> dict[str, float]:
+    """A quantification ``{element: amount >= 0}`` of quantifiable elements, as floats; else InputError."""
+    if not isinstance(obj, Mapping) or not obj:
+        raise InputError(f"{source}: 'quantification' must be a non-empty object mapping elements to amounts")
+    out = {}
+    for element, value in obj.items():
+        if element not in QUANTIFIABLE:
+            raise InputError(f"{source}: quantification names {element!r}; elements with channels: {', '.join(QUANTIFIABLE)}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise InputError(f"{source}: quantification of {element} is {value!r}; it must be a finite number >= 0")
+        out[element] = float(value)
+    if not any(v > 0 for v in out.values()):
+        raise InputError(f"{source}: quantification amounts are all zero")
+    return out
 
 
 @dataclass
@@ -86,6 +117,30 @@ def check_arrays(e: np.ndarray, y: np.ndarray, where: str) -> None:
         )
 
 
+def parse_quantification(text: str) -> dict[str, float]:
+    """``"Ni=0.2,Mn=0.1,O=0.6"`` (a command-line argument) -> a checked quantification."""
+    out: dict[str, Any] = {}
+    for part in text.split(","):
+        element, sep, value = part.partition("=")
+        try:
+            out[element.strip()] = float(value)
+        except ValueError:
+            raise InputError(f"--quantification: {part.strip()!r} is not ELEMENT=AMOUNT (for example Ni=0.2,O=0.6)") from None
+        if not sep:
+            raise InputError(f"--quantification: {part.strip()!r} is not ELEMENT=AMOUNT (for example Ni=0.2,O=0.6)")
+    return check_quantification(out, "--quantification")
+
+
+def quantification_argument(text: str) -> dict[str, float]:
+    """argparse ``type=`` of a ``--quantification`` option (:func:`parse_quantification`)."""
+    import argparse
+
+    try:
+        return parse_quantification(text)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def spectra_from_dict(obj: Any, source: str = "<dict>") -> tuple[Spectra, dict]:
     """Parse and validate one ``gnnspec.spectra/1`` object; returns (spectra by channel, meta)."""
     if not isinstance(obj, Mapping):
@@ -102,7 +157,8 @@ def spectra_from_dict(obj: Any, source: str = "<dict>") -> tuple[Spectra, dict]:
     meta = obj.get("meta", {})
     if not isinstance(meta, Mapping):
         raise InputError(f"{source}: 'meta' must be an object, got {type(meta).__name__}")
-    spectra: Spectra = {}
+    quantification = check_quantification(obj["quantification"], source) if "quantification" in obj else None
+    spectra = SpectraSet(quantification=quantification)
     for name, entry in channels.items():
         if name not in CHANNELS:
             raise InputError(f"{source}: unknown channel {name!r}; valid channels: {', '.join(CHANNEL_NAMES)}")
@@ -120,8 +176,15 @@ def spectra_from_dict(obj: Any, source: str = "<dict>") -> tuple[Spectra, dict]:
     return spectra, dict(meta)
 
 
-def spectra_to_dict(spectra: Mapping[str, Spectrum] | Iterable[Spectrum], meta: Mapping | None = None) -> dict:
-    """The ``gnnspec.spectra/1`` object for ``spectra`` (validated), channels in canonical order."""
+def spectra_to_dict(
+    spectra: Mapping[str, Spectrum] | Iterable[Spectrum], meta: Mapping | None = None, quantification: Mapping[str, float] | None = None
+) -> dict:
+    """The ``gnnspec.spectra/1`` object for ``spectra`` (validated), channels in canonical order.
+
+    ``quantification``: written when given, else taken from a :class:`SpectraSet`'s own.
+    """
+    if quantification is None:
+        quantification = getattr(spectra, "quantification", None)
     items = list(spectra.values()) if isinstance(spectra, Mapping) else list(spectra)
     if not items:
         raise InputError("no spectra to write: at least one channel is needed")
@@ -136,7 +199,11 @@ def spectra_to_dict(spectra: Mapping[str, Spectrum] | Iterable[Spectrum], meta: 
         for name in CHANNEL_NAMES
         if name in by_name
     }
-    return {"schema": SCHEMA, "channels": channels, "meta": _jsonable(dict(meta or {}))}
+    obj = {"schema": SCHEMA, "channels": channels}
+    if quantification:
+        obj["quantification"] = check_quantification(quantification, "<spectra to write>")
+    obj["meta"] = _jsonable(dict(meta or {}))
+    return obj
 
 
 def read_spectra(source: str | Path | Mapping) -> tuple[Spectra, dict]:
@@ -150,10 +217,15 @@ def read_spectra(source: str | Path | Mapping) -> tuple[Spectra, dict]:
     return spectra_from_dict(_load_json(path), str(path))
 
 
-def write_spectra(path: str | Path, spectra: Mapping[str, Spectrum] | Iterable[Spectrum], meta: Mapping | None = None) -> Path:
-    """Write ``spectra`` (and free-form ``meta``) as a ``gnnspec.spectra/1`` JSON file; returns the path."""
+def write_spectra(
+    path: str | Path,
+    spectra: Mapping[str, Spectrum] | Iterable[Spectrum],
+    meta: Mapping | None = None,
+    quantification: Mapping[str, float] | None = None,
+) -> Path:
+    """Write ``spectra`` (free-form ``meta``, optional ``quantification``) as a ``gnnspec.spectra/1`` JSON file; returns the path."""
     path = Path(path)
-    obj = spectra_to_dict(spectra, meta)
+    obj = spectra_to_dict(spectra, meta, quantification)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj, allow_nan=False) + "\n")
     return path

@@ -115,3 +115,26 @@ def test_retrieval_label_match_reports_cosine_and_consensus_ranking():
         "hit@1": 0.0,
         "hit@2": 1.0,
     }
+
+
+def test_inverse_table_gives_both_methods_the_quantification_of_a_model_that_reads_one(tmp_path):
+    import torch
+    from model_fixtures import write_synthetic_lmdb
+    from test_library_helpers import tiny_model
+
+    from gnnspec.bench import retrieval
+    from gnnspec.bench.accuracy import inverse_table
+    from gnnspec.bench.collect import collect_envs
+    from gnnspec.data.dataset import LMDBStructureDataset
+
+    torch.set_num_threads(1)
+    data = write_synthetic_lmdb(tmp_path / "synthetic", splits=("train",) * 3 + ("test",) * 2)
+    train, test = (collect_envs(LMDBStructureDataset(data, s)) for s in ("train", "test"))
+    model = tiny_model(quantification=True)
+    table = inverse_table(model, train, test, quick=True)
+    assert set(table["all channels"]) == {"seed (XGBoost)", "gnnspec", "seed (XGBoost) + quantification", "gnnspec + quantification"}
+    assert set(table["O-K-eels"]) == {"seed (XGBoost)", "gnnspec"}  # one element: a quantification says nothing
+    plain, quantified = table["all channels"]["gnnspec"], table["all channels"]["gnnspec + quantification"]
+    assert plain["n"] == quantified["n"] and plain["mae_mean"] != quantified["mae_mean"]
+    assert not np.allclose(retrieval.spectrum_embeddings(model, test), retrieval.spectrum_embeddings(model, test, quantified=True))
+    assert "gnnspec" in inverse_table(tiny_model(), train, test, quick=True)["all channels"]

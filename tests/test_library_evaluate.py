@@ -30,8 +30,9 @@ def setup(tmp_path_factory):
     return {"tmp": tmp, "data": data, "model": model, "ckpt": ckpt, "lib": lib}
 
 
-def brute_force_hit_at_1(model, lib: Library, data, split: str) -> tuple[float, int]:
-    """The same number computed the long way: exact cosine search over the stored vectors."""
+def brute_force_hit_at_1(model, lib: Library, data, split: str, quantified: bool = False) -> tuple[float, int]:
+    """The same number computed the long way: exact cosine search over the stored vectors
+    (``quantified``: each query with its environment's exact elemental quantification)."""
     vectors = np.asarray(lib.vectors, dtype=np.float64)
     entries = lib.entries.all()
     content = np.array([[e["composition"].get(el, 0.0) for el in CONTENT_ELEMENTS] for e in entries])
@@ -42,7 +43,8 @@ def brute_force_hit_at_1(model, lib: Library, data, split: str) -> tuple[float, 
         g = ds[i]
         for e in np.nonzero(g.env_y_mask.numpy().any(1))[0]:
             spectra = {name: g.env_y[e, c].double().numpy() for c, name in enumerate(CHANNEL_NAMES) if g.env_y_mask[e, c]}
-            best = int(np.argmax(vectors @ model.embed_spectra(spectra)))
+            quant = dict(zip(CONTENT_ELEMENTS, g.env_content[e].tolist())) if quantified else None
+            best = int(np.argmax(vectors @ (model.embed_spectra(spectra, quantification=quant) if quantified else model.embed_spectra(spectra))))
             hits.append(
                 bool(
                     labels_match(
@@ -80,6 +82,30 @@ def test_report_matches_an_exact_search_and_flags_seen_structures(setup, capsys)
     assert "3 query structures are in the library" in capsys.readouterr().out
 
 
+def test_queries_can_carry_their_elemental_quantification(setup, tmp_path, capsys):
+    s = setup
+    model = tiny_model(quantification=True)
+    ckpt = save_model(model, tmp_path / "quantified.pt")
+    lib = tmp_path / "lib"
+    assert main(["library", "build", "--data", str(s["data"]), "--split", "train", "--model", str(ckpt), "--out", str(lib)]) == 0
+    reports = {}
+    for error in (None, 0.0, 0.2):
+        out = tmp_path / f"report-{error}.json"
+        extra = [] if error is None else ["--quantification-error", str(error)]
+        argv = ["library", "evaluate", str(lib), "--data", str(s["data"]), "--split", "test", "--model", str(ckpt), "--out", str(out)]
+        assert main(argv + extra) == 0
+        reports[error] = json.loads(out.read_text())
+    assert reports[None]["quantification"] is None and reports[0.2]["quantification"] == {"relative_error": 0.2}
+    assert "relative error 0.2" in capsys.readouterr().out
+    for error, quantified in ((None, False), (0.0, True)):
+        expected, _ = brute_force_hit_at_1(model, Library.open(lib, model=ckpt), s["data"], "test", quantified=quantified)
+        assert reports[error]["hit@1"] == pytest.approx(expected)
+    # a model without the input refuses quantified queries in one line
+    argv = ["library", "evaluate", str(s["lib"]), "--data", str(s["data"]), "--split", "test", "--model", str(s["ckpt"])]
+    assert main([*argv, "--quantification-error", "0"]) == 2
+    assert "without an elemental-quantification input" in capsys.readouterr().err
+
+
 def test_bad_arguments_exit_2_with_one_line(setup, tmp_path, capsys):
     s = setup
     cases = [
@@ -87,6 +113,7 @@ def test_bad_arguments_exit_2_with_one_line(setup, tmp_path, capsys):
         (["--data", str(tmp_path)], "not a gnnspec LMDB dataset"),
         (["--data", str(s["data"]), "-k", "0"], "k must be at least 1"),
         (["--data", str(s["data"]), "--split", "test", "--pool", "0"], "consensus pool must hold at least 1"),
+        (["--data", str(s["data"]), "--split", "test", "--quantification-error", "-1"], "quantification error must be"),
     ]
     for extra, message in cases:
         capsys.readouterr()

@@ -56,8 +56,9 @@ class FakeEmbedder:
         return v / np.linalg.norm(v)
 
 
-def tiny_model(seed: int = 0):
-    """A randomly initialised joint model of about 8k parameters (float32, as checkpoints load)."""
+def tiny_model(seed: int = 0, quantification: bool = False):
+    """A randomly initialised joint model of about 8k parameters (float32, as checkpoints load);
+    ``quantification``: its encoder reads an elemental quantification."""
     from gnnspec.models import ModelConfig, build_model
     from gnnspec.models.config import BackboneConfig, EmbeddingConfig, EncoderConfig, SpectraHeadConfig
 
@@ -65,11 +66,15 @@ def tiny_model(seed: int = 0):
         backbone=BackboneConfig(hidden_irreps="8x0e + 2x1o", n_layers=1, lmax=1, scalar_dim=8, element_dim=8, radial_hidden=8),
         spectra=SpectraHeadConfig(hidden=8, channel_dim=4),
         embedding=EmbeddingConfig(dim=16, hidden=16),
-        encoder=EncoderConfig(conv_channels=[4, 4], token_dim=8, heads=2, hidden=16),
+        encoder=EncoderConfig(conv_channels=[4, 4], token_dim=8, heads=2, hidden=16, quantification=quantification),
         property_hidden=8,
     )
     torch.manual_seed(seed)
-    return build_model(cfg).eval()
+    model = build_model(cfg).eval()
+    if quantification:  # a trained model's "unknown" vector is not zero
+        with torch.no_grad():
+            model.encoder.unknown_quantity.normal_()
+    return model
 
 
 def save_model(model, path: Path) -> Path:

@@ -59,6 +59,8 @@ def test_cli_convert_survey_with_zero_loss_and_plot(measured, capsys):
             str(out),
             "--plot",
             str(png),
+            "--quantification",
+            "O=55,Ni=20,Mn=7,Co=7",
         ]
     )
     assert code == 0
@@ -66,6 +68,7 @@ def test_cli_convert_survey_with_zero_loss_and_plot(measured, capsys):
     assert "zero-loss peak at -2.50 eV" in printed and "Ni-L3-eels" in printed
     spectra, meta = read_spectra(out)
     assert list(spectra) == list(EELS)
+    assert spectra.quantification == {"O": 55.0, "Ni": 20.0, "Mn": 7.0, "Co": 7.0}  # written for models that read one
     assert meta["zero_loss"]["centre_eV"] == pytest.approx(-2.5, abs=0.05)
     for name in EELS:
         info = meta["channels"][name]

@@ -94,3 +94,22 @@ def test_environment_table_matches_the_per_structure_model_passes(setup):
     assert first.features is None and len(first) == int(graphs[0][K.ENV_CENTRE_INDEX].numel())
     with pytest.raises(ValueError, match="without backbone features"):
         first.structure_embeddings(model)
+
+
+def test_an_encoder_that_reads_a_quantification_is_scored_with_and_without_it(tmp_path_factory):
+    """Alignment feeds the quantification (with the augmentation's error and dropout), scores the
+    validation split both ways and keeps the epoch with the best mean of the two hit@1."""
+    data = write_synthetic_lmdb(tmp_path_factory.mktemp("qdata") / "synthetic")
+    cfg = smoke_config(data, tmp_path_factory.mktemp("qruns") / "align", align__epochs=4, align__batch_size=32)
+    cfg.model.encoder.quantification = True
+    splits = load_splits(cfg.data, cfg.model.backbone.cutoff)
+    torch.manual_seed(0)
+    model = build_model(cfg.model).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items() if "quantity" in k}
+    history = []
+    report = align_embeddings(model, splits, cfg.align, cfg.augment, seed=0, log=lambda s, e: history.append(s))
+    assert all(not torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # the input is learned
+    assert all({"align/val_hit@1", "align/val_quantified_hit@1", "align/val_quantified_content_mae"} <= set(h) for h in history)
+    mean = [0.5 * (h["align/val_hit@1"] + h["align/val_quantified_hit@1"]) for h in history]
+    assert report["best_epoch"] == max(range(1, 5), key=lambda e: (mean[e - 1], e))
+    assert report["val"]["quantified_hit@1"] == history[report["best_epoch"] - 1]["align/val_quantified_hit@1"]

@@ -51,6 +51,8 @@ def test_evaluate_writes_json(trained, capsys):
     assert run("evaluate", root / "run" / "best.pt", "--data", data, "--split", "val", "--out", out) == 0
     m = json.loads(out.read_text())
     assert m["split"] == "val" and m["n_structures"] == 2 and "Ni-K-xas" in m["channels"]
+    # the smoke model reads an elemental quantification: scored with the exact one as well
+    assert set(m["defect_auroc"]) == {"structure", "spectra", "spectra_quantified"} and "spectra_quantified" in m["content_mae"]
     assert "R2" in capsys.readouterr().out
 
 
@@ -71,6 +73,21 @@ def test_predict_then_infer_round_trip(trained, structure_file, tmp_path):
     assert set(r["element_content"]) == {"Li", "Ni", "Mn", "Co", "O"}
     assert set(r["defects"]) == {"o_vacancy", "antisite"}
     assert r["channels_used"] == sorted(doc["channels"], key=list(doc["channels"]).index)
+    assert r["quantification_used"] is False
+    # the smoke model reads an elemental quantification: from the command line or from the file
+    assert run("infer", spectra, "--model", model, "--quantification", f"{el}=1,O=2", "--out", result) == 0
+    with_cli = json.loads(result.read_text())
+    assert with_cli["quantification_used"] is True and with_cli["defects"] != r["defects"]
+    doc["quantification"] = {el: 1.0}
+    quantified = tmp_path / "quantified.json"
+    quantified.write_text(json.dumps(doc))
+    assert run("infer", quantified, "--model", model, "--out", result) == 0
+    assert json.loads(result.read_text()) == with_cli  # only the present elements' ratios count
+    missing = "Li" if el != "Li" else "O"
+    with pytest.raises(InputError, match=f"no positive amount for {el}"):
+        run("infer", spectra, "--model", model, "--quantification", f"{missing}=1", "--out", result)
+    with pytest.raises(SystemExit):  # argparse: a malformed value exits 2 with the reason
+        run("infer", spectra, "--model", model, "--quantification", "Ni:1", "--out", result)
 
 
 def test_bad_input_is_an_input_error(trained, structure_file, tmp_path, monkeypatch):

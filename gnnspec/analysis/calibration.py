@@ -71,11 +71,15 @@ def calibrate_model(model: Any, model_path: Path, data: str | None = None, membe
     return {**report, "ensemble_file": str(ens_file), "report_file": str(report_file)}
 
 
-def infer_with_uncertainty(model: Any, model_path: str | Path, spectra: dict[str, np.ndarray]) -> dict:
+def infer_with_uncertainty(
+    model: Any, model_path: str | Path, spectra: dict[str, np.ndarray], quantification: dict[str, float] | None = None
+) -> dict:
     """``model.infer`` plus ``uncertainty`` (ensemble standard deviations), calibrated defect
-    probabilities and ``support`` (:mod:`gnnspec.analysis.support`), from the files beside the model."""
-    result = model.infer(spectra)
-    emb = model.embed_spectra(spectra)[None, :]
+    probabilities and ``support`` (:mod:`gnnspec.analysis.support`), from the files beside the model.
+
+    ``quantification``: optional elemental quantification (``model.infer``)."""
+    result = model.infer(spectra, quantification) if quantification is not None else model.infer(spectra)
+    emb = (model.embed_spectra(spectra, quantification) if quantification is not None else model.embed_spectra(spectra))[None, :]
     if support_path(model_path).exists():
         result["support"] = TrainingSupport.load(support_path(model_path)).check(emb)
     path = ensemble_path(model_path)

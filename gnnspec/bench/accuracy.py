@@ -6,7 +6,10 @@ test spectrum (``r2``; the mean spectrum scores about 0), the median per-spectru
 
 Inverse (environments of the test structures, FEFF environment spectra as input): element
 content MAE per element and defect AUROC, for every channel subset of :data:`SUBSETS`. Only
-environments that hold at least one channel of the subset count.
+environments that hold at least one channel of the subset count. For a model whose encoder reads
+an elemental quantification (:mod:`gnnspec.quantification`), two more rows per subset: the
+encoder given the exact quantification of the subset's elements, and the seed method with the
+same numbers appended to its features, so both methods get the same extra information.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from gnnspec.bench import baselines
 from gnnspec.bench.collect import EnvSet, SiteSet
 from gnnspec.bench.spectral_features import seed_features
 from gnnspec.channels import CHANNEL_NAMES, CHANNELS
+from gnnspec.quantification import channel_element_index, channel_fractions
 from gnnspec.structures.environments import CONTENT_ELEMENTS, DEFECTS
 from gnnspec.train.metrics import auroc, spectrum_metrics
 
@@ -75,14 +79,24 @@ def inverse_metrics(content_pred, defects_pred, content, defects) -> dict:
     return out
 
 
+def exact_quantification(envs: EnvSet, rows: np.ndarray, channels: list[str]) -> np.ndarray:
+    """``[len(rows), C]`` quantification of ``rows`` with only ``channels`` present (all channel names, canonical order)."""
+    idx = [CHANNEL_NAMES.index(c) for c in channels]
+    mask = torch.zeros(len(rows), len(CHANNEL_NAMES), dtype=torch.bool)
+    mask[:, idx] = torch.tensor(envs.mask[rows][:, idx])
+    q = channel_fractions(torch.tensor(envs.content[rows]), mask, channel_element_index(CHANNEL_NAMES))
+    return q.numpy()
+
+
 @torch.no_grad()
-def gnn_inverse(model, envs: EnvSet, channels: list[str], rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def gnn_inverse(model, envs: EnvSet, channels: list[str], rows: np.ndarray, quantified: bool = False) -> tuple[np.ndarray, np.ndarray]:
     dtype = next(model.parameters()).dtype
     idx = [model.cfg.channels.index(c) for c in channels]
     x = torch.tensor(envs.y[rows], dtype=dtype)
     mask = torch.zeros(len(rows), len(model.cfg.channels), dtype=torch.bool)
     mask[:, idx] = torch.tensor(envs.mask[rows][:, idx])
-    props = model.predict_properties(model.encode_spectra(x, mask))
+    quant = torch.tensor(exact_quantification(envs, rows, channels), dtype=dtype) if quantified else None
+    props = model.predict_properties(model.encode_spectra(x, mask, quant))
     return torch.softmax(props["content_logits"].double(), -1).numpy(), torch.sigmoid(props["defect_logits"].double()).numpy()
 
 
@@ -102,5 +116,14 @@ def inverse_table(model, train: EnvSet, test: EnvSet, quick: bool) -> dict[str, 
         if model is not None:
             c_gnn, d_gnn = gnn_inverse(model, test, chans, te)
             row["gnnspec"] = inverse_metrics(c_gnn, d_gnn, test.content[te], test.defects[te])
+        if model is not None and model.encoder.takes_quantification and len({CHANNELS[c].element for c in chans}) > 1:
+            cols = sorted({CHANNEL_NAMES.index(c) for c in chans})
+            Qtr, Qte = (np.nan_to_num(exact_quantification(e, r, chans)[:, cols]) for e, r in ((train, tr), (test, te)))
+            c_pred, d_pred = baselines.inverse_gbt(
+                np.hstack([Ftr, Qtr]), train.content[tr], train.defects[tr], np.hstack([Fte, Qte]), n_estimators=60 if quick else 200
+            )
+            row["seed (XGBoost) + quantification"] = inverse_metrics(c_pred, d_pred, test.content[te], test.defects[te])
+            c_gnn, d_gnn = gnn_inverse(model, test, chans, te, quantified=True)
+            row["gnnspec + quantification"] = inverse_metrics(c_gnn, d_gnn, test.content[te], test.defects[te])
         table[name] = row
     return table

@@ -46,7 +46,9 @@ def inverse_section(table: dict) -> list[str]:
         "",
         "Element-content MAE (atom fraction) and defect AUROC for every single channel, the XAS-only and "
         "EELS-only sets and all channels; `seed (XGBoost)` is the seed paper's method (gradient-boosted trees "
-        "on CDF features and piecewise cubic fits per 5 eV window), trained on the same training split.",
+        "on CDF features and piecewise cubic fits per 5 eV window), trained on the same training split. Rows "
+        "marked `+ quantification` (models that read one) give both methods each environment's exact elemental "
+        "quantification of the subset's elements as well (`gnnspec.quantification`).",
         "",
         "| channels | n | method | " + " | ".join(f"MAE {e}" for e in CONTENT_ELEMENTS) + " | MAE mean | " + " | ".join(f"AUROC {d}" for d in DEFECTS) + " |",
         "| --- | --- | --- | " + " | ".join("---" for _ in CONTENT_ELEMENTS) + " | --- | " + " | ".join("---" for _ in DEFECTS) + " |",

@@ -4,7 +4,8 @@ Label match: a library of the structure embeddings of every train and validation
 queries are the FEFF environment spectra of the test environments, embedded by the spectrum
 encoder. A hit matches when the retrieved environment has the same defect labels and an element
 content within 0.05 (mean absolute difference over Li, Ni, Mn, Co, O). Reported for cosine
-ranking and for consensus ranking (:mod:`gnnspec.library.consensus`, the default pool).
+ranking and for consensus ranking (:mod:`gnnspec.library.consensus`, the default pool); for a
+model that reads an elemental quantification, also with each query's exact quantification.
 
 Scale: random unit vectors (dimension 128, labelled as such; uniform on the sphere, the worst
 case for approximate search, and clustered) in libraries of 10k, 100k and 1M entries; each index
@@ -23,6 +24,7 @@ from gnnspec.bench.collect import EnvSet
 from gnnspec.library.consensus import consensus_order, pool_size
 from gnnspec.library.index import build_index, choose_kind, rescored_search, resolve_params, search
 from gnnspec.models.environment_table import EnvironmentTable
+from gnnspec.quantification import channel_element_index, channel_fractions
 from gnnspec.structures.environments import labels_match
 
 
@@ -32,10 +34,12 @@ def structure_embeddings(model, dataset) -> np.ndarray:
 
 
 @torch.no_grad()
-def spectrum_embeddings(model, envs: EnvSet) -> np.ndarray:
+def spectrum_embeddings(model, envs: EnvSet, quantified: bool = False) -> np.ndarray:
+    """Spectrum embeddings of every environment; ``quantified``: with its exact elemental quantification."""
     dtype = next(model.parameters()).dtype
-    x = torch.tensor(envs.y, dtype=dtype)
-    return model.encode_spectra(x, torch.tensor(envs.mask)).double().numpy()
+    x, mask = torch.tensor(envs.y, dtype=dtype), torch.tensor(envs.mask)
+    quant = channel_fractions(torch.tensor(envs.content, dtype=dtype), mask, channel_element_index(model.cfg.channels)) if quantified else None
+    return model.encode_spectra(x, mask, quant).double().numpy()
 
 
 def label_match(

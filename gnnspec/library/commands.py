@@ -84,6 +84,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="pool of the consensus ranking, reported beside cosine (default: sqrt of LIB's size)",
     )
+    e.add_argument(
+        "--quantification-error",
+        type=float,
+        default=None,
+        metavar="SIGMA",
+        help="give each query its environment's elemental quantification with this log-normal relative error "
+        "(0: exact; for models that read one); default: none",
+    )
     e.add_argument("--model", default=None, help=_MODEL_HELP + "; its hash must match the library's")
     e.add_argument("--out", default=None, help="write the report as JSON here")
     e.set_defaults(func=_evaluate)
@@ -97,7 +105,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     q.add_argument("library", metavar="LIB", help="library folder")
     q.add_argument(
-        "spectra", metavar="SPECTRA", help="a spectra .json file, or a batch: a folder of .json files or a .jsonl file"
+        "spectra",
+        metavar="SPECTRA",
+        help="a spectra .json file, or a batch: a folder of .json files or a .jsonl file (a record's optional "
+        "'quantification' goes to models that read one)",
     )
     q.add_argument("-k", type=int, default=5, help="hits per query (default 5)")
     q.add_argument(
@@ -203,7 +214,7 @@ def _query(args: argparse.Namespace) -> int:
     queries = load_queries(args.spectra)
     batch = is_batch(args.spectra)
     results = run_queries(lib, queries, args.k, args.rank, args.pool)
-    payload = results if batch else {key: results[0][key] for key in ("hits", "channels_used")}
+    payload = results if batch else {key: results[0][key] for key in ("hits", "channels_used", "quantification")}
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -230,13 +241,17 @@ def _evaluate(args: argparse.Namespace) -> int:
     from gnnspec.library.library import Library
 
     lib = Library.open(args.library, model=args.model)
-    r = evaluate_library(lib, args.data, split=args.split, k=args.k, pool=args.pool, progress=_progress("queries"))
+    r = evaluate_library(
+        lib, args.data, split=args.split, k=args.k, pool=args.pool, progress=_progress("queries"), quantification_error=args.quantification_error
+    )
     k = r["k"]
     print(f"library      {r['library']} ({r['library_entries']} entries)")
     print(f"queries      {r['queries']} environments of {r['query_structures']} structures ({r['data']}, split {r['split']})")
     if r["query_structures_in_library"]:
         print(f"WARNING      {r['query_structures_in_library']} query structures are in the library: not an unseen check")
     print(f"match        same defect labels, element content within {r['content_tol']}")
+    if r["quantification"] is not None:
+        print(f"quantified   each query with its elemental quantification, relative error {r['quantification']['relative_error']}")
     for name, scores in (("cosine", r), (f"consensus (pool {r['consensus']['pool']})", r["consensus"])):
         print(f"{name}: hit@1 {scores['hit@1']:.3f}    hit@{k} {scores[f'hit@{k}']:.3f}")
         for title, key in (("by centre", "hit@1_by_centre"), ("by defects", "hit@1_by_defects")):

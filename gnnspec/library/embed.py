@@ -46,7 +46,12 @@ class Embedder(Protocol):
         ...
 
     def embed_spectra(self, spectra: dict[str, np.ndarray]) -> np.ndarray:
-        """Unit vector ``[dim]`` of ``{channel: normalised intensity on the channel grid}``."""
+        """Unit vector ``[dim]`` of ``{channel: normalised intensity on the channel grid}``.
+
+        A model that reads an elemental quantification also takes ``quantification=
+        {element: amount}`` as a keyword (:mod:`gnnspec.quantification`); queries pass it only
+        when they have one.
+        """
         ...
 
 

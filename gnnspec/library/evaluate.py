@@ -11,6 +11,10 @@ content within ``CONTENT_TOL``); entries whose defect labels are unknown never m
 Reported: hit@1 and hit@k over all queries, and hit@1 by centre element and by defect class,
 for cosine ranking (top level of the report) and for consensus ranking (under ``"consensus"``,
 with the ``pool`` it used; :mod:`gnnspec.library.consensus`).
+With ``quantification_error`` set, each query also carries its environment's elemental
+quantification (:mod:`gnnspec.quantification`: the atom amounts of its elements), each amount
+multiplied by ``exp(N(0, quantification_error))`` (seeded: the same draws every run), as a
+measurement of that relative accuracy would give it; 0 gives the exact one.
 The honest check queries structures that neither the model nor the library has seen, so the
 report also counts query structures the library already holds (by structure hash).
 """
@@ -30,7 +34,7 @@ from gnnspec.library.build import source_kind
 from gnnspec.library.consensus import check_ranking, entry_labels, pool_size
 from gnnspec.library.library import Library
 from gnnspec.library.store import structure_hash
-from gnnspec.structures.environments import CONTENT_TOL, DEFECTS, labels_match
+from gnnspec.structures.environments import CONTENT_ELEMENTS, CONTENT_TOL, DEFECTS, labels_match
 
 
 def defect_class(defects: np.ndarray) -> str:
@@ -70,6 +74,7 @@ def evaluate_library(
     k: int = 5,
     pool: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    quantification_error: float | None = None,
 ) -> dict:
     """Label-match retrieval report of ``lib`` for the environments of dataset ``data`` (module docstring)."""
     from gnnspec.data import schema
@@ -78,6 +83,9 @@ def evaluate_library(
     if int(k) < 1:
         raise InputError(f"k must be at least 1, got {k}")
     check_ranking("consensus", pool)
+    if quantification_error is not None and not (np.isfinite(quantification_error) and quantification_error >= 0):
+        raise InputError(f"the quantification error must be a number >= 0, got {quantification_error}")
+    rng = np.random.default_rng(0)
     schema.check_split(split)
     if source_kind(data) != "lmdb":
         raise InputError(f"{data}: not a gnnspec LMDB dataset (no {DATA_FILE})")
@@ -94,9 +102,14 @@ def evaluate_library(
         centres = g.z[g.env_centre_index].tolist()
         for e in np.nonzero(mask.any(1))[0]:
             spectra = {name: y[e, c] for c, name in enumerate(CHANNEL_NAMES) if mask[e, c]}
+            if quantification_error is None:
+                vector = model.embed_spectra(spectra)
+            else:
+                amounts = g.env_content[e].double().numpy() * np.exp(quantification_error * rng.standard_normal(len(CONTENT_ELEMENTS)))
+                vector = model.embed_spectra(spectra, quantification=dict(zip(CONTENT_ELEMENTS, amounts.tolist())))
             rows.append(
                 {
-                    "vector": np.asarray(model.embed_spectra(spectra), dtype=np.float64).reshape(-1),
+                    "vector": np.asarray(vector, dtype=np.float64).reshape(-1),
                     "content": g.env_content[e].double().numpy(),
                     "defects": g.env_defects[e].double().numpy(),
                     "centre": chemical_symbols[int(centres[e])],
@@ -119,6 +132,7 @@ def evaluate_library(
         "queries": len(rows),
         "k": int(k),
         "content_tol": CONTENT_TOL,
+        "quantification": None if quantification_error is None else {"relative_error": float(quantification_error)},
         **cosine,
         "consensus": {"pool": pool_size(lib.count, pool), **consensus},
     }

@@ -217,12 +217,17 @@ class Library:
         """IVF-PQ candidates (``rerank`` x ``k``) re-scored exactly with the stored vectors."""
         return ix.rescored_search(self.index, self.vectors, q, k, int(self.manifest["index"]["params"]["rerank"]))
 
-    def query(self, spectra: Any, k: int = 5, rank: str = "cosine", pool: int | None = None) -> list[dict]:
+    def query(
+        self, spectra: Any, k: int = 5, rank: str = "cosine", pool: int | None = None, quantification: Mapping[str, float] | None = None
+    ) -> list[dict]:
         """The ``k`` best environments of one set of spectra (a ``gnnspec.spectra/1`` file, dict or
-        ``{channel: Spectrum}``), embedded by the library's model; ``rank``/``pool``: see :meth:`query_vectors`."""
+        ``{channel: Spectrum}``), embedded by the library's model; ``rank``/``pool``: see :meth:`query_vectors`.
+
+        ``quantification``: the sample's elemental quantification ``{element: amount}``, for models
+        that read one (overrides one in the spectra file; :mod:`gnnspec.quantification`)."""
         from gnnspec.library.query import embed_query
 
-        vector, _ = embed_query(self.model, spectra)
+        vector, _ = embed_query(self.model, spectra, quantification)
         return self.query_vectors(vector, k, rank, pool)[0]
 
     def _hits(self, scores: np.ndarray, ids: np.ndarray) -> list[dict]:

@@ -8,7 +8,8 @@ Result of one query::
 
     {"hits": [{"id", "score", "composition", "defects", "split", "structure_id", "site",
                "element", "source", "structure"}, ...],   # best first, score = cosine
-     "channels_used": ["Ni-K-xas", ...]}
+     "channels_used": ["Ni-K-xas", ...],
+     "quantification": {"Ni": ..., "O": ...} or null}   # the elemental quantification used
 
 With ``rank="consensus"`` the hits are ordered by label support first and each carries a
 ``"support"`` (:mod:`gnnspec.library.consensus`).
@@ -48,15 +49,27 @@ def spectra_grids(spectra: Any) -> dict[str, np.ndarray]:
     return {name: rows[c].astype(np.float64) for c, name in enumerate(CHANNEL_NAMES) if mask[c]}
 
 
-def embed_query(model: Embedder, spectra: Any) -> tuple[np.ndarray, list[str]]:
-    """Unit embedding ``[dim]`` of one spectra set and the channels it used."""
+def query_quantification(spectra: Any, quantification: Mapping[str, float] | None = None) -> dict[str, float] | None:
+    """The quantification a query uses: ``quantification`` if given, else the spectra set's own (or None)."""
+    if quantification is not None:
+        return dict(quantification)
+    return getattr(as_spectra(spectra), "quantification", None)
+
+
+def embed_query(model: Embedder, spectra: Any, quantification: Mapping[str, float] | None = None) -> tuple[np.ndarray, list[str]]:
+    """Unit embedding ``[dim]`` of one spectra set and the channels it used.
+
+    The set's elemental quantification (or ``quantification``, which overrides it) goes to the
+    model as well, when there is one (:mod:`gnnspec.quantification`).
+    """
     grids = spectra_grids(spectra)
     known = model_channels(model)
     unknown = [c for c in grids if c not in known]
     if unknown:
         raise InputError(f"channel(s) {', '.join(unknown)} unknown to the model; it reads: {', '.join(known)}")
-    vector = np.asarray(model.embed_spectra(grids), dtype=np.float64).reshape(-1)
-    return vector, list(grids)
+    quant = query_quantification(spectra, quantification)
+    vector = model.embed_spectra(grids) if quant is None else model.embed_spectra(grids, quantification=quant)
+    return np.asarray(vector, dtype=np.float64).reshape(-1), list(grids)
 
 
 def is_batch(path: str | Path) -> bool:
@@ -89,7 +102,10 @@ def run_queries(
         vectors.append(v)
         used.append(channels)
     hits = library.query_vectors(np.stack(vectors), k, rank, pool)
-    return [{"id": qid, "hits": h, "channels_used": c} for (qid, _), h, c in zip(queries, hits, used)]
+    return [
+        {"id": qid, "hits": h, "channels_used": c, "quantification": query_quantification(spectra)}
+        for (qid, spectra), h, c in zip(queries, hits, used)
+    ]
 
 
 def hit_spectra(model: Embedder, hit: Mapping) -> dict[str, np.ndarray]:

@@ -14,6 +14,7 @@ from pathlib import Path
 from gnnspec.channels import CHANNEL_NAMES
 from gnnspec.measured.background import BACKGROUNDS, NORMALISATIONS
 from gnnspec.measured.convert import convert_measured, parse_input, plot_converted
+from gnnspec.spectra import quantification_argument
 
 _DESCRIPTION = textwrap.fill(
     "Convert measured spectra into a gnnspec.spectra/1 file: EELS from .msa or .dm3/.dm4, XAS from "
@@ -62,7 +63,15 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         metavar="EV",
         help="look for each edge within this many eV of its expected onset (default 30)",
     )
+    p.add_argument(
+        "--quantification",
+        type=quantification_argument,
+        metavar="EL=AMOUNT,...",
+        help="elemental quantification of the same area (for example Ni=0.2,Mn=0.07,O=0.55; ratios matter), "
+        "written into SPECTRA.json for models that read one",
+    )
     p.set_defaults(func=handler)
+
 
 
 def handler(args: argparse.Namespace) -> int:
@@ -76,6 +85,7 @@ def handler(args: argparse.Namespace) -> int:
         background=args.background,
         normalisation=args.normalisation,
         search=args.search,
+        quantification=args.quantification,
     )
     if meta["zero_loss"]:
         z = meta["zero_loss"]

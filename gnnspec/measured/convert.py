@@ -51,6 +51,7 @@ def convert_measured(
     normalisation: str = "area",
     search: float = 30.0,
     max_shift: float = 10.0,
+    quantification: Mapping[str, float] | None = None,
 ) -> tuple[dict[str, Spectrum], dict]:
     """Convert measured files into channel spectra; writes ``out`` (``gnnspec.spectra/1``) if given.
 
@@ -58,6 +59,8 @@ def convert_measured(
     the zero-loss peak; its fitted centre (eV) is subtracted from every EELS input's energies.
     ``references``: spectra (or a ``gnnspec.spectra/1`` file) to align each channel against by
     cross-correlation; otherwise each onset is aligned to the channel's expected onset.
+    ``quantification``: the sample's elemental quantification ``{element: amount}`` (from the
+    user's own EELS/XAS quantification), written into ``out`` (:mod:`gnnspec.quantification`).
     ``search``: eV around the expected onset in which an edge is looked for; ``max_shift``: eV
     around the onset alignment the cross-correlation scans. Returns (spectra by channel, meta).
     """
@@ -117,7 +120,7 @@ def convert_measured(
         }
     spectra_on_grids(spectra, source=str(out or "<converted spectra>"))  # every written spectrum must map onto its grid
     if out is not None:
-        write_spectra(out, spectra, meta)
+        write_spectra(out, spectra, meta, quantification)
     return spectra, meta
 
 

@@ -130,27 +130,50 @@ class ModelAPI:
         p = self._param()
         return torch.tensor(x, dtype=p.dtype, device=p.device), torch.tensor(mask, device=p.device)
 
-    @torch.no_grad()
-    def embed_spectra(self, spectra: dict[str, Any]) -> np.ndarray:
-        """Unit embedding ``[dim]`` of an environment's spectra ``{channel: intensity on the channel grid}``."""
-        self.eval()
-        x, mask = self.spectra_tensor(spectra)
-        return self.encode_spectra(x, mask)[0].double().cpu().numpy()
+    @property
+    def takes_quantification(self) -> bool:
+        """Whether the spectrum encoder reads an elemental quantification (:mod:`gnnspec.quantification`)."""
+        return self.encoder.takes_quantification
+
+    def quantification_tensor(self, quantification: dict[str, float] | None, spectra: dict[str, Any]) -> torch.Tensor | None:
+        """``{element: amount}`` -> the encoder's ``[1, C]`` input for ``spectra``'s channels (None stays None)."""
+        if quantification is None:
+            return None
+        if not self.takes_quantification:
+            raise InputError("this model was trained without an elemental-quantification input; query it without one")
+        from gnnspec.quantification import from_mapping
+
+        q = from_mapping(quantification, self.cfg.channels, list(spectra), "quantification")
+        p = self._param()
+        return q[None].to(p.device, p.dtype)
 
     @torch.no_grad()
-    def infer(self, spectra: dict[str, Any]) -> dict:
-        """Element content and defect probabilities of the environment that gave ``spectra``.
+    def embed_spectra(self, spectra: dict[str, Any], quantification: dict[str, float] | None = None) -> np.ndarray:
+        """Unit embedding ``[dim]`` of an environment's spectra ``{channel: intensity on the channel grid}``.
 
-        Returns ``{"element_content": {"Li": f, ...}, "defects": {"o_vacancy": p, "antisite": p},
-        "channels_used": [...]}`` (fractions sum to 1; probabilities in [0, 1]).
+        ``quantification``: optional ``{element: amount}`` of the same sample (only ratios matter;
+        every present channel's element needs one); see :mod:`gnnspec.quantification`.
         """
         self.eval()
         x, mask = self.spectra_tensor(spectra)
-        props = self.predict_properties(self.encode_spectra(x, mask))
+        return self.encode_spectra(x, mask, self.quantification_tensor(quantification, spectra))[0].double().cpu().numpy()
+
+    @torch.no_grad()
+    def infer(self, spectra: dict[str, Any], quantification: dict[str, float] | None = None) -> dict:
+        """Element content and defect probabilities of the environment that gave ``spectra``.
+
+        Returns ``{"element_content": {"Li": f, ...}, "defects": {"o_vacancy": p, "antisite": p},
+        "channels_used": [...], "quantification_used": bool}`` (fractions sum to 1; probabilities
+        in [0, 1]). ``quantification``: as in :meth:`embed_spectra`.
+        """
+        self.eval()
+        x, mask = self.spectra_tensor(spectra)
+        props = self.predict_properties(self.encode_spectra(x, mask, self.quantification_tensor(quantification, spectra)))
         content = torch.softmax(props["content_logits"][0].double(), dim=-1).cpu().numpy()
         defects = torch.sigmoid(props["defect_logits"][0].double()).cpu().numpy()
         return {
             "element_content": {el: float(v) for el, v in zip(self.cfg.content_elements, content)},
             "defects": {name: float(v) for name, v in zip(self.cfg.defects, defects)},
             "channels_used": [c for c in self.cfg.channels if c in spectra],
+            "quantification_used": quantification is not None,
         }

@@ -77,6 +77,7 @@ class EncoderConfig:
     heads: int = 4
     layers: int = 1
     hidden: int = 128
+    quantification: bool = False  # optional elemental-quantification input (gnnspec.quantification)
 
 
 @dataclass

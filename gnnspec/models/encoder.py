@@ -8,6 +8,11 @@ Spectra of one channel differ from each other by a few per cent of their common 
 encoder first standardises every intensity with the training set's mean and standard deviation
 per channel and energy (``input_mean``, ``input_std``: buffers saved with the weights, set once
 by training through :meth:`SpectrumEncoder.set_input_statistics`).
+
+With ``encoder.quantification`` on, a second optional input ``quantification [B, C]`` (the atom
+fraction of each present channel's element among the present elements, NaN rows unknown; see
+:mod:`gnnspec.quantification`) is embedded per channel and added to that channel's token; rows
+without it get a learned "unknown" vector instead. Without the option the input is ignored.
 """
 
 from __future__ import annotations
@@ -29,6 +34,10 @@ class SpectrumEncoder(nn.Module):
         self.tokenizer = ChannelTokenizer(cfg.n_energy, len(cfg.channels), e.conv_channels, e.kernel, e.token_dim)
         self.pool = MaskedAttentionPool(e.token_dim, e.heads, e.layers)
         self.project = mlp(e.token_dim, e.hidden, cfg.embedding.dim)
+        self.quantity = (
+            nn.Sequential(nn.Linear(2, e.token_dim), nn.SiLU(), nn.Linear(e.token_dim, e.token_dim)) if e.quantification else None
+        )
+        self.unknown_quantity = nn.Parameter(torch.zeros(e.token_dim)) if e.quantification else None
         self.register_buffer("input_mean", torch.zeros(len(cfg.channels), cfg.n_energy))
         self.register_buffer("input_std", torch.ones(len(cfg.channels), cfg.n_energy))
 
@@ -44,9 +53,27 @@ class SpectrumEncoder(nn.Module):
         self.input_mean.copy_(mean)
         self.input_std.copy_(std.clamp(min=1e-4))
 
-    def forward(self, spectra: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    @property
+    def takes_quantification(self) -> bool:
+        return self.quantity is not None
+
+    def _quantity_tokens(self, quantification: torch.Tensor | None, mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """``[B, C, D]`` added to the tokens: the embedded fraction, or the unknown vector."""
+        unknown = self.unknown_quantity.to(like.dtype).expand_as(like)
+        if quantification is None:
+            return unknown
+        q = quantification.to(like.dtype)
+        known = (torch.isfinite(q).all(dim=1, keepdim=True) & mask).unsqueeze(-1)
+        safe = torch.where(known.squeeze(-1), q, torch.ones_like(q)).clamp(min=1e-3, max=1.0)
+        embedded = self.quantity(torch.stack([safe, safe.log()], dim=-1))
+        return torch.where(known, embedded, unknown)
+
+    def forward(self, spectra: torch.Tensor, mask: torch.Tensor, quantification: torch.Tensor | None = None) -> torch.Tensor:
+        """Unit embeddings ``[B, dim]``; ``quantification [B, C]`` is optional (module docstring)."""
         if not bool(mask.any(dim=1).all()):
             raise ValueError("every spectrum set needs at least one channel")
         x = (spectra - self.input_mean) / self.input_std
         tokens = tokens_from_spectra(self.tokenizer, x, mask)
+        if self.quantity is not None:
+            tokens = tokens + self._quantity_tokens(quantification, mask, tokens) * mask.unsqueeze(-1).to(tokens.dtype)
         return nn.functional.normalize(self.project(self.pool(tokens, mask)), dim=-1)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 
 from gnnspec.data import keys as K
+from gnnspec.quantification import channel_element_index, channel_fractions
 
 CHUNK = 1024  # environments per encoder call
 
@@ -68,8 +69,17 @@ class EnvironmentTable:
         f = self.features if rows is None else self.features[rows]
         return model.env_embedding.embed(f)
 
-    def spectrum_embeddings(self, model, rows: torch.Tensor | None = None) -> torch.Tensor:
-        """Unit spectrum embeddings ``[n, dim]`` of ``rows`` (default: those with spectra)."""
+    def quantification(self, rows: torch.Tensor, model) -> torch.Tensor:
+        """Exact elemental quantification ``[len(rows), C]`` of ``rows`` from their content."""
+        return channel_fractions(self.content[rows], self.mask[rows], channel_element_index(model.cfg.channels))
+
+    def spectrum_embeddings(self, model, rows: torch.Tensor | None = None, quantified: bool = False) -> torch.Tensor:
+        """Unit spectrum embeddings ``[n, dim]`` of ``rows`` (default: those with spectra).
+
+        ``quantified``: give the encoder the exact elemental quantification (:meth:`quantification`).
+        """
         rows = self.with_spectra if rows is None else rows
-        parts = [model.encode_spectra(self.x[r], self.mask[r]) for r in rows.split(CHUNK)]
+        parts = [
+            model.encode_spectra(self.x[r], self.mask[r], self.quantification(r, model) if quantified else None) for r in rows.split(CHUNK)
+        ]
         return torch.cat(parts) if parts else self.x.new_zeros((0, model.cfg.embedding.dim))

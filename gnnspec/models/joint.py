@@ -97,9 +97,13 @@ class JointModel(ModelAPI, nn.Module):
             int(data[K.Z].numel()),
         )
 
-    def encode_spectra(self, spectra: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Unit embeddings ``[B, dim]`` of spectra ``[B, C, K]`` with channel mask ``[B, C]``."""
-        return self.encoder(spectra, mask)
+    def encode_spectra(self, spectra: torch.Tensor, mask: torch.Tensor, quantification: torch.Tensor | None = None) -> torch.Tensor:
+        """Unit embeddings ``[B, dim]`` of spectra ``[B, C, K]`` with channel mask ``[B, C]``.
+
+        ``quantification [B, C]``: optional elemental quantification (:mod:`gnnspec.quantification`),
+        used when the encoder takes it (``cfg.encoder.quantification``), ignored otherwise.
+        """
+        return self.encoder(spectra, mask, quantification)
 
     def predict_properties(self, embedding: torch.Tensor) -> dict[str, torch.Tensor]:
         """``content_logits [B, 5]`` and ``defect_logits [B, 2]`` from unit embeddings."""

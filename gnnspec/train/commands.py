@@ -13,6 +13,7 @@ from pathlib import Path
 
 from gnnspec.assets import DEFAULT_MODEL
 from gnnspec.errors import InputError
+from gnnspec.spectra import quantification_argument
 
 
 def add_parsers(subparsers) -> None:
@@ -58,8 +59,14 @@ def add_parsers(subparsers) -> None:
     )
     p.add_argument("spectra", help="gnnspec.spectra/1 JSON file")
     p.add_argument("--model", help=f"checkpoint (default {DEFAULT_MODEL})")
+    p.add_argument(
+        "--quantification",
+        type=quantification_argument,
+        help="elemental quantification of the sample, ELEMENT=AMOUNT,... (ratios matter; overrides the file's)",
+    )
     p.add_argument("--out", required=True, help="output JSON")
     p.set_defaults(func=cmd_infer)
+
 
 
 def _check_out(path: str) -> None:
@@ -190,6 +197,7 @@ def cmd_infer(args) -> int:
     from gnnspec.spectra import read_spectra, spectra_on_grids
 
     spectra, _ = read_spectra(args.spectra)
+    quantification = args.quantification or spectra.quantification
     on_grid, mask = spectra_on_grids(spectra, source=str(args.spectra))
     from gnnspec.analysis.calibration import infer_with_uncertainty
     from gnnspec.models.factory import load_model, model_path
@@ -198,7 +206,7 @@ def cmd_infer(args) -> int:
     # with the model's uncertainty ensemble (gnnspec calibrate) beside it: ensemble means, their
     # spread and temperature-calibrated defect probabilities; otherwise the model's own heads
     result = infer_with_uncertainty(
-        model, model_path(args.model), {name: on_grid[i] for i, name in enumerate(CHANNEL_NAMES) if mask[i]}
+        model, model_path(args.model), {name: on_grid[i] for i, name in enumerate(CHANNEL_NAMES) if mask[i]}, quantification
     )
     _write_json(args.out, result)
     return 0

@@ -55,6 +55,9 @@ class AugmentConfig:
     noise: float = 0.005  # Gaussian noise std (spectra have unit mean; they differ by a few per cent)
     scale: float = 0.02  # intensity scale, uniform in [1 - scale, 1 + scale]
     channel_dropout: float = 0.3  # probability to drop each present channel (one is always kept)
+    # elemental quantification input (models with encoder.quantification; gnnspec.quantification):
+    quantification_error: float = 0.1  # log-normal relative error drawn per element
+    quantification_dropout: float = 0.25  # probability that a spectrum set comes without it
 
 
 @dataclass

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from gnnspec.data import keys as K
+from gnnspec.quantification import channel_element_index, channel_fractions
 
 
 def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -83,7 +84,9 @@ def evaluate(model, dataset, batch_size: int = 4, device: str | torch.device | N
     channels = list(model.cfg.channels)
     preds: dict[int, list] = {c: [] for c in range(len(channels))}
     targets: dict[int, list] = {c: [] for c in range(len(channels))}
-    env: dict[str, list] = {k: [] for k in ("zs", "zp", "content", "defects", "cs", "cp", "ds", "dp")}
+    env: dict[str, list] = {k: [] for k in ("zs", "zp", "content", "defects", "cs", "cp", "ds", "dp", "cq", "dq")}
+    quantified = model.encoder.takes_quantification
+    element_index = channel_element_index(channels)
     n_structures = 0
     for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, generator=torch.Generator()):
         batch = batch.to(device)
@@ -110,6 +113,12 @@ def evaluate(model, dataset, batch_size: int = 4, device: str | torch.device | N
             env["cp"].append(torch.softmax(pp["content_logits"].double(), -1).cpu().numpy())
             env["ds"].append(torch.sigmoid(ps["defect_logits"].double()).cpu().numpy())
             env["dp"].append(torch.sigmoid(pp["defect_logits"].double()).cpu().numpy())
+            if quantified:  # the same spectra with the exact elemental quantification
+                env_mask = batch[K.ENV_Y_MASK][ok]
+                quant = channel_fractions(batch[K.ENV_CONTENT][ok].to(p.dtype), env_mask, element_index)
+                pq = model.predict_properties(model.encode_spectra(batch[K.ENV_Y][ok].to(p.dtype), env_mask, quant))
+                env["cq"].append(torch.softmax(pq["content_logits"].double(), -1).cpu().numpy())
+                env["dq"].append(torch.sigmoid(pq["defect_logits"].double()).cpu().numpy())
     model.train(was_training)
 
     k = model.cfg.n_energy
@@ -126,15 +135,17 @@ def evaluate(model, dataset, batch_size: int = 4, device: str | torch.device | N
         "spectra": {key: _nanmean([m[key] for m in have]) for key in ("mse", "r2", "r2_median", "cosine")},
     }
     if env["zs"]:
-        e = {key: np.concatenate(v) for key, v in env.items()}
+        e = {key: np.concatenate(v) for key, v in env.items() if v}
         metrics["n_environments"] = int(len(e["zs"]))
         metrics["content_mae"] = {
             "structure": float(np.abs(e["cs"] - e["content"]).mean()),
             "spectra": float(np.abs(e["cp"] - e["content"]).mean()),
         }
+        sides = (("structure", "ds"), ("spectra", "dp")) + ((("spectra_quantified", "dq"),) if quantified else ())
+        if quantified:
+            metrics["content_mae"]["spectra_quantified"] = float(np.abs(e["cq"] - e["content"]).mean())
         metrics["defect_auroc"] = {
-            side: {name: auroc(e[key][:, j], e["defects"][:, j]) for j, name in enumerate(model.cfg.defects)}
-            for side, key in (("structure", "ds"), ("spectra", "dp"))
+            side: {name: auroc(e[key][:, j], e["defects"][:, j]) for j, name in enumerate(model.cfg.defects)} for side, key in sides
         }
         metrics["alignment_cosine"] = float((e["zs"] * e["zp"]).sum(1).mean())
     return metrics

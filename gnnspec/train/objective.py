@@ -11,7 +11,10 @@
   the environment spectra; the encoder learns from them (contrastive against the detached
   structure embedding, and the property losses), weighted by ``generated.weight``.
 
-Augmentation and channel dropout apply in training mode only; evaluation mode uses every
+An encoder that takes an elemental quantification (:mod:`gnnspec.quantification`) gets one
+made from the environment's content, with the augmentation's relative error and dropout in
+training mode and exact in evaluation mode. Augmentation and channel dropout apply in training
+mode only; evaluation mode uses every
 environment and every channel, unaugmented.
 """
 
@@ -21,6 +24,7 @@ import torch
 from torch import nn
 
 from gnnspec.data import keys as K
+from gnnspec.quantification import channel_element_index, channel_fractions, perturb_amounts
 from gnnspec.train.augment import augment_spectra, channel_dropout, grid_steps
 from gnnspec.train.config import TrainConfig
 from gnnspec.train.losses import content_loss, defect_loss, info_nce, spectra_loss
@@ -36,6 +40,7 @@ class Objective(nn.Module):
         self.register_buffer("step_ev", grid_steps(model.cfg.channels), persistent=False)
         scale = torch.ones(len(model.cfg.channels)) if channel_scale is None else channel_scale.float()
         self.register_buffer("channel_scale", scale, persistent=False)
+        self.register_buffer("element_index", channel_element_index(model.cfg.channels), persistent=False)
 
     def forward(self, batch, generated=None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         w = self.cfg.loss
@@ -103,7 +108,12 @@ class Objective(nn.Module):
         if self.training and self.cfg.augment.enabled:
             mask = channel_dropout(mask, self.cfg.augment.channel_dropout)
             x = augment_spectra(x, mask, self.step_ev, self.cfg.augment)
-        z_spec = self.model.encode_spectra(x.to(z_struct.dtype), mask)
+        quant = None
+        if self.model.encoder.takes_quantification:
+            a = self.cfg.augment
+            amounts = perturb_amounts(content, a.quantification_error, a.quantification_dropout) if self.training and a.enabled else content
+            quant = channel_fractions(amounts, mask, self.element_index)
+        z_spec = self.model.encode_spectra(x.to(z_struct.dtype), mask, quant)
         if w.contrastive > 0 and z_spec.shape[0] > 1:
             terms["contrastive"] = info_nce(z_struct.float(), z_spec.float(), self.model.temperature)
         sides = [z_spec, z_struct] if structure_side else [z_spec]
