@@ -120,3 +120,26 @@ def test_gnnspec_cli_has_the_commands(capsys):
         assert "usage: gnnspec " + command in capsys.readouterr().out
     assert main(["train", "no-such-config.yaml"]) == 2
     assert "no such config file" in capsys.readouterr().err
+
+
+def test_calibrate_covers_both_ways_of_querying_a_quantified_model(trained, structure_file, tmp_path, capsys):
+    from gnnspec.cli import main
+
+    root, data = trained
+    model = tmp_path / "model.pt"
+    model.write_bytes((root / "run" / "best.pt").read_bytes())
+    assert main(["calibrate", "--model", str(model), "--data", str(data), "--members", "2"]) == 0
+    report = json.loads((tmp_path / "model.calibration.json").read_text())
+    assert report["inputs"] == "spectra alone and with the exact elemental quantification"
+    from gnnspec.analysis.calibration import spectrum_embeddings_of_split
+    from gnnspec.models.factory import load_model
+
+    n_val = len(spectrum_embeddings_of_split(load_model(model), str(data), "val")[0])
+    assert report["defects"]["o_vacancy"]["n"] == 2 * n_val > 0  # every validation environment, without and with it
+    spectra = tmp_path / "site.json"
+    assert run("predict", structure_file, "--site", 0, "--model", model, "--out", spectra) == 0
+    el = json.loads(spectra.read_text())["meta"]["element"]
+    out = tmp_path / "answer.json"
+    assert run("infer", spectra, "--model", model, "--quantification", f"{el}=1", "--out", out) == 0
+    answer = json.loads(out.read_text())
+    assert answer["quantification_used"] and answer["uncertainty"] is not None and "support" in answer

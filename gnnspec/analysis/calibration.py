@@ -25,8 +25,11 @@ def ensemble_path(model_path: str | Path) -> Path:
 
 
 @torch.no_grad()
-def spectrum_embeddings_of_split(model: Any, data: str, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Spectrum embeddings, content and defect labels of every environment with spectra in ``split``."""
+def spectrum_embeddings_of_split(
+    model: Any, data: str, split: str, quantified: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Spectrum embeddings, content and defect labels of every environment with spectra in ``split``
+    (``quantified``: embedded with each environment's exact elemental quantification)."""
     from gnnspec.data.dataset import LMDBStructureDataset
     from gnnspec.errors import InputError
     from gnnspec.models.environment_table import EnvironmentTable
@@ -37,17 +40,28 @@ def spectrum_embeddings_of_split(model: Any, data: str, split: str) -> tuple[np.
         raise InputError(f"{data}: the {split} split has no environments with spectra")
     rows = table.with_spectra
     with torch.no_grad():
-        emb = table.spectrum_embeddings(model, rows)
+        emb = table.spectrum_embeddings(model, rows, quantified=quantified)
     return emb.double().cpu().numpy(), table.content[rows].double().cpu().numpy(), table.defects[rows].double().cpu().numpy()
 
 
 def calibrate_model(model: Any, model_path: Path, data: str | None = None, members: int = 5, out: str | None = None) -> dict:
-    """Fit the ensemble on train, calibrate on val, save both files; returns the report."""
+    """Fit the ensemble on train, calibrate on val, save both files; returns the report.
+
+    For a model that reads an elemental quantification, the ensemble is fitted and calibrated on
+    the embeddings of every environment both without and with its exact quantification (the two
+    ways a user may query); the training support is that of the spectra alone.
+    """
     data = data or "datasets/nmc_feff10_fast"
     e_tr, c_tr, d_tr = spectrum_embeddings_of_split(model, data, "train")
     e_va, _, d_va = spectrum_embeddings_of_split(model, data, "val")
-    ens = fit_ensemble(e_tr, c_tr, d_tr, members=members)
-    per_defect = calibrate(ens, e_va, d_va)
+    quantified = bool(getattr(model, "takes_quantification", False))
+    fit_sets = [(e_tr, c_tr, d_tr, e_va, d_va)]
+    if quantified:
+        q_tr, _, _ = spectrum_embeddings_of_split(model, data, "train", quantified=True)
+        q_va, _, _ = spectrum_embeddings_of_split(model, data, "val", quantified=True)
+        fit_sets.append((q_tr, c_tr, d_tr, q_va, d_va))
+    ens = fit_ensemble(*(np.concatenate([f[i] for f in fit_sets]) for i in range(3)), members=members)
+    per_defect = calibrate(ens, np.concatenate([f[3] for f in fit_sets]), np.concatenate([f[4] for f in fit_sets]))
     ens_file = ensemble_path(model_path)
     ens.save(ens_file)
     support = TrainingSupport.fit(e_tr, e_va)
@@ -57,6 +71,7 @@ def calibrate_model(model: Any, model_path: Path, data: str | None = None, membe
         "data": data,
         "members": members,
         "method": "bootstrap ensemble of linear heads on spectrum embeddings; temperature scaling on validation",
+        "inputs": "spectra alone and with the exact elemental quantification" if quantified else "spectra alone",
         "defects": {DEFECTS[j]: r for j, r in per_defect.items()},
         "ensemble_file": ens_file.name,
         "support": {
