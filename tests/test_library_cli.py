@@ -12,7 +12,7 @@ from gnnspec.channels import CHANNELS
 from gnnspec.cli import main
 from gnnspec.library import Library, model_hash
 from gnnspec.library.query import hit_spectra
-from gnnspec.spectra import Spectrum, write_spectra_batch
+from gnnspec.spectra import Spectrum, write_spectra, write_spectra_batch
 
 
 @pytest.fixture(scope="module")
@@ -178,3 +178,27 @@ def test_bad_input_exits_2_with_one_line(setup, tmp_path, capsys):
     capsys.readouterr()
     assert main(["library", "info", str(damaged)]) == 2
     assert "entries.jsonl" in capsys.readouterr().err
+
+
+def test_a_query_file_carries_its_quantification_to_a_model_that_reads_one(setup, tmp_path, capsys):
+    s = setup
+    model = tiny_model(quantification=True)
+    ckpt = save_model(model, tmp_path / "quantified.pt")
+    lib = tmp_path / "lib"
+    assert main(["library", "build", "--data", str(s["lmdb"]), "--model", str(ckpt), "--out", str(lib)]) == 0
+    elements = {CHANNELS[c].element: float(i + 1) for i, c in enumerate(s["spectra"])}
+    plain = write_grid_spectra(tmp_path / "plain.json", s["spectra"])
+    spectra = [Spectrum(c, CHANNELS[c].grid, y) for c, y in s["spectra"].items()]
+    quantified = write_spectra(tmp_path / "quantified.json", spectra, quantification=elements)
+    results = {}
+    for name, path in (("plain", plain), ("quantified", quantified)):
+        capsys.readouterr()
+        assert main(["query", str(lib), str(path), "-k", "3", "--model", str(ckpt)]) == 0
+        results[name] = json.loads(capsys.readouterr().out)
+    assert results["plain"]["quantification"] is None and results["quantified"]["quantification"] == elements
+    assert [h["score"] for h in results["plain"]["hits"]] != [h["score"] for h in results["quantified"]["hits"]]
+    # the API gives the same hits, from the file's own quantification or from an explicit one
+    library = Library.open(lib, model=ckpt)
+    for hits in (library.query(quantified, k=3), library.query(plain, k=3, quantification=elements)):
+        assert [h["id"] for h in hits] == [h["id"] for h in results["quantified"]["hits"]]
+        assert [h["score"] for h in hits] == pytest.approx([h["score"] for h in results["quantified"]["hits"]])

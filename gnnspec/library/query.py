@@ -32,14 +32,15 @@ from gnnspec.channels import CHANNEL_NAMES, CHANNELS, normalise
 from gnnspec.errors import InputError
 from gnnspec.library.embed import Embedder, model_channels, predicted_environment_spectra
 from gnnspec.library.library import Library
-from gnnspec.spectra import Spectrum, read_spectra, read_spectra_batch, spectra_on_grids
+from gnnspec.spectra import SpectraSet, Spectrum, read_spectra, read_spectra_batch, spectra_on_grids
 from gnnspec.structures.environments import R_ENV, environment_members
 
 
-def as_spectra(spectra: Any) -> dict[str, Spectrum]:
-    """``{channel: Spectrum}`` from itself, a ``gnnspec.spectra/1`` dict or a file path."""
+def as_spectra(spectra: Any) -> SpectraSet:
+    """``{channel: Spectrum}`` (a :class:`SpectraSet`, with its quantification) from itself, a
+    ``gnnspec.spectra/1`` dict or a file path."""
     if isinstance(spectra, Mapping) and spectra and all(isinstance(v, Spectrum) for v in spectra.values()):
-        return dict(spectra)
+        return spectra if isinstance(spectra, SpectraSet) else SpectraSet(spectra)  # keeps a set's quantification
     return read_spectra(spectra)[0]
 
 
