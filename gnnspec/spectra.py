@@ -13,8 +13,9 @@ scale: the channel normalisation is applied when a spectrum is mapped onto its g
 of the channels in :data:`gnnspec.channels.CHANNEL_NAMES` may appear. ``meta`` is free-form
 JSON. ``quantification`` is optional: the elemental quantification of the same sample, atom
 amounts (fractions, percentages or counts; only ratios matter) of elements that have channels
-(:mod:`gnnspec.quantification` says what the encoder makes of it). A batch is a folder of such ``.json`` files or a ``.jsonl`` file with one object per line
-(an optional top-level ``"id"`` string names each record).
+(:mod:`gnnspec.quantification` says what the encoder makes of it). A batch is a folder of such
+``.json`` files or a ``.jsonl`` file with one object per line (an optional top-level ``"id"``
+string names each record).
 
 :func:`spectra_on_grids` is the one place where a spectrum meets its channel grid: every model,
 library query and analysis maps spectra through it.

@@ -93,8 +93,8 @@ def infer_with_uncertainty(
     probabilities and ``support`` (:mod:`gnnspec.analysis.support`), from the files beside the model.
 
     ``quantification``: optional elemental quantification (``model.infer``)."""
-    result = model.infer(spectra, quantification) if quantification is not None else model.infer(spectra)
-    emb = (model.embed_spectra(spectra, quantification) if quantification is not None else model.embed_spectra(spectra))[None, :]
+    result = model.infer(spectra, quantification)
+    emb = model.embed_spectra(spectra, quantification)[None, :]
     if support_path(model_path).exists():
         result["support"] = TrainingSupport.load(support_path(model_path)).check(emb)
     path = ensemble_path(model_path)

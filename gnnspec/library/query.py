@@ -63,6 +63,7 @@ def embed_query(model: Embedder, spectra: Any, quantification: Mapping[str, floa
     The set's elemental quantification (or ``quantification``, which overrides it) goes to the
     model as well, when there is one (:mod:`gnnspec.quantification`).
     """
+    spectra = as_spectra(spectra)  # a file is read once, for its spectra and its quantification
     grids = spectra_grids(spectra)
     known = model_channels(model)
     unknown = [c for c in grids if c not in known]

@@ -73,7 +73,6 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=handler)
 
 
-
 def handler(args: argparse.Namespace) -> int:
     """Run ``gnnspec convert``; prints one line per channel (shift in eV) and returns 0."""
     inputs = [parse_input(text, survey=args.survey) for text in args.inputs]

@@ -55,9 +55,14 @@ def score(model, query: EnvironmentTable, library: list[EnvironmentTable], conte
     """Spectrum-side metrics of ``query`` and label-match hit@1 against the library's structure embeddings."""
     model.eval()
     q = query.with_spectra
-    out = _score_embeddings(model, query, q, query.spectrum_embeddings(model, q), library, content_tol)
+    lib = (
+        torch.cat([t.structure_embeddings(model) for t in library]),
+        torch.cat([t.content for t in library]),
+        torch.cat([t.defects for t in library]),
+    )
+    out = _score_embeddings(model, query, q, query.spectrum_embeddings(model, q), lib, content_tol)
     if model.encoder.takes_quantification:
-        quantified = _score_embeddings(model, query, q, query.spectrum_embeddings(model, q, quantified=True), library, content_tol)
+        quantified = _score_embeddings(model, query, q, query.spectrum_embeddings(model, q, quantified=True), lib, content_tol)
         out.update({f"quantified_{k}": v for k, v in quantified.items()})
     return out
 
@@ -67,13 +72,13 @@ def selection_score(scores: dict[str, float]) -> float:
     return 0.5 * (scores["hit@1"] + scores["quantified_hit@1"]) if "quantified_hit@1" in scores else scores["hit@1"]
 
 
-def _score_embeddings(model, query: EnvironmentTable, q, emb, library, content_tol) -> dict[str, float]:
+def _score_embeddings(model, query: EnvironmentTable, q, emb, lib, content_tol) -> dict[str, float]:
+    """Metrics of the spectrum embeddings ``emb`` of ``query``'s rows ``q``; ``lib``: the library's
+    (structure embeddings, content, defects)."""
+    lib_emb, lib_content, lib_defects = lib
     props = model.predict_properties(emb)
     prob = torch.sigmoid(props["defect_logits"].double()).cpu().numpy()
     content = torch.softmax(props["content_logits"].double(), dim=-1).cpu().numpy()
-    lib_emb = torch.cat([t.structure_embeddings(model) for t in library])
-    lib_content = torch.cat([t.content for t in library])
-    lib_defects = torch.cat([t.defects for t in library])
     best = (emb @ lib_emb.t()).argmax(dim=1)
     hit = labels_match(lib_content[best], lib_defects[best], query.content[q], query.defects[q], content_tol)
     labels = query.defects[q].cpu().numpy()

@@ -68,7 +68,6 @@ def add_parsers(subparsers) -> None:
     p.set_defaults(func=cmd_infer)
 
 
-
 def _check_out(path: str) -> None:
     out = Path(path)
     if not out.parent.exists():
