@@ -78,6 +78,18 @@ def perturb_amounts(amounts: torch.Tensor, relative_error: float, dropout: float
     return out
 
 
+def training_input(content: torch.Tensor, mask: torch.Tensor, element_index: torch.Tensor, augment, training: bool = True) -> torch.Tensor:
+    """The encoder's quantification ``[B, C]`` for environments of known ``content`` ``[B, 5]``.
+
+    While training with augmentation on (``augment``: :class:`gnnspec.train.config.AugmentConfig`),
+    drawn by :func:`perturb_amounts` with ``augment.quantification_error`` and
+    ``augment.quantification_dropout``; otherwise exact.
+    """
+    if training and augment.enabled:
+        content = perturb_amounts(content, augment.quantification_error, augment.quantification_dropout)
+    return channel_fractions(content, mask, element_index)
+
+
 def from_mapping(mapping: Mapping[str, float], channels: Sequence[str], present: Sequence[str], where: str) -> torch.Tensor:
     """Quantification ``[C]`` of one spectrum set from a user's ``{element: amount}``.
 

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from gnnspec.models.environment_table import EnvironmentTable
-from gnnspec.quantification import channel_element_index, channel_fractions, perturb_amounts
+from gnnspec.quantification import channel_element_index, training_input
 from gnnspec.structures.environments import labels_match
 from gnnspec.train.augment import augment_spectra, channel_dropout, grid_steps
 from gnnspec.train.losses import content_loss, defect_loss, label_contrastive, same_labels
@@ -124,10 +124,7 @@ def align_embeddings(model, splits: dict, cfg, augment, seed: int = 0, log=None,
                 idx = order[start : start + cfg.batch_size]
                 mask = channel_dropout(train.mask[idx], augment.channel_dropout) if augment.enabled else train.mask[idx]
                 x = augment_spectra(train.x[idx], mask, step_ev, augment) if augment.enabled else train.x[idx]
-                quant = None
-                if quantified:
-                    amounts = perturb_amounts(train.content[idx], augment.quantification_error, augment.quantification_dropout)
-                    quant = channel_fractions(amounts, mask, element_index)
+                quant = training_input(train.content[idx], mask, element_index, augment) if quantified else None
                 spec = model.encode_spectra(x, mask, quant)
                 struct = train.structure_embeddings(model, idx)
                 pos = same_labels(train.content[idx], train.defects[idx], cfg.content_tol)

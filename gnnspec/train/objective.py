@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from gnnspec.data import keys as K
-from gnnspec.quantification import channel_element_index, channel_fractions, perturb_amounts
+from gnnspec.quantification import channel_element_index, training_input
 from gnnspec.train.augment import augment_spectra, channel_dropout, grid_steps
 from gnnspec.train.config import TrainConfig
 from gnnspec.train.losses import content_loss, defect_loss, info_nce, spectra_loss
@@ -110,9 +110,7 @@ class Objective(nn.Module):
             x = augment_spectra(x, mask, self.step_ev, self.cfg.augment)
         quant = None
         if self.model.encoder.takes_quantification:
-            a = self.cfg.augment
-            amounts = perturb_amounts(content, a.quantification_error, a.quantification_dropout) if self.training and a.enabled else content
-            quant = channel_fractions(amounts, mask, self.element_index)
+            quant = training_input(content, mask, self.element_index, self.cfg.augment, self.training)
         z_spec = self.model.encode_spectra(x.to(z_struct.dtype), mask, quant)
         if w.contrastive > 0 and z_spec.shape[0] > 1:
             terms["contrastive"] = info_nce(z_struct.float(), z_spec.float(), self.model.temperature)
