@@ -105,3 +105,21 @@ def test_training_support_flags_queries_far_from_the_training_embeddings(tmp_pat
     far = support.check(-centre)  # the opposite direction: nothing like it was trained on
     assert not far["in_distribution"] and far["nearest_training_cosine"] < far["validation_p01"]
     assert abs(support.check(cloud[0])["nearest_training_cosine"] - 1.0) < 1e-2  # a training point itself
+
+
+def test_training_support_keeps_a_separate_reference_for_quantified_queries(tmp_path):
+    from gnnspec.analysis.support import QUANTIFIED_INPUTS, TrainingSupport
+
+    rng = np.random.default_rng(1)
+    spectra_alone = rng.normal(size=16) + 0.3 * rng.normal(size=(300, 16))
+    quantified = rng.normal(size=16) + 0.3 * rng.normal(size=(300, 16))  # elsewhere in the space
+    TrainingSupport.fit(spectra_alone[:200], spectra_alone[200:]).save(
+        tmp_path / "s.npz", TrainingSupport.fit(quantified[:200], quantified[200:], QUANTIFIED_INPUTS)
+    )
+    plain, with_q = TrainingSupport.load(tmp_path / "s.npz"), TrainingSupport.load(tmp_path / "s.npz", quantified=True)
+    assert plain.check(quantified[250])["in_distribution"] is False
+    result = with_q.check(quantified[250])
+    assert result["in_distribution"] and result["reference"] == QUANTIFIED_INPUTS
+    # a file without the quantified pair answers with the spectra-alone reference, and says so
+    TrainingSupport.fit(spectra_alone[:200], spectra_alone[200:]).save(tmp_path / "old.npz")
+    assert TrainingSupport.load(tmp_path / "old.npz", quantified=True).check(spectra_alone[250])["reference"] == "spectra alone"

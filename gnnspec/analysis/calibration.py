@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gnnspec.analysis.support import TrainingSupport, support_path
+from gnnspec.analysis.support import QUANTIFIED_INPUTS, TrainingSupport, support_path
 from gnnspec.analysis.uncertainty import PropertyEnsemble, calibrate, fit_ensemble
 from gnnspec.structures.environments import DEFECTS
 
@@ -49,23 +49,25 @@ def calibrate_model(model: Any, model_path: Path, data: str | None = None, membe
 
     For a model that reads an elemental quantification, the ensemble is fitted and calibrated on
     the embeddings of every environment both without and with its exact quantification (the two
-    ways a user may query); the training support is that of the spectra alone.
+    ways a user may query), and the training support is kept for both inputs.
     """
     data = data or "datasets/nmc_feff10_fast"
     e_tr, c_tr, d_tr = spectrum_embeddings_of_split(model, data, "train")
     e_va, _, d_va = spectrum_embeddings_of_split(model, data, "val")
     quantified = bool(getattr(model, "takes_quantification", False))
     fit_sets = [(e_tr, c_tr, d_tr, e_va, d_va)]
+    quantified_support = None
     if quantified:
         q_tr, _, _ = spectrum_embeddings_of_split(model, data, "train", quantified=True)
         q_va, _, _ = spectrum_embeddings_of_split(model, data, "val", quantified=True)
         fit_sets.append((q_tr, c_tr, d_tr, q_va, d_va))
+        quantified_support = TrainingSupport.fit(q_tr, q_va, QUANTIFIED_INPUTS)
     ens = fit_ensemble(*(np.concatenate([f[i] for f in fit_sets]) for i in range(3)), members=members)
     per_defect = calibrate(ens, np.concatenate([f[3] for f in fit_sets]), np.concatenate([f[4] for f in fit_sets]))
     ens_file = ensemble_path(model_path)
     ens.save(ens_file)
     support = TrainingSupport.fit(e_tr, e_va)
-    support.save(support_path(model_path))
+    support.save(support_path(model_path), quantified_support)
     report = {
         "model": Path(model_path).name,
         "data": data,
@@ -78,6 +80,11 @@ def calibrate_model(model: Any, model_path: Path, data: str | None = None, membe
             "file": support_path(model_path).name,
             "training_environments": int(len(e_tr)),
             "validation_nearest_cosine": dict(zip(("p01", "p05", "p50"), map(float, support.val_quantiles))),
+            **(
+                {"quantified_validation_nearest_cosine": dict(zip(("p01", "p05", "p50"), map(float, quantified_support.val_quantiles)))}
+                if quantified_support is not None
+                else {}
+            ),
         },
     }
     report_file = Path(out) if out else Path(model_path).with_name(Path(model_path).stem + ".calibration.json")
@@ -96,7 +103,7 @@ def infer_with_uncertainty(
     result = model.infer(spectra, quantification)
     emb = model.embed_spectra(spectra, quantification)[None, :]
     if support_path(model_path).exists():
-        result["support"] = TrainingSupport.load(support_path(model_path)).check(emb)
+        result["support"] = TrainingSupport.load(support_path(model_path), quantified=quantification is not None).check(emb)
     path = ensemble_path(model_path)
     if not path.exists():
         result["uncertainty"] = None

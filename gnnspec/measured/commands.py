@@ -12,8 +12,10 @@ import textwrap
 from pathlib import Path
 
 from gnnspec.channels import CHANNEL_NAMES
+from gnnspec.errors import InputError
 from gnnspec.measured.background import BACKGROUNDS, NORMALISATIONS
 from gnnspec.measured.convert import convert_measured, parse_input, plot_converted
+from gnnspec.measured.quantify import DEFAULT_WINDOW_EV, QuantifyRequest
 from gnnspec.spectra import quantification_argument
 
 _DESCRIPTION = textwrap.fill(
@@ -70,12 +72,35 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         help="elemental quantification of the same area (for example Ni=0.2,Mn=0.07,O=0.55; ratios matter), "
         "written into SPECTRA.json for models that read one",
     )
+    q = p.add_argument_group(
+        "quantification from the spectrum",
+        "--quantify measures the elemental quantification from the EELS edges of one survey spectrum: each edge's "
+        "background-subtracted counts over a window above its onset, divided by the hydrogenic partial cross-section "
+        "(K or L2,3) for the beam energy and collection angle. The optics come from the file when it records them; "
+        "the options below override it.",
+    )
+    q.add_argument("--quantify", action="store_true", help="measure the quantification and write it into SPECTRA.json")
+    q.add_argument("--beam-energy", type=float, metavar="KEV", help="incident beam energy (keV)")
+    q.add_argument("--collection-angle", type=float, metavar="MRAD", help="spectrometer collection semi-angle (mrad)")
+    q.add_argument("--convergence-angle", type=float, metavar="MRAD", help="probe convergence semi-angle (mrad; default 0)")
+    q.add_argument(
+        "--quantify-window",
+        type=float,
+        default=DEFAULT_WINDOW_EV,
+        metavar="EV",
+        help=f"integration window above each onset (eV, default {DEFAULT_WINDOW_EV:g}; shortened before the next edge)",
+    )
     p.set_defaults(func=handler)
 
 
 def handler(args: argparse.Namespace) -> int:
     """Run ``gnnspec convert``; prints one line per channel (shift in eV) and returns 0."""
     inputs = [parse_input(text, survey=args.survey) for text in args.inputs]
+    quantify = None
+    if args.quantify:
+        quantify = QuantifyRequest(args.beam_energy, args.collection_angle, args.convergence_angle, args.quantify_window)
+    elif args.beam_energy is not None or args.collection_angle is not None or args.convergence_angle is not None:
+        raise InputError("--beam-energy, --collection-angle and --convergence-angle set up --quantify; add --quantify")
     spectra, meta = convert_measured(
         inputs,
         zero_loss=args.zero_loss,
@@ -85,6 +110,7 @@ def handler(args: argparse.Namespace) -> int:
         normalisation=args.normalisation,
         search=args.search,
         quantification=args.quantification,
+        quantify=quantify,
     )
     if meta["zero_loss"]:
         z = meta["zero_loss"]
@@ -98,6 +124,19 @@ def handler(args: argparse.Namespace) -> int:
         )
     for name, reason in meta["skipped"].items():
         print(f"{name:11s} skipped: {reason}")
+    if "quantification" in meta:
+        record = meta["quantification"]
+        optics = record["optics"]
+        print(
+            f"quantification ({optics['beam_energy_kev']:g} keV, collection {optics['collection_mrad']:g} mrad, "
+            f"convergence {optics['convergence_mrad']:g} mrad):"
+        )
+        for name, edge in record["edges"].items():
+            print(
+                f"  {edge['element']:2s} {edge['shell']:3s} from {name}: {edge['start_ev']:.1f} eV + {edge['window_ev']:.1f} eV, "
+                f"cross-section {edge['cross_section_barn']:.0f} barn, atom fraction {record['fractions'][edge['element']]:.3f} "
+                f"(counting error {100 * edge['counting_error']:.2f} %)"
+            )
     print(f"wrote {args.out}")
     if args.plot:
         plot_converted(spectra, meta, args.plot)

@@ -19,6 +19,7 @@ from gnnspec.channels import CHANNEL_NAMES, CHANNELS
 from gnnspec.errors import InputError
 from gnnspec.measured.alignment import fit_zero_loss
 from gnnspec.measured.edges import ProcessedEdge, cut_survey, process_edge
+from gnnspec.measured.quantify import QuantifyRequest, quantify_spectrum
 from gnnspec.measured.readers import read_measured
 from gnnspec.spectra import SCHEMA, Spectrum, read_spectra, spectra_on_grids, write_spectra
 
@@ -52,6 +53,7 @@ def convert_measured(
     search: float = 30.0,
     max_shift: float = 10.0,
     quantification: Mapping[str, float] | None = None,
+    quantify: QuantifyRequest | None = None,
 ) -> tuple[dict[str, Spectrum], dict]:
     """Convert measured files into channel spectra; writes ``out`` (``gnnspec.spectra/1``) if given.
 
@@ -61,11 +63,15 @@ def convert_measured(
     cross-correlation; otherwise each onset is aligned to the channel's expected onset.
     ``quantification``: the sample's elemental quantification ``{element: amount}`` (from the
     user's own EELS/XAS quantification), written into ``out`` (:mod:`gnnspec.quantification`).
+    ``quantify``: instead, quantify the EELS edges of the one input file that holds them
+    (:mod:`gnnspec.measured.quantify`); the record goes to ``meta["quantification"]``.
     ``search``: eV around the expected onset in which an edge is looked for; ``max_shift``: eV
     around the onset alignment the cross-correlation scans. Returns (spectra by channel, meta).
     """
     if not inputs:
         raise InputError("no input files to convert")
+    if quantify is not None and quantification is not None:
+        raise InputError("give a quantification or ask for one to be measured from the spectra, not both")
     refs: Mapping[str, Spectrum] = {}
     if references is not None:
         refs = references if isinstance(references, Mapping) else read_spectra(references)[0]
@@ -77,6 +83,7 @@ def convert_measured(
         zlp_shift = -fit.centre
         meta["zero_loss"] = {"file": str(zero_loss), "centre_eV": fit.centre, "fwhm_eV": fit.fwhm, "shift_eV": zlp_shift}
     processed: dict[str, tuple[ProcessedEdge, str, float]] = {}
+    sources: dict[str, tuple[np.ndarray, np.ndarray, dict, dict[str, ProcessedEdge]]] = {}
     options = {"background": background, "normalisation": normalisation, "max_shift": max_shift}
     for path, channel in inputs:
         measured = read_measured(path)
@@ -101,6 +108,8 @@ def convert_measured(
                     energy, measured.intensity, channel, source=str(path), reference=refs.get(channel), search=search, **options
                 )
             }
+        if measured.modality == "eels":
+            sources.setdefault(str(path), (energy, measured.intensity, measured.meta.get("optics", {}), {}))[3].update(edges)
         for name, edge in edges.items():
             if name in processed:
                 raise InputError(f"{path}: channel {name} was already taken from {processed[name][1]}; give each channel once")
@@ -119,9 +128,39 @@ def convert_measured(
             **edge.meta(),
         }
     spectra_on_grids(spectra, source=str(out or "<converted spectra>"))  # every written spectrum must map onto its grid
+    if quantify is not None:
+        quantification = _measure_quantification(sources, spectra, quantify)
+        meta["quantification"] = quantification[1]
+        quantification = quantification[0]
     if out is not None:
         write_spectra(out, spectra, meta, quantification)
     return spectra, meta
+
+
+def _measure_quantification(
+    sources: Mapping[str, tuple[np.ndarray, np.ndarray, dict, dict[str, ProcessedEdge]]],
+    spectra: Mapping[str, Spectrum],
+    request: QuantifyRequest,
+) -> tuple[dict[str, float], dict]:
+    """Quantify the EELS edges of the single input file that holds them; every channel's element must be covered."""
+    holding = {path: entry for path, entry in sources.items() if entry[3]}
+    if not holding:
+        raise InputError("quantification by edge integration needs an EELS spectrum holding at least two edges; none was given")
+    if len(holding) > 1:
+        found = "; ".join(f"{path}: {', '.join(entry[3])}" for path, entry in holding.items())
+        raise InputError(
+            f"quantification compares edges recorded in one spectrum (same dose and thickness), but the EELS edges come from "
+            f"several files ({found}); pass the one survey spectrum that holds them all"
+        )
+    path, (energy, intensity, optics, edges) = next(iter(holding.items()))
+    fractions, record = quantify_spectrum(energy, intensity, edges, optics, request, path)
+    uncovered = sorted({CHANNELS[name].element for name in spectra} - set(fractions))
+    if uncovered:
+        raise InputError(
+            f"{path}: the quantification covers {', '.join(fractions)} but channels of {', '.join(uncovered)} are also "
+            "converted; their amounts are not measured in this spectrum (leave those channels out or give --quantification)"
+        )
+    return fractions, record
 
 
 def plot_converted(spectra: Mapping[str, Spectrum], meta: Mapping, path: str | Path) -> Path:

@@ -116,7 +116,7 @@ def read_msa(path: str | Path) -> MeasuredSpectrum:
             raise InputError(f"{path}: header says NPOINTS {npoints} but the file holds {intensity.size} points (truncated?)")
     energy = energy * _energy_scale(header.get("XUNITS", "eV"), path)
     signal = header.get("SIGNALTYPE", "").upper()
-    meta = {"format": "EMSA/MAS", "header": header}
+    meta = {"format": "EMSA/MAS", "header": header, "optics": _msa_optics(header)}
     return _finish(path, energy, intensity, "eels" if signal in ("ELS", "EELS", "") else "xas", meta)
 
 
@@ -144,7 +144,12 @@ def read_dm(path: str | Path) -> MeasuredSpectrum:
         if axis["scale"] < 0:
             energy, intensity = energy[::-1], intensity[::-1]
         title = dataset.get("metadata", {}).get("General", {}).get("title", "")
-        meta = {"format": "Digital Micrograph", "title": title, "n_spectra_averaged": n_spectra}
+        meta = {
+            "format": "Digital Micrograph",
+            "title": title,
+            "n_spectra_averaged": n_spectra,
+            "optics": _dm_optics(dataset.get("metadata", {})),
+        }
         return _finish(path, energy, intensity, "eels", meta)
     raise InputError(f"{path}: holds no spectrum with one energy axis (units eV, keV or meV)")
 
@@ -186,6 +191,37 @@ def _finish(path: Path, energy: np.ndarray, intensity: np.ndarray, modality: str
     """Check the arrays (>= 2 points, finite, strictly increasing energy) and build the result."""
     check_arrays(energy, intensity, str(path))
     return MeasuredSpectrum(str(path), energy, intensity, modality, meta)
+
+
+def _msa_optics(header: dict[str, str]) -> dict[str, float]:
+    """Beam energy (keV) and semi-angles (mrad) an EMSA header records (``#BEAMKV``, ``#COLLANGLE``, ``#CONVANGLE``).
+
+    A ``#BEAMKV`` above 2000 is read as volts (some exports write 300000 for 300 kV); a value
+    that is not a number is left out (these keywords are optional).
+    """
+    optics = {}
+    for key, name in (("BEAMKV", "beam_energy_kev"), ("COLLANGLE", "collection_mrad"), ("CONVANGLE", "convergence_mrad")):
+        if key in header:
+            try:
+                value = float(header[key])
+            except ValueError:
+                continue
+            if key == "BEAMKV" and value > 2000:
+                value /= 1000.0
+            if value > 0:
+                optics[name] = value
+    return optics
+
+
+def _dm_optics(metadata: dict) -> dict[str, float]:
+    """Beam energy (keV) and semi-angles (mrad) from rosettasciio's Digital Micrograph metadata."""
+    tem = metadata.get("Acquisition_instrument", {}).get("TEM", {})
+    found = {
+        "beam_energy_kev": tem.get("beam_energy"),
+        "convergence_mrad": tem.get("convergence_angle"),
+        "collection_mrad": tem.get("Detector", {}).get("EELS", {}).get("collection_angle"),
+    }
+    return {k: float(v) for k, v in found.items() if isinstance(v, (int, float)) and v > 0}
 
 
 def _header_float(header: dict[str, str], key: str, path: Path) -> float:

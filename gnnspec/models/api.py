@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from gnnspec.channels import CHANNELS, normalise
+from gnnspec.channels import CHANNEL_NAMES, CHANNELS, normalise
 from gnnspec.errors import InputError
+from gnnspec.spectra import Spectrum, spectra_on_grids
 
 
 class ModelAPI:
@@ -107,7 +108,11 @@ class ModelAPI:
         return out["structure_embedding"].double().cpu().numpy()
 
     def spectra_tensor(self, spectra: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        """``{channel: intensity on its grid}`` -> normalised ``[1, C, K]`` and mask ``[1, C]``."""
+        """``{channel: intensity on its grid}`` -> normalised ``[1, C, K]`` and mask ``[1, C]``.
+
+        A value may also be a :class:`gnnspec.spectra.Spectrum` (absolute eV, any sampling), such as
+        what :func:`gnnspec.spectra.read_spectra` returns; it is mapped onto the channel grid first.
+        """
         if not spectra:
             raise InputError("no spectra given; at least one channel is needed")
         n_e = self.cfg.n_energy
@@ -116,6 +121,8 @@ class ModelAPI:
         for name, intensity in spectra.items():
             if name not in self.cfg.channels:
                 raise InputError(f"unknown channel {name!r}; the model knows: {', '.join(self.cfg.channels)}")
+            if isinstance(intensity, Spectrum):
+                intensity = spectra_on_grids({name: intensity}, source=name)[0][CHANNEL_NAMES.index(name)]
             y = np.asarray(intensity, dtype=np.float64).reshape(-1)
             if y.shape[0] != n_e:
                 raise InputError(f"{name}: {y.shape[0]} intensities, but the channel grid has {n_e} points")
