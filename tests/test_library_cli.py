@@ -148,6 +148,7 @@ def test_bad_input_exits_2_with_one_line(setup, tmp_path, capsys):
         (["query", str(s["lib"]), str(good), "--model", str(other)], model_hash(s["model"])),
         (["query", str(s["lib"]), str(good), "-k", "0", "--model", str(s["ckpt"])], "-k must be at least 1"),
         (["query", str(tmp_path), str(good), "--model", str(s["ckpt"])], "not a gnnspec library"),
+        (["query", str(s["lib"]), str(good), "--centre", "Xe", "--model", str(s["ckpt"])], "no entry is centred on 'Xe'"),
         (
             ["library", "build", "--data", str(tmp_path / "nothing"), "--model", str(s["ckpt"]), "--out", str(tmp_path / "l")],
             "no such dataset",
@@ -202,3 +203,29 @@ def test_a_query_file_carries_its_quantification_to_a_model_that_reads_one(setup
     for hits in (library.query(quantified, k=3), library.query(plain, k=3, quantification=elements)):
         assert [h["id"] for h in hits] == [h["id"] for h in results["quantified"]["hits"]]
         assert [h["score"] for h in hits] == pytest.approx([h["score"] for h in results["quantified"]["hits"]])
+
+
+def test_query_restricted_to_a_centre_element(setup, capsys):
+    s = setup
+    lib = Library.open(s["lib"], model=s["ckpt"])
+    target = lib.entries.get([s["target"]])[0]
+    others = sorted({e["element"] for e in lib.entries.all() if e["element"] and e["element"] != target["element"]})
+    query = write_grid_spectra(s["tmp"] / "centre.json", s["spectra"])
+    for rank in ("cosine", "consensus"):
+        capsys.readouterr()
+        argv = ["query", str(s["lib"]), str(query), "-k", "4", "--rank", rank, "--model", str(s["ckpt"])]
+        assert main([*argv, "--centre", target["element"]]) == 0
+        result = json.loads(capsys.readouterr().out)
+        assert result["centre"] == target["element"]
+        assert rank == "consensus" or result["hits"][0]["id"] == s["target"]  # consensus ranks by label support first
+        assert all(h["element"] == target["element"] for h in result["hits"])
+        assert main([*argv, "--centre", others[0]]) == 0
+        hits = json.loads(capsys.readouterr().out)["hits"]
+        assert hits and all(h["element"] == others[0] for h in hits) and s["target"] not in [h["id"] for h in hits]
+    # the filtered search is exact: the best entry of that element by inner product with the stored vectors
+    vector = lib.model.embed_spectra(s["spectra"])
+    vectors = np.asarray(lib.vectors, dtype=np.float64)
+    allowed = [e["id"] for e in lib.entries.all() if e["element"] == others[0]]
+    best = float(np.max(vectors[allowed] @ (vector / np.linalg.norm(vector))))
+    hit = lib.query(query, k=1, centre=others[0])[0]
+    assert hit["id"] in allowed and hit["score"] == pytest.approx(best, abs=1e-5)  # symmetric sites tie

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from ase.data import chemical_symbols
 from model_fixtures import write_synthetic_lmdb
 from test_library_helpers import save_model, tiny_model
 
@@ -30,9 +31,10 @@ def setup(tmp_path_factory):
     return {"tmp": tmp, "data": data, "model": model, "ckpt": ckpt, "lib": lib}
 
 
-def brute_force_hit_at_1(model, lib: Library, data, split: str, quantified: bool = False) -> tuple[float, int]:
+def brute_force_hit_at_1(model, lib: Library, data, split: str, quantified: bool = False, centre_known: bool = False) -> tuple[float, int]:
     """The same number computed the long way: exact cosine search over the stored vectors
-    (``quantified``: each query with its environment's exact elemental quantification)."""
+    (``quantified``: each query with its environment's exact elemental quantification;
+    ``centre_known``: only entries centred on the query's centre element)."""
     vectors = np.asarray(lib.vectors, dtype=np.float64)
     entries = lib.entries.all()
     content = np.array([[e["composition"].get(el, 0.0) for el in CONTENT_ELEMENTS] for e in entries])
@@ -44,7 +46,11 @@ def brute_force_hit_at_1(model, lib: Library, data, split: str, quantified: bool
         for e in np.nonzero(g.env_y_mask.numpy().any(1))[0]:
             spectra = {name: g.env_y[e, c].double().numpy() for c, name in enumerate(CHANNEL_NAMES) if g.env_y_mask[e, c]}
             quant = dict(zip(CONTENT_ELEMENTS, g.env_content[e].tolist())) if quantified else None
-            best = int(np.argmax(vectors @ (model.embed_spectra(spectra, quantification=quant) if quantified else model.embed_spectra(spectra))))
+            scores = vectors @ (model.embed_spectra(spectra, quantification=quant) if quantified else model.embed_spectra(spectra))
+            if centre_known:
+                centre = chemical_symbols[int(g.z[g.env_centre_index[e]])]
+                scores = np.where([entry["element"] == centre for entry in entries], scores, -np.inf)
+            best = int(np.argmax(scores))
             hits.append(
                 bool(
                     labels_match(
@@ -80,6 +86,18 @@ def test_report_matches_an_exact_search_and_flags_seen_structures(setup, capsys)
         main(["library", "evaluate", str(s["lib"]), "--data", str(s["data"]), "--split", "train", "--model", str(s["ckpt"])]) == 0
     )
     assert "3 query structures are in the library" in capsys.readouterr().out
+
+
+def test_queries_can_be_restricted_to_their_centre_element(setup, tmp_path, capsys):
+    s = setup
+    out = tmp_path / "centre.json"
+    argv = ["library", "evaluate", str(s["lib"]), "--data", str(s["data"]), "--split", "test", "--model", str(s["ckpt"])]
+    assert main([*argv, "--centre-known", "--out", str(out)]) == 0
+    assert "centred on its own centre element" in capsys.readouterr().out
+    report = json.loads(out.read_text())
+    assert report["centre_known"] is True
+    expected, _ = brute_force_hit_at_1(s["model"], Library.open(s["lib"], model=s["ckpt"]), s["data"], "test", centre_known=True)
+    assert report["hit@1"] == pytest.approx(expected)
 
 
 def test_queries_can_carry_their_elemental_quantification(setup, tmp_path, capsys):

@@ -92,6 +92,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="give each query its environment's elemental quantification with this log-normal relative error "
         "(0: exact; for models that read one); default: none",
     )
+    e.add_argument(
+        "--centre-known",
+        action="store_true",
+        help="restrict each query's hits to environments centred on the query's own centre element (gnnspec query --centre)",
+    )
     e.add_argument("--model", default=None, help=_MODEL_HELP + "; its hash must match the library's")
     e.add_argument("--out", default=None, help="write the report as JSON here")
     e.set_defaults(func=_evaluate)
@@ -120,6 +125,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     q.add_argument(
         "--pool", type=int, default=None, help="nearest entries the consensus ranking weighs (default: sqrt of LIB's size)"
+    )
+    q.add_argument(
+        "--centre",
+        default=None,
+        metavar="ELEMENT",
+        help="only environments centred on an atom of this element (for example Ni: which Ni environments explain the spectra)",
     )
     q.add_argument("--model", default=None, help=_MODEL_HELP + "; its hash must match the library's")
     q.add_argument("--out", default=None, help="write the hits as JSON here (default: print JSON to stdout)")
@@ -213,8 +224,8 @@ def _query(args: argparse.Namespace) -> int:
     lib = Library.open(args.library, model=args.model)
     queries = load_queries(args.spectra)
     batch = is_batch(args.spectra)
-    results = run_queries(lib, queries, args.k, args.rank, args.pool)
-    payload = results if batch else {key: results[0][key] for key in ("hits", "channels_used", "quantification")}
+    results = run_queries(lib, queries, args.k, args.rank, args.pool, args.centre)
+    payload = results if batch else {key: results[0][key] for key in ("hits", "channels_used", "quantification", "centre")}
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -242,7 +253,14 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     lib = Library.open(args.library, model=args.model)
     r = evaluate_library(
-        lib, args.data, split=args.split, k=args.k, pool=args.pool, progress=_progress("queries"), quantification_error=args.quantification_error
+        lib,
+        args.data,
+        split=args.split,
+        k=args.k,
+        pool=args.pool,
+        progress=_progress("queries"),
+        quantification_error=args.quantification_error,
+        centre_known=args.centre_known,
     )
     k = r["k"]
     print(f"library      {r['library']} ({r['library_entries']} entries)")
@@ -252,6 +270,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     print(f"match        same defect labels, element content within {r['content_tol']}")
     if r["quantification"] is not None:
         print(f"quantified   each query with its elemental quantification, relative error {r['quantification']['relative_error']}")
+    if r["centre_known"]:
+        print("centre       each query's hits restricted to environments centred on its own centre element")
     for name, scores in (("cosine", r), (f"consensus (pool {r['consensus']['pool']})", r["consensus"])):
         print(f"{name}: hit@1 {scores['hit@1']:.3f}    hit@{k} {scores[f'hit@{k}']:.3f}")
         for title, key in (("by centre", "hit@1_by_centre"), ("by defects", "hit@1_by_defects")):

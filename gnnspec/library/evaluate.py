@@ -15,6 +15,9 @@ With ``quantification_error`` set, each query also carries its environment's ele
 quantification (:mod:`gnnspec.quantification`: the atom amounts of its elements), each amount
 multiplied by ``exp(N(0, quantification_error))`` (seeded: the same draws every run), as a
 measurement of that relative accuracy would give it; 0 gives the exact one.
+With ``centre_known``, each query's hits are restricted to environments centred on the query's
+own centre element (``gnnspec query --centre``), as when a user asks which environments of one
+element explain the spectra.
 The honest check queries structures that neither the model nor the library has seen, so the
 report also counts query structures the library already holds (by structure hash).
 """
@@ -75,6 +78,7 @@ def evaluate_library(
     pool: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     quantification_error: float | None = None,
+    centre_known: bool = False,
 ) -> dict:
     """Label-match retrieval report of ``lib`` for the environments of dataset ``data`` (module docstring)."""
     from gnnspec.data import schema
@@ -120,8 +124,9 @@ def evaluate_library(
     if not rows:
         raise InputError(f"{data}: no environment with spectra to query")
     vectors = np.stack([r["vector"] for r in rows])
-    cosine = _scores(rows, lib.query_vectors(vectors, k), k)
-    consensus = _scores(rows, lib.query_vectors(vectors, k, rank="consensus", pool=pool), k)
+    centres = [r["centre"] for r in rows] if centre_known else None
+    cosine = _scores(rows, lib.query_vectors(vectors, k, centre=centres), k)
+    consensus = _scores(rows, lib.query_vectors(vectors, k, rank="consensus", pool=pool, centre=centres), k)
     return {
         "library": str(lib.path),
         "library_entries": lib.count,
@@ -133,6 +138,7 @@ def evaluate_library(
         "k": int(k),
         "content_tol": CONTENT_TOL,
         "quantification": None if quantification_error is None else {"relative_error": float(quantification_error)},
+        "centre_known": bool(centre_known),
         **cosine,
         "consensus": {"pool": pool_size(lib.count, pool), **consensus},
     }

@@ -123,6 +123,7 @@ class Library:
 
     def _load(self) -> None:
         m = self.manifest
+        self._centres: np.ndarray | None = None  # centre element of every entry, read on first use
         self.vectors = st.load_vectors(self.path, m)
         self.entries = st.JsonLines(self.path / st.ENTRIES, m["count"])
         self.structures = st.JsonLines(self.path / st.STRUCTURES, m["n_structures"])
@@ -176,12 +177,49 @@ class Library:
         return self._model
 
     # -- queries -----------------------------------------------------------------------
-    def query_vectors(self, vectors: np.ndarray, k: int = 5, rank: str = "cosine", pool: int | None = None) -> list[list[dict]]:
+    def centre_ids(self, element: str) -> np.ndarray:
+        """Ids of the entries centred on an atom of ``element`` (whole-structure entries have no centre)."""
+        if self._centres is None:
+            self._centres = np.array([e["element"] or "" for e in self.entries.get(list(range(self.count)))], dtype=object)
+        ids = np.flatnonzero(self._centres == element)
+        if ids.size == 0:
+            known = sorted(set(self._centres.tolist()) - {""})
+            raise InputError(f"{self.path}: no entry is centred on {element!r}; centre elements here: {', '.join(known)}")
+        return ids
+
+    def _search(self, q: np.ndarray, n: int, centres: Sequence[str | None]) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``n`` (scores, ids) of each row of ``q``; a row with a centre element searches the
+        entries centred on it, exactly (inner products with the stored vectors), whatever the index."""
+        scores = np.full((len(q), n), -np.inf, dtype=np.float32)
+        ids = np.full((len(q), n), -1, dtype=np.int64)
+        plain = [r for r, c in enumerate(centres) if c is None]
+        if plain:
+            found = self._rescored(q[plain], n) if self.index_kind == "ivfpq" else ix.search(self.index, q[plain], n)
+            scores[plain], ids[plain] = found
+        for element in sorted({c for c in centres if c is not None}):
+            rows = [r for r, c in enumerate(centres) if c == element]
+            allowed = self.centre_ids(element)
+            exact = q[rows] @ np.asarray(self.vectors[allowed], dtype=np.float32).T
+            top = np.argsort(-exact, axis=1, kind="stable")[:, :n]
+            scores[rows, : top.shape[1]] = np.take_along_axis(exact, top, axis=1)
+            ids[rows, : top.shape[1]] = allowed[top]
+        return scores, ids
+
+    def query_vectors(
+        self,
+        vectors: np.ndarray,
+        k: int = 5,
+        rank: str = "cosine",
+        pool: int | None = None,
+        centre: str | Sequence[str | None] | None = None,
+    ) -> list[list[dict]]:
         """The ``k`` best entries of each query vector (rows normalised here), best first.
 
         ``rank``: ``cosine`` (nearest first) or ``consensus`` (the ``pool`` nearest, by default the
         square root of the library size, re-ranked by how many of them share each entry's labels;
-        hits gain ``support``, see :mod:`gnnspec.library.consensus`).
+        hits gain ``support``, see :mod:`gnnspec.library.consensus`). ``centre``: an element
+        symbol (or one per query, None for no filter) to which the hits' centre atom is
+        restricted: "which Ni environments explain these spectra".
         """
         if int(k) < 1:
             raise InputError(f"k must be at least 1, got {k}")
@@ -196,9 +234,12 @@ class Library:
         if not np.all(np.isfinite(q)) or np.any(norms == 0):
             raise InputError("query vectors must be finite and non-zero")
         q = (q / norms).astype(np.float32)
+        centres = [centre] * len(q) if centre is None or isinstance(centre, str) else list(centre)
+        if len(centres) != len(q):
+            raise InputError(f"{len(centres)} centre elements for {len(q)} query vectors")
         k = min(int(k), self.count)
         n = k if rank == "cosine" else max(consensus.pool_size(self.count, pool), k)
-        scores, ids = self._rescored(q, n) if self.index_kind == "ivfpq" else ix.search(self.index, q, n)
+        scores, ids = self._search(q, n, centres)
         if rank == "cosine":
             return [self._hits(s, i) for s, i in zip(scores, ids)]
         pooled = sorted({int(i) for i in ids.reshape(-1) if i >= 0})
@@ -218,17 +259,24 @@ class Library:
         return ix.rescored_search(self.index, self.vectors, q, k, int(self.manifest["index"]["params"]["rerank"]))
 
     def query(
-        self, spectra: Any, k: int = 5, rank: str = "cosine", pool: int | None = None, quantification: Mapping[str, float] | None = None
+        self,
+        spectra: Any,
+        k: int = 5,
+        rank: str = "cosine",
+        pool: int | None = None,
+        quantification: Mapping[str, float] | None = None,
+        centre: str | None = None,
     ) -> list[dict]:
         """The ``k`` best environments of one set of spectra (a ``gnnspec.spectra/1`` file, dict or
-        ``{channel: Spectrum}``), embedded by the library's model; ``rank``/``pool``: see :meth:`query_vectors`.
+        ``{channel: Spectrum}``), embedded by the library's model; ``rank``/``pool``/``centre``: see
+        :meth:`query_vectors`.
 
         ``quantification``: the sample's elemental quantification ``{element: amount}``, for models
         that read one (overrides one in the spectra file; :mod:`gnnspec.quantification`)."""
         from gnnspec.library.query import embed_query
 
         vector, _ = embed_query(self.model, spectra, quantification)
-        return self.query_vectors(vector, k, rank, pool)[0]
+        return self.query_vectors(vector, k, rank, pool, centre)[0]
 
     def _hits(self, scores: np.ndarray, ids: np.ndarray) -> list[dict]:
         keep = [(float(s), int(i)) for s, i in zip(scores, ids) if i >= 0]

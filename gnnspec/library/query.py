@@ -9,7 +9,8 @@ Result of one query::
     {"hits": [{"id", "score", "composition", "defects", "split", "structure_id", "site",
                "element", "source", "structure"}, ...],   # best first, score = cosine
      "channels_used": ["Ni-K-xas", ...],
-     "quantification": {"Ni": ..., "O": ...} or null}   # the elemental quantification used
+     "quantification": {"Ni": ..., "O": ...} or null,   # the elemental quantification used
+     "centre": "Ni" or null}                             # the centre element hits were restricted to
 
 With ``rank="consensus"`` the hits are ordered by label support first and each carries a
 ``"support"`` (:mod:`gnnspec.library.consensus`).
@@ -91,10 +92,15 @@ def load_queries(path: str | Path) -> list[tuple[str, dict[str, Spectrum]]]:
 
 
 def run_queries(
-    library: Library, queries: list[tuple[str, dict[str, Spectrum]]], k: int = 5, rank: str = "cosine", pool: int | None = None
+    library: Library,
+    queries: list[tuple[str, dict[str, Spectrum]]],
+    k: int = 5,
+    rank: str = "cosine",
+    pool: int | None = None,
+    centre: str | None = None,
 ) -> list[dict]:
-    """``[{"id", "hits", "channels_used"}]`` for each query, in order (one vector search for all);
-    ``rank``/``pool``: see :meth:`Library.query_vectors`."""
+    """``[{"id", "hits", "channels_used", "quantification", "centre"}]`` for each query, in order (one
+    vector search for all); ``rank``/``pool``/``centre``: see :meth:`Library.query_vectors`."""
     vectors, used = [], []
     for qid, spectra in queries:
         try:
@@ -103,9 +109,9 @@ def run_queries(
             raise InputError(f"query {qid}: {exc}") from None
         vectors.append(v)
         used.append(channels)
-    hits = library.query_vectors(np.stack(vectors), k, rank, pool)
+    hits = library.query_vectors(np.stack(vectors), k, rank, pool, centre)
     return [
-        {"id": qid, "hits": h, "channels_used": c, "quantification": query_quantification(spectra)}
+        {"id": qid, "hits": h, "channels_used": c, "quantification": query_quantification(spectra), "centre": centre}
         for (qid, spectra), h, c in zip(queries, hits, used)
     ]
 
