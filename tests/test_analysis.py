@@ -56,6 +56,20 @@ def test_integrated_gradients_are_complete(model, tmp_path):
     assert (tmp_path / "a.png").stat().st_size > 1000
 
 
+def test_integrated_gradients_hold_a_quantification_fixed():
+    torch.manual_seed(1)
+    encoder = {**tiny_model_config().encoder.__dict__, "quantification": True}
+    model = build_model(tiny_model_config(encoder=encoder)).double().eval()
+    rng = np.random.default_rng(1)
+    spectra = {c: 1.0 + 0.2 * rng.random(CHANNELS[c].n_energy) for c in ("O-K-eels", "Ni-L3-eels")}
+    plain = integrated_gradients(model, spectra, steps=64)
+    quantified = integrated_gradients(model, spectra, steps=64, quantification={"Ni": 1.0, "O": 2.0})
+    assert quantified["quantification_used"] and not plain["quantification_used"]
+    for name, t in quantified["targets"].items():
+        assert abs(t["delta"]) < 0.05 * (abs(t["value"]) + 1), name  # complete with the quantification fixed
+        assert t["value"] != plain["targets"][name]["value"]  # and the quantification reaches the prediction
+
+
 def test_ece_is_zero_for_calibrated_and_large_for_overconfident():
     rng = np.random.default_rng(0)
     p = rng.random(20000)

@@ -26,6 +26,10 @@ def test_explain_attribute_and_infer_end_to_end(tmp_path, capsys):
     attr = json.loads((tmp_path / "attr" / "attributions.json").read_text())
     assert attr["channels"] == ["O-K-xas", "O-K-eels"]
     assert set(attr["targets"]) >= {"defect:o_vacancy", "defect:antisite", "content:O"}
+    assert attr["quantification_used"] is False
+    argv = ["attribute", str(tmp_path / "o.json"), "--quantification", "O=2", "--out", str(tmp_path / "attr_q")]
+    assert main(argv) == 0  # the shipped model reads a quantification
+    assert json.loads((tmp_path / "attr_q" / "attributions.json").read_text())["quantification_used"] is True
     assert main(["infer", str(tmp_path / "o.json"), "--out", str(tmp_path / "answer.json")]) == 0
     answer = json.loads((tmp_path / "answer.json").read_text())
     assert abs(sum(answer["element_content"].values()) - 1) < 1e-6

@@ -7,7 +7,10 @@ baseline ``x0`` (all-zero spectra with the same mask, i.e. "no features") give
     IG(x)[c, E] = (x - x0)[c, E] * mean_{a in (0, 1]} d f(x0 + a (x - x0)) / d x[c, E]
 
 (``steps`` Riemann points). The completeness check ``sum IG = f(x) - f(x0)`` holds up to the
-discretisation error and is reported as ``delta``.
+discretisation error and is reported as ``delta``. With an elemental quantification
+(:mod:`gnnspec.quantification`), it is held fixed along the path (baseline included): the
+attributions then say which spectral features move the prediction beyond what the amounts of
+the elements already say.
 """
 
 from __future__ import annotations
@@ -25,18 +28,22 @@ def _targets(model: Any) -> list[tuple[str, str, int]]:
     ]
 
 
-def integrated_gradients(model: Any, spectra: dict[str, np.ndarray], steps: int = 32) -> dict:
-    """Attributions ``{target: [C_used, K]}`` for every defect logit and content logit."""
+def integrated_gradients(
+    model: Any, spectra: dict[str, np.ndarray], steps: int = 32, quantification: dict[str, float] | None = None
+) -> dict:
+    """Attributions ``{target: [C_used, K]}`` for every defect logit and content logit
+    (``quantification``: the sample's ``{element: amount}``, for models that read one)."""
     model.eval()
     x, mask = model.spectra_tensor(spectra)
+    q = model.quantification_tensor(quantification, spectra)
     x0 = torch.zeros_like(x)
     alphas = torch.linspace(1.0 / steps, 1.0, steps, dtype=x.dtype, device=x.device).view(-1, 1, 1)
     path = (x0 + alphas * (x - x0)).detach().requires_grad_(True)  # [steps, C, K]
-    props = model.predict_properties(model.encode_spectra(path, mask.expand(steps, -1)))
+    props = model.predict_properties(model.encode_spectra(path, mask.expand(steps, -1), None if q is None else q.expand(steps, -1)))
     with torch.no_grad():
-        base = model.predict_properties(model.encode_spectra(x0, mask))
+        base = model.predict_properties(model.encode_spectra(x0, mask, q))
     used = [i for i in range(mask.shape[1]) if bool(mask[0, i])]
-    out: dict[str, Any] = {"channels": [model.cfg.channels[i] for i in used], "targets": {}}
+    out: dict[str, Any] = {"channels": [model.cfg.channels[i] for i in used], "quantification_used": q is not None, "targets": {}}
     for kind, name, i in _targets(model):
         logits = props["defect_logits" if kind == "defect" else "content_logits"][:, i]
         (grad,) = torch.autograd.grad(logits.sum(), path, retain_graph=True)

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from gnnspec.spectra import quantification_argument
+
 _MODEL_HELP = "model checkpoint (.pt); default: the shipped model"
 
 
@@ -32,6 +34,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     a.add_argument("spectra", help="gnnspec.spectra/1 JSON of one environment")
     a.add_argument("--model", default=None, help=_MODEL_HELP)
     a.add_argument("--steps", type=int, default=32, help="integration steps (default 32)")
+    a.add_argument(
+        "--quantification",
+        type=quantification_argument,
+        metavar="EL=AMOUNT,...",
+        help="elemental quantification of the sample, held fixed along the path (overrides the file's own)",
+    )
     a.add_argument("--out", required=True, help="output folder")
     a.set_defaults(func=_attribute)
 
@@ -76,11 +84,12 @@ def _attribute(args: argparse.Namespace) -> int:
     spectra, _ = read_spectra(args.spectra)
     grid, mask = spectra_on_grids(spectra, source=args.spectra)
     on_grid = {c: grid[i] for i, c in enumerate(CHANNEL_NAMES) if mask[i]}
-    result = integrated_gradients(model, on_grid, steps=args.steps)
+    result = integrated_gradients(model, on_grid, steps=args.steps, quantification=args.quantification or spectra.quantification)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     data = {
         "channels": result["channels"],
+        "quantification_used": result["quantification_used"],
         "targets": {t: {"value": v["value"], "delta": v["delta"], "attribution": v["attribution"].tolist()} for t, v in result["targets"].items()},
     }
     (out / "attributions.json").write_text(json.dumps(data))
