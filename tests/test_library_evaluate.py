@@ -113,7 +113,7 @@ def test_queries_can_carry_their_elemental_quantification(setup, tmp_path, capsy
         argv = ["library", "evaluate", str(lib), "--data", str(s["data"]), "--split", "test", "--model", str(ckpt), "--out", str(out)]
         assert main(argv + extra) == 0
         reports[error] = json.loads(out.read_text())
-    assert reports[None]["quantification"] is None and reports[0.2]["quantification"] == {"relative_error": 0.2}
+    assert reports[None]["quantification"] is None and reports[0.2]["quantification"]["relative_error"] == 0.2
     assert "relative error 0.2" in capsys.readouterr().out
     for error, quantified in ((None, False), (0.0, True)):
         expected, _ = brute_force_hit_at_1(model, Library.open(lib, model=ckpt), s["data"], "test", quantified=quantified)
@@ -138,3 +138,43 @@ def test_bad_arguments_exit_2_with_one_line(setup, tmp_path, capsys):
         assert main(["library", "evaluate", str(s["lib"]), "--model", str(s["ckpt"]), *extra]) == 2
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1, err
+
+
+def test_queries_can_carry_the_quantification_their_own_intensities_hold(setup, tmp_path, capsys):
+    """k-factors from the train split; each test query's amounts from its own raw site spectra, no labels."""
+    from gnnspec.data.intensities import environment_amounts, fit_k_factors, site_integrals
+
+    s = setup
+    model = tiny_model(quantification=True)
+    ckpt = save_model(model, tmp_path / "quantified.pt")
+    lib = tmp_path / "lib"
+    assert main(["library", "build", "--data", str(s["data"]), "--split", "train", "--model", str(ckpt), "--out", str(lib)]) == 0
+    out = tmp_path / "report.json"
+    argv = ["library", "evaluate", str(lib), "--data", str(s["data"]), "--split", "test", "--model", str(ckpt), "--out", str(out)]
+    assert main([*argv, "--intensity-standards", str(s["data"])]) == 0
+    assert "from its own spectra's intensities" in capsys.readouterr().out
+    report = json.loads(out.read_text())
+    quant = report["quantification"]
+    train = LMDBStructureDataset(s["data"], "train")
+    k_factors = fit_k_factors(site_integrals(train.store.spectra_of(sid)) for sid in train.sids)
+    assert set(quant["k_factors"]) == set(k_factors) and quant["standards_split"] == "train"
+    assert all(quant["k_factors"][c]["k"] == pytest.approx(k_factors[c]["k"]) for c in k_factors)
+    # the same hit@1 the long way, with the amounts computed here from the raw spectra
+    library = Library.open(lib, model=ckpt)
+    vectors = np.asarray(library.vectors, dtype=np.float64)
+    entries = library.entries.all()
+    content = np.array([[e["composition"].get(el, 0.0) for el in CONTENT_ELEMENTS] for e in entries])
+    defects = np.array([[float(e["defects"][d]) for d in DEFECTS] for e in entries])
+    ds, hits = LMDBStructureDataset(s["data"], "test"), []
+    for i in range(len(ds)):
+        g, integrals = ds[i], site_integrals(ds.store.spectra_of(ds.sids[i]))
+        for e in np.nonzero(g.env_y_mask.numpy().any(1))[0]:
+            spectra = {name: g.env_y[e, c].double().numpy() for c, name in enumerate(CHANNEL_NAMES) if g.env_y_mask[e, c]}
+            members = g.env_member_index[g.env_member_env == e].numpy()
+            amounts = environment_amounts(integrals, members, spectra, k_factors)
+            best = int(np.argmax(vectors @ model.embed_spectra(spectra, quantification=amounts)))
+            hits.append(bool(labels_match(content[best], defects[best], g.env_content[e].double().numpy(), g.env_defects[e].double().numpy())))
+    assert report["hit@1"] == pytest.approx(np.mean(hits))
+    # both sources at once are refused
+    assert main([*argv, "--intensity-standards", str(s["data"]), "--quantification-error", "0.1"]) == 2
+    assert "not both" in capsys.readouterr().err

@@ -93,6 +93,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "(0: exact; for models that read one); default: none",
     )
     e.add_argument(
+        "--intensity-standards",
+        default=None,
+        metavar="DATA",
+        help="give each query the elemental quantification its own FEFF spectra hold in their intensities, with k-factors "
+        "fitted on the site spectra of this LMDB dataset of known structures (its --standards-split)",
+    )
+    e.add_argument("--standards-split", default="train", help="split of the intensity standards (default train; 'all' for every one)")
+    e.add_argument(
         "--centre-known",
         action="store_true",
         help="restrict each query's hits to environments centred on the query's own centre element (gnnspec query --centre)",
@@ -261,6 +269,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         progress=_progress("queries"),
         quantification_error=args.quantification_error,
         centre_known=args.centre_known,
+        intensity_standards=args.intensity_standards,
+        standards_split=None if args.standards_split == "all" else args.standards_split,
     )
     k = r["k"]
     print(f"library      {r['library']} ({r['library_entries']} entries)")
@@ -268,8 +278,16 @@ def _evaluate(args: argparse.Namespace) -> int:
     if r["query_structures_in_library"]:
         print(f"WARNING      {r['query_structures_in_library']} query structures are in the library: not an unseen check")
     print(f"match        same defect labels, element content within {r['content_tol']}")
-    if r["quantification"] is not None:
-        print(f"quantified   each query with its elemental quantification, relative error {r['quantification']['relative_error']}")
+    quant = r["quantification"]
+    if quant is not None and "relative_error" in quant:
+        print(f"quantified   each query with its elemental quantification, relative error {quant['relative_error']}")
+    elif quant is not None:
+        err = quant["atom_fraction_log_error"]
+        print(
+            f"quantified   each query from its own spectra's intensities (k-factors from {quant['standards']}, "
+            f"split {quant['standards_split']}): atom fractions off by {100 * err['sd']:.1f} % (sd), "
+            f"{100 * err['within_5_percent']:.1f} % within 5 %"
+        )
     if r["centre_known"]:
         print("centre       each query's hits restricted to environments centred on its own centre element")
     for name, scores in (("cosine", r), (f"consensus (pool {r['consensus']['pool']})", r["consensus"])):

@@ -15,6 +15,11 @@ With ``quantification_error`` set, each query also carries its environment's ele
 quantification (:mod:`gnnspec.quantification`: the atom amounts of its elements), each amount
 multiplied by ``exp(N(0, quantification_error))`` (seeded: the same draws every run), as a
 measurement of that relative accuracy would give it; 0 gives the exact one.
+With ``intensity_standards`` (a gnnspec LMDB dataset of known structures) each query instead
+carries the quantification its own FEFF spectra hold in their intensities: the sum over the
+environment's atoms of each channel's integrated raw intensity, divided by that channel's
+k-factor fitted on the standards (:mod:`gnnspec.data.intensities`); no label enters. The
+report gives the k-factors and how far the measured atom fractions fall from the true ones.
 With ``centre_known``, each query's hits are restricted to environments centred on the query's
 own centre element (``gnnspec query --centre``), as when a user asks which environments of one
 element explain the spectra.
@@ -31,6 +36,7 @@ import numpy as np
 from ase.data import chemical_symbols
 
 from gnnspec.channels import CHANNEL_NAMES
+from gnnspec.data.intensities import environment_amounts, fit_k_factors, site_integrals
 from gnnspec.data.store import DATA_FILE
 from gnnspec.errors import InputError
 from gnnspec.library.build import source_kind
@@ -70,6 +76,33 @@ def _scores(rows: list[dict], results: list[list[dict]], k: int) -> dict:
     }
 
 
+def _k_factors(standards: str | Path, split: str | None) -> dict[str, dict[str, float]]:
+    """k-factors of every channel from the site spectra of a standards dataset (:func:`fit_k_factors`)."""
+    from gnnspec.data.dataset import LMDBStructureDataset
+
+    if source_kind(standards) != "lmdb":
+        raise InputError(f"{standards}: intensity standards must be a gnnspec LMDB dataset (no {DATA_FILE})")
+    ds = LMDBStructureDataset(standards, split)
+    if len(ds) == 0:
+        raise InputError(f"{standards}: no structures{'' if split is None else f' in the {split} split'} to fit k-factors on")
+    return fit_k_factors(site_integrals(ds.store.spectra_of(sid)) for sid in ds.sids)
+
+
+def _quantification_report(error, standards, split, k_factors, log_errors) -> dict | None:
+    if k_factors is not None:
+        err = np.concatenate(log_errors) if log_errors else np.zeros(0)
+        return {
+            "source": "integrated intensities of each query's own FEFF spectra",
+            "standards": str(standards),
+            "standards_split": split or "all",
+            "k_factors": k_factors,
+            "atom_fraction_log_error": {"mean": float(err.mean()), "sd": float(err.std()), "within_5_percent": float((abs(err) < 0.05).mean())},
+        }
+    if error is not None:
+        return {"source": "labels, perturbed", "relative_error": float(error)}
+    return None
+
+
 def evaluate_library(
     lib: Library,
     data: str | Path,
@@ -79,6 +112,8 @@ def evaluate_library(
     progress: Callable[[int, int], None] | None = None,
     quantification_error: float | None = None,
     centre_known: bool = False,
+    intensity_standards: str | Path | None = None,
+    standards_split: str | None = "train",
 ) -> dict:
     """Label-match retrieval report of ``lib`` for the environments of dataset ``data`` (module docstring)."""
     from gnnspec.data import schema
@@ -89,8 +124,12 @@ def evaluate_library(
     check_ranking("consensus", pool)
     if quantification_error is not None and not (np.isfinite(quantification_error) and quantification_error >= 0):
         raise InputError(f"the quantification error must be a number >= 0, got {quantification_error}")
+    if quantification_error is not None and intensity_standards is not None:
+        raise InputError("give a quantification error (from the labels) or intensity standards, not both")
     rng = np.random.default_rng(0)
     schema.check_split(split)
+    k_factors = None if intensity_standards is None else _k_factors(intensity_standards, standards_split)
+    log_errors: list[np.ndarray] = []
     if source_kind(data) != "lmdb":
         raise InputError(f"{data}: not a gnnspec LMDB dataset (no {DATA_FILE})")
     ds = LMDBStructureDataset(data, split)
@@ -104,9 +143,22 @@ def evaluate_library(
         overlap += structure_hash(rec["structure"]) in known
         y, mask = g.env_y.double().numpy(), g.env_y_mask.numpy()
         centres = g.z[g.env_centre_index].tolist()
+        if k_factors is not None:
+            integrals = site_integrals(ds.store.spectra_of(ds.sids[i]))
+            member_index, member_env = g.env_member_index.numpy(), g.env_member_env.numpy()
         for e in np.nonzero(mask.any(1))[0]:
             spectra = {name: y[e, c] for c, name in enumerate(CHANNEL_NAMES) if mask[e, c]}
-            if quantification_error is None:
+            if k_factors is not None:
+                try:
+                    measured = environment_amounts(integrals, member_index[member_env == e], spectra, k_factors)
+                except KeyError as exc:
+                    raise InputError(f"{data}: structure {ds.sids[i]}: {exc.args[0]}") from None
+                truth = g.env_content[e].double().numpy()
+                got = np.array(list(measured.values()))
+                want = np.array([truth[CONTENT_ELEMENTS.index(el)] for el in measured])
+                log_errors.append(np.log(got / got.sum()) - np.log(want / want.sum()))
+                vector = model.embed_spectra(spectra, quantification=measured)
+            elif quantification_error is None:
                 vector = model.embed_spectra(spectra)
             else:
                 amounts = g.env_content[e].double().numpy() * np.exp(quantification_error * rng.standard_normal(len(CONTENT_ELEMENTS)))
@@ -137,7 +189,7 @@ def evaluate_library(
         "queries": len(rows),
         "k": int(k),
         "content_tol": CONTENT_TOL,
-        "quantification": None if quantification_error is None else {"relative_error": float(quantification_error)},
+        "quantification": _quantification_report(quantification_error, intensity_standards, standards_split, k_factors, log_errors),
         "centre_known": bool(centre_known),
         **cosine,
         "consensus": {"pool": pool_size(lib.count, pool), **consensus},
