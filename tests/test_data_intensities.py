@@ -39,3 +39,58 @@ def test_amounts_of_an_environment_are_atom_counts_when_each_atom_gives_its_k_fa
     assert amounts == pytest.approx({"O": 4.0, "Ni": 2.0})
     with pytest.raises(KeyError, match="no k-factor for channel Li-K-xas"):
         environment_amounts(integrals, range(7), ["Li-K-xas"], k)
+
+
+def test_k_factor_files_round_trip_and_bad_files_are_refused(tmp_path):
+    from gnnspec.data.intensities import SHIPPED_K_FACTORS, read_k_factors, write_k_factors
+    from gnnspec.errors import InputError
+
+    k = fit_k_factors([{(0, "O-K-eels"): 2.0, (1, "Ni-L3-eels"): 4.0}])
+    write_k_factors(tmp_path / "k.json", k, {"dataset": "hand-made"})
+    assert read_k_factors(tmp_path / "k.json") == k
+    shipped = read_k_factors()  # the shipped FEFF10 k-factors cover every channel
+    assert set(shipped) == set(CHANNELS) and all(v["k"] > 0 and v["cv"] < 0.05 for v in shipped.values())
+    assert SHIPPED_K_FACTORS.name == "k_factors.json"
+    (tmp_path / "bad.json").write_text('{"schema": "gnnspec.k_factors/1", "window_eV": 50.0, "channels": {"Xx-K-xas": {"k": 1}}}')
+    with pytest.raises(InputError, match="bad.json: channel 'Xx-K-xas'"):
+        read_k_factors(tmp_path / "bad.json")
+    (tmp_path / "window.json").write_text('{"schema": "gnnspec.k_factors/1", "window_eV": 30.0, "channels": {}}')
+    with pytest.raises(InputError, match="30.0 eV window"):
+        read_k_factors(tmp_path / "window.json")
+
+
+def test_cli_quantifies_the_raw_spectra_of_an_environment(tmp_path, capsys):
+    """k-factors fitted on a dataset, then the raw site spectra of one of its environments, one file per atom."""
+    from model_fixtures import write_synthetic_lmdb
+
+    from gnnspec.cli import main
+    from gnnspec.data.dataset import LMDBStructureDataset
+    from gnnspec.spectra import Spectrum, read_spectra, write_spectra
+    from gnnspec.structures.environments import CONTENT_ELEMENTS
+
+    data = write_synthetic_lmdb(tmp_path / "data", splits=("train",) * 3)
+    assert main(["data", "k-factors", str(data), "--out", str(tmp_path / "k.json")]) == 0
+    ds = LMDBStructureDataset(data, "train")
+    g, raw = ds[1], ds.store.spectra_of(ds.sids[1])
+    env = int(np.nonzero(g.env_y_mask.numpy().any(1))[0][0])
+    members = g.env_member_index[g.env_member_env == env].tolist()
+    files = []
+    for m in members:
+        spectra = [Spectrum(ch, r["energy"], r["intensity"]) for (site, ch), r in raw.items() if site == m]
+        files.append(str(write_spectra(tmp_path / f"site{m}.json", spectra)))
+    out = tmp_path / "region.json"
+    capsys.readouterr()
+    assert main(["quantify", *files, "--k-factors", str(tmp_path / "k.json"), "--out", str(out)]) == 0
+    assert "atom fractions:" in capsys.readouterr().out
+    spectra, meta = read_spectra(out)
+    truth = dict(zip(CONTENT_ELEMENTS, g.env_content[env].tolist()))
+    total = sum(spectra.quantification.values())
+    for element, amount in spectra.quantification.items():
+        assert amount / total == pytest.approx(truth[element], rel=0.15), element  # synthetic per-atom spread ~5 %
+    assert sum(meta["channels"][c]["spectra"] for c in spectra if c.startswith("O-K")) == 2 * round(truth["O"] * len(members))
+    # without k-factors for a channel the command stops with one line
+    (tmp_path / "k_o.json").write_text(
+        '{"schema": "gnnspec.k_factors/1", "window_eV": 50.0, "channels": {"O-K-eels": {"k": 1.0}}}'
+    )
+    assert main(["quantify", *files, "--k-factors", str(tmp_path / "k_o.json"), "--out", str(out)]) == 2
+    assert "no k-factor for channel" in capsys.readouterr().err

@@ -23,15 +23,29 @@ XANES runs; see the dataset README):
   (:func:`environment_amounts`).
 
 No label enters: the amounts come from the spectra alone, intensities included.
+
+The same holds for a user's spectra with their intensities intact, such as the raw spectra of
+every absorbing atom of a region from ``gnnspec simulate``: :func:`quantify_spectra` sums them
+per channel and divides by the k-factors. k-factors are files (``gnnspec.k_factors/1`` JSON,
+:func:`write_k_factors`; ``gnnspec data k-factors`` fits them on a dataset). The shipped ones,
+``gnnspec/assets/k_factors.json``, come from the shipped dataset's train split: they hold for
+FEFF10 spectra made with gnnspec's presets (raw FEFF units), not for measured counts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 
-from gnnspec.channels import CHANNELS
+from gnnspec.channels import CHANNEL_NAMES, CHANNELS
+from gnnspec.errors import InputError
+
+K_FACTORS_SCHEMA = "gnnspec.k_factors/1"
+#: k-factors of FEFF10 spectra from the shipped dataset's train split.
+SHIPPED_K_FACTORS = Path(__file__).resolve().parents[1] / "assets" / "k_factors.json"
 
 #: Integration window (eV) from the start of each channel's window.
 INTEGRATION_WINDOW_EV = 50.0
@@ -84,3 +98,69 @@ def environment_amounts(
         total = sum(integrals.get((m, channel), 0.0) for m in members)
         estimates.setdefault(CHANNELS[channel].element, []).append(total / k_factors[channel]["k"])
     return {element: float(np.mean(v)) for element, v in estimates.items()}
+
+
+def write_k_factors(path: str | Path, k_factors: Mapping[str, Mapping], source: Mapping) -> Path:
+    """Write k-factors (:func:`fit_k_factors`) with where they came from (``source``: free JSON)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"schema": K_FACTORS_SCHEMA, "window_eV": INTEGRATION_WINDOW_EV, "source": dict(source), "channels": dict(k_factors)}
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+    return path
+
+
+def read_k_factors(path: str | Path | None = None) -> dict[str, dict[str, float]]:
+    """k-factors from a ``gnnspec.k_factors/1`` file (default: the shipped FEFF10 ones); InputError on a bad file."""
+    path = Path(path) if path is not None else SHIPPED_K_FACTORS
+    try:
+        doc = json.loads(path.read_text())
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read k-factors ({exc.strerror or exc})") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: not JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(doc, dict) or doc.get("schema") != K_FACTORS_SCHEMA:
+        raise InputError(f"{path}: not a {K_FACTORS_SCHEMA} file")
+    if doc.get("window_eV") != INTEGRATION_WINDOW_EV:
+        raise InputError(f"{path}: k-factors for a {doc.get('window_eV')} eV window; gnnspec integrates over {INTEGRATION_WINDOW_EV} eV")
+    channels = doc.get("channels")
+    if not isinstance(channels, dict):
+        raise InputError(f"{path}: 'channels' must map channel names to k-factors")
+    out = {}
+    for name, entry in channels.items():
+        k = entry.get("k") if isinstance(entry, dict) else None
+        if name not in CHANNELS or isinstance(k, bool) or not isinstance(k, (int, float)) or not k > 0:
+            raise InputError(f"{path}: channel {name!r}: needs a known channel name and a k-factor > 0, got {entry!r}")
+        out[name] = {**entry, "k": float(k)}
+    return out
+
+
+def quantify_spectra(
+    spectra_sets: Sequence[Mapping[str, object]], k_factors: Mapping[str, Mapping], where: str = "<spectra>"
+) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """Elemental quantification of the atoms whose raw spectra are given, one set per atom (or per group).
+
+    ``spectra_sets``: ``{channel: Spectrum}`` mappings with intensities in the k-factors' units
+    (raw FEFF output for the shipped k-factors). Each channel's integrals are summed over the
+    sets and divided by its k-factor; an element's channels are averaged. Returns
+    (``{element: amount}``, per channel ``{"integral", "spectra", "amount"}``).
+    """
+    totals: dict[str, list[float]] = {}
+    for number, spectra in enumerate(spectra_sets):
+        for name, spectrum in spectra.items():
+            if name not in k_factors:
+                raise InputError(f"{where}: no k-factor for channel {name}; the k-factors cover {', '.join(sorted(k_factors))}")
+            try:
+                value = integrated_intensity(spectrum.energy, spectrum.intensity, name)
+            except ValueError as exc:
+                raise InputError(f"{where}: spectra set {number + 1}: {exc}") from None
+            totals.setdefault(name, []).append(value)
+    if not totals:
+        raise InputError(f"{where}: no spectra to quantify")
+    per_channel = {
+        name: {"integral": float(sum(v)), "spectra": len(v), "amount": float(sum(v)) / k_factors[name]["k"]}
+        for name, v in sorted(totals.items(), key=lambda item: CHANNEL_NAMES.index(item[0]))
+    }
+    estimates: dict[str, list[float]] = {}
+    for name, record in per_channel.items():
+        estimates.setdefault(CHANNELS[name].element, []).append(record["amount"])
+    return {element: float(np.mean(v)) for element, v in estimates.items()}, per_channel
