@@ -97,17 +97,11 @@ def from_mapping(mapping: Mapping[str, float], channels: Sequence[str], present:
     counts (only ratios matter); every present channel's element needs a positive finite amount.
     Elements without a present channel are ignored. ``where`` names the file or record in errors.
     """
+    from gnnspec.spectra import check_quantification  # the one validation of a quantification mapping
+
     amounts = torch.zeros(len(ELEMENTS), dtype=torch.float64)
-    for element, value in mapping.items():
-        if element not in ELEMENTS:
-            raise InputError(f"{where}: quantification names {element!r}; known elements: {', '.join(ELEMENTS)}")
-        try:
-            v = float(value)
-        except (TypeError, ValueError):
-            raise InputError(f"{where}: quantification of {element} is {value!r}, not a number") from None
-        if not math.isfinite(v) or v < 0:
-            raise InputError(f"{where}: quantification of {element} is {v}; it must be a finite amount >= 0")
-        amounts[ELEMENTS.index(element)] = v
+    for element, value in check_quantification(mapping, where).items():
+        amounts[ELEMENTS.index(element)] = value
     mask = torch.tensor([[c in present for c in channels]])
     needed = sorted({CHANNELS[c].element for c in channels if c in present})
     lacking = [el for el in needed if not amounts[ELEMENTS.index(el)] > 0]

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,7 +66,7 @@ def check_quantification(obj: Any, source: str) -> dict[str, float]:
     for element, value in obj.items():
         if element not in QUANTIFIABLE:
             raise InputError(f"{source}: quantification names {element!r}; elements with channels: {', '.join(QUANTIFIABLE)}")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
             raise InputError(f"{source}: quantification of {element} is {value!r}; it must be a finite number >= 0")
         out[element] = float(value)
     if not any(v > 0 for v in out.values()):
