@@ -12,7 +12,7 @@ from gnnspec.errors import InputError
 from gnnspec.measured import cross_sections as xs
 from gnnspec.measured.commands import add_parsers
 from gnnspec.measured.convert import convert_measured
-from gnnspec.measured.quantify import ATOMIC_NUMBER, QuantifyRequest
+from gnnspec.measured.quantify import ATOMIC_NUMBER, QuantifyRequest, read_eels_k_factors
 from gnnspec.measured.readers import read_msa
 from gnnspec.spectra import read_spectra
 
@@ -78,8 +78,9 @@ def test_collection_efficiency_accepts_the_whole_cone_when_integrated():
     assert parallel[theta <= 0.02].min() == 1.0 and parallel[theta > 0.02].max() == 0.0
 
 
-def _survey(path: Path, beam_kev: float, beta_mrad: float) -> None:
-    """A survey whose edges are ``ATOMS[el] * dsigma/dE`` (the hydrogenic model) on a power-law background."""
+def _survey(path: Path, beam_kev: float, beta_mrad: float, atoms: dict | None = None, strength: dict | None = None) -> None:
+    """A survey whose edges are ``atoms[el] * strength[el] * dsigma/dE`` (the hydrogenic model; ``strength``
+    defaults to 1, more emulates the white lines the model lacks) on a power-law background."""
     energy = np.arange(440.0, 1000.0, 0.25)
     total = power_law(energy, amplitude=2e13, r=3.0)
     for element, (_, shell, edge) in EDGES.items():
@@ -87,7 +88,7 @@ def _survey(path: Path, beam_kev: float, beta_mrad: float) -> None:
         dsde = xs.differential_cross_section(
             ATOMIC_NUMBER[element], shell, energy[above], beam_kev * 1e3, beta_mrad * 1e-3, edge_energy=edge
         )
-        total[above] += 2e3 * ATOMS[element] * dsde
+        total[above] += 2e3 * (atoms or ATOMS)[element] * (strength or {}).get(element, 1.0) * dsde
     write_msa(path, energy, total, header={"BEAMKV -kV": beam_kev, "COLLANGLE-mR": beta_mrad})
 
 
@@ -113,6 +114,37 @@ def test_cli_quantifies_a_survey_with_known_atom_ratios(tmp_path, capsys):
         [(tmp_path / "survey.msa", "survey")], quantify=QuantifyRequest(beam_energy_kev=60.0, collection_mrad=2.0)
     )
     assert abs(meta_wrong["quantification"]["fractions"]["O"] - expected["O"]) > 0.01
+
+
+def test_k_factors_from_a_standard_correct_the_cross_sections(tmp_path, capsys):
+    """Edges 1.2-1.6 times stronger than the hydrogenic model (as white lines make them): a standard of
+    known composition recorded alike gives k-factors that remove the bias from a sample's quantification."""
+    strength = {"O": 1.0, "Mn": 1.6, "Co": 1.4, "Ni": 1.2}
+    standard = {"O": 2.0, "Mn": 1 / 3, "Co": 1 / 3, "Ni": 1 / 3}
+    _survey(tmp_path / "standard.msa", 200.0, 25.0, standard, strength)
+    _survey(tmp_path / "sample.msa", 200.0, 25.0, ATOMS, strength)
+    k_file = tmp_path / "k.json"
+    argv = ["convert", str(tmp_path / "standard.msa"), "--survey", "--quantify", "--out", str(tmp_path / "std.json")]
+    assert _cli([*argv, "--standard", "O=2,Mn=0.333333,Co=0.333333,Ni=0.333333", "--write-k-factors", str(k_file)]) == 0
+    assert "k-factors from the standard: O" in capsys.readouterr().out
+    k = read_eels_k_factors(k_file)
+    # the factors carry the edge strengths, and the background errors a standard shares with a similar sample
+    assert k["Mn"] / k["O"] > 1.3 and k["Co"] / k["O"] > 1.1
+    expected = {el: n / sum(ATOMS.values()) for el, n in ATOMS.items()}
+    results = {}
+    for name, extra in (("hydrogenic", []), ("k-factors", ["--k-factors", str(k_file)])):
+        out = tmp_path / f"{name}.json"
+        assert _cli(["convert", str(tmp_path / "sample.msa"), "--survey", "--quantify", "--out", str(out), *extra]) == 0
+        results[name] = read_spectra(out)[0].quantification
+    assert abs(results["hydrogenic"]["Mn"] / expected["Mn"] - 1) > 0.3  # the bias the white lines cause
+    for element, fraction in expected.items():  # back within the background fits' own 8 % (see above)
+        assert results["k-factors"][element] == pytest.approx(fraction, rel=0.08), element
+    sample = ["convert", str(tmp_path / "sample.msa"), "--survey", "--quantify", "--out", str(tmp_path / "x.json")]
+    with pytest.raises(InputError, match="needs --standard"):
+        _cli([*sample, "--write-k-factors", str(k_file)])
+    (tmp_path / "bad_k.json").write_text('{"schema": "gnnspec.eels_k_factors/1", "elements": {"O": 1.0}}')
+    with pytest.raises(InputError, match="no factor for Mn"):
+        _cli([*sample, "--k-factors", str(tmp_path / "bad_k.json")])
 
 
 def test_window_stops_before_the_next_edge(tmp_path):

@@ -15,7 +15,7 @@ from gnnspec.channels import CHANNEL_NAMES
 from gnnspec.errors import InputError
 from gnnspec.measured.background import BACKGROUNDS, NORMALISATIONS
 from gnnspec.measured.convert import convert_measured, parse_input, plot_converted
-from gnnspec.measured.quantify import DEFAULT_WINDOW_EV, QuantifyRequest
+from gnnspec.measured.quantify import DEFAULT_WINDOW_EV, QuantifyRequest, read_eels_k_factors, write_eels_k_factors
 from gnnspec.spectra import quantification_argument
 
 _DESCRIPTION = textwrap.fill(
@@ -90,6 +90,14 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         metavar="EV",
         help=f"integration window above each onset (eV, default {DEFAULT_WINDOW_EV:g}; shortened before the next edge)",
     )
+    q.add_argument(
+        "--standard",
+        type=quantification_argument,
+        metavar="EL=AMOUNT,...",
+        help="the spectrum is of a standard of this known composition: derive k-factors (cross-section corrections) from it",
+    )
+    q.add_argument("--write-k-factors", type=Path, metavar="K.json", help="with --standard: write the k-factors here")
+    q.add_argument("--k-factors", type=Path, metavar="K.json", help="k-factors from a standard (--write-k-factors) to apply")
     p.set_defaults(func=handler)
 
 
@@ -98,9 +106,14 @@ def handler(args: argparse.Namespace) -> int:
     inputs = [parse_input(text, survey=args.survey) for text in args.inputs]
     quantify = None
     if args.quantify:
-        quantify = QuantifyRequest(args.beam_energy, args.collection_angle, args.convergence_angle, args.quantify_window)
-    elif args.beam_energy is not None or args.collection_angle is not None or args.convergence_angle is not None:
-        raise InputError("--beam-energy, --collection-angle and --convergence-angle set up --quantify; add --quantify")
+        if args.write_k_factors is not None and args.standard is None:
+            raise InputError("--write-k-factors needs --standard (the composition of the standard the spectrum is of)")
+        k_factors = read_eels_k_factors(args.k_factors) if args.k_factors is not None else None
+        quantify = QuantifyRequest(
+            args.beam_energy, args.collection_angle, args.convergence_angle, args.quantify_window, args.standard, k_factors
+        )
+    elif any(v is not None for v in (args.beam_energy, args.collection_angle, args.convergence_angle, args.standard, args.k_factors)):
+        raise InputError("--beam-energy, --collection-angle, --convergence-angle, --standard and --k-factors set up --quantify; add --quantify")
     spectra, meta = convert_measured(
         inputs,
         zero_loss=args.zero_loss,
@@ -136,7 +149,14 @@ def handler(args: argparse.Namespace) -> int:
                 f"  {edge['element']:2s} {edge['shell']:3s} from {name}: {edge['start_ev']:.1f} eV + {edge['window_ev']:.1f} eV, "
                 f"cross-section {edge['cross_section_barn']:.0f} barn, atom fraction {record['fractions'][edge['element']]:.3f} "
                 f"(counting error {100 * edge['counting_error']:.2f} %)"
+                + (f", k-factor {edge['k_factor']:.3f}" if edge["k_factor"] != 1.0 else "")
             )
+        if "standard" in record:
+            factors = ", ".join(f"{el} {k:.3f}" for el, k in record["standard"]["k_factors"].items())
+            print(f"k-factors from the standard: {factors}")
+            if args.write_k_factors is not None:
+                write_eels_k_factors(args.write_k_factors, record)
+                print(f"wrote {args.write_k_factors}")
     print(f"wrote {args.out}")
     if args.plot:
         plot_converted(spectra, meta, args.plot)
