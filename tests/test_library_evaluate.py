@@ -150,15 +150,15 @@ def test_queries_can_carry_the_quantification_their_own_intensities_hold(setup, 
     lib = tmp_path / "lib"
     assert main(["library", "build", "--data", str(s["data"]), "--split", "train", "--model", str(ckpt), "--out", str(lib)]) == 0
     out = tmp_path / "report.json"
+    assert main(["data", "k-factors", str(s["data"]), "--split", "train", "--out", str(tmp_path / "k.json")]) == 0
     argv = ["library", "evaluate", str(lib), "--data", str(s["data"]), "--split", "test", "--model", str(ckpt), "--out", str(out)]
-    assert main([*argv, "--intensity-standards", str(s["data"])]) == 0
+    assert main([*argv, "--intensity-quantification", str(tmp_path / "k.json")]) == 0
     assert "from its own spectra's intensities" in capsys.readouterr().out
     report = json.loads(out.read_text())
-    quant = report["quantification"]
     train = LMDBStructureDataset(s["data"], "train")
     k_factors = fit_k_factors(site_integrals(train.store.spectra_of(sid)) for sid in train.sids)
-    assert set(quant["k_factors"]) == set(k_factors) and quant["standards_split"] == "train"
-    assert all(quant["k_factors"][c]["k"] == pytest.approx(k_factors[c]["k"]) for c in k_factors)
+    assert report["quantification"]["k_factors_file"] == str(tmp_path / "k.json")
+    assert all(report["quantification"]["k_factors"][c]["k"] == pytest.approx(k_factors[c]["k"]) for c in k_factors)
     # the same hit@1 the long way, with the amounts computed here from the raw spectra
     library = Library.open(lib, model=ckpt)
     vectors = np.asarray(library.vectors, dtype=np.float64)
@@ -176,5 +176,5 @@ def test_queries_can_carry_the_quantification_their_own_intensities_hold(setup, 
             hits.append(bool(labels_match(content[best], defects[best], g.env_content[e].double().numpy(), g.env_defects[e].double().numpy())))
     assert report["hit@1"] == pytest.approx(np.mean(hits))
     # both sources at once are refused
-    assert main([*argv, "--intensity-standards", str(s["data"]), "--quantification-error", "0.1"]) == 2
+    assert main([*argv, "--intensity-quantification", str(tmp_path / "k.json"), "--quantification-error", "0.1"]) == 2
     assert "not both" in capsys.readouterr().err

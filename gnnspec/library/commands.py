@@ -93,13 +93,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "(0: exact; for models that read one); default: none",
     )
     e.add_argument(
-        "--intensity-standards",
+        "--intensity-quantification",
+        nargs="?",
+        const="shipped",
         default=None,
-        metavar="DATA",
-        help="give each query the elemental quantification its own FEFF spectra hold in their intensities, with k-factors "
-        "fitted on the site spectra of this LMDB dataset of known structures (its --standards-split)",
+        metavar="K.json",
+        help="give each query the elemental quantification its own FEFF spectra hold in their intensities (integrated "
+        "intensity summed over the environment's atoms / per-atom k-factor; default k-factors: the shipped ones, from "
+        "gnnspec data k-factors on the shipped train split)",
     )
-    e.add_argument("--standards-split", default="train", help="split of the intensity standards (default train; 'all' for every one)")
     e.add_argument(
         "--centre-known",
         action="store_true",
@@ -255,6 +257,15 @@ def _query(args: argparse.Namespace) -> int:
     return 0
 
 
+def _k_factors_path(value: str | None) -> str | Path | None:
+    """``--intensity-quantification``'s file: the shipped k-factors when given without one."""
+    if value != "shipped":
+        return value
+    from gnnspec.data.intensities import SHIPPED_K_FACTORS
+
+    return SHIPPED_K_FACTORS
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from gnnspec.library.evaluate import evaluate_library
     from gnnspec.library.library import Library
@@ -269,8 +280,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         progress=_progress("queries"),
         quantification_error=args.quantification_error,
         centre_known=args.centre_known,
-        intensity_standards=args.intensity_standards,
-        standards_split=None if args.standards_split == "all" else args.standards_split,
+        intensity_k_factors=_k_factors_path(args.intensity_quantification),
     )
     k = r["k"]
     print(f"library      {r['library']} ({r['library_entries']} entries)")
@@ -284,8 +294,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     elif quant is not None:
         err = quant["atom_fraction_log_error"]
         print(
-            f"quantified   each query from its own spectra's intensities (k-factors from {quant['standards']}, "
-            f"split {quant['standards_split']}): atom fractions off by {100 * err['sd']:.1f} % (sd), "
+            f"quantified   each query from its own spectra's intensities (k-factors {quant['k_factors_file']}): "
+            f"atom fractions off by {100 * err['sd']:.1f} % (sd), "
             f"{100 * err['within_5_percent']:.1f} % within 5 %"
         )
     if r["centre_known"]:

@@ -15,11 +15,12 @@ With ``quantification_error`` set, each query also carries its environment's ele
 quantification (:mod:`gnnspec.quantification`: the atom amounts of its elements), each amount
 multiplied by ``exp(N(0, quantification_error))`` (seeded: the same draws every run), as a
 measurement of that relative accuracy would give it; 0 gives the exact one.
-With ``intensity_standards`` (a gnnspec LMDB dataset of known structures) each query instead
-carries the quantification its own FEFF spectra hold in their intensities: the sum over the
-environment's atoms of each channel's integrated raw intensity, divided by that channel's
-k-factor fitted on the standards (:mod:`gnnspec.data.intensities`); no label enters. The
-report gives the k-factors and how far the measured atom fractions fall from the true ones.
+With ``intensity_k_factors`` (per channel, :func:`gnnspec.data.intensities.read_k_factors`;
+``gnnspec data k-factors`` fits them on standards) each query instead carries the
+quantification its own FEFF spectra hold in their intensities: the sum over the environment's
+atoms of each channel's integrated raw intensity, divided by that channel's k-factor
+(:mod:`gnnspec.data.intensities`); no label enters. The report says how far the measured atom
+fractions fall from the true ones.
 With ``centre_known``, each query's hits are restricted to environments centred on the query's
 own centre element (``gnnspec query --centre``), as when a user asks which environments of one
 element explain the spectra.
@@ -36,7 +37,7 @@ import numpy as np
 from ase.data import chemical_symbols
 
 from gnnspec.channels import CHANNEL_NAMES
-from gnnspec.data.intensities import environment_amounts, fit_k_factors, site_integrals
+from gnnspec.data.intensities import environment_amounts, read_k_factors, site_integrals
 from gnnspec.data.store import DATA_FILE
 from gnnspec.errors import InputError
 from gnnspec.library.build import source_kind
@@ -76,25 +77,12 @@ def _scores(rows: list[dict], results: list[list[dict]], k: int) -> dict:
     }
 
 
-def _k_factors(standards: str | Path, split: str | None) -> dict[str, dict[str, float]]:
-    """k-factors of every channel from the site spectra of a standards dataset (:func:`fit_k_factors`)."""
-    from gnnspec.data.dataset import LMDBStructureDataset
-
-    if source_kind(standards) != "lmdb":
-        raise InputError(f"{standards}: intensity standards must be a gnnspec LMDB dataset (no {DATA_FILE})")
-    ds = LMDBStructureDataset(standards, split)
-    if len(ds) == 0:
-        raise InputError(f"{standards}: no structures{'' if split is None else f' in the {split} split'} to fit k-factors on")
-    return fit_k_factors(site_integrals(ds.store.spectra_of(sid)) for sid in ds.sids)
-
-
-def _quantification_report(error, standards, split, k_factors, log_errors) -> dict | None:
+def _quantification_report(error, k_source, k_factors, log_errors) -> dict | None:
     if k_factors is not None:
         err = np.concatenate(log_errors) if log_errors else np.zeros(0)
         return {
             "source": "integrated intensities of each query's own FEFF spectra",
-            "standards": str(standards),
-            "standards_split": split or "all",
+            "k_factors_file": k_source,
             "k_factors": k_factors,
             "atom_fraction_log_error": {"mean": float(err.mean()), "sd": float(err.std()), "within_5_percent": float((abs(err) < 0.05).mean())},
         }
@@ -112,8 +100,7 @@ def evaluate_library(
     progress: Callable[[int, int], None] | None = None,
     quantification_error: float | None = None,
     centre_known: bool = False,
-    intensity_standards: str | Path | None = None,
-    standards_split: str | None = "train",
+    intensity_k_factors: str | Path | None = None,
 ) -> dict:
     """Label-match retrieval report of ``lib`` for the environments of dataset ``data`` (module docstring)."""
     from gnnspec.data import schema
@@ -124,11 +111,11 @@ def evaluate_library(
     check_ranking("consensus", pool)
     if quantification_error is not None and not (np.isfinite(quantification_error) and quantification_error >= 0):
         raise InputError(f"the quantification error must be a number >= 0, got {quantification_error}")
-    if quantification_error is not None and intensity_standards is not None:
-        raise InputError("give a quantification error (from the labels) or intensity standards, not both")
+    if quantification_error is not None and intensity_k_factors is not None:
+        raise InputError("give a quantification error (from the labels) or intensity k-factors, not both")
     rng = np.random.default_rng(0)
     schema.check_split(split)
-    k_factors = None if intensity_standards is None else _k_factors(intensity_standards, standards_split)
+    k_factors = None if intensity_k_factors is None else read_k_factors(intensity_k_factors)
     log_errors: list[np.ndarray] = []
     if source_kind(data) != "lmdb":
         raise InputError(f"{data}: not a gnnspec LMDB dataset (no {DATA_FILE})")
@@ -189,7 +176,7 @@ def evaluate_library(
         "queries": len(rows),
         "k": int(k),
         "content_tol": CONTENT_TOL,
-        "quantification": _quantification_report(quantification_error, intensity_standards, standards_split, k_factors, log_errors),
+        "quantification": _quantification_report(quantification_error, None if intensity_k_factors is None else str(intensity_k_factors), k_factors, log_errors),
         "centre_known": bool(centre_known),
         **cosine,
         "consensus": {"pool": pool_size(lib.count, pool), **consensus},
