@@ -96,3 +96,18 @@ def test_simulate_cli_bad_input_exit_2(tmp_path, licoo2, capsys):
     assert main(["simulate", str(cif), "--site", "0", "--channel", "Li-K-xas", "--preset", "nope", "--out", str(tmp_path / "x.json")]) == 2
     err = capsys.readouterr().err
     assert "unknown channel" in err and "unknown FEFF preset" in err
+
+
+def test_shipped_k_factors_count_the_atoms_of_fresh_feff_runs(tmp_path, licoo2, capsys):
+    """Raw spectra from gnnspec simulate, quantified with the shipped k-factors (fitted on NMC): about one atom each."""
+    cif = tmp_path / "licoo2.cif"
+    licoo2.to(filename=str(cif))
+    files = []
+    for symbol, channel in (("O", "O-K-eels"), ("Co", "Co-L3-eels")):
+        files.append(str(tmp_path / f"{symbol}.json"))
+        assert main(["simulate", str(cif), "--site", str(_site(licoo2, symbol)), "--channel", channel, "--out", files[-1]]) == 0
+    out = tmp_path / "region.json"
+    assert main(["quantify", *files, "--out", str(out)]) == 0
+    channels = json.loads(out.read_text())["meta"]["channels"]
+    assert channels["O-K-eels"]["amount"] == pytest.approx(1.0, rel=0.1)
+    assert channels["Co-L3-eels"]["amount"] == pytest.approx(1.0, rel=0.1)
