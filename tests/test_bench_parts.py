@@ -138,3 +138,22 @@ def test_inverse_table_gives_both_methods_the_quantification_of_a_model_that_rea
     assert plain["n"] == quantified["n"] and plain["mae_mean"] != quantified["mae_mean"]
     assert not np.allclose(retrieval.spectrum_embeddings(model, test), retrieval.spectrum_embeddings(model, test, quantified=True))
     assert "gnnspec" in inverse_table(tiny_model(), train, test, quick=True)["all channels"]
+
+
+def test_intensity_amounts_follow_each_environment_in_collect_order(tmp_path):
+    """The amounts the raw intensities hold line up with collect_envs and track the element content."""
+    from model_fixtures import write_synthetic_lmdb
+
+    from gnnspec.bench.collect import collect_envs, intensity_amounts
+    from gnnspec.data.dataset import LMDBStructureDataset
+    from gnnspec.data.intensities import fit_k_factors, site_integrals
+
+    data = write_synthetic_lmdb(tmp_path / "synthetic", splits=("train",) * 3)
+    ds = LMDBStructureDataset(data, "train")
+    k = fit_k_factors(site_integrals(ds.store.spectra_of(sid)) for sid in ds.sids)
+    envs, amounts = collect_envs(ds), intensity_amounts(ds, k)
+    assert amounts.shape == (len(envs.content), 5)
+    rows = envs.mask.any(1)
+    assert np.isnan(amounts[~rows]).all() and not np.isnan(amounts[rows]).any()
+    fractions = amounts[rows] / amounts[rows].sum(1, keepdims=True)
+    assert np.abs(fractions - envs.content[rows]).max() < 0.05  # every element of these environments has a channel

@@ -66,3 +66,24 @@ def collect_envs(ds: LMDBStructureDataset) -> EnvSet:
         defects=np.concatenate([g.env_defects.numpy() for g in parts]).astype(np.float64),
         sid=np.concatenate([np.full(g.env_y.shape[0], int(g.sid)) for g in parts]),
     )
+
+
+def intensity_amounts(ds: LMDBStructureDataset, k_factors: dict) -> np.ndarray:
+    """Element amounts ``[n_env, 5]`` (Li, Ni, Mn, Co, O) that each environment's raw FEFF intensities
+    hold (:mod:`gnnspec.data.intensities`), in :func:`collect_envs` order; NaN rows for environments
+    without spectra. Zero for elements without a present channel."""
+    from gnnspec.data.intensities import environment_amounts, site_integrals
+    from gnnspec.structures.environments import CONTENT_ELEMENTS
+
+    rows = []
+    for i in range(len(ds)):
+        g = ds[i]
+        integrals = site_integrals(ds.store.spectra_of(ds.sids[i]))
+        mask, member_index, member_env = g.env_y_mask.numpy(), g.env_member_index.numpy(), g.env_member_env.numpy()
+        for e in range(mask.shape[0]):
+            present = [name for c, name in enumerate(CHANNEL_NAMES) if mask[e, c]]
+            row = np.full(len(CONTENT_ELEMENTS), np.nan if not present else 0.0)
+            for element, amount in (environment_amounts(integrals, member_index[member_env == e], present, k_factors) if present else {}).items():
+                row[CONTENT_ELEMENTS.index(element)] = amount
+            rows.append(row)
+    return np.array(rows)

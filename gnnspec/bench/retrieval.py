@@ -5,7 +5,9 @@ queries are the FEFF environment spectra of the test environments, embedded by t
 encoder. A hit matches when the retrieved environment has the same defect labels and an element
 content within 0.05 (mean absolute difference over Li, Ni, Mn, Co, O). Reported for cosine
 ranking and for consensus ranking (:mod:`gnnspec.library.consensus`, the default pool); for a
-model that reads an elemental quantification, also with each query's exact quantification.
+model that reads an elemental quantification, also with each query's exact quantification and
+with the quantification its own FEFF intensities hold (shipped k-factors,
+:mod:`gnnspec.data.intensities`).
 
 Scale: random unit vectors (dimension 128, labelled as such; uniform on the sphere, the worst
 case for approximate search, and clustered) in libraries of 10k, 100k and 1M entries; each index
@@ -34,11 +36,13 @@ def structure_embeddings(model, dataset) -> np.ndarray:
 
 
 @torch.no_grad()
-def spectrum_embeddings(model, envs: EnvSet, quantified: bool = False) -> np.ndarray:
-    """Spectrum embeddings of every environment; ``quantified``: with its exact elemental quantification."""
+def spectrum_embeddings(model, envs: EnvSet, quantified: bool = False, amounts: np.ndarray | None = None) -> np.ndarray:
+    """Spectrum embeddings of every environment; ``quantified``: with its exact elemental quantification;
+    ``amounts [n, 5]``: with the quantification of these element amounts instead."""
     dtype = next(model.parameters()).dtype
     x, mask = torch.tensor(envs.y, dtype=dtype), torch.tensor(envs.mask)
-    quant = channel_fractions(torch.tensor(envs.content, dtype=dtype), mask, channel_element_index(model.cfg.channels)) if quantified else None
+    source = amounts if amounts is not None else (envs.content if quantified else None)
+    quant = None if source is None else channel_fractions(torch.tensor(source, dtype=dtype), mask, channel_element_index(model.cfg.channels))
     return model.encode_spectra(x, mask, quant).double().numpy()
 
 
