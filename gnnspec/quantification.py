@@ -64,16 +64,21 @@ def channel_fractions(amounts: torch.Tensor, mask: torch.Tensor, element_index: 
     return torch.where(unknown.expand_as(out), torch.full_like(out, math.nan), out)
 
 
-def perturb_amounts(amounts: torch.Tensor, relative_error: float, dropout: float) -> torch.Tensor:
-    """Training draw: amounts times ``exp(N(0, relative_error))`` per element; rows NaN with probability ``dropout``.
+def perturb_amounts(
+    amounts: torch.Tensor, relative_error: float, dropout: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """A measurement's draw: amounts times ``exp(N(0, relative_error))`` per element; rows NaN with
+    probability ``dropout``.
 
-    Draws come from torch's global generator (a resumed run repeats them).
+    Draws come from ``generator`` (a CPU generator), else torch's global one (in training: a
+    resumed run repeats them).
     """
     out = amounts
     if relative_error > 0:
-        out = out * torch.exp(relative_error * torch.randn(amounts.shape)).to(amounts.device, amounts.dtype)
+        noise = torch.randn(amounts.shape, generator=generator)  # float32 draws, as the shipped model was trained with
+        out = out * torch.exp(relative_error * noise).to(amounts.device, amounts.dtype)
     if dropout > 0:
-        drop = (torch.rand(amounts.shape[0]) < dropout).to(amounts.device)
+        drop = (torch.rand(amounts.shape[0], generator=generator) < dropout).to(amounts.device)
         out = torch.where(drop.unsqueeze(1), torch.full_like(out, math.nan), out)
     return out
 

@@ -13,8 +13,9 @@ for cosine ranking (top level of the report) and for consensus ranking (under ``
 with the ``pool`` it used; :mod:`gnnspec.library.consensus`).
 With ``quantification_error`` set, each query also carries its environment's elemental
 quantification (:mod:`gnnspec.quantification`: the atom amounts of its elements), each amount
-multiplied by ``exp(N(0, quantification_error))`` (seeded: the same draws every run), as a
-measurement of that relative accuracy would give it; 0 gives the exact one.
+multiplied by ``exp(N(0, quantification_error))`` (:func:`gnnspec.quantification.perturb_amounts`,
+seeded: the same draws every run), as a measurement of that relative accuracy would give it; 0
+gives the exact one.
 With ``intensity_k_factors`` (per channel, :func:`gnnspec.data.intensities.read_k_factors`;
 ``gnnspec data k-factors`` fits them on standards) each query instead carries the
 quantification its own FEFF spectra hold in their intensities: the sum over the environment's
@@ -34,6 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import torch
 from ase.data import chemical_symbols
 
 from gnnspec.channels import CHANNEL_NAMES
@@ -44,6 +46,7 @@ from gnnspec.library.build import source_kind
 from gnnspec.library.consensus import check_ranking, entry_labels, pool_size
 from gnnspec.library.library import Library
 from gnnspec.library.store import structure_hash
+from gnnspec.quantification import perturb_amounts
 from gnnspec.structures.environments import CONTENT_ELEMENTS, CONTENT_TOL, DEFECTS, labels_match
 
 
@@ -84,7 +87,11 @@ def _quantification_report(error, k_source, k_factors, log_errors) -> dict | Non
             "source": "integrated intensities of each query's own FEFF spectra",
             "k_factors_file": k_source,
             "k_factors": k_factors,
-            "atom_fraction_log_error": {"mean": float(err.mean()), "sd": float(err.std()), "within_5_percent": float((abs(err) < 0.05).mean())},
+            "atom_fraction_log_error": {
+                "mean": float(err.mean()),
+                "sd": float(err.std()),
+                "within_5_percent": float((abs(err) < 0.05).mean()),
+            },
         }
     if error is not None:
         return {"source": "labels, perturbed", "relative_error": float(error)}
@@ -113,7 +120,7 @@ def evaluate_library(
         raise InputError(f"the quantification error must be a number >= 0, got {quantification_error}")
     if quantification_error is not None and intensity_k_factors is not None:
         raise InputError("give a quantification error (from the labels) or intensity k-factors, not both")
-    rng = np.random.default_rng(0)
+    generator = torch.Generator().manual_seed(0)  # the same draws every run
     schema.check_split(split)
     k_factors = None if intensity_k_factors is None else read_k_factors(intensity_k_factors)
     log_errors: list[np.ndarray] = []
@@ -148,8 +155,8 @@ def evaluate_library(
             elif quantification_error is None:
                 vector = model.embed_spectra(spectra)
             else:
-                amounts = g.env_content[e].double().numpy() * np.exp(quantification_error * rng.standard_normal(len(CONTENT_ELEMENTS)))
-                vector = model.embed_spectra(spectra, quantification=dict(zip(CONTENT_ELEMENTS, amounts.tolist())))
+                amounts = perturb_amounts(g.env_content[e : e + 1].double(), quantification_error, 0.0, generator)[0].tolist()
+                vector = model.embed_spectra(spectra, quantification=dict(zip(CONTENT_ELEMENTS, amounts)))
             rows.append(
                 {
                     "vector": np.asarray(vector, dtype=np.float64).reshape(-1),
