@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from gnnspec.channels import CHANNEL_NAMES, CHANNELS, to_channel_grid
-from gnnspec.errors import InputError
+from gnnspec.errors import InputError, read_json_file
 
 SCHEMA = "gnnspec.spectra/1"
 #: Grid points per channel (every channel grid has the same length).
@@ -216,7 +216,7 @@ def read_spectra(source: str | Path | Mapping) -> tuple[Spectra, dict]:
     if isinstance(source, Mapping):
         return spectra_from_dict(source, "<dict>")
     path = Path(source)
-    return spectra_from_dict(_load_json(path), str(path))
+    return spectra_from_dict(read_json_file(path, "spectra file"), str(path))
 
 
 def write_spectra(
@@ -247,7 +247,7 @@ def read_spectra_batch(path: str | Path) -> list[tuple[str, Spectra]]:
         if not files:
             raise InputError(f"{path}: folder holds no .json spectra files")
         for file in files:
-            obj = _load_json(file)
+            obj = read_json_file(file, "spectra file")
             spectra, _ = spectra_from_dict(obj, str(file))
             records.append((_record_id(obj, file.stem, str(file)), spectra))
     elif path.is_file():
@@ -329,17 +329,6 @@ def spectra_on_grids(
         out[CHANNEL_NAMES.index(name)] = row
         mask[CHANNEL_NAMES.index(name)] = True
     return out, mask
-
-
-def _load_json(path: Path) -> Any:
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read spectra file ({exc.strerror or exc})") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
 
 
 def _record_id(obj: Mapping, default: str, source: str) -> str:

@@ -6,13 +6,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ase.data import atomic_numbers
 from fixtures.synthetic import power_law, write_msa
 
 from gnnspec.errors import InputError
 from gnnspec.measured import cross_sections as xs
 from gnnspec.measured.commands import add_parsers
 from gnnspec.measured.convert import convert_measured
-from gnnspec.measured.quantify import ATOMIC_NUMBER, QuantifyRequest, read_eels_k_factors
+from gnnspec.measured.quantify import QuantifyRequest, read_eels_k_factors
 from gnnspec.measured.readers import read_msa
 from gnnspec.spectra import read_spectra
 
@@ -86,7 +87,7 @@ def _survey(path: Path, beam_kev: float, beta_mrad: float, atoms: dict | None = 
     for element, (_, shell, edge) in EDGES.items():
         above = energy >= edge
         dsde = xs.differential_cross_section(
-            ATOMIC_NUMBER[element], shell, energy[above], beam_kev * 1e3, beta_mrad * 1e-3, edge_energy=edge
+            atomic_numbers[element], shell, energy[above], beam_kev * 1e3, beta_mrad * 1e-3, edge_energy=edge
         )
         total[above] += 2e3 * (atoms or ATOMS)[element] * (strength or {}).get(element, 1.0) * dsde
     write_msa(path, energy, total, header={"BEAMKV -kV": beam_kev, "COLLANGLE-mR": beta_mrad})

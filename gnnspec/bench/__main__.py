@@ -172,23 +172,23 @@ def render(r: dict, info: dict, caption: str) -> str:
         f"(consensus ranking, pool {r['retrieval']['consensus']['pool']}: the best-supported label class first, distinct alternatives after).",
         "",
     ]
-    qr = r["retrieval"].get("quantified")
-    if qr:
-        lines += [
-            "The same queries, each with its exact elemental quantification (the model reads one; `gnnspec.quantification`): "
-            f"hit@1 = {_f(qr['hit@1'])}, hit@5 = {_f(qr['hit@5'])} (cosine); hit@1 = {_f(qr['consensus']['hit@1'])}, "
-            f"hit@5 = {_f(qr['consensus']['hit@5'])} (consensus).",
-            "",
-        ]
-    ir = r["retrieval"].get("intensity_quantified")
-    if ir:
-        lines += [
-            "The same queries, each with the quantification its own FEFF spectra hold in their intensities (integrated raw "
+    quantified_queries = (
+        ("quantified", "each with its exact elemental quantification (the model reads one; `gnnspec.quantification`)"),
+        (
+            "intensity_quantified",
+            "each with the quantification its own FEFF spectra hold in their intensities (integrated raw "
             "intensity summed over the environment's atoms / the shipped per-atom k-factors; `gnnspec.data.intensities`, no "
-            f"label used): hit@1 = {_f(ir['hit@1'])}, hit@5 = {_f(ir['hit@5'])} (cosine); hit@1 = {_f(ir['consensus']['hit@1'])}, "
-            f"hit@5 = {_f(ir['consensus']['hit@5'])} (consensus).",
-            "",
-        ]
+            "label used)",
+        ),
+    )
+    for key, queries in quantified_queries:
+        qr = r["retrieval"].get(key)
+        if qr:
+            lines += [
+                f"The same queries, {queries}: hit@1 = {_f(qr['hit@1'])}, hit@5 = {_f(qr['hit@5'])} (cosine); "
+                f"hit@1 = {_f(qr['consensus']['hit@1'])}, hit@5 = {_f(qr['consensus']['hit@5'])} (consensus).",
+                "",
+            ]
     lines += [
         "Scale (random unit vectors, dimension 128, not embeddings: `uniform` on the sphere, the worst case for "
         "approximate search, and `clustered` around one random centre per 100 vectors; queries are library vectors "

@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from gnnspec.channels import CHANNEL_NAMES, CHANNELS
-from gnnspec.errors import InputError
+from gnnspec.errors import InputError, read_json_file
 
 K_FACTORS_SCHEMA = "gnnspec.k_factors/1"
 #: k-factors of FEFF10 spectra from the shipped dataset's train split.
@@ -112,12 +112,7 @@ def write_k_factors(path: str | Path, k_factors: Mapping[str, Mapping], source: 
 def read_k_factors(path: str | Path | None = None) -> dict[str, dict[str, float]]:
     """k-factors from a ``gnnspec.k_factors/1`` file (default: the shipped FEFF10 ones); InputError on a bad file."""
     path = Path(path) if path is not None else SHIPPED_K_FACTORS
-    try:
-        doc = json.loads(path.read_text())
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read k-factors ({exc.strerror or exc})") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path}: not JSON ({exc.msg} at line {exc.lineno})") from None
+    doc = read_json_file(path, "k-factors file")
     if not isinstance(doc, dict) or doc.get("schema") != K_FACTORS_SCHEMA:
         raise InputError(f"{path}: not a {K_FACTORS_SCHEMA} file")
     if doc.get("window_eV") != INTEGRATION_WINDOW_EV:

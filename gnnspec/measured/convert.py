@@ -129,9 +129,7 @@ def convert_measured(
         }
     spectra_on_grids(spectra, source=str(out or "<converted spectra>"))  # every written spectrum must map onto its grid
     if quantify is not None:
-        quantification = _measure_quantification(sources, spectra, quantify)
-        meta["quantification"] = quantification[1]
-        quantification = quantification[0]
+        quantification, meta["quantification"] = _measure_quantification(sources, spectra, quantify)
     if out is not None:
         write_spectra(out, spectra, meta, quantification)
     return spectra, meta

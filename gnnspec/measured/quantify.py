@@ -40,9 +40,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from ase.data import atomic_numbers
 
 from gnnspec.channels import CHANNELS
-from gnnspec.errors import InputError
+from gnnspec.errors import InputError, read_json_file
 from gnnspec.measured.cross_sections import partial_cross_section
 from gnnspec.measured.edges import ProcessedEdge
 
@@ -54,7 +55,8 @@ EDGE_GAP_EV = 5.0
 MIN_WINDOW_EV = 20.0
 #: Shell whose cross-section a channel's edge window holds (an L3 window also holds L2).
 SHELL_OF_EDGE = {"K": "K", "L3": "L23"}
-ATOMIC_NUMBER = {"Li": 3, "O": 8, "Mn": 25, "Co": 27, "Ni": 28}
+#: Elements with an EELS channel: the ones a survey can quantify.
+EELS_ELEMENTS = tuple(dict.fromkeys(c.element for c in CHANNELS.values() if c.modality == "eels"))
 EELS_K_FACTORS_SCHEMA = "gnnspec.eels_k_factors/1"
 
 
@@ -179,7 +181,7 @@ def integrate_edge(
     counting_error = float(np.sqrt(total) / counts) if counts > 0 else float("inf")
     shell = SHELL_OF_EDGE[channel.edge]
     sigma = partial_cross_section(
-        ATOMIC_NUMBER[channel.element],
+        atomic_numbers[channel.element],
         shell,
         channel.edge_energy,
         end - start,
@@ -285,18 +287,12 @@ def write_eels_k_factors(path: str | Path, record: Mapping) -> Path:
 
 def read_eels_k_factors(path: str | Path) -> dict[str, float]:
     """``{element: k-factor}`` from a ``gnnspec.eels_k_factors/1`` file; InputError on a bad one."""
-    path = Path(path)
-    try:
-        doc = json.loads(path.read_text())
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read k-factors ({exc.strerror or exc})") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path}: not JSON ({exc.msg} at line {exc.lineno})") from None
+    doc = read_json_file(path, "k-factors file")
     if not isinstance(doc, dict) or doc.get("schema") != EELS_K_FACTORS_SCHEMA or not isinstance(doc.get("elements"), dict):
         raise InputError(f"{path}: not a {EELS_K_FACTORS_SCHEMA} file")
     out = {}
     for element, k in doc["elements"].items():
-        if element not in ATOMIC_NUMBER or isinstance(k, bool) or not isinstance(k, (int, float)) or not k > 0:
+        if element not in EELS_ELEMENTS or isinstance(k, bool) or not isinstance(k, (int, float)) or not k > 0:
             raise InputError(f"{path}: element {element!r}: needs an element with an EELS edge and a factor > 0, got {k!r}")
         out[element] = float(k)
     return out
