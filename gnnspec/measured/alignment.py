@@ -50,6 +50,8 @@ ONSET_OFFSETS_EV: dict[str, float] = {
     "Co-L3-eels": 3.8,
     "Ni-L3-eels": 3.2,
 }
+# an L2,3 channel's leading edge is its L3 run's: the same onset above the same tabulated L3 edge
+ONSET_OFFSETS_EV.update({f"{tm}-L23-{m}": ONSET_OFFSETS_EV[f"{tm}-L3-{m}"] for tm in ("Mn", "Co", "Ni") for m in ("xas", "eels")})
 _DE = 0.1  # eV, step of the fine grid the edge finders work on
 
 
