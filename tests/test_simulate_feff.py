@@ -26,7 +26,41 @@ def test_feff_input_has_one_potential_per_present_element(licoo2):
     for card in ("EDGE K", "S02 1.0", "CONTROL 1 1 1 1 1 1", "PRINT 0 0 0 0 0 0", "FMS 4.0 0", "EXCHANGE 0 0 0", "COREHOLE FSR", "XANES 4.0 0.07 0.0"):
         assert card in text
     assert "SCF" not in text
-    assert "SCF 3.0 0 30 0.1 1" in build_feff_input(licoo2, 0, "K", "xanes", PRESETS["scf"])
+
+
+def _cards(text: str) -> list[str]:
+    return [line.strip() for line in text.split("POTENTIALS")[0].splitlines()[1:] if line.strip()]
+
+
+def test_both_tiers_write_exactly_their_cards(licoo2):
+    """The tiers' cards, line by line: the scf tier is fixed so spectra stay comparable."""
+    elnes = ["ELNES 4.0 0.07 0.0", "300 1 0 1", "2.4 0.0", "5 3", "0 0"]
+    common = ["S02 1.0", "CONTROL 1 1 1 1 1 1", "PRINT 0 0 0 0 0 0", "FMS 4.0 0", "EXCHANGE 0 0 0"]
+    co = _site(licoo2, "Co")
+    assert _cards(build_feff_input(licoo2, co, "L2", "elnes", PRESETS["scf"])) == [
+        "EDGE L2", *common, "COREHOLE RPA", "SCF 4.0 0 30 0.1 1", *elnes
+    ]
+    assert _cards(build_feff_input(licoo2, co, "L3", "elnes", PRESETS["fast"])) == ["EDGE L3", *common, "COREHOLE FSR", *elnes]
+    assert _cards(build_feff_input(licoo2, co, "K", "xanes", PRESETS["scf"])) == [
+        "EDGE K", *common, "COREHOLE RPA", "SCF 4.0 0 30 0.1 1", "XANES 4.0 0.07 0.0"
+    ]
+    assert PRESETS["scf"].screened_core_hole and not PRESETS["fast"].screened_core_hole
+    assert preset_hash(PRESETS["scf"]) == "d88a09c59a2fb407"
+
+
+def test_l23_channel_runs_l3_and_l2_and_sums_them(licoo2, tmp_path):
+    """gnnspec simulate of an L2,3 channel: two FEFF runs, FEFF's absolute axes, the raw sum written."""
+    from gnnspec.channels import CHANNELS
+    from gnnspec.simulate.runner import assemble_site
+
+    co = _site(licoo2, "Co")
+    raw = run_feff_site(licoo2, co, ["Co-L23-eels", "Co-L23-xas"])
+    assert set(raw) == {"Co-L3-eels", "Co-L3-xas", "Co-L2-eels", "Co-L2-xas"}
+    l3, l2 = raw["Co-L3-xas"], raw["Co-L2-xas"]
+    assert 13.0 < l2.energy[0] - l3.energy[0] < 17.0  # Co 2p spin-orbit splitting, from FEFF's own energies
+    grid, y = assemble_site(["Co-L23-xas"], raw)["Co-L23-xas"]
+    assert np.array_equal(grid, CHANNELS["Co-L23-xas"].grid)
+    assert np.allclose(y, np.interp(grid, l3.energy, l3.intensity) + np.interp(grid, l2.energy, l2.intensity, left=0.0))
 
 
 def test_preset_hash_tells_presets_apart():
@@ -74,14 +108,18 @@ def test_simulate_cli_end_to_end(tmp_path, licoo2, capsys):
     cif = tmp_path / "licoo2.cif"
     licoo2.to(filename=str(cif))
     out = tmp_path / "co.json"
-    code = main(["simulate", str(cif), "--site", str(_site(licoo2, "Co")), "--channel", "Co-L3-eels", "--channel", "Co-L3-xas", "--out", str(out)])
+    code = main(["simulate", str(cif), "--site", str(_site(licoo2, "Co")), "--channel", "Co-L23-eels", "--channel", "Co-L3-xas", "--out", str(out)])
     assert code == 0
     data = json.loads(out.read_text())
     assert data["schema"] == "gnnspec.spectra/1"
-    assert set(data["channels"]) == {"Co-L3-eels", "Co-L3-xas"}
-    assert data["meta"]["preset"] == "fast"
-    e = data["channels"]["Co-L3-eels"]["energy"]
+    assert set(data["channels"]) == {"Co-L23-eels", "Co-L3-xas"}
+    assert data["meta"]["tier"] == data["meta"]["preset"] == "fast"
+    assert set(data["meta"]["runs"]) == {"Co-L3-eels", "Co-L3-xas", "Co-L2-eels"}
+    e = data["channels"]["Co-L3-xas"]["energy"]
     assert 770 < e[0] < 780
+    from gnnspec.channels import CHANNELS
+
+    assert np.allclose(data["channels"]["Co-L23-eels"]["energy"], CHANNELS["Co-L23-eels"].grid)
     assert "FEFF" not in capsys.readouterr().out.replace("FEFF log", "")  # FEFF's console went to the log
 
 
@@ -111,3 +149,21 @@ def test_shipped_k_factors_count_the_atoms_of_fresh_feff_runs(tmp_path, licoo2, 
     channels = json.loads(out.read_text())["meta"]["channels"]
     assert channels["O-K-eels"]["amount"] == pytest.approx(1.0, rel=0.1)
     assert channels["Co-L3-eels"]["amount"] == pytest.approx(1.0, rel=0.1)
+
+
+@pytest.mark.slow
+def test_scf_tier_real_run(tmp_path, licoo2):
+    """One real scf-tier run (SCF 4.0 A, RPA core hole; 1.5-3 minutes): it records its tier and
+    differs from the fast tier's spectrum of the same site."""
+    o = _site(licoo2, "O")
+    cif = tmp_path / "licoo2.cif"
+    licoo2.to(filename=str(cif))
+    out = tmp_path / "o.json"
+    assert main(["simulate", str(cif), "--site", str(o), "--channel", "O-K-eels", "--preset", "scf", "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["meta"]["tier"] == "scf" and data["meta"]["preset_hash"] == preset_hash(PRESETS["scf"])
+    scf = data["channels"]["O-K-eels"]
+    fast = run_feff_site(licoo2, o, ["O-K-eels"])["O-K-eels"]
+    y = np.interp(fast.energy, scf["energy"], scf["intensity"])
+    cosine = float(y @ fast.intensity / np.linalg.norm(y) / np.linalg.norm(fast.intensity))
+    assert cosine < 0.999

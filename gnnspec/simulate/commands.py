@@ -13,12 +13,16 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "simulate",
         help="FEFF10 spectra of one absorbing site",
         description="Run FEFF10 for one absorbing site and write its raw spectra (absolute eV) as gnnspec.spectra/1 JSON. "
-        "Channels of one ELNES run (EELS and XAS of O K or a TM L3 edge) share one FEFF run.",
+        "Channels of one ELNES run (EELS and XAS of O K or a TM L3 or L2 edge) share one FEFF run; an L2,3 channel "
+        "(Ni-L23-eels) is the sum of an L3 and an L2 run on the channel grid, in FEFF's raw units.",
     )
     p.add_argument("structure", help="structure file (CIF, POSCAR, pymatgen JSON, anything ase reads)")
     p.add_argument("--site", type=int, required=True, help="index of the absorbing site (0-based)")
-    p.add_argument("--channel", action="append", required=True, help="channel name, e.g. Ni-K-xas (repeatable)")
-    p.add_argument("--preset", default="fast", help="FEFF10 preset: fast (no SCF, default) or scf")
+    p.add_argument("--channel", action="append", required=True, help="channel name, e.g. Ni-K-xas or Ni-L23-eels (repeatable)")
+    p.add_argument(
+        "--preset", "--tier", dest="preset", default="fast",
+        help="FEFF10 tier: fast (no SCF, FSR core hole; default) or scf (SCF 4.0 A, RPA core hole; about 25x slower)",
+    )
     p.add_argument("--out", required=True, help="output JSON file")
     p.add_argument("--log", default=None, help="file for FEFF's console output (default: next to --out)")
     p.set_defaults(func=run)
@@ -27,7 +31,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from gnnspec.channels import get_channel
     from gnnspec.simulate.presets import get_preset
-    from gnnspec.simulate.runner import FeffRunError, run_feff_site
+    from gnnspec.simulate.runner import FeffRunError, assemble_site, run_feff_site
     from gnnspec.spectra import Spectrum, write_spectra
     from gnnspec.structures import read_structure
 
@@ -49,11 +53,14 @@ def run(args: argparse.Namespace) -> int:
         "structure": str(args.structure),
         "site": args.site,
         "element": structure[args.site].specie.symbol,
+        "tier": first.tier,
         "preset": first.preset,
         "preset_hash": first.preset_hash,
         "feff_version": first.feff_version,
+        "runs": {k: {"seconds": v.seconds} for k, v in spectra.items()},
         "units": {"energy": "eV (absolute, FEFF)", "intensity": "FEFF mu (xas) or eels.dat total (eels), unnormalised"},
     }
-    write_spectra(out, {k: Spectrum(k, v.energy, v.intensity) for k, v in spectra.items()}, meta)
-    print(f"wrote {out} ({', '.join(spectra)}); FEFF log: {log}")
+    channels_out = assemble_site(channels, spectra)
+    write_spectra(out, {k: Spectrum(k, e, y) for k, (e, y) in channels_out.items()}, meta)
+    print(f"wrote {out} ({', '.join(channels_out)}); FEFF log: {log}")
     return 0

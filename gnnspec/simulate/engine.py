@@ -3,7 +3,8 @@
 Each run gets its own temporary working folder (about 6 MB), deleted after parsing. FEFF's
 console output (also from its per-stage worker processes) goes to a log file, never to the
 user's terminal. Only the stages a run needs are passed to FEFF: rdinp atomic pot xsph fms
-mkgtr path genfmt ff2x (plus eels for ELNES runs), each with the preset's stage timeout.
+mkgtr path genfmt ff2x (plus screen after pot for an RPA-screened core hole, and eels for ELNES
+runs), each with the preset's stage timeout.
 Raw FEFF energies (absolute, eV) and intensities are kept: ``xmu.dat`` column ``mu`` for XANES
 runs; for ELNES runs ``eels.dat`` (total) and the same edge's XAS from ``xmu10.dat`` (``mu``).
 """
@@ -22,6 +23,14 @@ import numpy as np
 
 _XANES_STAGES = ["rdinp", "atomic", "pot", "xsph", "fms", "mkgtr", "path", "genfmt", "ff2x"]
 _ELNES_STAGES = [*_XANES_STAGES, "eels"]
+
+
+def stage_names(kind: str, screened: bool) -> list[str]:
+    """FEFF stages of a run of ``kind`` (xanes|elnes); ``screened`` adds ``screen`` (COREHOLE RPA)."""
+    names = list(_ELNES_STAGES if kind == "elnes" else _XANES_STAGES)
+    if screened:
+        names.insert(names.index("pot") + 1, "screen")
+    return names
 
 
 class FeffRunError(RuntimeError):
@@ -48,8 +57,13 @@ def _redirect_fds(log_path: Path):
             os.close(saved[1])
 
 
-def run_feff_text(text: str, kind: str, stage_timeout_s: float, log_path=None, workdir_root=None, keep: bool = False):
-    """Run FEFF10 on ``text`` (kind ``xanes`` or ``elnes``): ``({"xas"|"eels": (energy, intensity)}, seconds)``."""
+def run_feff_text(
+    text: str, kind: str, stage_timeout_s: float, log_path=None, workdir_root=None, keep: bool = False, screened: bool | None = None
+):
+    """Run FEFF10 on ``text`` (kind ``xanes`` or ``elnes``): ``({"xas"|"eels": (energy, intensity)}, seconds)``.
+
+    ``screened``: run FEFF's ``screen`` stage (needed by ``COREHOLE RPA``); by default it is
+    run when the text holds that card."""
     import feff10
 
     workdir = Path(tempfile.mkdtemp(prefix="gnnspec_feff_", dir=workdir_root))
@@ -58,7 +72,9 @@ def run_feff_text(text: str, kind: str, stage_timeout_s: float, log_path=None, w
         log.parent.mkdir(parents=True, exist_ok=True)
     try:
         inp = feff10.FeffInput.parse(text)
-        stages = [feff10.Stage.from_name(n) for n in (_ELNES_STAGES if kind == "elnes" else _XANES_STAGES)]
+        if screened is None:
+            screened = any(line.split()[:2] == ["COREHOLE", "RPA"] for line in text.splitlines())
+        stages = [feff10.Stage.from_name(n) for n in stage_names(kind, screened)]
         (workdir / "feff.inp").write_text(text)
         config = feff10.FeffConfig(str(workdir), inp, stages=stages, stage_timeout=stage_timeout_s)
         t0 = time.perf_counter()

@@ -24,7 +24,7 @@ from gnnspec.simulate.engine import FeffRunError, run_feff_text
 def _run(task: dict) -> dict:
     log = Path(task.get("log_dir", "/tmp")) / f"feff_farm_{os.getpid()}.log"
     try:
-        spectra, seconds = run_feff_text(task["text"], task["kind"], task["stage_timeout_s"], log_path=log)
+        spectra, seconds = run_feff_text(task["text"], task["kind"], task["stage_timeout_s"], log_path=log, screened=task.get("screened"))
     except FeffRunError as exc:
         return {"key": task["key"], "failure": str(exc)}
     except Exception as exc:  # a FEFF input the parser refuses

@@ -5,18 +5,38 @@ from __future__ import annotations
 import numpy as np
 from pymatgen.core import Element, Structure
 
-from gnnspec.channels import Channel
+from gnnspec.channels import get_channel, run_edge
 from gnnspec.errors import InputError
 from gnnspec.graphs import Cluster, extract_cluster
 from gnnspec.simulate.presets import CLUSTER_RADIUS, MIN_FEFF_DISTANCE, Preset
 
-#: Which FEFF run computes a channel: K-edge XAS by XANES; O K and TM L3 (both modalities) by ELNES.
-ELNES_EDGES = {("O", "K"), ("Mn", "L3"), ("Co", "L3"), ("Ni", "L3")}
+#: Which FEFF run computes an edge: K-edge XAS of Li and the TMs by XANES; O K and the TM L3
+#: and L2 edges (both modalities) by ELNES.
+ELNES_EDGES = {("O", "K"), *((tm, e) for tm in ("Mn", "Co", "Ni") for e in ("L3", "L2"))}
 
 
-def run_kind(channel: Channel) -> str:
+def run_kind(element: str, edge: str) -> str:
     """``elnes`` for edges computed with one ELNES run (EELS + XAS), else ``xanes``."""
-    return "elnes" if (channel.element, channel.edge) in ELNES_EDGES else "xanes"
+    return "elnes" if (element, edge) in ELNES_EDGES else "xanes"
+
+
+def site_runs(element: str, channels: list[str] | tuple[str, ...]) -> dict[str, list[str]]:
+    """The FEFF runs ``channels`` need at a site of ``element``, with the raw spectra each gives.
+
+    ``{"Ni-L2-elnes": ["Ni-L2-xas", "Ni-L2-eels"], "Ni-K-xanes": ["Ni-K-xas"], ...}``: an L2,3
+    channel needs an L3 and an L2 run; one ELNES run serves both modalities of its edge.
+    """
+    runs: dict[str, list[str]] = {}
+    for name in channels:
+        ch = get_channel(name)
+        if ch.element != element:
+            continue
+        for raw in ch.runs:
+            el, edge, _ = run_edge(raw)
+            spectra = runs.setdefault(f"{el}-{edge}-{run_kind(el, edge)}", [])
+            if raw not in spectra:
+                spectra.append(raw)
+    return runs
 
 
 def check_cluster_distances(cluster: Cluster, label: str) -> None:

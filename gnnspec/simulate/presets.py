@@ -1,14 +1,28 @@
-"""FEFF10 presets: the exact cards of every calculation level, as data.
+"""FEFF10 presets (tiers): the exact cards of every calculation level, as data.
 
 A preset is a list of card lines shared by all runs plus the spectroscopy card block, which
 depends on the run kind:
 
 * ``xanes`` runs (K-edge XAS: Li K, Mn/Co/Ni K) use ``XANES``;
-* ``elnes`` runs (O K and the TM L3 edges) use ``ELNES``; one ELNES run gives the EELS
-  spectrum (``eels.dat``) and the same edge's XAS (``xmu.dat``) at once.
+* ``elnes`` runs (O K and the TM L3 and L2 edges) use ``ELNES``; one ELNES run gives the EELS
+  spectrum (``eels.dat``) and the same edge's XAS (``xmu10.dat``) at once.
 
-``EDGE`` is written per run (``K`` or ``L3``). The cluster radius is 6.0 Angstrom.
-Every spectrum records the preset name, :func:`preset_hash` of its cards and the FEFF version.
+``EDGE`` is written per run (``K``, ``L3`` or ``L2``). The cluster radius is 6.0 Angstrom, with
+one potential per element present. The tiers:
+
+=========  ===============================================================================
+``fast``   no SCF, final-state-rule core hole (``COREHOLE FSR``): about 3.5-5 s a run.
+           No TM L3 white line; the O K pre-edge merges into the main peak.
+``scf``    self-consistent potentials within 4.0 A (``SCF 4.0 0 30 0.1 1``) and an RPA-
+           screened core hole (``COREHOLE RPA``): white lines, the L3-L2 splitting and the
+           O K pre-edge where measurements have them. The SCF (FEFF's ``pot`` stage) takes
+           about 95 % of a run.
+=========  ===============================================================================
+
+A tier's name is stored with every spectrum as its ``tier`` (and ``preset``), with
+:func:`preset_hash` of its cards and the FEFF version, so spectra computed at different times
+and on different machines are comparable. The ``scf`` cards are fixed: a better-converged
+level goes beside it under a new name, never into it.
 """
 
 from __future__ import annotations
@@ -29,8 +43,9 @@ _COMMON = [
     "PRINT 0 0 0 0 0 0",
     "FMS 4.0 0",
     "EXCHANGE 0 0 0",
-    "COREHOLE FSR",
 ]
+_FAST = [*_COMMON, "COREHOLE FSR"]
+_SCF = [*_COMMON, "COREHOLE RPA", "SCF 4.0 0 30 0.1 1"]
 
 _XANES = ["XANES 4.0 0.07 0.0"]
 
@@ -58,6 +73,11 @@ class Preset:
     stage_timeout_s: float = 600.0
     extra: dict = field(default_factory=dict)
 
+    @property
+    def screened_core_hole(self) -> bool:
+        """True for ``COREHOLE RPA``: the run needs FEFF's ``screen`` stage."""
+        return "COREHOLE RPA" in self.common
+
     def cards(self, edge: str, kind: str) -> list[str]:
         """All card lines (without POTENTIALS/ATOMS) for a run of ``kind`` (xanes|elnes)."""
         if kind not in ("xanes", "elnes"):
@@ -69,17 +89,17 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     "fast": Preset(
         name="fast",
-        common=tuple(_COMMON),
+        common=tuple(_FAST),
         xanes=tuple(_XANES),
         elnes=tuple(_ELNES),
-        description="No SCF: about 3.5 s a run on one core. Used for the shipped dataset.",
+        description="No SCF, FSR core hole: about 3.5-5 s a run on one core. Every site of the shipped dataset.",
     ),
     "scf": Preset(
         name="scf",
-        common=tuple([*_COMMON, "SCF 3.0 0 30 0.1 1"]),
+        common=tuple(_SCF),
         xanes=tuple(_XANES),
         elnes=tuple(_ELNES),
-        description="Self-consistent potentials (SCF radius 3.0 A): about 30 s a run. Higher fidelity.",
+        description="SCF 4.0 A and an RPA core hole: about 85-100 s a run on one core (the SCF is ~95 %). Sampled sites.",
         stage_timeout_s=1200.0,
     ),
 }

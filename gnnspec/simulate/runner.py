@@ -4,7 +4,8 @@ Each run gets its own temporary working folder (about 6 MB), deleted after parsi
 console output goes to a log file, never to the user's terminal. Only the stages a run needs
 are passed to FEFF: rdinp atomic pot xsph fms mkgtr path genfmt ff2x (plus eels for ELNES).
 Raw FEFF energies (absolute, eV) and intensities are kept: ``xmu.dat`` column ``mu`` for XAS,
-``eels.dat`` total column for EELS.
+``eels.dat`` total column for EELS. A run's spectra are named like channels but with the run's
+edge (``Ni-L2-eels``): an L2,3 channel is assembled from its L3 and L2 runs.
 """
 
 from __future__ import annotations
@@ -15,20 +16,20 @@ from pathlib import Path
 import numpy as np
 from pymatgen.core import Structure
 
-from gnnspec.channels import Channel, get_channel
+from gnnspec.channels import Channel, assemble_channels, get_channel
 from gnnspec.errors import InputError
 from gnnspec.simulate.engine import FeffRunError, run_feff_text
-from gnnspec.simulate.feff_input import build_feff_input, run_kind
+from gnnspec.simulate.feff_input import build_feff_input, site_runs
 from gnnspec.simulate.presets import Preset, feff_version, get_preset, preset_hash
 
-__all__ = ["FeffRunError", "SiteSpectrum", "channels_by_run", "run_feff_site"]
+__all__ = ["FeffRunError", "SiteSpectrum", "assemble_site", "run_feff_site", "site_runs"]
 
 
 @dataclass
 class SiteSpectrum:
-    """A raw FEFF spectrum of one channel at one site (energies absolute, eV)."""
+    """The raw spectrum of one FEFF run at one site (``run`` such as ``Ni-L2-eels``; energies absolute, eV)."""
 
-    channel: str
+    run: str
     energy: np.ndarray
     intensity: np.ndarray
     preset: str
@@ -36,13 +37,9 @@ class SiteSpectrum:
     feff_version: str
     seconds: float
 
-
-def channels_by_run(channels: list[Channel]) -> dict[tuple[str, str, str], list[Channel]]:
-    """Group channels into FEFF runs: key (element, edge, kind); ELNES runs serve two channels."""
-    runs: dict[tuple[str, str, str], list[Channel]] = {}
-    for ch in channels:
-        runs.setdefault((ch.element, ch.edge, run_kind(ch)), []).append(ch)
-    return runs
+    @property
+    def tier(self) -> str:
+        return self.preset
 
 
 def run_feff_site(
@@ -53,12 +50,15 @@ def run_feff_site(
     log_path: str | Path | None = None,
     workdir_root: str | Path | None = None,
     keep_workdir: bool = False,
+    runs: list[str] | None = None,
 ) -> dict[str, SiteSpectrum]:
-    """FEFF10 spectra of ``channels`` for absorbing ``site`` of ``structure``.
+    """Raw FEFF10 run spectra that ``channels`` need at absorbing ``site``: ``{run spectrum: SiteSpectrum}``.
 
-    All channels must share the site's element. Channels served by one ELNES run (EELS and XAS
-    of O K or a TM L3 edge) are computed by a single run. Raises :class:`InputError` for bad
-    input and :class:`FeffRunError` when FEFF fails.
+    All channels must share the site's element. One ELNES run serves the EELS and XAS of its
+    edge; an L2,3 channel needs an L3 and an L2 run (:func:`site_runs`); :func:`assemble_site`
+    turns the result into channels. ``runs`` limits the FEFF runs to those named (such as
+    ``["Ni-L2-elnes"]``). Raises :class:`InputError` for bad input and :class:`FeffRunError`
+    when FEFF fails.
     """
     preset = get_preset(preset) if isinstance(preset, str) else preset
     chans = [get_channel(c) if isinstance(c, str) else c for c in channels]
@@ -69,12 +69,19 @@ def run_feff_site(
         if ch.element != element:
             raise InputError(f"channel {ch.name} needs a {ch.element} absorber, but site {site} is {element}")
     out: dict[str, SiteSpectrum] = {}
-    for (el, edge, kind), group in channels_by_run(chans).items():
+    for run, spectra in site_runs(element, [c.name for c in chans]).items():
+        if runs is not None and run not in runs:
+            continue
+        el, edge, kind = run.split("-")
         text = build_feff_input(structure, site, edge, kind, preset, title=f"gnnspec {el} {edge} site {site}")
-        result, seconds = run_feff_text(text, kind, preset.stage_timeout_s, log_path, workdir_root, keep_workdir)
-        for ch in group:
-            energy, intensity = result[ch.modality]
-            out[ch.name] = SiteSpectrum(ch.name, energy, intensity, preset.name, preset_hash(preset), feff_version(), seconds)
+        result, seconds = run_feff_text(text, kind, preset.stage_timeout_s, log_path, workdir_root, keep_workdir, preset.screened_core_hole)
+        for name in spectra:
+            energy, intensity = result[name.rsplit("-", 1)[1]]
+            out[name] = SiteSpectrum(name, energy, intensity, preset.name, preset_hash(preset), feff_version(), seconds)
     return out
 
 
+def assemble_site(channels: list[str], spectra: dict[str, SiteSpectrum]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Channels from a site's raw run spectra: ``{channel: (energy eV, raw intensity)}``
+    (:func:`gnnspec.channels.assemble_channels`: an L2,3 channel is its L3 + L2 runs on its grid)."""
+    return assemble_channels({name: (s.energy, s.intensity) for name, s in spectra.items()}, channels)
