@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch_geometric.data import Data
 
-from gnnspec.channels import CHANNELS, channels_for_element
+from gnnspec.channels import CHANNELS, EDGE_ENERGIES_EV, RUN_NAMES, run_edge
 from gnnspec.config import from_dict
 from gnnspec.data import schema
 from gnnspec.data.store import SpectraStore
@@ -69,20 +69,24 @@ _WEIGHT = {"Li": 0.3, "O": 1.0, "Mn": 0.7, "Co": 0.8, "Ni": 0.9}
 
 
 def synthetic_site_spectra(structure, sites=None, radius: float = 3.5) -> dict:
-    """``{(site, channel): (energy_eV, intensity)}``: peaks placed by each neighbour's distance and element."""
+    """``{(site, run): (energy_eV, intensity)}`` of every FEFF run an atom's channels need (K, L3,
+    L2), each on its own axis from 5 eV below its tabulated edge: peaks placed by each neighbour's
+    distance and element."""
     out = {}
     sites = range(len(structure)) if sites is None else sites
     for i in sites:
         el = structure[i].specie.symbol
         nbs = structure.get_neighbors(structure[i], radius)
-        for k, ch in enumerate(channels_for_element(el)):
-            e = ch.grid
+        runs = [r for r in RUN_NAMES if r.startswith(f"{el}-")]
+        for k, run in enumerate(runs):
+            _, edge, _ = run_edge(run)
+            e = EDGE_ENERGIES_EV[(el, edge)] - 5.0 + 0.5 * np.arange(131)
             x = (e - e[0]) / (e[-1] - e[0])
             y = 0.5 + 2.0 * np.exp(-((x - 0.15 - 0.05 * k) ** 2) / 0.002)
             for nb in nbs:
                 centre = 0.2 + 0.35 * (nb.nn_distance - 1.5)
                 y = y + _WEIGHT.get(nb.specie.symbol, 0.5) * 0.4 * np.exp(-((x - centre) ** 2) / 0.004)
-            out[(i, ch.name)] = (e.copy(), y)
+            out[(i, run)] = (e.copy(), y)
     return out
 
 
@@ -101,7 +105,7 @@ def write_synthetic_lmdb(
                 "schema": schema.SCHEMA_NAME,
                 "schema_version": schema.SCHEMA_VERSION,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "build_config": {"name": "synthetic"},
+                "build_config": {"name": "synthetic", "preset": "synthetic"},
                 "channels": {n: c.as_dict() for n, c in CHANNELS.items()},
                 "presets": {},
                 "feff_version": "synthetic",
@@ -127,9 +131,10 @@ def write_synthetic_lmdb(
             }
         }
         for (site, ch), (e, y) in synthetic_site_spectra(sample.structure).items():
-            items[schema.spectrum_key(sid, site, ch)] = {
+            items[schema.spectrum_key(sid, site, ch, "synthetic")] = {
                 "energy": e,
                 "intensity": y,
+                "tier": "synthetic",
                 "preset": "synthetic",
                 "preset_hash": "",
                 "feff_version": "synthetic",

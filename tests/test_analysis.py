@@ -31,7 +31,7 @@ def _site(structure, symbol):
 
 def test_explanation_shares_sum_to_one_and_contributions_to_spectrum(model, nmc, tmp_path):
     site = _site(nmc, "Ni")
-    result = explain_site(model, nmc, site, "Ni-L3-eels")
+    result = explain_site(model, nmc, site, "Ni-L23-eels")
     assert result["atoms"][0]["index"] == site and result["atoms"][0]["distance"] == 0.0
     assert np.allclose(result["contributions"].sum(0), result["spectrum"], atol=1e-10)
     assert sum(a["share"] for a in result["atoms"]) == pytest.approx(1.0)
@@ -45,9 +45,9 @@ def test_explanation_shares_sum_to_one_and_contributions_to_spectrum(model, nmc,
 
 def test_integrated_gradients_are_complete(model, tmp_path):
     rng = np.random.default_rng(0)
-    spectra = {c: 1.0 + 0.2 * rng.random(CHANNELS[c].n_energy) for c in ("O-K-eels", "Ni-L3-eels", "Ni-K-xas")}
+    spectra = {c: 1.0 + 0.2 * rng.random(CHANNELS[c].n_energy) for c in ("O-K-eels", "Ni-L23-eels", "Ni-K-xas")}
     result = integrated_gradients(model, spectra, steps=64)
-    assert result["channels"] == ["O-K-eels", "Ni-K-xas", "Ni-L3-eels"]
+    assert result["channels"] == ["O-K-eels", "Ni-K-xas", "Ni-L23-eels"]
     for name, t in result["targets"].items():
         assert t["attribution"].shape == (3, CHANNELS["O-K-eels"].n_energy)
         # completeness: attributions sum to f(x) - f(baseline), up to the Riemann error
@@ -61,7 +61,7 @@ def test_integrated_gradients_hold_a_quantification_fixed():
     encoder = {**tiny_model_config().encoder.__dict__, "quantification": True}
     model = build_model(tiny_model_config(encoder=encoder)).double().eval()
     rng = np.random.default_rng(1)
-    spectra = {c: 1.0 + 0.2 * rng.random(CHANNELS[c].n_energy) for c in ("O-K-eels", "Ni-L3-eels")}
+    spectra = {c: 1.0 + 0.2 * rng.random(CHANNELS[c].n_energy) for c in ("O-K-eels", "Ni-L23-eels")}
     plain = integrated_gradients(model, spectra, steps=64)
     quantified = integrated_gradients(model, spectra, steps=64, quantification={"Ni": 1.0, "O": 2.0})
     assert quantified["quantification_used"] and not plain["quantification_used"]

@@ -150,7 +150,7 @@ def test_intensity_amounts_follow_each_environment_in_collect_order(tmp_path):
 
     data = write_synthetic_lmdb(tmp_path / "synthetic", splits=("train",) * 3)
     ds = LMDBStructureDataset(data, "train")
-    k = fit_k_factors(site_integrals(ds.store.spectra_of(sid)) for sid in ds.sids)
+    k = fit_k_factors(site_integrals(ds.raw_runs(i)) for i in range(len(ds)))
     envs, amounts = collect_envs(ds), intensity_amounts(ds, k)
     assert amounts.shape == (len(envs.content), 5)
     rows = envs.mask.any(1)

@@ -67,7 +67,7 @@ def test_build_stores_every_planned_spectrum(full_build):
     assert stats["spectra"] == 2 * 4 and stats["runs"] == 2 * 3
     assert verify_dataset(path) == []
     info = dataset_info(path)
-    assert info["spectra"] == 8 and info["spectra_per_channel"]["O-K-eels"] == 2
+    assert info["spectra"] == 8 and info["spectra_per_tier"]["fast"]["O-K-eels"] == 2
 
 
 def test_rerun_recomputes_nothing(full_build, tmp_path):
@@ -143,7 +143,7 @@ def test_info_verify_and_import_from_the_cli(full_build, tmp_path, capsys, licoo
     assert main(["data", "import", str(run_dir), "--out", str(tmp_path / "imported")]) == 0
     store = SpectraStore(tmp_path / "imported")
     (sid,) = store.structure_ids()
-    assert list(store.spectra_of(sid)) == [(0, "Co-K-xas")]
+    assert list(store.spectra_of(sid, "imported")) == [(0, "Co-K-xas")]
     assert store.structure(sid)["structure"]["sites"][0]["species"][0]["element"] == "Co"
     assert main(["data", "info", str(tmp_path / "nothing")]) == 2
 
@@ -195,3 +195,96 @@ def test_offloaded_runs_give_the_same_records(full_build, tmp_path):
         ra, rb = a.get(key), b.get(key)
         assert np.allclose(ra["intensity"], rb["intensity"]) and ra["preset_hash"] == rb["preset_hash"]
     assert export_tasks(out, tasks) == 0  # nothing left to do
+
+
+def test_tiers_are_stored_and_read_back_apart(tmp_path):
+    """Two tiers of one site in one LMDB: keys and records carry the tier; readers pick one."""
+    from pymatgen.core import Lattice, Structure
+
+    from gnnspec.data.dataset import LMDBStructureDataset
+
+    s = Structure(Lattice.cubic(4.2), ["Ni", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    e3, e2 = np.linspace(848.0, 915.0, 80), np.linspace(866.0, 933.0, 80)
+    store = SpectraStore(tmp_path / "ds", readonly=False)
+    meta = {"schema": schema.SCHEMA_NAME, "schema_version": schema.SCHEMA_VERSION, "build_config": {"preset": "fast"}, "presets": {"fast": {}, "scf": {}}}
+    items = {schema.METADATA_KEY: meta, schema.structure_key(0): {"sid": 0, "split": "train", "structure": s.as_dict(), "vacancies": [], "sites": {"0": {}}}}
+    for tier, scale in (("fast", 1.0), ("scf", 3.0)):
+        for run, e in (("Ni-L3-eels", e3), ("Ni-L2-eels", e2)):
+            items[schema.spectrum_key(0, 0, run, tier)] = {"energy": e, "intensity": scale * (1 + (e - e[0]) / 50), "tier": tier, "preset": tier, "preset_hash": "x", "feff_version": "x", "seconds": 1.0}
+    store.put_many(items)
+    store.close()
+    store = SpectraStore(tmp_path / "ds")
+    assert store.tiers() == ["fast", "scf"]
+    fast, scf = store.spectra_of(0, "fast"), store.spectra_of(0, "scf")
+    assert set(fast) == set(scf) == {(0, "Ni-L3-eels"), (0, "Ni-L2-eels")}
+    assert all(r["tier"] == "scf" for r in scf.values())
+    assert np.allclose(scf[(0, "Ni-L2-eels")]["intensity"], 3 * fast[(0, "Ni-L2-eels")]["intensity"])
+    for tier in ("fast", "scf"):
+        g = LMDBStructureDataset(tmp_path / "ds", "train", channels=["Ni-L23-eels", "Ni-L3-eels", "O-K-eels"], tier=tier)[0]
+        assert g.site_y_mask[0].tolist() == [True, True, False] and not g.site_y_mask[1].any()
+    assert LMDBStructureDataset(tmp_path / "ds", "train").tier == "fast"
+    assert verify_dataset(tmp_path / "ds") == []
+
+
+def test_a_v1_dataset_is_refused_with_the_fix_and_migrates(tmp_path):
+    store = SpectraStore(tmp_path / "v1", readonly=False)
+    rec = {"energy": np.arange(3.0), "intensity": np.ones(3), "preset": "fast", "preset_hash": "x", "feff_version": "x", "seconds": 1.0}
+    store.put_many({
+        schema.METADATA_KEY: {"schema": schema.SCHEMA_NAME, "schema_version": 1, "build_config": {"preset": "fast"}},
+        b"spectrum/000000/0001/Ni-K-xas": rec,
+        b"failure/000000/0002/Ni-K-xanes": {"message": "boom"},
+    })
+    store.close()
+    with pytest.raises(InputError, match="gnnspec data migrate"):
+        SpectraStore(tmp_path / "v1")
+    assert main(["data", "migrate", str(tmp_path / "v1")]) == 0
+    store = SpectraStore(tmp_path / "v1")
+    assert sorted(k for k in store.keys() if k != schema.METADATA_KEY) == [b"failure/000000/0002/fast/Ni-K-xanes", b"spectrum/000000/0001/fast/Ni-K-xas"]
+    assert store.spectra_of(0, "fast")[(1, "Ni-K-xas")]["tier"] == "fast"
+
+
+def test_extra_tier_sites_cover_defects_first_and_are_deterministic(full_build):
+    from gnnspec.data.build import TierConfig, planned_runs, tier_sites
+    from gnnspec.structures.environments import environments
+
+    path, _ = full_build
+    store = SpectraStore(path)
+    cfg = load_config(Path(path).parent / "recipe.yaml", BuildConfig)
+    tier = TierConfig("scf", 1, ["O-K-eels", "Co-K-xas", "Li-K-xas"])
+    for sid in store.structure_ids():
+        rec = store.structure(sid)
+        from pymatgen.core import Structure
+
+        s = Structure.from_dict(rec["structure"])
+        sites = tier_sites(rec, tier, cfg.seed, 0)
+        assert sites == tier_sites(rec, tier, cfg.seed, 0)
+        assert sorted(s[i].specie.symbol for i in sites) == sorted({"O", "Co", "Li"} & {x.specie.symbol for x in s})
+        defective = {e.centre for e in environments(s, rec["vacancies"], include_bulk=False) if np.any(e.defects)}
+        for i in sites:  # a defect-adjacent site is taken whenever the element has one
+            if any(x.specie.symbol == s[i].specie.symbol and j in defective for j, x in enumerate(s)):
+                assert i in defective
+        cfg.extra_tiers = [tier]
+        plan = planned_runs(cfg, rec)
+        assert {p[0] for p in plan} == {"fast", "scf"}
+        assert sorted(p[1] for p in plan if p[0] == "scf") == sorted(sites)
+
+
+def test_adding_l23_channels_to_a_recipe_computes_only_the_l2_runs(full_build, tmp_path):
+    """Resuming with an L2,3 channel added runs the missing L3 and L2 runs and nothing else."""
+    import shutil
+
+    path, _ = full_build
+    grown = tmp_path / "grown"
+    shutil.copytree(path, grown)
+    before = set(_keys(grown))
+    cfg = load_config(_recipe(tmp_path, channels=[*TINY["channels"], "Co-L23-eels"]), BuildConfig)
+    stats = build_dataset(cfg, grown, workers=2, progress=False)
+    new = set(_keys(grown)) - before
+    assert stats["runs"] == 4 and stats["failures"] == 0  # one Co site per structure: L3 and L2
+    assert {k.decode().rsplit("/", 1)[1] for k in new} == {"Co-L3-eels", "Co-L2-eels"}
+    store = SpectraStore(grown)
+    for sid in store.structure_ids():
+        spectra = store.spectra_of(sid)
+        (site,) = {s for s, r in spectra if r == "Co-L2-eels"}
+        l3, l2 = spectra[(site, "Co-L3-eels")]["energy"], spectra[(site, "Co-L2-eels")]["energy"]
+        assert 12.0 < l2[0] - l3[0] < 18.0  # FEFF's own absolute axes: the L2 run sits one spin-orbit splitting higher

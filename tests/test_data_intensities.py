@@ -71,12 +71,15 @@ def test_cli_quantifies_the_raw_spectra_of_an_environment(tmp_path, capsys):
     data = write_synthetic_lmdb(tmp_path / "data", splits=("train",) * 3)
     assert main(["data", "k-factors", str(data), "--out", str(tmp_path / "k.json")]) == 0
     ds = LMDBStructureDataset(data, "train")
-    g, raw = ds[1], ds.store.spectra_of(ds.sids[1])
+    g, raw = ds[1], ds.raw_runs(1)
     env = int(np.nonzero(g.env_y_mask.numpy().any(1))[0][0])
     members = g.env_member_index[g.env_member_env == env].tolist()
     files = []
+    from gnnspec.channels import assemble_channels
+
     for m in members:
-        spectra = [Spectrum(ch, r["energy"], r["intensity"]) for (site, ch), r in raw.items() if site == m]
+        runs = {run: (r["energy"], r["intensity"]) for (site, run), r in raw.items() if site == m}
+        spectra = [Spectrum(ch, e, y) for ch, (e, y) in assemble_channels(runs, ds.channels).items()]
         files.append(str(write_spectra(tmp_path / f"site{m}.json", spectra)))
     out = tmp_path / "region.json"
     capsys.readouterr()

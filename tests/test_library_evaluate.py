@@ -11,7 +11,6 @@ from ase.data import chemical_symbols
 from model_fixtures import write_synthetic_lmdb
 from test_library_helpers import save_model, tiny_model
 
-from gnnspec.channels import CHANNEL_NAMES
 from gnnspec.cli import main
 from gnnspec.data.dataset import LMDBStructureDataset
 from gnnspec.library import Library
@@ -48,9 +47,9 @@ def brute_force_hit_at_1(
     hits = []
     for i in range(len(ds)):
         g = ds[i]
-        integrals = site_integrals(ds.store.spectra_of(ds.sids[i])) if k_factors is not None else None
+        integrals = site_integrals(ds.raw_runs(i)) if k_factors is not None else None
         for e in np.nonzero(g.env_y_mask.numpy().any(1))[0]:
-            spectra = {name: g.env_y[e, c].double().numpy() for c, name in enumerate(CHANNEL_NAMES) if g.env_y_mask[e, c]}
+            spectra = {name: g.env_y[e, c].double().numpy() for c, name in enumerate(ds.channels) if g.env_y_mask[e, c]}
             quant = dict(zip(CONTENT_ELEMENTS, g.env_content[e].tolist())) if quantified else None
             if k_factors is not None:
                 quant = environment_amounts(integrals, g.env_member_index[g.env_member_env == e].numpy(), spectra, k_factors)
@@ -164,7 +163,7 @@ def test_queries_can_carry_the_quantification_their_own_intensities_hold(setup, 
     assert "from its own spectra's intensities" in capsys.readouterr().out
     report = json.loads(out.read_text())
     train = LMDBStructureDataset(s["data"], "train")
-    k_factors = fit_k_factors(site_integrals(train.store.spectra_of(sid)) for sid in train.sids)
+    k_factors = fit_k_factors(site_integrals(train.raw_runs(i)) for i in range(len(train)))
     assert report["quantification"]["k_factors_file"] == str(tmp_path / "k.json")
     assert all(report["quantification"]["k_factors"][c]["k"] == pytest.approx(k_factors[c]["k"]) for c in k_factors)
     # the same hit@1 the long way, with the amounts computed here from the raw spectra

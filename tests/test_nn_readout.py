@@ -5,7 +5,7 @@ import torch
 from model_fixtures import random_cluster, synthetic_site_spectra, tiny_model_config
 from torch_geometric.utils import scatter
 
-from gnnspec.channels import CHANNEL_NAMES, CHANNELS
+from gnnspec.channels import CHANNELS
 from gnnspec.models import build_model
 from gnnspec.nn.radial import PolynomialCutoff, RadialEmbedding
 from gnnspec.nn.readout import readout_pairs
@@ -51,7 +51,7 @@ def test_only_channels_of_the_absorber_element():
     symbols = {28: "Ni", 8: "O", 3: "Li", 25: "Mn", 27: "Co"}
     for row, node in enumerate(out["absorber_index"].tolist()):
         el = symbols[int(data.z[node])]
-        expected = [CHANNELS[n].element == el for n in CHANNEL_NAMES]
+        expected = [CHANNELS[n].element == el for n in model.cfg.channels]
         assert out["spectra_mask"][row].tolist() == expected
         assert (out["spectra"][row][~out["spectra_mask"][row]] == 0).all()
     assert set(out["contribution_channel"].tolist()) <= set(out["spectra_mask"].nonzero()[:, 1].tolist())

@@ -121,7 +121,7 @@ def test_batch_errors_name_the_line(tmp_path):
 def test_every_channel_maps_onto_its_grid(name):
     spectrum = _spectrum(name)
     grids, mask = spectra_on_grids({name: spectrum})
-    assert grids.shape == (12, 121) and grids.dtype == np.float32
+    assert grids.shape == (len(CHANNEL_NAMES), 121) and grids.dtype == np.float32
     assert mask.tolist() == [n == name for n in CHANNEL_NAMES]
     row = grids[CHANNEL_NAMES.index(name)]
     expected = to_channel_grid(CHANNELS[name], spectrum.energy, spectrum.intensity)

@@ -17,7 +17,7 @@ torch.set_num_threads(1)
 def setup(tmp_path_factory):
     data = write_synthetic_lmdb(tmp_path_factory.mktemp("data") / "synthetic")
     cfg = smoke_config(data, tmp_path_factory.mktemp("runs") / "align", align__epochs=6, align__batch_size=32)
-    splits = load_splits(cfg.data, cfg.model.backbone.cutoff)
+    splits = load_splits(cfg.data, cfg.model.backbone.cutoff, cfg.model.channels)
     stats = graph_statistics(splits["train"], cfg.model.spectra.r_readout)
     cfg.model.backbone.avg_num_neighbors = stats["avg_num_neighbors"]
     torch.manual_seed(0)
@@ -102,7 +102,7 @@ def test_an_encoder_that_reads_a_quantification_is_scored_with_and_without_it(tm
     data = write_synthetic_lmdb(tmp_path_factory.mktemp("qdata") / "synthetic")
     cfg = smoke_config(data, tmp_path_factory.mktemp("qruns") / "align", align__epochs=4, align__batch_size=32)
     cfg.model.encoder.quantification = True
-    splits = load_splits(cfg.data, cfg.model.backbone.cutoff)
+    splits = load_splits(cfg.data, cfg.model.backbone.cutoff, cfg.model.channels)
     torch.manual_seed(0)
     model = build_model(cfg.model).eval()
     before = {k: v.clone() for k, v in model.state_dict().items() if "quantity" in k}

@@ -34,7 +34,7 @@ def spectrum_embeddings_of_split(
     from gnnspec.errors import InputError
     from gnnspec.models.environment_table import EnvironmentTable
 
-    ds = LMDBStructureDataset(data, split, cutoff=model.cfg.backbone.cutoff)
+    ds = LMDBStructureDataset(data, split, cutoff=model.cfg.backbone.cutoff, channels=model.cfg.channels)
     table = EnvironmentTable(model, ds, features=False) if len(ds) else None
     if table is None or table.with_spectra.numel() == 0:
         raise InputError(f"{data}: the {split} split has no environments with spectra")

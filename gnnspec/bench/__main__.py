@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     model_path = args.model or DEFAULT_MODEL
     model = load_checkpoint(model_path)
     cutoff = model.cfg.backbone.cutoff
-    ds = {s: LMDBStructureDataset(args.data, s, cutoff=cutoff) for s in ("train", "val", "test")}
+    ds = {s: LMDBStructureDataset(args.data, s, cutoff=cutoff, channels=model.cfg.channels) for s in ("train", "val", "test")}
     info = dataset_info(args.data)
     from gnnspec.bench.rerun import comparable, compare_runs
     from gnnspec.library.store import sha256_of
@@ -109,7 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     lib_envs = collect_envs(ds["train"]), collect_envs(ds["val"])
     from gnnspec.bench.collect import EnvSet
 
-    lib = EnvSet(*(np.concatenate([getattr(a, f), getattr(b, f)]) for a, b in [lib_envs] for f in ("y", "mask", "content", "defects", "sid")))
+    lib = EnvSet(
+        *(np.concatenate([getattr(a, f), getattr(b, f)]) for a, b in [lib_envs] for f in ("y", "mask", "content", "defects", "sid")),
+        channels=lib_envs[0].channels,
+    )
     lib_emb = np.concatenate([retrieval.structure_embeddings(model, ds["train"]), retrieval.structure_embeddings(model, ds["val"])])
     q_emb = retrieval.spectrum_embeddings(model, envs["test"])
     results["retrieval"] = retrieval.label_match(lib, lib_emb, envs["test"], q_emb)

@@ -5,7 +5,7 @@ test spectrum (``r2``; the mean spectrum scores about 0), the median per-spectru
 (``r2_median``: 1 - SS_res/SS_tot around each spectrum's own mean), MSE and mean cosine.
 
 Inverse (environments of the test structures, FEFF environment spectra as input): element
-content MAE per element and defect AUROC, for every channel subset of :data:`SUBSETS`. Only
+content MAE per element and defect AUROC, for every channel subset of :func:`subsets`. Only
 environments that hold at least one channel of the subset count. For a model whose encoder reads
 an elemental quantification (:mod:`gnnspec.quantification`), two more rows per subset: the
 encoder given the exact quantification of the subset's elements, and the seed method with the
@@ -20,17 +20,20 @@ import torch
 from gnnspec.bench import baselines
 from gnnspec.bench.collect import EnvSet, SiteSet
 from gnnspec.bench.spectral_features import seed_features
-from gnnspec.channels import CHANNEL_NAMES, CHANNELS
+from gnnspec.channels import CHANNELS
 from gnnspec.quantification import channel_element_index, channel_fractions
 from gnnspec.structures.environments import CONTENT_ELEMENTS, DEFECTS
 from gnnspec.train.metrics import auroc, spectrum_metrics
 
-SUBSETS: dict[str, list[str]] = {
-    **{c: [c] for c in CHANNEL_NAMES},
-    "XAS only": [c for c in CHANNEL_NAMES if CHANNELS[c].modality == "xas"],
-    "EELS only": [c for c in CHANNEL_NAMES if CHANNELS[c].modality == "eels"],
-    "all channels": list(CHANNEL_NAMES),
-}
+
+def subsets(channels: tuple[str, ...] | list[str]) -> dict[str, list[str]]:
+    """The channel subsets the inverse table scores: each channel alone, each modality, all."""
+    return {
+        **{c: [c] for c in channels},
+        "XAS only": [c for c in channels if CHANNELS[c].modality == "xas"],
+        "EELS only": [c for c in channels if CHANNELS[c].modality == "eels"],
+        "all channels": list(channels),
+    }
 
 
 @torch.no_grad()
@@ -80,11 +83,11 @@ def inverse_metrics(content_pred, defects_pred, content, defects) -> dict:
 
 
 def exact_quantification(envs: EnvSet, rows: np.ndarray, channels: list[str]) -> np.ndarray:
-    """``[len(rows), C]`` quantification of ``rows`` with only ``channels`` present (all channel names, canonical order)."""
-    idx = [CHANNEL_NAMES.index(c) for c in channels]
-    mask = torch.zeros(len(rows), len(CHANNEL_NAMES), dtype=torch.bool)
+    """``[len(rows), C]`` quantification of ``rows`` with only ``channels`` present (columns: ``envs.channels``)."""
+    idx = [envs.channels.index(c) for c in channels]
+    mask = torch.zeros(len(rows), len(envs.channels), dtype=torch.bool)
     mask[:, idx] = torch.tensor(envs.mask[rows][:, idx])
-    q = channel_fractions(torch.tensor(envs.content[rows]), mask, channel_element_index(CHANNEL_NAMES))
+    q = channel_fractions(torch.tensor(envs.content[rows]), mask, channel_element_index(list(envs.channels)))
     return q.numpy()
 
 
@@ -103,21 +106,21 @@ def gnn_inverse(model, envs: EnvSet, channels: list[str], rows: np.ndarray, quan
 def inverse_table(model, train: EnvSet, test: EnvSet, quick: bool) -> dict[str, dict[str, dict]]:
     """``{subset: {method: metrics}}`` for the gnnspec encoder and the seed method (XGBoost)."""
     table: dict[str, dict[str, dict]] = {}
-    for name, chans in SUBSETS.items():
-        idx = [CHANNEL_NAMES.index(c) for c in chans]
+    for name, chans in subsets(test.channels).items():
+        idx = [test.channels.index(c) for c in chans]
         tr = np.nonzero(train.mask[:, idx].any(1))[0]
         te = np.nonzero(test.mask[:, idx].any(1))[0]
         if len(tr) < 10 or len(te) < 5:
             continue
-        Ftr = seed_features(train.y[tr], train.mask[tr], chans)
-        Fte = seed_features(test.y[te], test.mask[te], chans)
+        Ftr = seed_features(train.y[tr], train.mask[tr], chans, train.channels)
+        Fte = seed_features(test.y[te], test.mask[te], chans, test.channels)
         c_pred, d_pred = baselines.inverse_gbt(Ftr, train.content[tr], train.defects[tr], Fte, n_estimators=60 if quick else 200)
         row = {"seed (XGBoost)": inverse_metrics(c_pred, d_pred, test.content[te], test.defects[te])}
         if model is not None:
             c_gnn, d_gnn = gnn_inverse(model, test, chans, te)
             row["gnnspec"] = inverse_metrics(c_gnn, d_gnn, test.content[te], test.defects[te])
         if model is not None and model.encoder.takes_quantification and len({CHANNELS[c].element for c in chans}) > 1:
-            cols = sorted({CHANNEL_NAMES.index(c) for c in chans})
+            cols = sorted({test.channels.index(c) for c in chans})
             Qtr, Qte = (np.nan_to_num(exact_quantification(e, r, chans)[:, cols]) for e, r in ((train, tr), (test, te)))
             c_pred, d_pred = baselines.inverse_gbt(
                 np.hstack([Ftr, Qtr]), train.content[tr], train.defects[tr], np.hstack([Fte, Qte]), n_estimators=60 if quick else 200

@@ -8,7 +8,7 @@ import numpy as np
 from pymatgen.core import Structure
 
 from gnnspec.bench.descriptors import site_descriptors
-from gnnspec.channels import CHANNEL_NAMES
+from gnnspec.channels import DEFAULT_CHANNELS
 from gnnspec.data.dataset import LMDBStructureDataset
 
 
@@ -23,19 +23,20 @@ class SiteSet:
 
 @dataclass
 class EnvSet:
-    """Environment spectra ``[n, 12, K]``, their mask and labels of one split."""
+    """Environment spectra ``[n, C, K]`` (rows: ``channels``), their mask and labels of one split."""
 
     y: np.ndarray
     mask: np.ndarray
     content: np.ndarray
     defects: np.ndarray
     sid: np.ndarray
+    channels: tuple[str, ...] = DEFAULT_CHANNELS
 
 
 def collect_sites(ds: LMDBStructureDataset) -> SiteSet:
-    X: dict[str, list] = {c: [] for c in CHANNEL_NAMES}
-    Y: dict[str, list] = {c: [] for c in CHANNEL_NAMES}
-    keys: dict[str, list] = {c: [] for c in CHANNEL_NAMES}
+    X: dict[str, list] = {c: [] for c in ds.channels}
+    Y: dict[str, list] = {c: [] for c in ds.channels}
+    keys: dict[str, list] = {c: [] for c in ds.channels}
     for i in range(len(ds)):
         g = ds[i]
         structure = Structure.from_dict(ds.record(i)["structure"])
@@ -45,7 +46,7 @@ def collect_sites(ds: LMDBStructureDataset) -> SiteSet:
             continue
         desc = site_descriptors(structure, sites)
         for row, site in enumerate(sites):
-            for c, name in enumerate(CHANNEL_NAMES):
+            for c, name in enumerate(ds.channels):
                 if mask[site, c]:
                     X[name].append(desc[row])
                     Y[name].append(g.site_y[site, c].numpy())
@@ -65,6 +66,7 @@ def collect_envs(ds: LMDBStructureDataset) -> EnvSet:
         content=np.concatenate([g.env_content.numpy() for g in parts]).astype(np.float64),
         defects=np.concatenate([g.env_defects.numpy() for g in parts]).astype(np.float64),
         sid=np.concatenate([np.full(g.env_y.shape[0], int(g.sid)) for g in parts]),
+        channels=tuple(ds.channels),
     )
 
 
@@ -78,10 +80,10 @@ def intensity_amounts(ds: LMDBStructureDataset, k_factors: dict) -> np.ndarray:
     rows = []
     for i in range(len(ds)):
         g = ds[i]
-        integrals = site_integrals(ds.store.spectra_of(ds.sids[i]))
+        integrals = site_integrals(ds.raw_runs(i))
         mask, member_index, member_env = g.env_y_mask.numpy(), g.env_member_index.numpy(), g.env_member_env.numpy()
         for e in range(mask.shape[0]):
-            present = [name for c, name in enumerate(CHANNEL_NAMES) if mask[e, c]]
+            present = [name for c, name in enumerate(ds.channels) if mask[e, c]]
             row = np.full(len(CONTENT_ELEMENTS), np.nan if not present else 0.0)
             for element, amount in (environment_amounts(integrals, member_index[member_env == e], present, k_factors) if present else {}).items():
                 row[CONTENT_ELEMENTS.index(element)] = amount

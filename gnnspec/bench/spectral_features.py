@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gnnspec.channels import CHANNEL_NAMES, CHANNELS
+from gnnspec.channels import CHANNEL_NAMES, CHANNELS, DEFAULT_CHANNELS
 
 WINDOW_EV = 5.0
 CDF_STEP_EV = 2.5
@@ -40,17 +40,21 @@ def n_features_per_channel() -> int:
     return len(_channel_features(np.ones(ch.n_energy), ch.step))
 
 
-def seed_features(env_y: np.ndarray, mask: np.ndarray, channels: list[str] | None = None) -> np.ndarray:
-    """Features ``[n_env, n_used * F]`` of environment spectra ``[n_env, 12, K]`` with ``mask [n_env, 12]``.
+def seed_features(
+    env_y: np.ndarray, mask: np.ndarray, channels: list[str] | None = None, rows: tuple[str, ...] | list[str] = DEFAULT_CHANNELS
+) -> np.ndarray:
+    """Features ``[n_env, n_used * F]`` of environment spectra ``[n_env, C, K]`` with ``mask [n_env, C]``.
 
-    ``channels`` selects the channel subset (default all); missing spectra give NaN.
+    ``rows`` names the C rows; ``channels`` selects the channel subset (default all rows);
+    missing spectra give NaN.
     """
-    names = list(channels or CHANNEL_NAMES)
-    idx = [CHANNEL_NAMES.index(c) for c in names]
+    rows = list(rows)
+    names = list(channels or rows)
+    idx = [rows.index(c) for c in names]
     nf = n_features_per_channel()
     out = np.full((len(env_y), len(idx) * nf), np.nan)
     for i in range(len(env_y)):
         for j, c in enumerate(idx):
             if mask[i, c]:
-                out[i, j * nf : (j + 1) * nf] = _channel_features(env_y[i, c], CHANNELS[CHANNEL_NAMES[c]].step)
+                out[i, j * nf : (j + 1) * nf] = _channel_features(env_y[i, c], CHANNELS[rows[c]].step)
     return out

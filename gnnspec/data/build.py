@@ -1,7 +1,8 @@
 """Dataset build: NMC supercells -> FEFF10 spectra of every (structure, site, channel) -> LMDB.
 
 Work is split into tasks: generating (and relaxing) one supercell, and one FEFF run of one
-absorbing site (an ELNES run serves the EELS and XAS channel of its edge). Tasks run in worker
+absorbing site in one tier (an ELNES run serves the EELS and XAS channel of its edge; an L2,3
+channel needs an L3 and an L2 run). Tasks run in worker
 processes (``--workers N``) or on a Dask distributed cluster (``--scheduler ADDRESS``). Each
 finished task is committed to LMDB at once, so a killed build (even SIGKILL) loses only the
 tasks in flight; rerunning the same command skips everything already stored. A failed FEFF run
@@ -11,6 +12,12 @@ Structure ``sid`` is drawn from ``numpy.random.default_rng([seed, sid])`` with d
 ``cases[sid % len(cases)]`` and split by block: block ``b = sid // len(cases)`` goes to
 ``val`` when ``b % 6 == 1``, ``test`` when ``b % 6 == 2``, else ``train``; so every split
 holds every defect case in equal numbers and a supercell is never split.
+
+Tiers (:mod:`gnnspec.simulate.presets`): the recipe's ``preset`` computes every chosen site;
+each entry of ``extra_tiers`` computes a few sampled sites of every supercell with another
+preset (:func:`tier_sites`: per element, sites whose environment holds a defect first). The
+runs of a structure are planned from the recipe whenever a build starts, so adding channels or
+extra tiers to a recipe and resuming computes only the new runs.
 """
 
 from __future__ import annotations
@@ -27,13 +34,33 @@ from pathlib import Path
 
 import numpy as np
 
-from gnnspec.channels import CHANNEL_NAMES, CHANNELS, channels_for_element
+from gnnspec.channels import CHANNEL_NAMES, CHANNELS, DEFAULT_CHANNELS, channels_for_element
 from gnnspec.config import config_to_dict
 from gnnspec.data import schema
 from gnnspec.data.store import SpectraStore
 from gnnspec.errors import InputError
 
 CASES = ("pristine", "o_vacancy", "antisite", "combined")
+
+
+@dataclass
+class TierConfig:
+    """Another FEFF tier on sampled sites of every supercell."""
+
+    preset: str = "scf"
+    sites_per_element: int = 1  # sites per element present, per supercell
+    channels: list[str] = field(default_factory=lambda: list(DEFAULT_CHANNELS))
+
+    def __post_init__(self) -> None:
+        from gnnspec.simulate.presets import PRESETS
+
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown FEFF preset {self.preset!r}; known: {', '.join(PRESETS)}")
+        for c in self.channels:
+            if c not in CHANNELS:
+                raise ValueError(f"unknown channel {c!r}; known: {', '.join(CHANNEL_NAMES)}")
+        if self.sites_per_element < 1:
+            raise ValueError("sites_per_element must be at least 1")
 
 
 @dataclass
@@ -50,8 +77,9 @@ class BuildConfig:
     relax_steps: int = 60
     thermal_sigma: float = 0.03
     preset: str = "fast"
-    channels: list[str] = field(default_factory=lambda: list(CHANNEL_NAMES))
+    channels: list[str] = field(default_factory=lambda: list(DEFAULT_CHANNELS))
     sites_per_structure: int = 0  # 0: every site; N: N random absorbing sites per element
+    extra_tiers: list[TierConfig] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         from gnnspec.simulate.presets import PRESETS
@@ -66,6 +94,9 @@ class BuildConfig:
             raise ValueError(f"unknown FEFF preset {self.preset!r}; known: {', '.join(PRESETS)}")
         if len(self.supercell) != 3:
             raise ValueError("supercell needs three integers")
+        tiers = [self.preset, *(x.preset for x in self.extra_tiers)]
+        if len(set(tiers)) != len(tiers):
+            raise ValueError(f"each tier may appear once: {tiers}")
 
 
 def split_of(sid: int, n_cases: int) -> str:
@@ -87,14 +118,56 @@ def structure_params(cfg: BuildConfig, sid: int):
 
 
 def run_groups(element: str, channels: list[str]) -> dict[str, list[str]]:
-    """FEFF runs needed at a site of ``element``: ``{"Ni-L3-elnes": ["Ni-L3-xas", "Ni-L3-eels"], ...}``."""
-    from gnnspec.simulate.feff_input import run_kind
+    """FEFF runs needed at a site of ``element``: ``{"Ni-L2-elnes": ["Ni-L2-xas", "Ni-L2-eels"], ...}``."""
+    from gnnspec.simulate.feff_input import site_runs
 
-    groups: dict[str, list[str]] = {}
-    for ch in channels_for_element(element):
-        if ch.name in channels:
-            groups.setdefault(f"{ch.element}-{ch.edge}-{run_kind(ch)}", []).append(ch.name)
-    return groups
+    return site_runs(element, channels) if channels_for_element(element) else {}
+
+
+def tier_sites(record: dict, tier: TierConfig, seed: int, tier_index: int) -> list[int]:
+    """Sites of a structure record computed in an extra tier, chosen to cover the labels.
+
+    Per element with a channel in the tier, ``sites_per_element`` sites: first from the sites
+    whose environment (:func:`gnnspec.structures.environments.environments`) carries a defect
+    label (an O vacancy or an antisite within its radius), then from the rest, each group in a
+    seeded random order (``numpy.random.default_rng([seed, sid, 2, tier_index])``). Deterministic.
+    """
+    from pymatgen.core import Structure
+
+    from gnnspec.structures.environments import environments
+
+    structure = Structure.from_dict(record["structure"])
+    defective = {e.centre for e in environments(structure, record.get("vacancies") or [], include_bulk=False) if np.any(e.defects)}
+    rng = np.random.default_rng([seed, record["sid"], 2, tier_index])
+    elements = {CHANNELS[c].element for c in tier.channels}
+    chosen: list[int] = []
+    for el in sorted(elements):
+        idx = [i for i, s in enumerate(structure) if s.specie.symbol == el]
+        first = [i for i in idx if i in defective]
+        rest = [i for i in idx if i not in defective]
+        order = list(rng.permutation(first)) + list(rng.permutation(rest))
+        chosen += [int(i) for i in order[: tier.sites_per_element]]
+    return sorted(chosen)
+
+
+def planned_runs(cfg: BuildConfig, record: dict) -> list[tuple[str, int, str, list[str]]]:
+    """Every FEFF run the recipe asks of a structure record: ``(tier, site, run, raw spectra)``.
+
+    The base tier (``cfg.preset``) runs at the record's chosen sites (every site, or the
+    ``sites_per_structure`` drawn when it was generated) for ``cfg.channels``; each extra tier at
+    :func:`tier_sites`.
+    """
+    species = [site["species"][0]["element"] for site in record["structure"]["sites"]]
+    plan = []
+    for site_str in record["sites"]:
+        site = int(site_str)
+        for run, raws in run_groups(species[site], cfg.channels).items():
+            plan.append((cfg.preset, site, run, raws))
+    for k, tier in enumerate(cfg.extra_tiers):
+        for site in tier_sites(record, tier, cfg.seed, k):
+            for run, raws in run_groups(species[site], tier.channels).items():
+                plan.append((tier.preset, site, run, raws))
+    return plan
 
 
 # ---------------------------------------------------------------------------------------
@@ -153,8 +226,9 @@ def generate_task(cfg_dict: dict, sid: int) -> dict:
 def feff_task(
     structure_dict: dict, sid: int, site: int, run: str, channels: list[str], preset: str, log_dir: str, work_root: str | None = None
 ) -> dict:
-    """One FEFF run: ``{"spectra": {channel: record}}`` or ``{"failure": message}``.
+    """One FEFF run in tier ``preset``: ``{"spectra": {raw spectrum: record}}`` or ``{"failure": message}``.
 
+    ``channels``: the raw run spectra to keep (such as ``["Ni-L2-xas", "Ni-L2-eels"]``);
     ``work_root``: where the run's FEFF work folder goes (removed after the run)."""
     from pymatgen.core import Structure
 
@@ -163,21 +237,26 @@ def feff_task(
     _worker_init()
     structure = Structure.from_dict(structure_dict)
     log = Path(log_dir) / f"feff_{os.getpid()}.log"
+    element, edge, _ = run.split("-")
+    wanted = [c.name for c in channels_for_element(element) if any(r in channels for r in c.runs)]
     try:
-        spectra = run_feff_site(structure, site, channels, preset=preset, log_path=log, workdir_root=work_root)
+        spectra = run_feff_site(structure, site, wanted, preset=preset, log_path=log, workdir_root=work_root, runs=[run])
     except (FeffRunError, InputError) as exc:
-        return {"sid": sid, "site": site, "run": run, "failure": str(exc)}
+        return {"sid": sid, "site": site, "run": run, "tier": preset, "failure": str(exc)}
     out = {}
     for name, sp in spectra.items():
+        if name not in channels:
+            continue
         out[name] = {
             "energy": sp.energy,
             "intensity": sp.intensity,
+            "tier": sp.tier,
             "preset": sp.preset,
             "preset_hash": sp.preset_hash,
             "feff_version": sp.feff_version,
             "seconds": sp.seconds,
         }
-    return {"sid": sid, "site": site, "run": run, "spectra": out}
+    return {"sid": sid, "site": site, "run": run, "tier": preset, "spectra": out}
 
 
 # ---------------------------------------------------------------------------------------
@@ -187,48 +266,54 @@ def _open_for_build(cfg: BuildConfig, out: Path) -> SpectraStore:
     store = SpectraStore(out, readonly=False)
     meta = store.metadata()
     cfg_dict = config_to_dict(cfg)
+    presets = {}
+    for name in [cfg.preset, *(x.preset for x in cfg.extra_tiers)]:
+        preset = get_preset(name)
+        presets[name] = {"hash": preset_hash(preset), "common": list(preset.common), "xanes": list(preset.xanes), "elnes": list(preset.elnes)}
     if meta is None:
-        preset = get_preset(cfg.preset)
         meta = {
             "schema": schema.SCHEMA_NAME,
             "schema_version": schema.SCHEMA_VERSION,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "build_config": cfg_dict,
             "channels": {n: CHANNELS[n].as_dict() for n in cfg.channels},
-            "presets": {
-                preset.name: {
-                    "hash": preset_hash(preset),
-                    "common": list(preset.common),
-                    "xanes": list(preset.xanes),
-                    "elnes": list(preset.elnes),
-                }
-            },
+            "presets": presets,
             "feff_version": feff_version(),
             "sessions": [],
         }
         store.put_many({schema.METADATA_KEY: meta})
     else:
         old = dict(meta.get("build_config", {}))
-        old.pop("n_structures", None)
+        for growable in ("n_structures", "channels", "extra_tiers"):
+            old.pop(growable, None)
         diff = sorted(k for k in old if old[k] != cfg_dict.get(k))
         if diff:
-            raise InputError(f"{out}: existing dataset was built with a different config ({', '.join(diff)} differ); only n_structures may change on resume")
+            raise InputError(
+                f"{out}: existing dataset was built with a different config ({', '.join(diff)} differ); "
+                "only n_structures, channels and extra_tiers may change on resume"
+            )
+        for name, cards in presets.items():
+            known = meta.get("presets", {}).get(name)
+            if known is not None and known["hash"] != cards["hash"]:
+                raise InputError(f"{out}: tier {name!r} was computed with cards {known['hash']}, the code now has {cards['hash']}; use a new tier name")
+        meta["presets"] = {**meta.get("presets", {}), **presets}
+        meta["channels"] = {**meta.get("channels", {}), **{n: CHANNELS[n].as_dict() for n in cfg.channels}}
+        meta["build_config"] = cfg_dict
+        store.put_many({schema.METADATA_KEY: meta})
     return store
 
 
-def pending_runs(store: SpectraStore, record: dict) -> list[tuple[int, str, list[str]]]:
-    """FEFF runs of a structure record that have neither spectra nor a failure stored."""
+def pending_runs(store: SpectraStore, record: dict, cfg: BuildConfig) -> list[tuple[str, int, str, list[str]]]:
+    """Planned FEFF runs (:func:`planned_runs`) of a structure record with neither spectra nor a failure stored."""
     sid = record["sid"]
     done = set(store.keys(f"spectrum/{sid:06d}/")) | set(store.keys(f"failure/{sid:06d}/"))
     todo = []
-    for site_str, groups in record["sites"].items():
-        site = int(site_str)
-        for run, chans in groups.items():
-            if schema.failure_key(sid, site, run) in done:
-                continue
-            if all(schema.spectrum_key(sid, site, c) in done for c in chans):
-                continue
-            todo.append((site, run, chans))
+    for tier, site, run, raws in planned_runs(cfg, record):
+        if schema.failure_key(sid, site, run, tier) in done:
+            continue
+        if all(schema.spectrum_key(sid, site, r, tier) in done for r in raws):
+            continue
+        todo.append((tier, site, run, raws))
     return todo
 
 
@@ -283,7 +368,10 @@ def build_dataset(
     feff_queue: list[tuple] = []
     for sid in sorted(existing) if not structures_only else []:
         rec = existing[sid]
-        feff_queue += [(rec["structure"], sid, site, run, chans) for site, run, chans in pending_runs(store, rec)]
+        feff_queue += [(rec["structure"], sid, tier, site, run, raws) for tier, site, run, raws in pending_runs(store, rec, cfg)]
+    # the base tier first, structure by structure, then each extra tier: cheap runs land early
+    tier_order = [cfg.preset, *(x.preset for x in cfg.extra_tiers)]
+    feff_queue.sort(key=lambda item: tier_order.index(item[2]))
     est_runs_per_structure = 130
     total = len(feff_queue) + est_runs_per_structure * len(to_generate)
 
@@ -313,8 +401,8 @@ def build_dataset(
                     in_flight[fut] = ("structure", sid)
                     generating += 1
                 else:
-                    sdict, sid, site, run, chans = feff_queue.pop(0)
-                    fut = executor.submit(feff_task, sdict, sid, site, run, chans, cfg.preset, str(log_dir), str(work_root))
+                    sdict, sid, tier, site, run, raws = feff_queue.pop(0)
+                    fut = executor.submit(feff_task, sdict, sid, site, run, raws, tier, str(log_dir), str(work_root))
                     in_flight[fut] = ("feff", sid)
             if not in_flight:
                 break
@@ -325,17 +413,18 @@ def build_dataset(
                 if kind == "structure":
                     generating -= 1
                     store.put_many({schema.structure_key(sid): result})
-                    runs = pending_runs(store, result) if not structures_only else []
-                    feff_queue += [(result["structure"], sid, site, run, chans) for site, run, chans in runs]
+                    runs = pending_runs(store, result, cfg) if not structures_only else []
+                    feff_queue += [(result["structure"], sid, tier, site, run, raws) for tier, site, run, raws in runs]
+                    feff_queue.sort(key=lambda item: tier_order.index(item[2]))
                     bar.total += len(runs) - est_runs_per_structure
                     stats["structures"] += 1
                     bar.refresh()
                     continue
                 if "failure" in result:
-                    store.put_many({schema.failure_key(result["sid"], result["site"], result["run"]): {"message": result["failure"]}})
+                    store.put_many({schema.failure_key(result["sid"], result["site"], result["run"], result["tier"]): {"message": result["failure"]}})
                     stats["failures"] += 1
                 else:
-                    items = {schema.spectrum_key(result["sid"], result["site"], c): rec for c, rec in result["spectra"].items()}
+                    items = {schema.spectrum_key(result["sid"], result["site"], c, result["tier"]): rec for c, rec in result["spectra"].items()}
                     store.put_many(items)
                     stats["spectra"] += len(items)
                     stats["feff_seconds"] += next(iter(result["spectra"].values()))["seconds"]

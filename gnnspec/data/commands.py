@@ -60,6 +60,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--split", default="train", help="split of the imported records (train, val or test)")
     m.set_defaults(func=_import)
 
+    mg = dsub.add_parser(
+        "migrate",
+        help="rewrite a schema v1 dataset (before tiers) as v2, in place",
+        description="Give every spectrum and failure key of a schema v1 dataset its tier (the preset it was computed with).",
+    )
+    mg.add_argument("path", help="dataset folder")
+    mg.set_defaults(func=_migrate)
+
     c = dsub.add_parser("compact", help="compact the LMDB file in place (for shipping)", description="Rewrite the dataset's LMDB file compactly.")
     c.add_argument("path", help="dataset folder")
     c.set_defaults(func=_compact)
@@ -107,6 +115,14 @@ def _build(args: argparse.Namespace) -> int:
         raise InputError(f"--workers must be at least 1, got {args.workers}")
     stats = build_dataset(cfg, args.out, workers=args.workers, scheduler=args.scheduler, structures_only=args.structures_only)
     print(f"{args.out}: {stats['structures']} structures generated, {stats['runs']} FEFF runs ({stats['spectra']} spectra, {stats['failures']} failed) this session")
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from gnnspec.data.store import migrate
+
+    n = migrate(args.path)
+    print(f"{args.path}: {n} records rewritten" if n else f"{args.path}: already schema v2")
     return 0
 
 
@@ -178,7 +194,7 @@ def _k_factors(args: argparse.Namespace) -> int:
     ds = LMDBStructureDataset(args.path, split)
     if len(ds) == 0:
         raise InputError(f"{args.path}: no structures in split {args.split!r}")
-    k = fit_k_factors(site_integrals(ds.store.spectra_of(sid)) for sid in ds.sids)
+    k = fit_k_factors(site_integrals(ds.raw_runs(i)) for i in range(len(ds)))
     write_k_factors(args.out, k, {"dataset": Path(args.path).name, "split": args.split, "structures": len(ds)})
     for name, entry in k.items():
         print(f"{name:11s} k {entry['k']:.4g} per atom (spread {100 * entry['cv']:.1f} %, {entry['sites']} sites)")

@@ -13,7 +13,7 @@ import torch
 from pymatgen.core import Structure
 from torch_geometric.data import Data
 
-from gnnspec.channels import CHANNEL_NAMES, CHANNELS, to_channel_grid
+from gnnspec.channels import CHANNELS, DEFAULT_CHANNELS, assemble, normalise
 from gnnspec.data import keys as K
 from gnnspec.data.store import SpectraStore
 from gnnspec.graphs import periodic_edges
@@ -38,12 +38,14 @@ def structure_graph(
     site_spectra: dict[tuple[int, str], tuple[np.ndarray, np.ndarray]] | None = None,
     sid: int = -1,
     r_env: float = R_ENV,
-    channels: tuple[str, ...] = CHANNEL_NAMES,
+    channels: tuple[str, ...] = DEFAULT_CHANNELS,
 ) -> StructureGraph:
     """Build the graph of a periodic structure with site and environment targets.
 
-    ``site_spectra`` maps ``(site, channel)`` to raw ``(energy, intensity)`` (absolute eV); they
-    are put on the channel grids and normalised here.
+    ``site_spectra`` maps ``(site, run)`` to the raw ``(energy, intensity)`` (absolute eV) of a
+    FEFF run (such as ``Ni-L2-eels``); each channel is assembled from its runs
+    (:func:`gnnspec.channels.assemble`; a site lacking one of them has no spectrum in that
+    channel), put on its grid and normalised here.
     """
     n = len(structure)
     n_ch = len(channels)
@@ -51,12 +53,15 @@ def structure_graph(
     edge_index, shifts = periodic_edges(structure, cutoff)
     site_y = np.zeros((n, n_ch, n_e), dtype=np.float32)
     site_mask = np.zeros((n, n_ch), dtype=bool)
-    for (site, ch), (energy, intensity) in (site_spectra or {}).items():
-        if ch not in channels:
-            continue
-        c = channels.index(ch)
-        site_y[site, c] = to_channel_grid(CHANNELS[ch], energy, intensity)
-        site_mask[site, c] = True
+    by_site: dict[int, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
+    for (site, run), spectrum in (site_spectra or {}).items():
+        by_site.setdefault(site, {})[run] = spectrum
+    for site, runs in by_site.items():
+        for c, name in enumerate(channels):
+            raw = assemble(CHANNELS[name], runs)
+            if raw is not None:
+                site_y[site, c] = normalise(CHANNELS[name], raw)
+                site_mask[site, c] = True
     envs = environments(structure, vacancies or [], r_env=r_env, include_bulk=False)
     env_y = np.zeros((len(envs), n_ch, n_e), dtype=np.float32)
     env_mask = np.zeros((len(envs), n_ch), dtype=bool)
@@ -90,14 +95,31 @@ def structure_graph(
     )
 
 
+def base_tier(store: SpectraStore) -> str:
+    """The tier a dataset computes at every chosen site: its recipe's preset (``imported`` for imports)."""
+    return (store.metadata() or {}).get("build_config", {}).get("preset", "imported")
+
+
 class LMDBStructureDataset(torch.utils.data.Dataset):
     """Structure graphs of one split of a gnnspec LMDB, built once and cached in memory."""
 
-    def __init__(self, path: str | Path, split: str | None = "train", cutoff: float = 5.0, r_env: float = R_ENV):
+    def __init__(
+        self,
+        path: str | Path,
+        split: str | None = "train",
+        cutoff: float = 5.0,
+        r_env: float = R_ENV,
+        channels: tuple[str, ...] | list[str] = DEFAULT_CHANNELS,
+        tier: str | None = None,
+    ):
+        """``tier``: which FEFF tier's spectra to read (default: the dataset's base tier, which
+        covers every computed site); ``channels``: the channel rows of the graphs."""
         self.store = SpectraStore(path)
         self.split = split
         self.cutoff = cutoff
         self.r_env = r_env
+        self.channels = tuple(channels)
+        self.tier = tier or base_tier(self.store)
         self.sids = [sid for sid in self.store.structure_ids() if split is None or self.store.structure(sid)["split"] == split]
         self._cache: dict[int, StructureGraph] = {}
 
@@ -107,12 +129,16 @@ class LMDBStructureDataset(torch.utils.data.Dataset):
     def record(self, idx: int) -> dict:
         return self.store.structure(self.sids[idx])
 
+    def raw_runs(self, idx: int) -> dict[tuple[int, str], dict]:
+        """The raw FEFF run spectra of item ``idx`` in the dataset's tier: ``{(site, run): record}``."""
+        return self.store.spectra_of(self.sids[idx], self.tier)
+
     def __getitem__(self, idx: int) -> StructureGraph:
         if idx not in self._cache:
             sid = self.sids[idx]
             rec = self.store.structure(sid)
-            spectra = {key: (r["energy"], r["intensity"]) for key, r in self.store.spectra_of(sid).items()}
+            spectra = {key: (r["energy"], r["intensity"]) for key, r in self.raw_runs(idx).items()}
             self._cache[idx] = structure_graph(
-                Structure.from_dict(rec["structure"]), self.cutoff, rec["vacancies"], spectra, sid=sid, r_env=self.r_env
+                Structure.from_dict(rec["structure"]), self.cutoff, rec["vacancies"], spectra, sid=sid, r_env=self.r_env, channels=self.channels
             )
         return self._cache[idx]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gnnspec.channels import CHANNELS
+from gnnspec.channels import CHANNELS, RUN_NAMES
 from gnnspec.data import schema
 from gnnspec.data.store import SpectraStore
 from gnnspec.errors import InputError
@@ -88,7 +88,7 @@ def import_feff_folders(root: str | Path, out: str | Path, split: str = "train")
             spectra[f"{absorber}-{edge}-xas"] = _read_table(xmu, 3)
         else:
             spectra[f"{absorber}-{edge}-xas"] = _read_table(folder / "xmu.dat", 3)
-        spectra = {c: v for c, v in spectra.items() if c in CHANNELS}
+        spectra = {c: v for c, v in spectra.items() if c in RUN_NAMES}
         if not spectra:
             raise InputError(f"{folder}: absorber {absorber} edge {edge} matches no gnnspec channel")
         text = (folder / "feff.inp").read_text()
@@ -107,9 +107,10 @@ def import_feff_folders(root: str | Path, out: str | Path, split: str = "train")
             }
         }
         for ch, (e, y) in spectra.items():
-            items[schema.spectrum_key(sid, 0, ch)] = {
+            items[schema.spectrum_key(sid, 0, ch, "imported")] = {
                 "energy": e,
                 "intensity": y,
+                "tier": "imported",
                 "preset": "imported",
                 "preset_hash": digest,
                 "feff_version": "unknown (imported)",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gnnspec.channels import CHANNELS
+from gnnspec.channels import RUN_NAMES
 from gnnspec.data import schema
 from gnnspec.data.store import DATA_FILE, SpectraStore
 
@@ -19,10 +19,15 @@ def dataset_info(path: str | Path) -> dict:
     per_channel: Counter = Counter()
     per_preset: Counter = Counter()
     seconds = []
+    per_tier: dict[str, Counter] = {}
+    seconds_per_tier: dict[str, list[float]] = {}
     for key, rec in store.items("spectrum/"):
-        per_channel[schema.parse_key(key)[3]] += 1
+        _, _, _, tier, run = schema.parse_key(key)
+        per_channel[run] += 1
+        per_tier.setdefault(tier, Counter())[run] += 1
         per_preset[f"{rec['preset']} ({rec['preset_hash']})"] += 1
         seconds.append(rec["seconds"])
+        seconds_per_tier.setdefault(tier, []).append(rec["seconds"])
     splits: Counter = Counter()
     cases: Counter = Counter()
     n_sites = 0
@@ -43,7 +48,9 @@ def dataset_info(path: str | Path) -> dict:
         "splits": dict(splits),
         "cases": dict(cases),
         "spectra": sum(per_channel.values()),
-        "spectra_per_channel": {c: per_channel.get(c, 0) for c in CHANNELS if per_channel.get(c, 0) or c in meta.get("channels", {})},
+        "spectra_per_run": {c: per_channel[c] for c in RUN_NAMES if per_channel.get(c, 0)},
+        "spectra_per_tier": {tier: {c: n[c] for c in RUN_NAMES if n.get(c, 0)} for tier, n in per_tier.items()},
+        "feff_seconds_median_per_tier": {tier: float(np.median(s)) for tier, s in seconds_per_tier.items()},
         "planned_feff_runs": planned_runs,
         "failures": len(failures),
         "failure_examples": failures[:5],
@@ -64,8 +71,10 @@ def format_info(info: dict) -> str:
         f"sites        {info['sites']}",
         f"spectra      {info['spectra']}  (FEFF runs planned {info['planned_feff_runs']}, failed {info['failures']})",
     ]
-    for ch, n in info["spectra_per_channel"].items():
-        lines.append(f"  {ch:<12s} {n}")
+    for tier, runs in info["spectra_per_tier"].items():
+        lines.append(f"  tier {tier} (median {info['feff_seconds_median_per_tier'][tier]:.1f} s per FEFF run)")
+        for run, n in runs.items():
+            lines.append(f"    {run:<12s} {n}")
     lines.append(f"presets      {info['presets']}  {info['feff_version']}")
     if info["feff_seconds_per_spectrum_run_median"] is not None:
         lines.append(f"FEFF time    median {info['feff_seconds_per_spectrum_run_median']:.2f} s per run")
@@ -98,12 +107,14 @@ def verify_dataset(path: str | Path) -> list[str]:
     for key, rec in store.items("spectrum/"):
         name = key.decode()
         parts = schema.parse_key(key)
-        if len(parts) != 4:
+        if len(parts) != 5:
             problems.append(f"{name}: malformed key")
             continue
-        _, sid, site, channel = parts
-        if channel not in CHANNELS:
-            problems.append(f"{name}: unknown channel {channel}")
+        _, sid, site, tier, run = parts
+        if run not in RUN_NAMES:
+            problems.append(f"{name}: unknown FEFF run spectrum {run}")
+        if rec.get("tier", tier) != tier:
+            problems.append(f"{name}: record says tier {rec.get('tier')!r}")
         if int(sid) not in structures:
             problems.append(f"{name}: no structure record {sid}")
         elif int(site) >= structures[int(sid)]:

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gnnspec.channels import CHANNEL_NAMES, CHANNELS
+from gnnspec.channels import CHANNEL_NAMES, CHANNELS, assemble_channels
 from gnnspec.errors import InputError, read_json_file
 
 K_FACTORS_SCHEMA = "gnnspec.k_factors/1"
@@ -63,9 +63,19 @@ def integrated_intensity(energy: np.ndarray, intensity: np.ndarray, channel: str
 
 
 def site_integrals(raw: Mapping[tuple[int, str], Mapping]) -> dict[tuple[int, str], float]:
-    """``{(site, channel): integrated intensity}`` of a structure's raw site spectra
-    (:meth:`gnnspec.data.store.SpectraStore.spectra_of`: ``{(site, channel): {"energy", "intensity"}}``)."""
-    return {key: integrated_intensity(r["energy"], r["intensity"], key[1]) for key, r in raw.items()}
+    """``{(site, channel): integrated intensity}`` of every channel a structure's raw run spectra make
+    (:meth:`gnnspec.data.store.SpectraStore.spectra_of`: ``{(site, run): {"energy", "intensity"}}``).
+
+    A one-run channel is integrated on its run's own axis; an L2,3 channel on its grid, after
+    its L3 and L2 runs are summed (:func:`gnnspec.channels.assemble`)."""
+    by_site: dict[int, dict[str, tuple]] = {}
+    for (site, run), r in raw.items():
+        by_site.setdefault(site, {})[run] = (r["energy"], r["intensity"])
+    return {
+        (site, name): integrated_intensity(energy, intensity, name)
+        for site, runs in by_site.items()
+        for name, (energy, intensity) in assemble_channels(runs).items()
+    }
 
 
 def fit_k_factors(integrals: Iterable[Mapping[tuple[int, str], float]]) -> dict[str, dict[str, float]]:

@@ -1,7 +1,7 @@
 """Computing a dataset's pending FEFF runs elsewhere: export them as tasks, ingest the results.
 
-``export_tasks`` renders every pending run's ``feff.inp`` (same cluster, preset and cards as a
-local build) into JSON lines; :mod:`gnnspec.simulate.farm` runs them anywhere ``feff10`` is
+``export_tasks`` renders every pending run's ``feff.inp`` in every tier of the recipe (same
+cluster, preset and cards as a local build) into JSON lines; :mod:`gnnspec.simulate.farm` runs them anywhere ``feff10`` is
 installed; ``ingest_results`` stores the results with the same keys and record fields as a
 local build (preset name and hash, FEFF version, seconds), skipping anything already stored.
 """
@@ -13,8 +13,9 @@ from pathlib import Path
 
 from pymatgen.core import Structure
 
+from gnnspec.config import from_dict
 from gnnspec.data import schema
-from gnnspec.data.build import pending_runs
+from gnnspec.data.build import BuildConfig, pending_runs
 from gnnspec.data.store import SpectraStore
 from gnnspec.errors import InputError
 
@@ -25,16 +26,24 @@ def export_tasks(path: str | Path, out: str | Path) -> int:
     from gnnspec.simulate.presets import get_preset
 
     store = SpectraStore(path)
-    preset = get_preset(store.metadata()["build_config"]["preset"])
+    cfg = from_dict(BuildConfig, store.metadata()["build_config"], f"{path}: build_config")
     n = 0
     with open(out, "w") as f:
         for sid in store.structure_ids():
             rec = store.structure(sid)
             structure = Structure.from_dict(rec["structure"])
-            for site, run, chans in pending_runs(store, rec):
+            for tier, site, run, raws in pending_runs(store, rec, cfg):
+                preset = get_preset(tier)
                 element, edge, kind = run.split("-")
                 text = build_feff_input(structure, site, edge, kind, preset, title=f"gnnspec {element} {edge} site {site}")
-                task = {"key": f"{sid:06d}/{site:04d}/{run}", "text": text, "kind": kind, "channels": chans, "stage_timeout_s": preset.stage_timeout_s}
+                task = {
+                    "key": f"{tier}/{sid:06d}/{site:04d}/{run}",
+                    "text": text,
+                    "kind": kind,
+                    "channels": raws,
+                    "stage_timeout_s": preset.stage_timeout_s,
+                    "screened": preset.screened_core_hole,
+                }
                 f.write(json.dumps(task) + "\n")
                 n += 1
     return n
@@ -48,7 +57,6 @@ def ingest_results(path: str | Path, results_file: str | Path, tasks_file: str |
     meta = store.metadata()
     if meta is None:
         raise InputError(f"{path}: not a gnnspec dataset")
-    preset = get_preset(meta["build_config"]["preset"])
     channels_of = {}
     for line in Path(tasks_file).read_text().splitlines():
         if line.strip():
@@ -60,15 +68,16 @@ def ingest_results(path: str | Path, results_file: str | Path, tasks_file: str |
     for res in data["results"]:
         if res["key"] not in channels_of:
             raise InputError(f"{results_file}: result {res['key']} is not among the tasks of {tasks_file}")
-        sid, site, run = res["key"].split("/")
+        tier, sid, site, run = res["key"].split("/")
         sid, site = int(sid), int(site)
+        preset = get_preset(tier)
         if "failure" in res:
-            store.put_many({schema.failure_key(sid, site, run): {"message": res["failure"]}})
+            store.put_many({schema.failure_key(sid, site, run, tier): {"message": res["failure"]}})
             counts["failures"] += 1
             continue
         items = {}
         for ch in channels_of[res["key"]]:
-            key = schema.spectrum_key(sid, site, ch)
+            key = schema.spectrum_key(sid, site, ch, tier)
             if store.get(key) is not None:
                 counts["skipped"] += 1
                 continue
@@ -76,6 +85,7 @@ def ingest_results(path: str | Path, results_file: str | Path, tasks_file: str |
             items[key] = {
                 "energy": energy,
                 "intensity": intensity,
+                "tier": preset.name,
                 "preset": preset.name,
                 "preset_hash": preset_hash(preset),
                 "feff_version": version,

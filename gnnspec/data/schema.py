@@ -8,9 +8,15 @@ Keys are ASCII:
   ``vacancies`` (ideal positions of removed sites), ``relax_info``, ``split``
   (train/val/test; a supercell is never split), ``sites`` (the absorbing sites and the run keys
   to compute).
-* ``spectrum/{sid:06d}/{site:04d}/{channel}``: ``energy`` and ``intensity`` (raw FEFF, absolute
-  eV), ``preset``, ``preset_hash``, ``feff_version``, ``seconds``.
-* ``failure/{sid:06d}/{site:04d}/{run}``: a FEFF run that failed, with FEFF's message.
+* ``spectrum/{sid:06d}/{site:04d}/{tier}/{run}``: the raw spectrum of one FEFF run
+  (:data:`gnnspec.channels.RUN_NAMES`, such as ``Mn-L2-eels``) at one site in one tier
+  (:mod:`gnnspec.simulate.presets`): ``energy`` and ``intensity`` (raw FEFF, absolute eV),
+  ``tier``, ``preset``, ``preset_hash``, ``feff_version``, ``seconds``. Channels (an L2,3 channel
+  sums two runs) are assembled when the data are read (:func:`gnnspec.channels.assemble`).
+* ``failure/{sid:06d}/{site:04d}/{tier}/{run}``: a FEFF run that failed, with FEFF's message.
+
+Schema v1 (before tiers) had ``spectrum/{sid}/{site}/{channel}``, every record of one preset;
+:func:`gnnspec.data.store.migrate` rewrites such a file in place.
 
 Values are msgpack maps; numpy arrays are stored as ``{"__nd__": dtype, "shape", "data"}``
 (raw little-endian bytes). Nothing is pickled: reading a dataset never runs code from it.
@@ -26,7 +32,7 @@ import numpy as np
 from gnnspec.errors import InputError
 
 SCHEMA_NAME = "gnnspec.lmdb"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 METADATA_KEY = b"__metadata__"
 SPLITS = ("train", "val", "test")
 
@@ -41,16 +47,18 @@ def structure_key(sid: int) -> bytes:
     return f"structure/{sid:06d}".encode()
 
 
-def spectrum_key(sid: int, site: int, channel: str) -> bytes:
-    return f"spectrum/{sid:06d}/{site:04d}/{channel}".encode()
+def spectrum_key(sid: int, site: int, run: str, tier: str) -> bytes:
+    """Key of the raw spectrum ``run`` (such as ``Ni-L2-eels``) of ``site`` in ``tier``."""
+    return f"spectrum/{sid:06d}/{site:04d}/{tier}/{run}".encode()
 
 
-def failure_key(sid: int, site: int, run: str) -> bytes:
-    return f"failure/{sid:06d}/{site:04d}/{run}".encode()
+def failure_key(sid: int, site: int, run: str, tier: str) -> bytes:
+    """Key of a failed FEFF run (``run`` such as ``Ni-L2-elnes``) of ``site`` in ``tier``."""
+    return f"failure/{sid:06d}/{site:04d}/{tier}/{run}".encode()
 
 
 def parse_key(key: bytes) -> tuple[str, ...]:
-    """``b"spectrum/000001/0003/Ni-K-xas"`` -> ``("spectrum", "000001", "0003", "Ni-K-xas")``."""
+    """``b"spectrum/000001/0003/fast/Ni-K-xas"`` -> ``("spectrum", "000001", "0003", "fast", "Ni-K-xas")``."""
     return tuple(key.decode().split("/"))
 
 

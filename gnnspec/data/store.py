@@ -69,6 +69,8 @@ class SpectraStore:
             meta = self.metadata()
             if meta is None:
                 raise InputError(f"{self.path}: LMDB without a {schema.METADATA_KEY.decode()} record; not a gnnspec dataset")
+            if meta.get("schema") == schema.SCHEMA_NAME and meta.get("schema_version") == 1:
+                raise InputError(f"{self.path}: schema {schema.SCHEMA_NAME} v1 (before tiers); convert it with `gnnspec data migrate {self.path}`")
             if meta.get("schema") != schema.SCHEMA_NAME or meta.get("schema_version") != schema.SCHEMA_VERSION:
                 raise InputError(
                     f"{self.path}: schema {meta.get('schema')} v{meta.get('schema_version')} is not "
@@ -140,13 +142,20 @@ class SpectraStore:
             raise InputError(f"{self.path}: no structure record {sid}")
         return rec
 
-    def spectra_of(self, sid: int) -> dict[tuple[int, str], dict]:
-        """All spectra of structure ``sid``: ``{(site, channel): record}``."""
+    def spectra_of(self, sid: int, tier: str = "fast") -> dict[tuple[int, str], dict]:
+        """The raw run spectra of structure ``sid`` in ``tier``: ``{(site, run): record}``."""
         out = {}
         for key, rec in self.items(f"spectrum/{sid:06d}/"):
-            _, _, site, channel = schema.parse_key(key)
-            out[(int(site), channel)] = rec
+            _, _, site, key_tier, run = schema.parse_key(key)
+            if key_tier == tier:
+                out[(int(site), run)] = rec
         return out
+
+    def tiers(self) -> list[str]:
+        """The tiers that hold at least one spectrum, in the order the metadata lists presets."""
+        found = {schema.parse_key(k)[3] for k in self.keys("spectrum/")}
+        order = list((self.metadata() or {}).get("presets", {}))
+        return sorted(found, key=lambda t: (order.index(t) if t in order else len(order), t))
 
     def compact_copy(self, dest: str | Path) -> None:
         """Write a compacted copy of the database to folder ``dest``."""
@@ -156,3 +165,39 @@ class SpectraStore:
             if (dest / f).exists():
                 (dest / f).unlink()
         self.env.copy(str(dest), compact=True)
+
+
+def migrate(path: str | Path) -> int:
+    """Rewrite a schema v1 dataset (``spectrum/{sid}/{site}/{channel}``, one preset) as v2 in place.
+
+    Every spectrum and failure key gains its tier (the record's ``preset``; for failures the
+    build config's); spectrum records gain ``tier``. Returns the number of records rewritten.
+    Safe to rerun: a v2 file is left alone.
+    """
+    store = SpectraStore(path, readonly=False)
+    meta = store.metadata()
+    if meta is None or meta.get("schema") != schema.SCHEMA_NAME:
+        raise InputError(f"{path}: not a gnnspec dataset")
+    if meta.get("schema_version") == schema.SCHEMA_VERSION:
+        return 0
+    if meta.get("schema_version") != 1:
+        raise InputError(f"{path}: schema v{meta.get('schema_version')} cannot be migrated to v{schema.SCHEMA_VERSION}")
+    default_tier = meta.get("build_config", {}).get("preset", "fast")
+    n = 0
+    with store.env.begin(write=True) as txn:
+        old = [(bytes(k), bytes(v)) for k, v in txn.cursor() if k.startswith((b"spectrum/", b"failure/"))]
+        for key, raw in old:
+            parts = schema.parse_key(key)
+            if len(parts) != 4:
+                raise InputError(f"{path}: record {key.decode()} is not a v1 key")
+            kind, sid, site, name = parts
+            rec = schema.decode(raw)
+            tier = rec.get("preset", default_tier) if kind == "spectrum" else default_tier
+            if kind == "spectrum":
+                rec["tier"] = tier
+            txn.delete(key)
+            txn.put(f"{kind}/{sid}/{site}/{tier}/{name}".encode(), schema.encode(rec))
+            n += 1
+        meta["schema_version"] = schema.SCHEMA_VERSION
+        txn.put(schema.METADATA_KEY, schema.encode(meta))
+    return n

@@ -38,7 +38,6 @@ import numpy as np
 import torch
 from ase.data import chemical_symbols
 
-from gnnspec.channels import CHANNEL_NAMES
 from gnnspec.data.intensities import environment_amounts, read_k_factors, site_integrals
 from gnnspec.data.store import DATA_FILE
 from gnnspec.errors import InputError
@@ -126,7 +125,7 @@ def evaluate_library(
     log_errors: list[np.ndarray] = []
     if source_kind(data) != "lmdb":
         raise InputError(f"{data}: not a gnnspec LMDB dataset (no {DATA_FILE})")
-    ds = LMDBStructureDataset(data, split)
+    ds = LMDBStructureDataset(data, split, channels=lib.model.cfg.channels)
     if len(ds) == 0:
         raise InputError(f"{data}: no structures{'' if split is None else f' in the {split} split'}")
     model, known = lib.model, lib.structure_hashes()
@@ -138,10 +137,10 @@ def evaluate_library(
         y, mask = g.env_y.double().numpy(), g.env_y_mask.numpy()
         centres = g.z[g.env_centre_index].tolist()
         if k_factors is not None:
-            integrals = site_integrals(ds.store.spectra_of(ds.sids[i]))
+            integrals = site_integrals(ds.raw_runs(i))
             member_index, member_env = g.env_member_index.numpy(), g.env_member_env.numpy()
         for e in np.nonzero(mask.any(1))[0]:
-            spectra = {name: y[e, c] for c, name in enumerate(CHANNEL_NAMES) if mask[e, c]}
+            spectra = {name: y[e, c] for c, name in enumerate(model.cfg.channels) if mask[e, c]}
             if k_factors is not None:
                 try:
                     measured = environment_amounts(integrals, member_index[member_env == e], spectra, k_factors)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from gnnspec.channels import CHANNEL_NAMES, CHANNELS
+from gnnspec.channels import CHANNEL_NAMES, CHANNELS, DEFAULT_CHANNELS
 
 #: Labels of the property heads; equal to gnnspec.structures.environments CONTENT_ELEMENTS and
 #: DEFECTS (a test checks it), repeated here so the model package does not need pymatgen.
@@ -93,7 +93,7 @@ class ModelConfig:
     temperature: float = 0.1  # InfoNCE temperature (initial value when learned)
     learn_temperature: bool = True
     compile: bool = False  # torch.compile the backbone (dynamic shapes)
-    channels: list[str] = field(default_factory=lambda: list(CHANNEL_NAMES))
+    channels: list[str] = field(default_factory=lambda: list(DEFAULT_CHANNELS))
     n_energy: int = 121
     content_elements: list[str] = field(default_factory=lambda: list(CONTENT_ELEMENTS))
     defects: list[str] = field(default_factory=lambda: list(DEFECTS))

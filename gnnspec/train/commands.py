@@ -154,7 +154,7 @@ def cmd_evaluate(args) -> int:
     if args.batch_size < 1:
         raise InputError("--batch-size must be at least 1")
     split = None if args.split == "all" else args.split
-    graphs = load_split(data, split, model.cfg.backbone.cutoff)
+    graphs = load_split(data, split, model.cfg.backbone.cutoff, model.cfg.channels)
     if len(graphs) == 0:
         raise InputError(f"{data}: no structures in split {args.split!r}")
     metrics = evaluate(model, graphs, args.batch_size)

@@ -32,26 +32,27 @@ class GraphList(Dataset):
         return self.graphs[idx]
 
 
-def load_split(path: str, split: str, cutoff: float, progress: bool = False) -> GraphList:
-    """All graphs of ``split`` of the LMDB at ``path`` (built now, with edges up to ``cutoff`` A)."""
+def load_split(path: str, split: str, cutoff: float, channels: list[str] | tuple[str, ...], progress: bool = False) -> GraphList:
+    """All graphs of ``split`` of the LMDB at ``path`` (built now, with edges up to ``cutoff`` A and
+    one row per channel of ``channels``, the model's)."""
     from tqdm import tqdm
 
     from gnnspec.data.dataset import LMDBStructureDataset
 
-    ds = LMDBStructureDataset(path, split=split, cutoff=cutoff)
+    ds = LMDBStructureDataset(path, split=split, cutoff=cutoff, channels=channels)
     graphs = [ds[i] for i in tqdm(range(len(ds)), desc=f"graphs ({split})", disable=not progress, file=sys.stderr, leave=False)]
     return GraphList(graphs)
 
 
-def load_splits(path: str, cutoff: float, progress: bool = False) -> dict[str, GraphList]:
+def load_splits(path: str, cutoff: float, channels: list[str] | tuple[str, ...], progress: bool = False) -> dict[str, GraphList]:
     """``{"train", "val", "test"}`` graph lists; a missing or empty train split is an InputError."""
-    splits = {s: load_split(path, s, cutoff, progress) for s in ("train", "val", "test")}
+    splits = {s: load_split(path, s, cutoff, channels, progress) for s in ("train", "val", "test")}
     if len(splits["train"]) == 0:
         raise InputError(f"{path}: the dataset has no training structures")
     return splits
 
 
-def generated_pool(gcfg, cutoff: float, progress: bool = False) -> GraphList:
+def generated_pool(gcfg, cutoff: float, channels: list[str] | tuple[str, ...], progress: bool = False) -> GraphList:
     """``gcfg.n_structures`` NMC supercells (no relaxation, no spectra), cycling the defect cases."""
     from tqdm import tqdm
 
@@ -67,7 +68,7 @@ def generated_pool(gcfg, cutoff: float, progress: bool = False) -> GraphList:
         )
         params.supercell = tuple(gcfg.supercell)
         sample = generate_nmc(params)
-        graphs.append(structure_graph(sample.structure, cutoff, sample.vacancies, sid=-1 - i))
+        graphs.append(structure_graph(sample.structure, cutoff, sample.vacancies, sid=-1 - i, channels=tuple(channels)))
     return GraphList(graphs)
 
 
