@@ -45,13 +45,38 @@ def build_model(cfg: ModelConfig | dict) -> nn.Module:
     return MODELS[cfg.name](cfg)
 
 
+def _generated(key: str) -> bool:
+    """Whether a state-dict key lies in code that e3nn generates (``_compiled_main_*`` submodules)."""
+    return any(part.startswith("_compiled_") for part in key.split("."))
+
+
+def portable_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
+    """The weights every checkpoint holds: on the CPU, without e3nn's generated code's constants.
+
+    e3nn's tensor products keep code-generated submodules (``_compiled_main_left_right``) whose
+    constants (Wigner 3j blocks, and ``_tensor_constant*`` added when the code is traced or
+    compiled on a device) follow from the irreps alone. Leaving them out makes the keys the same
+    whatever device, dtype or compile state the model trained in; :func:`load_portable_state_dict`
+    takes them from the freshly built model.
+    """
+    return {k: v.detach().cpu() for k, v in module.state_dict().items() if not _generated(k)}
+
+
+def load_portable_state_dict(module: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load ``state`` (portable, or older with generated keys) strictly into a freshly built ``module``."""
+    own = module.state_dict()
+    full = {k: v for k, v in state.items() if not _generated(k)}
+    full.update({k: v for k, v in own.items() if _generated(k)})
+    module.load_state_dict(full)
+
+
 def model_payload(model: nn.Module) -> dict:
     """The self-describing part of a checkpoint: format, config, weights, channel definitions."""
     return {
         "format": CHECKPOINT_FORMAT,
         "format_version": CHECKPOINT_VERSION,
         "model_config": config_to_dict(model.cfg),
-        "model": model.state_dict(),
+        "model": portable_state_dict(model),
         "channels": {c: CHANNELS[c].as_dict() for c in model.cfg.channels},
     }
 
@@ -95,5 +120,5 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     cfg = from_dict(ModelConfig, ckpt["model_config"], f"{path}: model_config")
     cfg.compile = False
     model = build_model(cfg)
-    model.load_state_dict(ckpt["model"])
+    load_portable_state_dict(model, ckpt["model"])
     return model.to(map_location).eval()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from gnnspec.models.factory import model_payload, read_checkpoint
+from gnnspec.models.factory import load_portable_state_dict, model_payload, portable_state_dict, read_checkpoint
 
 
 def rng_state() -> dict:
@@ -49,7 +49,7 @@ def save_checkpoint(
     """Write a self-describing training checkpoint to ``path`` atomically."""
     payload = model_payload(ema.module if ema is not None else model)
     if ema is not None:
-        payload["raw_model"] = model.state_dict()
+        payload["raw_model"] = portable_state_dict(model)
         payload["ema_n_averaged"] = ema.n_averaged.detach().cpu()
     payload.update(
         optimizer=optimizer.state_dict(),
@@ -70,9 +70,9 @@ def save_checkpoint(
 def restore_training(path: str | Path, model, optimizer, scheduler, ema=None, rank: int = 0) -> dict:
     """Load weights, optimizer, scheduler, EMA and this process's RNG state; return the counters."""
     ckpt = read_checkpoint(path, "cpu")
-    model.load_state_dict(ckpt["raw_model"] if "raw_model" in ckpt else ckpt["model"])
+    load_portable_state_dict(model, ckpt["raw_model"] if "raw_model" in ckpt else ckpt["model"])
     if ema is not None:
-        ema.module.load_state_dict(ckpt["model"])
+        load_portable_state_dict(ema.module, ckpt["model"])
         if "ema_n_averaged" in ckpt:
             ema.n_averaged.copy_(ckpt["ema_n_averaged"])
     optimizer.load_state_dict(ckpt["optimizer"])

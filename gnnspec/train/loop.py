@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from gnnspec.config import config_to_dict, save_config
 from gnnspec.data import keys as K
-from gnnspec.models.factory import build_model, load_checkpoint
+from gnnspec.models.factory import build_model, load_checkpoint, portable_state_dict
 from gnnspec.train import distributed as D
 from gnnspec.train.checkpoint import restore_training, rng_state, save_checkpoint
 from gnnspec.train.config import TrainConfig
@@ -356,7 +356,7 @@ class Trainer:
                     model, self.splits, a, self.cfg.augment, self.cfg.seed, self.board.scalars, should_stop
                 )
                 if report is not None:
-                    ckpt["model"] = {k: v.cpu() for k, v in model.state_dict().items()}
+                    ckpt["model"] = portable_state_dict(model)
                     ckpt["alignment"] = report
                     # the alignment settings used (a resumed run may align with a changed ``align`` section)
                     ckpt.setdefault("train_config", {})["align"] = config_to_dict(self.cfg)["align"]
@@ -415,7 +415,7 @@ def run_training(cfg: TrainConfig, resume: bool = False, step_callback=None, spl
 
             cfg.model = from_dict(ModelConfig, read_checkpoint(last)["model_config"], f"{last}: model_config")
         if splits is None:
-            splits = load_splits(cfg.data, cfg.model.backbone.cutoff, progress=cfg.log.progress and info.is_main)
+            splits = load_splits(cfg.data, cfg.model.backbone.cutoff, cfg.model.channels, progress=cfg.log.progress and info.is_main)
         stats = graph_statistics(splits["train"], cfg.model.spectra.r_readout)
         if cfg.model.backbone.avg_num_neighbors is None:
             cfg.model.backbone.avg_num_neighbors = round(stats["avg_num_neighbors"], 4)
@@ -423,7 +423,7 @@ def run_training(cfg: TrainConfig, resume: bool = False, step_callback=None, spl
             cfg.model.spectra.readout_norm = round(stats["readout_norm"], 4)
         gen = None
         if cfg.generated.enabled:
-            gen = generated_pool(cfg.generated, cfg.model.backbone.cutoff, progress=cfg.log.progress and info.is_main)
+            gen = generated_pool(cfg.generated, cfg.model.backbone.cutoff, cfg.model.channels, progress=cfg.log.progress and info.is_main)
         if info.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, run_dir / "config.yaml")
