@@ -91,9 +91,13 @@ def synthetic_site_spectra(structure, sites=None, radius: float = 3.5) -> dict:
 
 
 def write_synthetic_lmdb(
-    path: str | Path, splits=("train",) * 6 + ("val",) * 2 + ("test",) * 2, supercell=(1, 1, 1), seed: int = 0
+    path: str | Path, splits=("train",) * 6 + ("val",) * 2 + ("test",) * 2, supercell=(1, 1, 1), seed: int = 0, extra_tier: str | None = None
 ) -> Path:
-    """A gnnspec LMDB with one NMC supercell per entry of ``splits`` and synthetic site spectra."""
+    """A gnnspec LMDB with one NMC supercell per entry of ``splits`` and synthetic site spectra.
+
+    ``extra_tier``: also a second tier of that name on every third site, its spectra the base
+    tier's tilted by ``1 + x`` (x from 0 to 1 over each run's axis), like a higher-fidelity
+    calculation that differs in a learnable way."""
     from gnnspec.data.build import CASES
     from gnnspec.structures.nmc import draw_params, generate_nmc
 
@@ -131,6 +135,12 @@ def write_synthetic_lmdb(
             }
         }
         for (site, ch), (e, y) in synthetic_site_spectra(sample.structure).items():
+            if extra_tier is not None and site % 3 == 0:
+                tilted = y * (1.0 + (e - e[0]) / (e[-1] - e[0]))
+                items[schema.spectrum_key(sid, site, ch, extra_tier)] = {
+                    "energy": e, "intensity": tilted, "tier": extra_tier, "preset": extra_tier,
+                    "preset_hash": "", "feff_version": "synthetic", "seconds": 0.0,
+                }
             items[schema.spectrum_key(sid, site, ch, "synthetic")] = {
                 "energy": e,
                 "intensity": y,

@@ -1,6 +1,7 @@
 """Readout: spectra are exact sums of per-atom contributions; only channels of the absorber's
 element are predicted; environment spectra follow the data's definition; radial parts are smooth."""
 
+import pytest
 import torch
 from model_fixtures import random_cluster, synthetic_site_spectra, tiny_model_config
 from torch_geometric.utils import scatter
@@ -98,3 +99,25 @@ def test_radial_embedding_vanishes_smoothly_at_cutoff():
     cut = PolynomialCutoff(4.0)
     assert float(cut(torch.tensor(0.0))) == 1.0
     assert torch.isfinite(emb(torch.tensor([0.0], dtype=torch.float64))).all()
+
+
+def test_a_multi_fidelity_readout_starts_at_the_base_tier_and_keeps_its_sums():
+    """Tier rows share the head; the fidelity embedding starts at zero, and contributions sum in every tier."""
+    model = _model(tiers=["fast", "scf"])
+    data = random_cluster(6, seed=4)
+    fast = model.forward_structure(data, embed=False, tier=0)
+    scf = model.forward_structure(data, embed=False, tier=1)
+    assert torch.allclose(fast["spectra"], scf["spectra"])  # untrained: the scf correction is zero
+    with torch.no_grad():
+        model.spectra_head.readout.tier_embedding.weight[1].normal_()
+    scf = model.forward_structure(data, embed=False, tier=1)
+    assert not torch.allclose(fast["spectra"], scf["spectra"])
+    for out in (fast, scf):
+        flat = torch.zeros_like(out["spectra"])
+        flat.index_put_((out["contribution_absorber"], out["contribution_channel"]), out["contributions"], accumulate=True)
+        assert torch.allclose(flat, out["spectra"], atol=1e-10)
+    again = model.tier_spectra(fast, data, fast["absorber_index"], 1)  # reuse of one backbone pass
+    assert torch.allclose(again["spectra"], scf["spectra"])
+    with pytest.raises(ValueError, match="out of range"):
+        model.forward_structure(data, embed=False, tier=2)
+    assert _model().spectra_head.readout.n_tiers == 1 and not hasattr(_model().spectra_head.readout, "tier_embedding")

@@ -154,3 +154,36 @@ def test_a_finished_run_resumed_with_an_align_section_aligns_and_records_it(data
     ckpt = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
     assert ckpt["alignment"]["epochs"] == 2 and ckpt["train_config"]["align"]["epochs"] == 2
     assert ckpt["train_config"]["epochs"] == 2
+
+
+def test_a_multi_fidelity_model_learns_the_second_tier_from_a_few_sites(tmp_path, capsys):
+    """Two tiers in one LMDB (the second on every third site): one model, a fidelity embedding,
+    the second tier's loss logged and falling, predictions chosen by tier from the API and CLI."""
+    import numpy as np
+
+    from gnnspec.cli import main
+
+    data = write_synthetic_lmdb(tmp_path / "data", extra_tier="scf")
+    cfg = smoke_config(data, tmp_path / "run", epochs=12, generated__enabled=False, align__epochs=0, optim__lr=1e-2)
+    cfg.model.tiers = ["synthetic", "scf"]
+    summary = run_training(cfg)
+    assert not summary["interrupted"]
+    scf_loss = scalar_series(tmp_path / "run" / "tb", "train/spectra_scf")
+    assert len(scf_loss) == 12 and np.mean(scf_loss[-3:]) < 0.6 * np.mean(scf_loss[:3])  # measured: 78 -> 28
+    model = load_checkpoint(tmp_path / "run" / "best.pt")
+    assert model.cfg.tiers == ["synthetic", "scf"]
+    scf_test = summary["test_metrics"]["tiers"]["scf"]
+    assert scf_test["n_site_spectra"] > 0 and np.isfinite(scf_test["spectra"]["mse"])
+    from gnnspec.structures.nmc import NMCParams, generate_nmc
+
+    s = generate_nmc(NMCParams(seed=9, supercell=(1, 1, 1))).structure
+    o = next(i for i, x in enumerate(s) if x.specie.symbol == "O")
+    base, high = model.predict_spectra(s, o, tier="synthetic"), model.predict_spectra(s, o)  # default: the last tier
+    slope = lambda y: np.polyfit(np.linspace(0, 1, y.size), y / y.mean(), 1)[0]  # noqa: E731
+    assert slope(high["O-K-eels"][1]) > slope(base["O-K-eels"][1])  # the scf tier learned its tilt
+    cif = tmp_path / "s.cif"
+    s.to(filename=str(cif))
+    for tier in ("synthetic", "scf"):
+        assert main(["predict", str(cif), "--site", str(o), "--model", str(tmp_path / "run" / "best.pt"), "--tier", tier, "--out", str(tmp_path / f"{tier}.json")]) == 0
+    assert main(["predict", str(cif), "--site", str(o), "--model", str(tmp_path / "run" / "best.pt"), "--tier", "ultra", "--out", str(tmp_path / "x.json")]) == 2
+    assert "not 'ultra'" in capsys.readouterr().err

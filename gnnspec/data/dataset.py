@@ -39,29 +39,22 @@ def structure_graph(
     sid: int = -1,
     r_env: float = R_ENV,
     channels: tuple[str, ...] = DEFAULT_CHANNELS,
+    tier_spectra: list[dict[tuple[int, str], tuple[np.ndarray, np.ndarray]]] | None = None,
 ) -> StructureGraph:
     """Build the graph of a periodic structure with site and environment targets.
 
     ``site_spectra`` maps ``(site, run)`` to the raw ``(energy, intensity)`` (absolute eV) of a
     FEFF run (such as ``Ni-L2-eels``); each channel is assembled from its runs
     (:func:`gnnspec.channels.assemble`; a site lacking one of them has no spectrum in that
-    channel), put on its grid and normalised here.
+    channel), put on its grid and normalised here. ``tier_spectra``: the same for each further
+    FEFF tier (usually a few sampled sites), stored as ``site_y_tiers``; environment spectra come
+    from ``site_spectra`` (the base tier) alone.
     """
     n = len(structure)
     n_ch = len(channels)
     n_e = CHANNELS[channels[0]].n_energy
     edge_index, shifts = periodic_edges(structure, cutoff)
-    site_y = np.zeros((n, n_ch, n_e), dtype=np.float32)
-    site_mask = np.zeros((n, n_ch), dtype=bool)
-    by_site: dict[int, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
-    for (site, run), spectrum in (site_spectra or {}).items():
-        by_site.setdefault(site, {})[run] = spectrum
-    for site, runs in by_site.items():
-        for c, name in enumerate(channels):
-            raw = assemble(CHANNELS[name], runs)
-            if raw is not None:
-                site_y[site, c] = normalise(CHANNELS[name], raw)
-                site_mask[site, c] = True
+    site_y, site_mask = _site_targets(n, channels, site_spectra or {})
     envs = environments(structure, vacancies or [], r_env=r_env, include_bulk=False)
     env_y = np.zeros((len(envs), n_ch, n_e), dtype=np.float32)
     env_mask = np.zeros((len(envs), n_ch), dtype=bool)
@@ -76,7 +69,7 @@ def structure_graph(
         env_y[e, have] = sums[have] / counts[have, None]
         env_mask[e] = have
     dtype = torch.get_default_dtype()
-    return StructureGraph(
+    graph = StructureGraph(
         pos=torch.tensor(structure.cart_coords, dtype=dtype),
         z=torch.tensor([s.specie.Z for s in structure], dtype=torch.long),
         edge_index=torch.from_numpy(edge_index),
@@ -93,6 +86,29 @@ def structure_graph(
         sid=torch.tensor([sid], dtype=torch.long),
         num_nodes=n,
     )
+    if tier_spectra:
+        targets = [_site_targets(n, channels, spectra) for spectra in tier_spectra]
+        graph[K.SITE_Y_TIERS] = torch.from_numpy(np.stack([y for y, _ in targets], axis=1))
+        graph[K.SITE_Y_TIERS_MASK] = torch.from_numpy(np.stack([m for _, m in targets], axis=1))
+    return graph
+
+
+def _site_targets(
+    n: int, channels: tuple[str, ...], site_spectra: dict[tuple[int, str], tuple[np.ndarray, np.ndarray]]
+) -> tuple[np.ndarray, np.ndarray]:
+    """``[n, C, K]`` normalised channel spectra assembled from raw runs, and the ``[n, C]`` mask."""
+    site_y = np.zeros((n, len(channels), CHANNELS[channels[0]].n_energy), dtype=np.float32)
+    site_mask = np.zeros((n, len(channels)), dtype=bool)
+    by_site: dict[int, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
+    for (site, run), spectrum in site_spectra.items():
+        by_site.setdefault(site, {})[run] = spectrum
+    for site, runs in by_site.items():
+        for c, name in enumerate(channels):
+            raw = assemble(CHANNELS[name], runs)
+            if raw is not None:
+                site_y[site, c] = normalise(CHANNELS[name], raw)
+                site_mask[site, c] = True
+    return site_y, site_mask
 
 
 def base_tier(store: SpectraStore) -> str:
@@ -111,15 +127,19 @@ class LMDBStructureDataset(torch.utils.data.Dataset):
         r_env: float = R_ENV,
         channels: tuple[str, ...] | list[str] = DEFAULT_CHANNELS,
         tier: str | None = None,
+        extra_tiers: tuple[str, ...] | list[str] = (),
     ):
-        """``tier``: which FEFF tier's spectra to read (default: the dataset's base tier, which
-        covers every computed site); ``channels``: the channel rows of the graphs."""
+        """``tier``: which FEFF tier's spectra to read as ``site_y`` and environment spectra
+        (default: the dataset's base tier, which covers every computed site); ``extra_tiers``:
+        further tiers read as ``site_y_tiers`` (a multi-fidelity model's targets);
+        ``channels``: the channel rows of the graphs."""
         self.store = SpectraStore(path)
         self.split = split
         self.cutoff = cutoff
         self.r_env = r_env
         self.channels = tuple(channels)
         self.tier = tier or base_tier(self.store)
+        self.extra_tiers = tuple(extra_tiers)
         self.sids = [sid for sid in self.store.structure_ids() if split is None or self.store.structure(sid)["split"] == split]
         self._cache: dict[int, StructureGraph] = {}
 
@@ -138,7 +158,17 @@ class LMDBStructureDataset(torch.utils.data.Dataset):
             sid = self.sids[idx]
             rec = self.store.structure(sid)
             spectra = {key: (r["energy"], r["intensity"]) for key, r in self.raw_runs(idx).items()}
+            extra = [
+                {key: (r["energy"], r["intensity"]) for key, r in self.store.spectra_of(sid, tier).items()} for tier in self.extra_tiers
+            ]
             self._cache[idx] = structure_graph(
-                Structure.from_dict(rec["structure"]), self.cutoff, rec["vacancies"], spectra, sid=sid, r_env=self.r_env, channels=self.channels
+                Structure.from_dict(rec["structure"]),
+                self.cutoff,
+                rec["vacancies"],
+                spectra,
+                sid=sid,
+                r_env=self.r_env,
+                channels=self.channels,
+                tier_spectra=extra or None,
             )
         return self._cache[idx]

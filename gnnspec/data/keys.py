@@ -12,6 +12,8 @@ key                       shape                meaning
 ``edge_shift``            [E, 3] float         periodic shift: vec = pos[t] - pos[s] + shift
 ``site_y``                [N, C, K] float      normalised FEFF spectrum of each site/channel
 ``site_y_mask``           [N, C] bool          which site spectra exist
+``site_y_tiers``          [N, T, C, K] float   the same in each further FEFF tier (only with T >= 1)
+``site_y_tiers_mask``     [N, T, C] bool       which of those exist
 ``env_member_index``      [M] long             member atoms of all environments (node index)
 ``env_member_env``        [M] long             which environment each member row belongs to
 ``env_centre_index``      [n_env] long         centre atom of each environment
@@ -31,6 +33,8 @@ EDGE_INDEX = "edge_index"
 EDGE_SHIFT = "edge_shift"
 SITE_Y = "site_y"
 SITE_Y_MASK = "site_y_mask"
+SITE_Y_TIERS = "site_y_tiers"
+SITE_Y_TIERS_MASK = "site_y_tiers_mask"
 ENV_MEMBER_INDEX = "env_member_index"
 ENV_MEMBER_ENV = "env_member_env"
 ENV_CENTRE_INDEX = "env_centre_index"

@@ -53,14 +53,21 @@ class ModelAPI:
 
     # -- forward: structure -> spectra -------------------------------------------------
     @torch.no_grad()
-    def predict_site_spectra(self, structure: Any, sites: list[int] | int, return_contributions: bool = False):
+    def predict_site_spectra(self, structure: Any, sites: list[int] | int, return_contributions: bool = False, tier: str | None = None):
         """Spectra of every channel of each site's element: ``{site: {channel: (energy_eV, intensity)}}``.
+
+        ``tier``: the FEFF tier to predict (one of ``cfg.tiers``; default the model's highest
+        fidelity, the last). Contributions sum to the spectrum in every tier.
 
         With ``return_contributions`` also returns ``{site: {channel: {"atom_index" [n],
         "distance" [n] (Angstrom), "intensity" [n, K]}}}``: the per-atom contributions, which
         sum to the site's spectrum (the absorber itself is the first row).
         """
         self.eval()
+        try:
+            tier_row = self.cfg.tier_index(tier)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
         sites = [sites] if isinstance(sites, int) else [int(s) for s in sites]
         s, g = self._graph(structure, environments=False)
         table = self.spectra_head.table
@@ -71,7 +78,7 @@ class ModelAPI:
                 have = sorted({CHANNELS[c].element for c in self.cfg.channels})
                 raise InputError(f"site {site} is {s[site].specie.symbol}, which has no channel; absorbers: {', '.join(have)}")
         absorbers = torch.tensor(sorted(set(sites)), dtype=torch.long, device=g.z.device)
-        out = self.forward_structure(g, absorbers=absorbers, embed=False)
+        out = self.forward_structure(g, absorbers=absorbers, embed=False, tier=tier_row)
         row = {int(a): i for i, a in enumerate(absorbers.tolist())}
         spectra = out["spectra"].double().cpu().numpy()
         mask = out["spectra_mask"].cpu().numpy()
@@ -94,9 +101,10 @@ class ModelAPI:
                     }
         return (result, contributions) if return_contributions else result
 
-    def predict_spectra(self, structure: Any, site: int) -> dict:
-        """Spectra of every channel of ``site``'s element: ``{channel: (energy_eV, intensity)}``."""
-        return self.predict_site_spectra(structure, [int(site)])[int(site)]
+    def predict_spectra(self, structure: Any, site: int, tier: str | None = None) -> dict:
+        """Spectra of every channel of ``site``'s element in ``tier`` (default: the model's highest
+        fidelity): ``{channel: (energy_eV, intensity)}``."""
+        return self.predict_site_spectra(structure, [int(site)], tier=tier)[int(site)]
 
     # -- embeddings ----------------------------------------------------------------------
     @torch.no_grad()

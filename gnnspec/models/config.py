@@ -94,6 +94,9 @@ class ModelConfig:
     learn_temperature: bool = True
     compile: bool = False  # torch.compile the backbone (dynamic shapes)
     channels: list[str] = field(default_factory=lambda: list(DEFAULT_CHANNELS))
+    # FEFF tiers the forward head predicts, lowest fidelity first: the first is the base tier (every
+    # site computed), later ones are learned as corrections of it; predictions default to the last
+    tiers: list[str] = field(default_factory=lambda: ["fast"])
     n_energy: int = 121
     content_elements: list[str] = field(default_factory=lambda: list(CONTENT_ELEMENTS))
     defects: list[str] = field(default_factory=lambda: list(DEFECTS))
@@ -109,3 +112,13 @@ class ModelConfig:
             raise ValueError(f"spectra.r_readout {self.spectra.r_readout} exceeds backbone.cutoff {self.backbone.cutoff}")
         if self.temperature <= 0:
             raise ValueError("temperature must be positive")
+        if not self.tiers or len(set(self.tiers)) != len(self.tiers):
+            raise ValueError(f"tiers must name at least one FEFF tier, each once; got {self.tiers}")
+
+    def tier_index(self, tier: str | None) -> int:
+        """Row of ``tier`` among :attr:`tiers` (None: the last, highest-fidelity one); ValueError if unknown."""
+        if tier is None:
+            return len(self.tiers) - 1
+        if tier not in self.tiers:
+            raise ValueError(f"the model predicts tier(s) {', '.join(self.tiers)}, not {tier!r}")
+        return self.tiers.index(tier)

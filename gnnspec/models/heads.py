@@ -48,6 +48,7 @@ class SpectraHead(nn.Module):
             n_distance_basis=h.n_distance_basis,
             positive=h.positive,
             norm=norm,
+            n_tiers=len(cfg.tiers),
         )
 
     def absorbers_of(self, z: torch.Tensor) -> torch.Tensor:
@@ -55,10 +56,16 @@ class SpectraHead(nn.Module):
         return self.table[z].any(dim=1).nonzero(as_tuple=True)[0]
 
     def forward(
-        self, scalars: torch.Tensor, z: torch.Tensor, edge_index: torch.Tensor, edge_length: torch.Tensor, absorbers: torch.Tensor
+        self,
+        scalars: torch.Tensor,
+        z: torch.Tensor,
+        edge_index: torch.Tensor,
+        edge_length: torch.Tensor,
+        absorbers: torch.Tensor,
+        tier: int = 0,
     ) -> dict[str, torch.Tensor]:
         pair_absorber, pair_atom, pair_distance = readout_pairs(absorbers, edge_index, edge_length, self.r_readout, z.numel())
-        out = self.readout(scalars, absorbers, self.table[z[absorbers]], pair_absorber, pair_atom, pair_distance)
+        out = self.readout(scalars, absorbers, self.table[z[absorbers]], pair_absorber, pair_atom, pair_distance, tier)
         out["absorber_index"] = absorbers
         return out
 

@@ -58,14 +58,16 @@ class JointModel(ModelAPI, nn.Module):
         return fn(data[K.POS], data[K.Z], data[K.EDGE_INDEX], shift)
 
     def forward_structure(
-        self, data, absorbers: torch.Tensor | None = None, embed: bool = True, spectra: bool = True
+        self, data, absorbers: torch.Tensor | None = None, embed: bool = True, spectra: bool = True, tier: int = 0
     ) -> dict[str, torch.Tensor]:
         """One pass over ``data``: site spectra with contributions, node scalars, env embeddings.
 
         ``absorbers``: node indices to predict (default: every atom with a channel). The dict
         holds the keys of :meth:`ContributionReadout.forward` plus ``absorber_index``,
         ``node_scalars`` and, when ``embed`` and the data has environments,
-        ``structure_embedding [n_env, dim]``. ``spectra=False`` skips the forward head.
+        ``structure_embedding [n_env, dim]``. ``spectra=False`` skips the forward head; ``tier``
+        is the row of the FEFF tier in ``cfg.tiers`` the spectra are predicted for (0: the base
+        tier). ``edge_length`` is kept so :meth:`tier_spectra` can reuse the pass.
         """
         z = data[K.Z]
         bb = self.run_backbone(data)
@@ -73,13 +75,19 @@ class JointModel(ModelAPI, nn.Module):
         if spectra:
             if absorbers is None:
                 absorbers = self.spectra_head.absorbers_of(z)
-            out = self.spectra_head(bb["node_scalars"], z, data[K.EDGE_INDEX], bb["edge_length"], absorbers)
+            out = self.spectra_head(bb["node_scalars"], z, data[K.EDGE_INDEX], bb["edge_length"], absorbers, tier)
         out["node_scalars"] = bb["node_scalars"]
+        out["edge_length"] = bb["edge_length"]
         if embed and K.ENV_CENTRE_INDEX in data:
             out["structure_embedding"] = self.env_embedding(
                 bb["node_scalars"], data[K.ENV_MEMBER_INDEX], data[K.ENV_MEMBER_ENV], data[K.ENV_CENTRE_INDEX]
             )
         return out
+
+    def tier_spectra(self, out: dict, data, absorbers: torch.Tensor, tier: int) -> dict[str, torch.Tensor]:
+        """The forward head's spectra (and contributions) of ``absorbers`` in tier row ``tier``, from
+        the backbone pass of a :meth:`forward_structure` result ``out`` (no second backbone pass)."""
+        return self.spectra_head(out["node_scalars"], data[K.Z], data[K.EDGE_INDEX], out["edge_length"], absorbers, tier)
 
     def environment_spectra(self, out: dict, data, use_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Environment spectra ``[n_env, C, K]`` and mask: the mean of member absorbers' predictions.

@@ -7,7 +7,9 @@ atoms). Each pair gets a contribution spectrum
     contribution(a, j, c) = u(d_aj / r_readout) * act(MLP([s_j, s_a, B(d_aj), self_aj], film_c)) / norm
 
 with ``s`` the invariant (0e) node features, ``B`` a Gaussian basis of the distance, ``film_c`` a
-FiLM modulation from a learned channel embedding, ``u`` the smooth polynomial envelope (so a
+FiLM modulation from a learned channel embedding (plus a learned fidelity embedding of the FEFF
+tier asked for, when the readout serves several tiers: zero at first, so every tier starts
+from the base tier's spectra and learns its correction), ``u`` the smooth polynomial envelope (so a
 contribution fades out at ``r_readout``), ``act`` softplus (positive spectra) or identity, and
 ``norm`` a fixed constant (the mean number of pairs per absorber). The spectrum is the plain
 sum of its contributions: ``spectrum(a, c) = sum_j contribution(a, j, c)``, so the
@@ -71,8 +73,10 @@ class ContributionReadout(nn.Module):
         n_distance_basis: int = 8,
         positive: bool = True,
         norm: float = 1.0,
+        n_tiers: int = 1,
     ):
         super().__init__()
+        self.n_tiers = int(n_tiers)
         self.r_readout = float(r_readout)
         self.n_channels = n_channels
         self.n_energy = n_energy
@@ -86,6 +90,9 @@ class ContributionReadout(nn.Module):
             nn.Linear(hidden, hidden),
         )
         self.channel_embedding = nn.Embedding(n_channels, channel_dim)
+        if self.n_tiers > 1:
+            self.tier_embedding = nn.Embedding(self.n_tiers, channel_dim)
+            nn.init.zeros_(self.tier_embedding.weight)
         self.film = nn.Linear(channel_dim, 2 * hidden)
         self.out = nn.Sequential(nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, n_energy))
         if positive:  # start near softplus(x) = 1: each contribution about 1 / norm
@@ -99,8 +106,9 @@ class ContributionReadout(nn.Module):
         pair_absorber: torch.Tensor,
         pair_atom: torch.Tensor,
         pair_distance: torch.Tensor,
+        tier: int = 0,
     ) -> dict[str, torch.Tensor]:
-        """Contributions and their sums.
+        """Contributions and their sums, for FEFF tier number ``tier`` (0: the base tier).
 
         ``scalars [N, F]`` invariant node features, ``absorbers [A]`` node indices,
         ``channel_mask [A, C]`` which channels apply to each absorber; the pairs come from
@@ -119,7 +127,12 @@ class ContributionReadout(nn.Module):
         )
         hidden = self.pair_mlp(pair_in)  # [P, H]
         pair_row, channel = channel_mask[pair_absorber].nonzero(as_tuple=True)  # rows: (pair, channel)
-        gamma, beta = self.film(self.channel_embedding(channel)).chunk(2, dim=-1)
+        if not 0 <= tier < self.n_tiers:
+            raise ValueError(f"tier {tier} is out of range: the readout serves {self.n_tiers} tier(s)")
+        embedding = self.channel_embedding(channel)
+        if self.n_tiers > 1:
+            embedding = embedding + self.tier_embedding.weight[tier]
+        gamma, beta = self.film(embedding).chunk(2, dim=-1)
         h = hidden[pair_row] * (1.0 + gamma) + beta
         contrib = self.out(h)
         if self.positive:

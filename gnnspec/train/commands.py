@@ -49,6 +49,7 @@ def add_parsers(subparsers) -> None:
     p.add_argument("structure", help="structure file (CIF, POSCAR, pymatgen JSON, any ase format)")
     p.add_argument("--site", type=int, required=True, help="index of the absorbing site (0-based)")
     p.add_argument("--model", help=f"checkpoint (default {DEFAULT_MODEL})")
+    p.add_argument("--tier", default=None, help="FEFF tier to predict (fast or scf; default: the model's highest fidelity)")
     p.add_argument("--out", required=True, help="output JSON")
     p.set_defaults(func=cmd_predict)
 
@@ -174,9 +175,10 @@ def cmd_predict(args) -> int:
 
     structure = read_structure(args.structure)
     model = load_model(args.model)
-    spectra = model.predict_site_spectra(structure, [args.site])[args.site]
+    spectra = model.predict_site_spectra(structure, [args.site], tier=args.tier)[args.site]
     meta = {
         "source": "gnnspec predict",
+        "tier": model.cfg.tiers[model.cfg.tier_index(args.tier)],
         "structure": str(args.structure),
         "site": args.site,
         "element": structure[args.site].specie.symbol,

@@ -39,6 +39,7 @@ class LossConfig:
 
     spectra: float = 1.0  # forward site spectra: MSE per channel, masked, mean over channels
     derivative: float = 1.0  # relative weight of the first-derivative MSE inside the spectra term
+    tier_weight: float = 1.0  # relative weight of each further FEFF tier's spectra term (multi-fidelity models)
     contrastive: float = 0.5  # symmetric InfoNCE between structure and spectrum embeddings
     content: float = 1.0  # element content (KL divergence of fractions), both sides
     defects: float = 0.5  # defect BCE, both sides

@@ -32,21 +32,25 @@ class GraphList(Dataset):
         return self.graphs[idx]
 
 
-def load_split(path: str, split: str, cutoff: float, channels: list[str] | tuple[str, ...], progress: bool = False) -> GraphList:
-    """All graphs of ``split`` of the LMDB at ``path`` (built now, with edges up to ``cutoff`` A and
-    one row per channel of ``channels``, the model's)."""
+def load_split(
+    path: str, split: str, cutoff: float, channels: list[str] | tuple[str, ...], progress: bool = False, extra_tiers: tuple[str, ...] = ()
+) -> GraphList:
+    """All graphs of ``split`` of the LMDB at ``path`` (built now, with edges up to ``cutoff`` A,
+    one row per channel of ``channels`` and the targets of ``extra_tiers``, the model's)."""
     from tqdm import tqdm
 
     from gnnspec.data.dataset import LMDBStructureDataset
 
-    ds = LMDBStructureDataset(path, split=split, cutoff=cutoff, channels=channels)
+    ds = LMDBStructureDataset(path, split=split, cutoff=cutoff, channels=channels, extra_tiers=extra_tiers)
     graphs = [ds[i] for i in tqdm(range(len(ds)), desc=f"graphs ({split})", disable=not progress, file=sys.stderr, leave=False)]
     return GraphList(graphs)
 
 
-def load_splits(path: str, cutoff: float, channels: list[str] | tuple[str, ...], progress: bool = False) -> dict[str, GraphList]:
+def load_splits(
+    path: str, cutoff: float, channels: list[str] | tuple[str, ...], progress: bool = False, extra_tiers: tuple[str, ...] = ()
+) -> dict[str, GraphList]:
     """``{"train", "val", "test"}`` graph lists; a missing or empty train split is an InputError."""
-    splits = {s: load_split(path, s, cutoff, channels, progress) for s in ("train", "val", "test")}
+    splits = {s: load_split(path, s, cutoff, channels, progress, extra_tiers) for s in ("train", "val", "test")}
     if len(splits["train"]) == 0:
         raise InputError(f"{path}: the dataset has no training structures")
     return splits

@@ -415,7 +415,9 @@ def run_training(cfg: TrainConfig, resume: bool = False, step_callback=None, spl
 
             cfg.model = from_dict(ModelConfig, read_checkpoint(last)["model_config"], f"{last}: model_config")
         if splits is None:
-            splits = load_splits(cfg.data, cfg.model.backbone.cutoff, cfg.model.channels, progress=cfg.log.progress and info.is_main)
+            splits = load_splits(
+                cfg.data, cfg.model.backbone.cutoff, cfg.model.channels, cfg.log.progress and info.is_main, tuple(cfg.model.tiers[1:])
+            )
         stats = graph_statistics(splits["train"], cfg.model.spectra.r_readout)
         if cfg.model.backbone.avg_num_neighbors is None:
             cfg.model.backbone.avg_num_neighbors = round(stats["avg_num_neighbors"], 4)

@@ -8,6 +8,8 @@ Metrics (returned as a nested dict, writable as JSON with :func:`write_metrics`)
   similarity of predicted and FEFF spectra) and ``n`` (spectra);
 * ``spectra``: the means of those over channels (channels where a metric is NaN, e.g. R^2 of a
   single spectrum, are left out of its mean);
+* ``tiers/<tier>``: for a multi-fidelity model, ``channels`` and ``spectra`` as above on the
+  sites each further FEFF tier computed, predicted in that tier;
 * ``content_mae``: element-content MAE (fraction, mean over the 5 elements), from the
   structure embedding and from the spectrum embedding (all available channels);
 * ``defect_auroc``: AUROC per defect from either side (NaN when only one class is present);
@@ -84,6 +86,9 @@ def evaluate(model, dataset, batch_size: int = 4, device: str | torch.device | N
     channels = list(model.cfg.channels)
     preds: dict[int, list] = {c: [] for c in range(len(channels))}
     targets: dict[int, list] = {c: [] for c in range(len(channels))}
+    extra = list(model.cfg.tiers[1:])
+    tier_preds: dict[str, dict[int, list]] = {t: {c: [] for c in range(len(channels))} for t in extra}
+    tier_targets: dict[str, dict[int, list]] = {t: {c: [] for c in range(len(channels))} for t in extra}
     env: dict[str, list] = {k: [] for k in ("zs", "zp", "content", "defects", "cs", "cp", "ds", "dp", "cq", "dq")}
     quantified = model.encoder.takes_quantification
     element_index = channel_element_index(channels)
@@ -100,6 +105,18 @@ def evaluate(model, dataset, batch_size: int = 4, device: str | torch.device | N
         for c in range(len(channels)):
             preds[c].append(pr[mask[:, c], c])
             targets[c].append(tg[mask[:, c], c])
+        for t, tier in enumerate(extra, start=1):
+            if K.SITE_Y_TIERS_MASK not in batch:
+                break
+            sites = batch[K.SITE_Y_TIERS_MASK][:, t - 1].any(dim=1).nonzero(as_tuple=True)[0]
+            if sites.numel() == 0:
+                continue
+            tout = model.tier_spectra(out, batch, sites, t)
+            tmask = (batch[K.SITE_Y_TIERS_MASK][sites, t - 1] & tout["spectra_mask"]).cpu().numpy()
+            tpr, ttg = tout["spectra"].double().cpu().numpy(), batch[K.SITE_Y_TIERS][sites, t - 1].double().cpu().numpy()
+            for c in range(len(channels)):
+                tier_preds[tier][c].append(tpr[tmask[:, c], c])
+                tier_targets[tier][c].append(ttg[tmask[:, c], c])
         ok = batch[K.ENV_Y_MASK].any(dim=1)
         if bool(ok.any()):
             zs = out["structure_embedding"][ok]
@@ -121,19 +138,18 @@ def evaluate(model, dataset, batch_size: int = 4, device: str | torch.device | N
                 env["dq"].append(torch.sigmoid(pq["defect_logits"].double()).cpu().numpy())
     model.train(was_training)
 
-    k = model.cfg.n_energy
-    per_channel = {}
-    for c, name in enumerate(channels):
-        pr = np.concatenate(preds[c]) if preds[c] else np.zeros((0, k))
-        tg = np.concatenate(targets[c]) if targets[c] else np.zeros((0, k))
-        per_channel[name] = spectrum_metrics(pr, tg)
-    have = [m for m in per_channel.values() if m["n"] > 0]
+    per_channel, summary = _channel_table(channels, preds, targets, model.cfg.n_energy)
     metrics: dict = {
         "n_structures": n_structures,
-        "n_site_spectra": int(sum(m["n"] for m in have)),
+        "n_site_spectra": int(sum(m["n"] for m in per_channel.values())),
         "channels": per_channel,
-        "spectra": {key: _nanmean([m[key] for m in have]) for key in ("mse", "r2", "r2_median", "cosine")},
+        "spectra": summary,
     }
+    if extra:
+        metrics["tiers"] = {}
+        for tier in extra:
+            table, tier_summary = _channel_table(channels, tier_preds[tier], tier_targets[tier], model.cfg.n_energy)
+            metrics["tiers"][tier] = {"channels": table, "spectra": tier_summary, "n_site_spectra": int(sum(m["n"] for m in table.values()))}
     if env["zs"]:
         e = {key: np.concatenate(v) for key, v in env.items() if v}
         metrics["n_environments"] = int(len(e["zs"]))
@@ -184,3 +200,14 @@ def write_metrics(metrics: dict, path: str | Path) -> None:
     """Write ``metrics`` as JSON (NaN written as null)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(_json_safe(metrics), indent=2) + "\n")
+
+
+def _channel_table(channels: list[str], preds: dict[int, list], targets: dict[int, list], k: int) -> tuple[dict, dict]:
+    """Per-channel :func:`spectrum_metrics` of gathered predictions and their mean over channels with spectra."""
+    per_channel = {}
+    for c, name in enumerate(channels):
+        pr = np.concatenate(preds[c]) if preds[c] else np.zeros((0, k))
+        tg = np.concatenate(targets[c]) if targets[c] else np.zeros((0, k))
+        per_channel[name] = spectrum_metrics(pr, tg)
+    have = [m for m in per_channel.values() if m["n"] > 0]
+    return per_channel, {key: _nanmean([m[key] for m in have]) for key in ("mse", "r2", "r2_median", "cosine")}

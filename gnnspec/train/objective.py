@@ -54,6 +54,21 @@ class Objective(nn.Module):
         logs["channel_mse"] = mse_c
         logs["channel_count"] = counts
         loss = w.spectra * l_spec
+        # further FEFF tiers (multi-fidelity): the same head with the tier's embedding, on the sites
+        # that tier computed, from the same backbone pass
+        for t, tier in enumerate(self.model.cfg.tiers[1:], start=1):
+            if K.SITE_Y_TIERS_MASK not in batch:
+                break
+            tier_mask = batch[K.SITE_Y_TIERS_MASK][:, t - 1]
+            sites = tier_mask.any(dim=1).nonzero(as_tuple=True)[0]
+            if sites.numel() == 0:
+                continue
+            tout = self.model.tier_spectra(out, batch, sites, t)
+            l_tier, _, _ = spectra_loss(
+                tout["spectra"].float(), batch[K.SITE_Y_TIERS][sites, t - 1].float(), tier_mask[sites] & tout["spectra_mask"], w.derivative, self.channel_scale
+            )
+            logs[f"spectra_{tier}"] = l_tier.detach()
+            loss = loss + w.spectra * w.tier_weight * l_tier
 
         env_ok = batch[K.ENV_Y_MASK].any(dim=1).nonzero(as_tuple=True)[0]
         env_ok = self._subsample(env_ok)
