@@ -97,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(0)
     timing_sites = sorted(rng.choice(pick, size=3 if args.quick else 10, replace=False).tolist())
     results["feff_vs_gnn"] = speed.feff_vs_gnn(model, structure, timing_sites)
+    if not args.quick:  # the scf tier's cost: an O site (1 run) and a Ni site (K, L3, L2): about 6 minutes
+        scf_sites = [next(i for i, s in enumerate(structure) if s.specie.symbol == el) for el in ("O", "Ni")]
+        results["scf_cost"] = speed.scf_cost(structure, scf_sites)
     from gnnspec.train.config import load_train_config
 
     tcfg = load_train_config("train_configs/cpu.yaml")
@@ -165,6 +168,7 @@ def render(r: dict, info: dict, caption: str) -> str:
         f"| training throughput ({t['device']}) | {_f(t['structures_per_s'], 2)} supercells/s, {_f(t['environments_per_s'], 1)} environments/s |",
         f"| dataset build: median FEFF run | {_f(b['median_s_per_run'], 2)} s; {_f(b['runs_per_core_hour'], 0)} runs per core-hour; {_f(b['spectra_per_run'], 2)} spectra per run |",
         f"| dataset build: 1 vs 2 workers ({w['runs']} runs) | {_f(w['wall_s_1_worker'], 1)} s vs {_f(w['wall_s_2_workers'], 1)} s: speed-up {_f(w['speedup'], 2)} |",
+        *scf_cost_rows(r.get("scf_cost")),
         "",
         "## 5. Retrieval",
         "",
@@ -235,3 +239,17 @@ def claim(inverse: dict) -> list[str]:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def scf_cost_rows(cost: dict | None) -> list[str]:
+    """Table rows of the scf tier's cost (:func:`gnnspec.bench.speed.scf_cost`); none for a quick run."""
+    from gnnspec.bench.report import _f
+
+    if not cost:
+        return []
+    runs = ", ".join(f"{r['run']} {_f(r['seconds'], 0)} s" for r in cost["runs"])
+    return [
+        f"| FEFF10 tier scf (one core): runs | {runs} |",
+        f"| FEFF10 tier scf: per run, SCF share | {_f(cost['seconds_per_run'], 1)} s; {_f(100 * cost['pot_share'], 0)} % in FEFF's pot stage (the SCF) |",
+        f"| FEFF10 tier scf: runs per core-hour | {_f(cost['runs_per_core_hour'], 0)} (no reuse between runs: see the dataset card) |",
+    ]

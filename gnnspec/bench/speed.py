@@ -53,6 +53,36 @@ def feff_vs_gnn(model, structure: Structure, sites: list[int]) -> dict:
     }
 
 
+def scf_cost(structure: Structure, sites: list[int]) -> dict:
+    """Where the time of the ``scf`` tier goes: every FEFF run of ``sites`` (K, L3 and L2 runs of a
+    TM, the O K ELNES run, the Li K XANES run) with its stages' wall times, and runs per core-hour
+    (one run per core, on the machine that runs the benchmark)."""
+    from gnnspec.channels import DEFAULT_CHANNELS
+    from gnnspec.simulate.engine import run_feff_text
+    from gnnspec.simulate.feff_input import build_feff_input, site_runs
+    from gnnspec.simulate.presets import get_preset
+
+    preset = get_preset("scf")
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for site in sites:
+            element = structure[site].specie.symbol
+            for run in site_runs(element, list(DEFAULT_CHANNELS)):
+                el, edge, kind = run.split("-")
+                stages: dict = {}
+                text = build_feff_input(structure, site, edge, kind, preset)
+                _, seconds = run_feff_text(text, kind, preset.stage_timeout_s, Path(tmp) / "feff.log", stage_seconds=stages)
+                runs.append({"run": run, "site": site, "seconds": seconds, "stages": stages})
+    total = sum(r["seconds"] for r in runs)
+    pot = sum(r["stages"].get("pot", 0.0) for r in runs)
+    return {
+        "runs": runs,
+        "seconds_per_run": total / len(runs),
+        "pot_share": pot / total,
+        "runs_per_core_hour": 3600.0 * len(runs) / total,
+    }
+
+
 def training_throughput(model, train_cfg, graphs: list, steps: int) -> dict:
     """Optimizer steps of the full training objective on real batches: supercells and environments per second."""
     from torch_geometric.loader import DataLoader

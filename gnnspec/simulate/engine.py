@@ -58,12 +58,20 @@ def _redirect_fds(log_path: Path):
 
 
 def run_feff_text(
-    text: str, kind: str, stage_timeout_s: float, log_path=None, workdir_root=None, keep: bool = False, screened: bool | None = None
+    text: str,
+    kind: str,
+    stage_timeout_s: float,
+    log_path=None,
+    workdir_root=None,
+    keep: bool = False,
+    screened: bool | None = None,
+    stage_seconds: dict | None = None,
 ):
     """Run FEFF10 on ``text`` (kind ``xanes`` or ``elnes``): ``({"xas"|"eels": (energy, intensity)}, seconds)``.
 
     ``screened``: run FEFF's ``screen`` stage (needed by ``COREHOLE RPA``); by default it is
-    run when the text holds that card."""
+    run when the text holds that card. ``stage_seconds``: a dict that receives each stage's
+    wall time (``{"pot": 81.7, ...}``), for cost accounting."""
     import feff10
 
     workdir = Path(tempfile.mkdtemp(prefix="gnnspec_feff_", dir=workdir_root))
@@ -82,6 +90,8 @@ def run_feff_text(
             with _redirect_fds(log):
                 result = feff10.FeffPipeline(config).run()
             seconds = time.perf_counter() - t0
+            if stage_seconds is not None:
+                stage_seconds.update({str(r.stage).split(".")[-1].lower(): float(r.duration_secs) for r in result.stages})
             if kind == "elnes":
                 # an ELNES run writes the edge's XAS to xmu10.dat (unnormalised) beside eels.dat
                 xmu = feff10.FeffTable.from_file(str(workdir / "xmu10.dat"))
