@@ -113,3 +113,30 @@ def test_an_encoder_that_reads_a_quantification_is_scored_with_and_without_it(tm
     mean = [0.5 * (h["align/val_hit@1"] + h["align/val_quantified_hit@1"]) for h in history]
     assert report["best_epoch"] == max(range(1, 5), key=lambda e: (mean[e - 1], e))
     assert report["val"]["quantified_hit@1"] == history[report["best_epoch"] - 1]["align/val_quantified_hit@1"]
+
+
+def test_the_encoder_can_learn_from_the_forward_models_spectra(setup):
+    """align.spectra_tier: the table holds the frozen forward model's environment spectra (every
+    environment with an absorber), and the stage trains on them."""
+    import copy
+
+    from gnnspec.models.environment_table import EnvironmentTable
+
+    cfg, splits, model = setup
+    model = copy.deepcopy(model)
+    feff = EnvironmentTable(model, splits["train"], features=False)
+    predicted = EnvironmentTable(model, splits["train"], features=False, spectra_tier=0)
+    assert len(predicted.with_spectra) >= len(feff.with_spectra)
+    both = feff.mask & predicted.mask
+    assert both.any() and not torch.allclose(feff.x[both], predicted.x[both])  # model spectra, not FEFF's
+    g = splits["train"][0]
+    out = model.forward_structure(g, embed=False)
+    env, _ = model.environment_spectra(out, g)
+    assert torch.allclose(predicted.x[: env.shape[0]], env.to(predicted.x.dtype))
+    align = copy.deepcopy(cfg.align)
+    align.spectra_tier, align.epochs = model.cfg.tiers[0], 2
+    report = align_embeddings(model, splits, align, cfg.augment, seed=0)
+    assert report["spectra"] == f"forward model, tier {model.cfg.tiers[0]}" and report["environments"] == len(predicted.with_spectra)
+    align.spectra_tier = "ultra"
+    with pytest.raises(ValueError, match="not 'ultra'"):
+        align_embeddings(model, splits, align, cfg.augment, seed=0)

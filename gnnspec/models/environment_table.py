@@ -5,7 +5,10 @@ check, the retrieval benchmark, TensorBoard's projector) the environments are ga
 in graph order, once:
 
 * ``x [n, C, K]`` and ``mask [n, C]``: the FEFF environment spectra (means of member site
-  spectra, see :mod:`gnnspec.structures.environments`) and which channels are present;
+  spectra, see :mod:`gnnspec.structures.environments`) and which channels are present; or, with
+  ``spectra_tier``, the forward model's environment spectra in that tier (every environment of
+  an absorbing element gets them: the forward model as the encoder's simulator, for a tier
+  whose FEFF runs are too few to give every environment its spectra);
 * ``content [n, 5]``, ``defects [n, 2]``: the labels;
 * ``sid [n]`` (structure id) and ``centre_z [n]`` (atomic number of the centre atom);
 * with ``features=True``, ``features [n, F]``: the backbone features the structure-embedding
@@ -29,7 +32,7 @@ class EnvironmentTable:
     ``limit``: stop after the graph that brings the environments with spectra to ``limit``.
     """
 
-    def __init__(self, model, graphs, device=None, features: bool = True, limit: int | None = None):
+    def __init__(self, model, graphs, device=None, features: bool = True, limit: int | None = None, spectra_tier: int | None = None):
         p = next(model.parameters())
         device = p.device if device is None else device
         cols: dict[str, list[torch.Tensor]] = {k: [] for k in ("x", "mask", "content", "defects", "sid", "centre_z", "features")}
@@ -44,13 +47,18 @@ class EnvironmentTable:
                 if features:
                     scalars = model.run_backbone(g)["node_scalars"]
                     cols["features"].append(model.env_embedding.features(scalars, g[K.ENV_MEMBER_INDEX], g[K.ENV_MEMBER_ENV], centre))
-                cols["x"].append(g[K.ENV_Y].to(p.dtype))
-                cols["mask"].append(g[K.ENV_Y_MASK])
+                if spectra_tier is None:
+                    cols["x"].append(g[K.ENV_Y].to(p.dtype))
+                    cols["mask"].append(g[K.ENV_Y_MASK])
+                else:
+                    predicted, have = model.environment_spectra(model.forward_structure(g, embed=False, tier=spectra_tier), g)
+                    cols["x"].append(predicted.to(p.dtype))
+                    cols["mask"].append(have)
                 cols["content"].append(g[K.ENV_CONTENT].to(p.dtype))
                 cols["defects"].append(g[K.ENV_DEFECTS].to(p.dtype))
                 cols["sid"].append(torch.full((centre.numel(),), int(g[K.SID].reshape(-1)[0]), device=device))
                 cols["centre_z"].append(g[K.Z][centre])
-                n_with_spectra += int(g[K.ENV_Y_MASK].any(dim=1).sum())
+                n_with_spectra += int(cols["mask"][-1].any(dim=1).sum())
         if not cols["x"]:
             raise ValueError("no structures to tabulate")
         self.x, self.mask = torch.cat(cols["x"]), torch.cat(cols["mask"])

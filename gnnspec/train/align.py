@@ -12,7 +12,10 @@ once, and i.i.d. batches of ``align.batch_size`` environments from all training 
   augmentation's relative error and dropout, :mod:`gnnspec.quantification`),
 * the property heads, on both sides of the space,
 
-with a label-aware contrastive loss (:func:`gnnspec.train.losses.label_contrastive`: a spectrum
+The encoder's input spectra are the FEFF environment spectra of the dataset's base tier, or
+(``align.spectra_tier``) the frozen forward model's environment spectra in a higher tier for
+every environment: the forward model as the simulator of a tier whose FEFF runs cover only a
+few sites. Either way, with a label-aware contrastive loss (:func:`gnnspec.train.losses.label_contrastive`: a spectrum
 embedding is pulled towards the structure embeddings of every environment with the same defect
 labels and element content, the retrieval criterion) plus the content and defect losses. The
 forward model's spectra and per-atom contributions are unchanged by this stage.
@@ -99,8 +102,9 @@ def align_embeddings(model, splits: dict, cfg, augment, seed: int = 0, log=None,
     """
     device = next(model.parameters()).device
     initial = copy.deepcopy(model.state_dict())
-    train = EnvironmentTable(model, splits["train"], device)
-    val = EnvironmentTable(model, splits["val"], device) if len(splits.get("val") or []) else None
+    tier = None if cfg.spectra_tier is None else model.cfg.tier_index(cfg.spectra_tier)
+    train = EnvironmentTable(model, splits["train"], device, spectra_tier=tier)
+    val = EnvironmentTable(model, splits["val"], device, spectra_tier=tier) if len(splits.get("val") or []) else None
     params = _set_trainable(model, True)
     gen = torch.Generator().manual_seed(seed)  # batch order
     torch.manual_seed(seed)  # augmentation and channel dropout draws
@@ -153,5 +157,11 @@ def align_embeddings(model, splits: dict, cfg, augment, seed: int = 0, log=None,
         model.eval()
     if best_state is not None:
         model.load_state_dict(best_state)
-    return {"epochs": cfg.epochs, "best_epoch": None if best is None else best["epoch"], "val": best, "environments": len(rows)}
+    return {
+        "epochs": cfg.epochs,
+        "best_epoch": None if best is None else best["epoch"],
+        "val": best,
+        "environments": len(rows),
+        "spectra": "FEFF, base tier" if tier is None else f"forward model, tier {cfg.spectra_tier}",
+    }
 

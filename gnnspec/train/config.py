@@ -92,6 +92,10 @@ class AlignConfig:
     content: float = 1.0  # element content (KL divergence), both sides
     defects: float = 0.5  # defect BCE, both sides
     content_tol: float = CONTENT_TOL  # two environments share labels: same defects, content MAE <= this
+    # the encoder's input spectra: None, the FEFF environment spectra of the dataset's base tier;
+    # a tier of the model (such as scf), the forward model's environment spectra in that tier for
+    # every environment (training and validation), as the encoder's simulator
+    spectra_tier: str | None = None
 
     def __post_init__(self) -> None:
         if self.epochs < 0 or self.batch_size < 2 or self.lr <= 0 or self.temperature <= 0:
