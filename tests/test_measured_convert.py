@@ -14,7 +14,7 @@ from gnnspec.spectra import read_spectra, spectra_on_grids
 FIXTURES = Path(__file__).parent / "fixtures"
 EXPERIMENTAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "experimental_eels_nmc"
 needs_experimental = pytest.mark.skipif(not EXPERIMENTAL.is_dir(), reason="shared experimental EELS data absent")
-EELS = ("O-K-eels", "Mn-L3-eels", "Co-L3-eels", "Ni-L3-eels")
+EELS = ("O-K-eels", "Mn-L23-eels", "Co-L23-eels", "Ni-L23-eels")
 
 
 def _cli(argv: list[str]) -> int:
@@ -36,7 +36,7 @@ def measured(tmp_path):
 
 
 def test_parse_input():
-    assert parse_input("a/b.msa:Ni-L3-eels") == (Path("a/b.msa"), "Ni-L3-eels")
+    assert parse_input("a/b.msa:Ni-L23-eels") == (Path("a/b.msa"), "Ni-L23-eels")
     assert parse_input("b.msa:survey") == (Path("b.msa"), "survey")
     assert parse_input("b.msa", survey=True) == (Path("b.msa"), "survey")
     assert parse_input(r"C:\data\b.msa", survey=True) == (Path(r"C:\data\b.msa"), "survey")
@@ -65,7 +65,7 @@ def test_cli_convert_survey_with_zero_loss_and_plot(measured, capsys):
     )
     assert code == 0
     printed = capsys.readouterr().out
-    assert "zero-loss peak at -2.50 eV" in printed and "Ni-L3-eels" in printed
+    assert "zero-loss peak at -2.50 eV" in printed and "Ni-L23-eels" in printed
     spectra, meta = read_spectra(out)
     assert list(spectra) == list(EELS)
     assert spectra.quantification == {"O": 55.0, "Ni": 20.0, "Mn": 7.0, "Co": 7.0}  # written for models that read one
@@ -87,15 +87,15 @@ def test_reference_alignment_through_the_api(measured, tmp_path):
     write_msa(tmp_path / "moved.msa", energy, moved)
     out = tmp_path / "aligned.json"
     spectra, meta = convert_measured(
-        [(tmp_path / "moved.msa", "Mn-L3-eels")], zero_loss=measured / "zlp.msa", out=out, references=reference
+        [(tmp_path / "moved.msa", "Mn-L23-eels")], zero_loss=measured / "zlp.msa", out=out, references=reference
     )
-    align = meta["channels"]["Mn-L3-eels"]["alignment"]
+    align = meta["channels"]["Mn-L23-eels"]["alignment"]
     assert align["method"] == "reference" and align["score"] > 0.99
-    ref_shift = convert_measured([(measured / "survey.msa", "Mn-L3-eels")], zero_loss=measured / "zlp.msa")[1]["channels"][
-        "Mn-L3-eels"
+    ref_shift = convert_measured([(measured / "survey.msa", "Mn-L23-eels")], zero_loss=measured / "zlp.msa")[1]["channels"][
+        "Mn-L23-eels"
     ]
     assert align["shift_eV"] - ref_shift["alignment"]["shift_eV"] == pytest.approx(-3.0, abs=0.1)
-    assert read_spectra(out)[0]["Mn-L3-eels"].energy.size == spectra["Mn-L3-eels"].energy.size
+    assert read_spectra(out)[0]["Mn-L23-eels"].energy.size == spectra["Mn-L23-eels"].energy.size
 
 
 def test_xas_text_input(tmp_path):
@@ -109,8 +109,8 @@ def test_xas_text_input(tmp_path):
 
 
 def test_a_channel_given_twice_is_refused(measured):
-    with pytest.raises(InputError, match="channel Mn-L3-eels was already taken from"):
-        convert_measured([(measured / "survey.msa", "survey"), (measured / "survey.msa", "Mn-L3-eels")])
+    with pytest.raises(InputError, match="channel Mn-L23-eels was already taken from"):
+        convert_measured([(measured / "survey.msa", "survey"), (measured / "survey.msa", "Mn-L23-eels")])
 
 
 @needs_experimental
@@ -118,12 +118,12 @@ def test_cli_on_the_measured_nmc_files(tmp_path, capsys):
     out = tmp_path / "nmc.json"
     inputs = [
         f"{EXPERIMENTAL / 'oxygen_edge.msa'}:O-K-eels",
-        f"{EXPERIMENTAL / 'Mn_edge.msa'}:Mn-L3-eels",
-        f"{EXPERIMENTAL / 'Ni_edge.msa'}:Ni-L3-eels",
+        f"{EXPERIMENTAL / 'Mn_edge.msa'}:Mn-L23-eels",
+        f"{EXPERIMENTAL / 'Ni_edge.msa'}:Ni-L23-eels",
     ]
     assert _cli(["convert", *inputs, "--zero-loss", str(EXPERIMENTAL / "zero_loss.msa"), "--out", str(out)]) == 0
     spectra, meta = read_spectra(out)
-    assert list(spectra) == ["O-K-eels", "Mn-L3-eels", "Ni-L3-eels"]
+    assert list(spectra) == ["O-K-eels", "Mn-L23-eels", "Ni-L23-eels"]
     assert all("background-subtracted" in " ".join(meta["channels"][n]["notes"]) for n in spectra)
     with pytest.raises(InputError, match="Co_edge.msa .*the edge is not in this file"):
-        _cli(["convert", f"{EXPERIMENTAL / 'Co_edge.msa'}:Co-L3-eels", "--out", str(tmp_path / "co.json")])
+        _cli(["convert", f"{EXPERIMENTAL / 'Co_edge.msa'}:Co-L23-eels", "--out", str(tmp_path / "co.json")])

@@ -21,7 +21,7 @@ EXPERIMENTAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / 
 needs_experimental = pytest.mark.skipif(not EXPERIMENTAL.is_dir(), reason="shared experimental EELS data absent")
 #: Atoms per formula unit of the synthetic sample, and the edge (channel, shell, edge energy) of each element.
 ATOMS = {"O": 2.0, "Mn": 0.3, "Co": 0.2, "Ni": 0.5}
-EDGES = {"O": ("O-K-eels", "K", 532.0), "Mn": ("Mn-L3-eels", "L23", 640.0), "Co": ("Co-L3-eels", "L23", 779.0), "Ni": ("Ni-L3-eels", "L23", 855.0)}  # fmt: skip
+EDGES = {"O": ("O-K-eels", "K", 532.0), "Mn": ("Mn-L23-eels", "L23", 640.0), "Co": ("Co-L23-eels", "L23", 779.0), "Ni": ("Ni-L23-eels", "L23", 855.0)}  # fmt: skip
 
 
 def _cli(argv: list[str]) -> int:
@@ -99,7 +99,7 @@ def test_cli_quantifies_a_survey_with_known_atom_ratios(tmp_path, capsys):
     out = tmp_path / "q.json"
     assert _cli(["convert", str(tmp_path / "survey.msa"), "--survey", "--quantify", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "quantification (200 keV, collection 25 mrad" in printed and "Ni L23 from Ni-L3-eels" in printed
+    assert "quantification (200 keV, collection 25 mrad" in printed and "Ni L23 from Ni-L23-eels" in printed
     spectra, meta = read_spectra(out)
     expected = {el: n / sum(ATOMS.values()) for el, n in ATOMS.items()}
     assert set(spectra.quantification) == set(expected)
@@ -152,7 +152,7 @@ def test_window_stops_before_the_next_edge(tmp_path):
     _survey(tmp_path / "survey.msa", 200.0, 25.0)
     _, meta = convert_measured([(tmp_path / "survey.msa", "survey")], quantify=QuantifyRequest(window_ev=150.0))
     edges = meta["quantification"]["edges"]
-    o_k, mn, ni = edges["O-K-eels"], edges["Mn-L3-eels"], edges["Ni-L3-eels"]
+    o_k, mn, ni = edges["O-K-eels"], edges["Mn-L23-eels"], edges["Ni-L23-eels"]
     assert o_k["start_ev"] + o_k["window_ev"] == pytest.approx(mn["start_ev"] - 5.0)
     assert ni["start_ev"] + ni["window_ev"] == pytest.approx(999.75)  # the last data point
 
@@ -165,7 +165,7 @@ def test_quantification_requests_that_cannot_be_met_are_refused(tmp_path):
         convert_measured([(tmp_path / "bare.msa", "O-K-eels")], quantify=QuantifyRequest(beam_energy_kev=200.0))
     with pytest.raises(InputError, match="several files"):
         convert_measured(
-            [(tmp_path / "survey.msa", "Mn-L3-eels"), (tmp_path / "bare.msa", "O-K-eels")], quantify=QuantifyRequest()
+            [(tmp_path / "survey.msa", "Mn-L23-eels"), (tmp_path / "bare.msa", "O-K-eels")], quantify=QuantifyRequest()
         )
     with pytest.raises(InputError, match="at least two edges"):
         convert_measured([(tmp_path / "survey.msa", "O-K-eels")], quantify=QuantifyRequest())
@@ -192,4 +192,4 @@ def test_measured_nmc_survey_gives_a_layered_oxide_oxygen_to_metal_ratio(tmp_pat
     import gnnspec
 
     result = gnnspec.load_model().infer(spectra, spectra.quantification)
-    assert result["quantification_used"] and result["channels_used"] == ["O-K-eels", "Mn-L3-eels", "Co-L3-eels", "Ni-L3-eels"]
+    assert result["quantification_used"] and result["channels_used"] == ["O-K-eels", "Mn-L23-eels", "Co-L23-eels", "Ni-L23-eels"]

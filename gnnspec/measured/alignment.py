@@ -69,7 +69,7 @@ class Alignment:
     """An energy shift (eV, added to the energies) and how it was found."""
 
     shift: float
-    method: str  # "onset" or "reference"
+    method: str  # "onset", "reference" (cross-correlation) or "absolute" (energies kept)
     onset: float  # measured onset before the shift, eV
     target: float  # expected onset on the channel's scale, eV
     score: float | None = None  # correlation with the reference (method "reference")
@@ -197,6 +197,13 @@ def leading_edge(
         return float(grid[0])
     frac = (half - y[i - 1]) / (y[i] - y[i - 1])
     return float(grid[i - 1] + frac * _DE)
+
+
+def keep_absolute(energy: np.ndarray, signal: np.ndarray, channel: Channel, near: float) -> Alignment:
+    """No shift: the file's (calibrated) energies are kept, so an edge's chemical shift survives.
+    The measured onset is still located and recorded, with the channel's expected one beside it."""
+    onset = leading_edge(energy, signal, near - 10.0, near + 25.0)
+    return Alignment(shift=0.0, method="absolute", onset=onset, target=expected_onset(channel))
 
 
 def align_to_onset(energy: np.ndarray, signal: np.ndarray, channel: Channel, near: float) -> Alignment:

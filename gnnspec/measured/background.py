@@ -126,7 +126,7 @@ def remove_background(
 
     ``window`` is relative to ``edge`` (eV). ``kind``: ``"power-law"`` (EELS), ``"linear"`` (XAS),
     ``"none"``, or ``"auto"``: power law for EELS and a line for XAS, unless the window holds fewer
-    than 5 points or its counts look already background-subtracted (then nothing is removed).
+    than 5 points or EELS counts look already background-subtracted (then nothing is removed).
     """
     if kind not in BACKGROUNDS:
         raise InputError(f"{source}: unknown background {kind!r}; known: {', '.join(BACKGROUNDS)}")
@@ -137,7 +137,9 @@ def remove_background(
         n_window = int(np.count_nonzero((energy >= absolute[0]) & (energy <= absolute[1])))
         if n_window < _MIN_POINTS:
             return intensity.copy(), None, f"only {n_window} points in the pre-edge window: no background removed"
-        if looks_subtracted(energy, intensity, absolute):
+        # an XAS absorption has an arbitrary offset (ln(i0/itrans) carries the detectors' gains, often below 0):
+        # only EELS counts tell a background-subtracted export by their sign
+        if modality == "eels" and looks_subtracted(energy, intensity, absolute):
             return intensity.copy(), None, "pre-edge counts not mostly positive: taken as already background-subtracted"
         kind = "power-law" if modality == "eels" else "linear"
     if kind == "none":

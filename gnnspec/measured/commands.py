@@ -14,7 +14,7 @@ from pathlib import Path
 from gnnspec.channels import CHANNEL_NAMES
 from gnnspec.errors import InputError
 from gnnspec.measured.background import BACKGROUNDS, NORMALISATIONS
-from gnnspec.measured.convert import convert_measured, parse_input, plot_converted
+from gnnspec.measured.convert import ENERGY_CHOICES, convert_measured, parse_input, plot_converted
 from gnnspec.measured.quantify import DEFAULT_WINDOW_EV, QuantifyRequest, read_eels_k_factors, write_eels_k_factors
 from gnnspec.spectra import quantification_argument
 
@@ -22,7 +22,7 @@ _DESCRIPTION = textwrap.fill(
     "Convert measured spectra into a gnnspec.spectra/1 file: EELS from .msa or .dm3/.dm4, XAS from "
     "two-column text/CSV (energy in eV, intensity). Each FILE:CHANNEL names the channel it holds "
     f"({', '.join(CHANNEL_NAMES)}); FILE:survey (or FILE with --survey) cuts every edge the spectrum "
-    "holds (O K, Mn/Co/Ni L3). Per channel: zero-loss calibration (--zero-loss), power-law background "
+    "holds (O K, Mn/Co/Ni L2,3). Per channel: zero-loss calibration (--zero-loss), power-law background "
     "removal (fitted 50 to 5 eV before the edge), alignment of the onset to the channel's expected "
     "onset or, with --reference, by cross-correlation, cut to the channel window and normalisation. "
     "Energies written are aligned absolute eV; the shifts (eV) are recorded in the file's meta.",
@@ -50,6 +50,14 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         type=Path,
         metavar="REF.json",
         help="gnnspec.spectra/1 file to align each channel against (cross-correlation)",
+    )
+    p.add_argument(
+        "--energy",
+        choices=ENERGY_CHOICES,
+        default=None,
+        help="absolute: keep the file's calibrated energies (default for XAS: edge positions carry the oxidation state); "
+        "reference: calibrate first against the reference measured with the sample (an XDI file's foil channel; "
+        "for EELS the zero-loss peak); onset: align each onset to the channel's expected one (default for EELS)",
     )
     p.add_argument("--background", choices=BACKGROUNDS, default="auto", help="pre-edge background removal (default: auto)")
     p.add_argument(
@@ -124,6 +132,7 @@ def handler(args: argparse.Namespace) -> int:
         search=args.search,
         quantification=args.quantification,
         quantify=quantify,
+        energy=args.energy,
     )
     if meta["zero_loss"]:
         z = meta["zero_loss"]
@@ -131,9 +140,11 @@ def handler(args: argparse.Namespace) -> int:
             f"zero-loss peak at {z['centre_eV']:+.2f} eV (FWHM {z['fwhm_eV']:.2f} eV): EELS energies shifted by {z['shift_eV']:+.2f} eV"
         )
     for name, info in meta["channels"].items():
-        align = info["alignment"]
+        align, treatment = info["alignment"], info["energy"]
+        calibration = f"calibrated {treatment['shift_eV']:+.2f} eV by the reference foil; " if "shift_eV" in treatment else ""
         print(
-            f"{name:11s} from {Path(info['file']).name}: {align['method']} alignment shift {align['shift_eV']:+.2f} eV, {len(spectra[name].energy)} points"
+            f"{name:11s} from {Path(info['file']).name}: {calibration}{align['method']} energies, shift {align['shift_eV']:+.2f} eV, "
+            f"{len(spectra[name].energy)} points"
         )
     for name, reason in meta["skipped"].items():
         print(f"{name:11s} skipped: {reason}")

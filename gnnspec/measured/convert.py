@@ -24,6 +24,30 @@ from gnnspec.measured.readers import read_measured
 from gnnspec.spectra import SCHEMA, Spectrum, read_spectra, spectra_on_grids, write_spectra
 
 SURVEY = "survey"
+#: How ``convert`` treats energies (see :func:`convert_measured`).
+ENERGY_CHOICES = ("absolute", "reference", "onset")
+
+
+def edge_modality(channel: str) -> str:
+    return CHANNELS[channel].modality
+
+
+def _energy_treatment(choice: str | None, measured, path, have_zero_loss: bool) -> tuple[str, dict]:
+    """(the edge processing's energy mode, the calibration record) for one input file."""
+    choice = choice or ("absolute" if measured.modality == "xas" else "onset")
+    if choice == "onset":
+        return "onset", {"source": "onset aligned to the channel's expected onset"}
+    if choice == "absolute":
+        return "absolute", {"source": "the file's energies" + (" after the zero-loss calibration" if measured.modality == "eels" else "")}
+    if measured.modality == "eels":
+        if not have_zero_loss:
+            raise InputError(f"{path}: --energy reference for EELS calibrates with the zero-loss peak: give --zero-loss")
+        return "absolute", {"source": "zero-loss peak"}
+    if measured.meta.get("format") != "XDI" or not measured.meta.get("reference_channel"):
+        raise InputError(f"{path}: --energy reference needs the reference foil measured with the sample (an XDI file with irefer)")
+    from gnnspec.measured.xdi import calibrate_to_reference, read_xdi
+
+    return "absolute", calibrate_to_reference(read_xdi(path)).as_dict()
 
 
 def parse_input(text: str, survey: bool = False) -> tuple[Path, str]:
@@ -54,6 +78,7 @@ def convert_measured(
     max_shift: float = 10.0,
     quantification: Mapping[str, float] | None = None,
     quantify: QuantifyRequest | None = None,
+    energy: str | None = None,
 ) -> tuple[dict[str, Spectrum], dict]:
     """Convert measured files into channel spectra; writes ``out`` (``gnnspec.spectra/1``) if given.
 
@@ -66,8 +91,16 @@ def convert_measured(
     ``quantify``: instead, quantify the EELS edges of the one input file that holds them
     (:mod:`gnnspec.measured.quantify`); the record goes to ``meta["quantification"]``.
     ``search``: eV around the expected onset in which an edge is looked for; ``max_shift``: eV
-    around the onset alignment the cross-correlation scans. Returns (spectra by channel, meta).
+    around the onset alignment the cross-correlation scans. ``energy``: how energies are treated
+    (:data:`ENERGY_CHOICES`; default ``absolute`` for XAS files, ``onset`` for EELS): ``absolute``
+    keeps the file's calibrated energies, so edge positions (oxidation states) survive;
+    ``reference`` first calibrates against the reference measured with the sample (an XDI
+    file's foil channel; for EELS the zero-loss peak, which must then be given) and then keeps
+    the energies; ``onset`` aligns each onset to the channel's expected one. The shift applied
+    and its source go into ``meta["channels"][name]["energy"]``. Returns (spectra by channel, meta).
     """
+    if energy is not None and energy not in ENERGY_CHOICES:
+        raise InputError(f"unknown energy treatment {energy!r}; valid: {', '.join(ENERGY_CHOICES)}")
     if not inputs:
         raise InputError("no input files to convert")
     if quantify is not None and quantification is not None:
@@ -88,10 +121,13 @@ def convert_measured(
     for path, channel in inputs:
         measured = read_measured(path)
         shift = zlp_shift if measured.modality == "eels" else 0.0
-        energy = measured.energy + shift
+        mode, calibration = _energy_treatment(energy, measured, path, zero_loss is not None)
+        shift += calibration.get("shift_eV", 0.0) if measured.modality == "xas" else 0.0
+        options["energy_mode"] = mode
+        energies = measured.energy + shift
         if channel == SURVEY:
             edges, skipped = cut_survey(
-                energy,
+                energies,
                 measured.intensity,
                 source=str(path),
                 modality=measured.modality,
@@ -105,26 +141,27 @@ def convert_measured(
                 raise InputError(f"{path}: unknown channel {channel!r}; valid: {', '.join(CHANNEL_NAMES)} or {SURVEY!r}")
             edges = {
                 channel: process_edge(
-                    energy, measured.intensity, channel, source=str(path), reference=refs.get(channel), search=search, **options
+                    energies, measured.intensity, channel, source=str(path), reference=refs.get(channel), search=search, **options
                 )
             }
         if measured.modality == "eels":
-            sources.setdefault(str(path), (energy, measured.intensity, measured.meta.get("optics", {}), {}))[3].update(edges)
+            sources.setdefault(str(path), (energies, measured.intensity, measured.meta.get("optics", {}), {}))[3].update(edges)
         for name, edge in edges.items():
             if name in processed:
                 raise InputError(f"{path}: channel {name} was already taken from {processed[name][1]}; give each channel once")
-            processed[name] = (edge, str(path), shift)
+            processed[name] = (edge, str(path), shift, {"mode": mode, **calibration})
             meta["skipped"].pop(name, None)
     spectra: dict[str, Spectrum] = {}
     for name in CHANNEL_NAMES:
         if name not in processed:
             continue
-        edge, path, shift = processed[name]
+        edge, path, shift, treatment = processed[name]
         spectra[name] = edge.spectrum()
         meta["channels"][name] = {
             "file": path,
-            "zero_loss_shift_eV": shift,
+            "zero_loss_shift_eV": shift if edge_modality(name) == "eels" else 0.0,
             "total_shift_eV": shift + edge.alignment.shift,
+            "energy": treatment,
             **edge.meta(),
         }
     spectra_on_grids(spectra, source=str(out or "<converted spectra>"))  # every written spectrum must map onto its grid

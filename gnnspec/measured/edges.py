@@ -11,12 +11,12 @@ zero-loss calibrated (eV):
    cross-correlation against it (:mod:`~.alignment`);
 5. cut the aligned signal to the channel grid's window (+-2 eV) and normalise it.
 
-For ``L3`` channels the window (edge -3 to +57 eV) also holds the ``L2`` edge, 11 to 17 eV
-above ``L3`` for Mn, Co and Ni; FEFF's ``L3`` spectra have no ``L2`` part. The window is kept
-as the channel defines it, and the processing notes say so.
+A TM L2,3 channel (edge -5 to +55 eV above L3) holds both white lines, as the simulated L2,3
+spectra do (L3 and L2 runs summed). The legacy ``L3`` channels (edge -3 to +57 eV) also hold the
+``L2`` edge of a measurement, which FEFF's ``L3`` runs lack; the processing notes say so.
 
-:func:`cut_survey` applies the chain to every channel whose edge a survey spectrum holds (O K,
-Mn/Co/Ni L3 for EELS), each edge with its own background fit and window; the fit window of an
+:func:`cut_survey` applies the chain to every default channel whose edge a survey spectrum
+holds (O K, Mn/Co/Ni L2,3 for EELS), each edge with its own background fit and window; the fit window of an
 edge never reaches back into the previous edge's white lines (it starts 25 eV above it at the
 earliest).
 """
@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gnnspec.channels import CHANNELS, Channel
+from gnnspec.channels import CHANNELS, DEFAULT_CHANNELS, Channel
 from gnnspec.errors import InputError
-from gnnspec.measured.alignment import Alignment, align_to_onset, align_to_reference, expected_onset, locate_edge
+from gnnspec.measured.alignment import Alignment, align_to_onset, align_to_reference, expected_onset, keep_absolute, locate_edge
 from gnnspec.measured.background import PRE_EDGE_WINDOW, BackgroundFit, normalise_intensity, remove_background
 from gnnspec.spectra import Spectrum
 
@@ -69,6 +69,11 @@ class ProcessedEdge:
         }
 
 
+#: How energies are treated after calibration: ``onset`` aligns each edge's onset to the
+#: channel's expected one (EELS default); ``absolute`` keeps them (XAS default: edge positions
+#: carry the oxidation state).
+ENERGY_MODES = ("onset", "absolute")
+
 def _valid_region(energy: np.ndarray, intensity: np.ndarray, source: str) -> tuple[np.ndarray, np.ndarray, str | None]:
     nonzero = np.flatnonzero(intensity != 0)
     if nonzero.size < 2:
@@ -99,6 +104,7 @@ def process_edge(
     search: float = 30.0,
     max_shift: float = 10.0,
     min_start: float | None = None,
+    energy_mode: str = "onset",
 ) -> ProcessedEdge:
     """Process one edge into a channel spectrum (steps in the module docstring).
 
@@ -106,8 +112,12 @@ def process_edge(
     relative to the located edge (eV); ``search``: how far (eV) from the expected onset the edge
     may lie; ``reference``: a spectrum of this channel to align against by cross-correlation
     within ``max_shift`` eV of the onset alignment; ``min_start``: lowest absolute energy (eV) the
-    background window may reach.
+    background window may reach. ``energy_mode``: ``onset`` shifts the measured onset onto the
+    channel's expected one (then, with a ``reference``, cross-correlates); ``absolute`` keeps the
+    energies as calibrated (an edge's chemical shift survives; a ``reference`` is not used).
     """
+    if energy_mode not in ENERGY_MODES:
+        raise InputError(f"{source}: unknown energy mode {energy_mode!r}; valid: {', '.join(ENERGY_MODES)}")
     if isinstance(channel, str):
         if channel not in CHANNELS:
             raise InputError(f"{source}: unknown channel {channel!r}; valid channels: {', '.join(CHANNELS)}")
@@ -142,8 +152,11 @@ def process_edge(
         signal, fit, bg_note = remove_background(energy, intensity, edge, background, channel.modality, fit_window, where)
     notes.append(bg_note)
     try:
-        alignment = align_to_onset(energy, signal, channel, edge)
-        if reference is not None:
+        if energy_mode == "absolute":
+            alignment = keep_absolute(energy, signal, channel, edge)
+        else:
+            alignment = align_to_onset(energy, signal, channel, edge)
+        if reference is not None and energy_mode == "onset":
             alignment = align_to_reference(
                 energy, signal, channel, reference.energy, reference.intensity, alignment.shift, max_shift
             )
@@ -173,9 +186,9 @@ def survey_channels(energy: np.ndarray, intensity: np.ndarray, modality: str = "
     """Channels of ``modality`` whose edge search window the spectrum covers, in order of energy."""
     energy, _, _ = _valid_region(np.asarray(energy, float), np.asarray(intensity, float), "<survey>")
     found = [
-        c
-        for c in CHANNELS.values()
-        if c.modality == modality and search_coverage(energy, expected_onset(c), search) >= MIN_SEARCH_COVERAGE
+        CHANNELS[name]
+        for name in DEFAULT_CHANNELS
+        if CHANNELS[name].modality == modality and search_coverage(energy, expected_onset(name), search) >= MIN_SEARCH_COVERAGE
     ]
     return sorted(found, key=expected_onset)
 

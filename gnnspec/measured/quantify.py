@@ -54,7 +54,7 @@ EDGE_GAP_EV = 5.0
 #: Shortest window (eV) worth quantifying.
 MIN_WINDOW_EV = 20.0
 #: Shell whose cross-section a channel's edge window holds (an L3 window also holds L2).
-SHELL_OF_EDGE = {"K": "K", "L3": "L23"}
+SHELL_OF_EDGE = {"K": "K", "L3": "L23", "L23": "L23"}
 #: Elements with an EELS channel: the ones a survey can quantify.
 EELS_ELEMENTS = tuple(dict.fromkeys(c.element for c in CHANNELS.values() if c.modality == "eels"))
 EELS_K_FACTORS_SCHEMA = "gnnspec.eels_k_factors/1"

@@ -10,6 +10,8 @@ files raise :class:`~gnnspec.errors.InputError` naming the file and the problem.
   the own parser needs no optional dependency.
 * ``.dm3``/``.dm4``: rosettasciio's Digital Micrograph reader (``pip install gnnspec[measured]``).
   A spectrum image is averaged over its navigation (pixel) axes into one spectrum.
+* ``.xdi``: XAS Data Interchange files (:mod:`gnnspec.measured.xdi`): the absorption from the
+  columns the file has, with its reference channel and edge kept for foil calibration.
 * ``.csv``/``.txt``/``.dat``/``.xy``/``.tsv``: two numeric columns, energy (eV) then intensity;
   ``#`` starts a comment; commas, semicolons, tabs or spaces separate values; non-numeric header
   lines before the data are tolerated. A scan recorded from high to low energy is reversed.
@@ -33,6 +35,7 @@ EXAMPLE_DATA_DIR = Path(__file__).parents[2] / ".." / "shared" / "data" / "exper
 MSA_SUFFIXES = (".msa", ".emsa", ".ems")
 DM_SUFFIXES = (".dm3", ".dm4")
 TEXT_SUFFIXES = (".csv", ".txt", ".dat", ".xy", ".tsv")
+XDI_SUFFIXES = (".xdi",)
 _SPLIT = re.compile(r"[,;\s]+")
 _ENERGY_UNITS = {"ev": 1.0, "kev": 1000.0, "mev": 1e-3}
 
@@ -60,8 +63,30 @@ def read_measured(path: str | Path) -> MeasuredSpectrum:
         return read_dm(path)
     if suffix in TEXT_SUFFIXES:
         return read_xas_text(path)
-    known = ", ".join(MSA_SUFFIXES + DM_SUFFIXES + TEXT_SUFFIXES)
+    if suffix in XDI_SUFFIXES:
+        return read_xdi_spectrum(path)
+    known = ", ".join(MSA_SUFFIXES + DM_SUFFIXES + TEXT_SUFFIXES + XDI_SUFFIXES)
     raise InputError(f"{path}: unknown spectrum file type {suffix or '(none)'!r}; known: {known}")
+
+
+def read_xdi_spectrum(path: str | Path) -> MeasuredSpectrum:
+    """An XDI file as a measured XAS spectrum: the absorption, and in ``meta`` the edge, how the
+    absorption was formed and whether a reference channel is there (:mod:`gnnspec.measured.xdi`)."""
+    from gnnspec.measured.xdi import read_xdi
+
+    xdi = read_xdi(path)
+    mu, how = xdi.absorption()
+    meta = {
+        "format": "XDI",
+        "element": xdi.element,
+        "edge": xdi.edge,
+        "absorption": how,
+        "reference_channel": xdi.reference() is not None,
+        "sample": xdi.header.get("sample.name") or xdi.header.get("sample.formula"),
+        "beamline": xdi.header.get("beamline.name"),
+    }
+    keep = np.isfinite(mu)
+    return _finish(Path(path), xdi.energy[keep], mu[keep], "xas", meta)
 
 
 def read_msa(path: str | Path) -> MeasuredSpectrum:
