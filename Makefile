@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
-EXTRAS ?= simulation,measured,search,bench,dev
+EXTRAS ?= simulation,measured,xas,search,bench,dev
 WORKERS ?= 2
 PY := $(VENV)/bin/python
 GNNSPEC := $(VENV)/bin/gnnspec

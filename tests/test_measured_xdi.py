@@ -95,3 +95,28 @@ def test_bad_xdi_files_are_named_with_what_is_wrong(tmp_path):
     with pytest.raises(InputError, match="no reference channel"):
         calibrate_to_reference(read_xdi(bad), "Mn", "K")
     assert main(["convert", f"{bad}:Mn-K-xas", "--energy", "reference", "--out", str(tmp_path / "x.json")]) == 2
+
+
+ATHENA = XDI.parent / "athena"
+
+
+@pytest.mark.skipif(not ATHENA.is_dir(), reason="shared/data/experimental_reference is absent")
+def test_athena_records_read_with_their_energy_shift_and_keep_the_valence_order(tmp_path):
+    pytest.importorskip("larch")
+    foil = read_measured(f"{ATHENA / 'Mn.prj'}@Mn_foil")
+    assert foil.meta["format"] == "Athena" and foil.meta["athena_energy_shift_eV"] == pytest.approx(1.298, abs=0.01)
+    assert first_inflection(foil.energy, foil.intensity, 6539.0) == pytest.approx(6539.0, abs=0.3)  # Athena's calibration
+    ref = read_measured(f"{ATHENA / 'NiO.prj'}@d_Ref_NiO")  # NiO's Ni foil channel
+    assert first_inflection(ref.energy, ref.intensity, 8333.0) == pytest.approx(8333.0, abs=0.3)
+    steps = {r: half_step_energy(*(lambda m: (m.energy, m.intensity))(read_measured(f"{ATHENA / 'Mn.prj'}@{r}")), 6539.0)
+             for r in ("MnO", "Mn3O4", "Mn2O3x", "Li2MnO3", "Pyrolusite")}
+    # measured: 6545.0, 6547.8, 6550.0, 6554.1, 6552.2 eV: Mn(II) < Mn(II,III) < Mn(III) < both Mn(IV)
+    assert steps["MnO"] < steps["Mn3O4"] < steps["Mn2O3x"] < min(steps["Li2MnO3"], steps["Pyrolusite"])
+    with pytest.raises(InputError, match="holds 14 records; name one as Mn.prj@RECORD"):
+        read_measured(ATHENA / "Mn.prj")
+    with pytest.raises(InputError, match="no record 'MnX'"):
+        read_measured(f"{ATHENA / 'Mn.prj'}@MnX")
+    out = tmp_path / "mno.json"
+    assert main(["convert", f"{ATHENA / 'Mn.prj'}@MnO:Mn-K-xas", "--out", str(out)]) == 0
+    meta = json.loads(out.read_text())["meta"]["channels"]["Mn-K-xas"]
+    assert meta["energy"]["mode"] == "absolute" and meta["energy"]["athena_energy_shift_eV"] == pytest.approx(1.298, abs=0.01)

@@ -37,6 +37,8 @@ def _energy_treatment(choice: str | None, measured, path, have_zero_loss: bool) 
     choice = choice or ("absolute" if measured.modality == "xas" else "onset")
     if choice == "onset":
         return "onset", {"source": "onset aligned to the channel's expected onset"}
+    if measured.meta.get("format") == "Athena":  # the record's Athena calibration, applied when it was read
+        return "absolute", {"source": "the Athena record's energy shift", "athena_energy_shift_eV": measured.meta["athena_energy_shift_eV"]}
     if choice == "absolute":
         return "absolute", {"source": "the file's energies" + (" after the zero-loss calibration" if measured.modality == "eels" else "")}
     if measured.modality == "eels":

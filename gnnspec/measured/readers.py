@@ -12,6 +12,10 @@ files raise :class:`~gnnspec.errors.InputError` naming the file and the problem.
   A spectrum image is averaged over its navigation (pixel) axes into one spectrum.
 * ``.xdi``: XAS Data Interchange files (:mod:`gnnspec.measured.xdi`): the absorption from the
   columns the file has, with its reference channel and edge kept for foil calibration.
+* ``.prj``: Athena project files, read with xraylarch (``larch.io.read_athena``;
+  ``pip install gnnspec[xas]``). A project holds many records: name one as ``FILE.prj@RECORD``.
+  Each record's Athena energy shift (``bkg_eshift``, the user's calibration in Athena) is
+  applied, and recorded in the metadata.
 * ``.csv``/``.txt``/``.dat``/``.xy``/``.tsv``: two numeric columns, energy (eV) then intensity;
   ``#`` starts a comment; commas, semicolons, tabs or spaces separate values; non-numeric header
   lines before the data are tolerated. A scan recorded from high to low energy is reversed.
@@ -36,6 +40,7 @@ MSA_SUFFIXES = (".msa", ".emsa", ".ems")
 DM_SUFFIXES = (".dm3", ".dm4")
 TEXT_SUFFIXES = (".csv", ".txt", ".dat", ".xy", ".tsv")
 XDI_SUFFIXES = (".xdi",)
+ATHENA_SUFFIXES = (".prj",)
 _SPLIT = re.compile(r"[,;\s]+")
 _ENERGY_UNITS = {"ev": 1.0, "kev": 1000.0, "mev": 1e-3}
 
@@ -54,6 +59,9 @@ class MeasuredSpectrum:
 def read_measured(path: str | Path) -> MeasuredSpectrum:
     """Read a measured spectrum, choosing the reader by file suffix (``.msa``, ``.dm3``/``.dm4``, text)."""
     path = Path(path)
+    base, at, record = str(path).rpartition("@")
+    if at and base.lower().endswith(ATHENA_SUFFIXES):
+        return read_athena_spectrum(base, record)
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     suffix = path.suffix.lower()
@@ -65,8 +73,51 @@ def read_measured(path: str | Path) -> MeasuredSpectrum:
         return read_xas_text(path)
     if suffix in XDI_SUFFIXES:
         return read_xdi_spectrum(path)
-    known = ", ".join(MSA_SUFFIXES + DM_SUFFIXES + TEXT_SUFFIXES + XDI_SUFFIXES)
+    if suffix in ATHENA_SUFFIXES:
+        return read_athena_spectrum(path, None)
+    known = ", ".join(MSA_SUFFIXES + DM_SUFFIXES + TEXT_SUFFIXES + XDI_SUFFIXES + ATHENA_SUFFIXES)
     raise InputError(f"{path}: unknown spectrum file type {suffix or '(none)'!r}; known: {known}")
+
+
+def athena_records(path: str | Path) -> dict:
+    """The records of an Athena project file by name (xraylarch groups); InputError on a bad file."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    try:
+        from larch.io import read_athena
+    except ImportError:
+        raise InputError(f"{path}: reading Athena projects needs xraylarch (pip install gnnspec[xas])") from None
+    try:
+        project = read_athena(str(path))
+    except Exception as exc:  # larch raises several types for files it cannot parse
+        raise InputError(f"{path}: not a readable Athena project ({type(exc).__name__}: {str(exc)[:120]})") from None
+    return dict(project.groups)
+
+
+def read_athena_spectrum(path: str | Path, record: str | None) -> MeasuredSpectrum:
+    """One record of an Athena project (``record`` None: the only one) as a measured XAS spectrum,
+    its energies shifted by the record's Athena energy shift."""
+    records = athena_records(path)
+    if record is None:
+        if len(records) != 1:
+            raise InputError(f"{path}: the project holds {len(records)} records; name one as {Path(path).name}@RECORD ({', '.join(records)})")
+        record = next(iter(records))
+    if record not in records:
+        raise InputError(f"{path}: no record {record!r}; records: {', '.join(records)}")
+    group = records[record]
+    shift = float(getattr(group, "energy_shift", 0.0) or 0.0)
+    meta = {
+        "format": "Athena",
+        "record": record,
+        "label": getattr(group, "label", record),
+        "element": getattr(group, "atsym", None),
+        "edge": getattr(group, "edge", None),
+        "athena_energy_shift_eV": shift,
+        "athena_e0_eV": float(getattr(group, "e0", float("nan"))),
+    }
+    energy = np.asarray(group.energy, dtype=np.float64) + shift
+    return _finish(Path(f"{path}@{record}"), energy, np.asarray(group.mu, dtype=np.float64), "xas", meta)
 
 
 def read_xdi_spectrum(path: str | Path) -> MeasuredSpectrum:
