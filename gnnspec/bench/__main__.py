@@ -128,6 +128,13 @@ def main(argv: list[str] | None = None) -> int:
         amounts = intensity_amounts(ds["test"], read_k_factors())
         q_int = retrieval.spectrum_embeddings(model, envs["test"], amounts=amounts)
         results["retrieval"]["intensity_quantified"] = retrieval.label_match(lib, lib_emb, envs["test"], q_int)
+    from gnnspec.bench import measured
+
+    if not args.quick and measured.REFERENCE_DIR.is_dir():  # about 15 minutes: FEFF scf runs of the reference oxides
+        print("measured references ...", file=sys.stderr)
+        measured_result = measured.measured_benchmark(model)
+        (out / "measured.md").write_text(measured.render(measured_result, caption))
+        (out / "measured.json").write_text(json.dumps(measured_result, indent=1))
     results["scale"] = retrieval.scale_table([10_000, 100_000] if args.quick else [10_000, 100_000, 1_000_000])
     results["wall_s"] = time.time() - t_start
     results["rerun"] = compare_runs(previous, results) if comparable(previous, results) else None

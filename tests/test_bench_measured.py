@@ -1,0 +1,40 @@
+"""The measured benchmark's parts: the edge-position rule, the comparison, and the measured side
+on the shared reference files (the FEFF runs themselves are exercised by make bench)."""
+
+import numpy as np
+import pytest
+
+from gnnspec.bench.measured import MEASURED, REFERENCE_DIR, compare, edge_position, inequivalent_sites, measured_on_grid
+from gnnspec.channels import CHANNELS
+
+
+def _step(grid, at):
+    return 0.1 + 1.0 / (1.0 + np.exp(-(grid - at) / 1.5)) + 0.3 * np.exp(-0.5 * ((grid - at - 8) / 3) ** 2)
+
+
+def test_edge_position_and_comparison_recover_a_known_shift():
+    ch = CHANNELS["Mn-K-xas"]
+    grid = ch.grid
+    measured, simulated = _step(grid, 6550.0), _step(grid, 6546.0)
+    assert edge_position(grid, measured, ch.edge_energy) == pytest.approx(6550.0, abs=0.3)
+    r = compare(grid, measured, simulated, ch.edge_energy)
+    assert r["edge_error_eV"] == pytest.approx(-4.0, abs=0.05)
+    assert r["spearman"] > 0.99 and r["cosine"] > 0.999  # the same shape once the edges are aligned
+
+
+def test_inequivalent_sites_carry_their_multiplicities():
+    from gnnspec.structures.references import reference_structure
+
+    s = reference_structure("Mn3O4")
+    sites = inequivalent_sites(s, "Mn")
+    assert sorted(m for _, m in sites) == [4, 8] and all(s[i].specie.symbol == "Mn" for i, _ in sites)
+    assert [m for _, m in inequivalent_sites(reference_structure("MnO"), "Mn")] == [4]
+
+
+@pytest.mark.skipif(not REFERENCE_DIR.is_dir(), reason="shared/data/experimental_reference is absent")
+def test_measured_references_land_on_the_channel_grid_with_their_edges():
+    y, info = measured_on_grid("Mn-K-xas", MEASURED["MnO"][0][2])
+    assert info["scans"] == 3 and y.shape == CHANNELS["Mn-K-xas"].grid.shape
+    assert edge_position(CHANNELS["Mn-K-xas"].grid, y, 6539.0) == pytest.approx(6543.6, abs=0.3)
+    y2, _ = measured_on_grid("Mn-K-xas", MEASURED["beta-MnO2"][0][2])
+    assert edge_position(CHANNELS["Mn-K-xas"].grid, y2, 6539.0) - 6543.6 == pytest.approx(8.0, abs=0.5)
