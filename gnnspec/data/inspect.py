@@ -28,6 +28,13 @@ def dataset_info(path: str | Path) -> dict:
         per_preset[f"{rec['preset']} ({rec['preset_hash']})"] += 1
         seconds.append(rec["seconds"])
         seconds_per_tier.setdefault(tier, []).append(rec["seconds"])
+    from gnnspec.config import from_dict
+    from gnnspec.data.build import BuildConfig
+    from gnnspec.data.build import planned_runs as plan
+
+    # the runs the recipe asks for now, every tier (an imported or synthetic dataset has no recipe)
+    recipe = meta.get("build_config", {})
+    cfg = from_dict(BuildConfig, recipe, f"{path}: build_config") if "seed" in recipe and "preset" in recipe else None
     splits: Counter = Counter()
     cases: Counter = Counter()
     n_sites = 0
@@ -36,7 +43,7 @@ def dataset_info(path: str | Path) -> dict:
         splits[rec["split"]] += 1
         cases[rec.get("case", "imported")] += 1
         n_sites += len(rec["structure"]["sites"])
-        planned_runs += sum(len(g) for g in rec["sites"].values())
+        planned_runs += len(plan(cfg, rec)) if cfg is not None else sum(len(g) for g in rec["sites"].values())
     failures = [(k.decode(), rec["message"]) for k, rec in store.items("failure/")]
     sessions = meta.get("sessions", [])
     wall = sum(s.get("wall_seconds", 0.0) for s in sessions)
