@@ -137,3 +137,27 @@ def test_training_support_keeps_a_separate_reference_for_quantified_queries(tmp_
     # a file without the quantified pair answers with the spectra-alone reference, and says so
     TrainingSupport.fit(spectra_alone[:200], spectra_alone[200:]).save(tmp_path / "old.npz")
     assert TrainingSupport.load(tmp_path / "old.npz", quantified=True).check(spectra_alone[250])["reference"] == "spectra alone"
+
+
+def test_channel_support_flags_a_spectrum_of_another_channel():
+    """Spectrum-space support: held-out spectra of a channel pass, the same channel given an O K-like
+    shape (a spectrum pasted into the wrong channel) is foreign, and the check reports per channel."""
+    from gnnspec.analysis.support import ChannelSupport
+
+    rng = np.random.default_rng(0)
+    x = np.linspace(0.0, 1.0, 121)
+
+    def tm_edge(n):  # white line near the start, continuum after
+        centre = 0.15 + 0.03 * rng.standard_normal((n, 1))
+        return 1.0 + 4.0 * np.exp(-((x - centre) ** 2) / 0.002) + 0.5 * (x > centre)
+
+    def o_edge(n):  # pre-edge, then a broad main peak at two thirds
+        return 1.0 + 0.8 * np.exp(-((x - 0.1) ** 2) / 0.001) + 2.0 * np.exp(-((x - 0.65 + 0.02 * rng.standard_normal((n, 1))) ** 2) / 0.02)
+
+    support = ChannelSupport.fit({"Ni-L23-eels": tm_edge(300), "O-K-eels": o_edge(300)}, {"Ni-L23-eels": tm_edge(100), "O-K-eels": o_edge(100)})
+    held_out = support.check({"Ni-L23-eels": tm_edge(1)[0], "O-K-eels": o_edge(1)[0]})
+    assert all(c["in_distribution"] for c in held_out.values())
+    pasted = support.check({"Ni-L23-eels": o_edge(1)[0]})
+    assert not pasted["Ni-L23-eels"]["in_distribution"]
+    assert pasted["Ni-L23-eels"]["nearest_training_correlation"] < pasted["Ni-L23-eels"]["validation_p01"]
+    assert support.check({"Mn-K-xas": tm_edge(1)[0]}) == {}  # a channel it has no references for is not judged

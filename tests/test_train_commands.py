@@ -143,3 +143,8 @@ def test_calibrate_covers_both_ways_of_querying_a_quantified_model(trained, stru
     assert run("infer", spectra, "--model", model, "--quantification", f"{el}=1", "--out", out) == 0
     answer = json.loads(out.read_text())
     assert answer["quantification_used"] and answer["uncertainty"] is not None and "support" in answer
+    # the spectrum-space check covers each channel given, and the verdict needs both checks
+    channels = answer["support"]["channels"]
+    assert channels
+    assert set(channels) == set(json.loads(spectra.read_text())["channels"]) & set(report["support"]["channels_validation_p01_correlation"])
+    assert answer["support"]["in_distribution"] == (answer["support"]["embedding_in_distribution"] and all(c["in_distribution"] for c in channels.values()))

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gnnspec.analysis.support import QUANTIFIED_INPUTS, TrainingSupport, support_path
+from gnnspec.analysis.support import QUANTIFIED_INPUTS, ChannelSupport, TrainingSupport, load_channel_support, support_path
 from gnnspec.analysis.uncertainty import PropertyEnsemble, calibrate, fit_ensemble
 from gnnspec.structures.environments import DEFECTS
 
@@ -44,6 +44,17 @@ def spectrum_embeddings_of_split(
     return emb.double().cpu().numpy(), table.content[rows].double().cpu().numpy(), table.defects[rows].double().cpu().numpy()
 
 
+def channel_spectra_of_split(model: Any, data: str, split: str) -> dict[str, np.ndarray]:
+    """``{channel: [n, K]}`` FEFF environment spectra of ``split``, per channel of the model."""
+    from gnnspec.data.dataset import LMDBStructureDataset
+    from gnnspec.models.environment_table import EnvironmentTable
+
+    ds = LMDBStructureDataset(data, split, cutoff=model.cfg.backbone.cutoff, channels=model.cfg.channels)
+    table = EnvironmentTable(model, ds, features=False)
+    x, mask = table.x.double().cpu().numpy(), table.mask.cpu().numpy()
+    return {name: x[mask[:, c], c] for c, name in enumerate(model.cfg.channels) if mask[:, c].any()}
+
+
 def calibrate_model(model: Any, model_path: Path, data: str | None = None, members: int = 5, out: str | None = None) -> dict:
     """Fit the ensemble on train, calibrate on val, save both files; returns the report.
 
@@ -67,7 +78,8 @@ def calibrate_model(model: Any, model_path: Path, data: str | None = None, membe
     ens_file = ensemble_path(model_path)
     ens.save(ens_file)
     support = TrainingSupport.fit(e_tr, e_va)
-    support.save(support_path(model_path), quantified_support)
+    channels = ChannelSupport.fit(channel_spectra_of_split(model, data, "train"), channel_spectra_of_split(model, data, "val"))
+    support.save(support_path(model_path), quantified_support, channels)
     report = {
         "model": Path(model_path).name,
         "data": data,
@@ -80,6 +92,7 @@ def calibrate_model(model: Any, model_path: Path, data: str | None = None, membe
             "file": support_path(model_path).name,
             "training_environments": int(len(e_tr)),
             "validation_nearest_cosine": dict(zip(("p01", "p05", "p50"), map(float, support.val_quantiles))),
+            "channels_validation_p01_correlation": {name: float(q[0]) for name, q in channels.val_quantiles.items()},
             **(
                 {"quantified_validation_nearest_cosine": dict(zip(("p01", "p05", "p50"), map(float, quantified_support.val_quantiles)))}
                 if quantified_support is not None
@@ -104,6 +117,19 @@ def infer_with_uncertainty(
     emb = model.embed_spectra(spectra, quantification)[None, :]
     if support_path(model_path).exists():
         result["support"] = TrainingSupport.load(support_path(model_path), quantified=quantification is not None).check(emb)
+        channel_support = load_channel_support(support_path(model_path))
+        if channel_support is not None:
+            on_grid = {name: np.asarray(model.spectra_tensor({name: y})[0][0, model.cfg.channels.index(name)]) for name, y in spectra.items()}
+            per_channel = channel_support.check(on_grid)
+            foreign = [name for name, c in per_channel.items() if not c["in_distribution"]]
+            result["support"]["embedding_in_distribution"] = result["support"]["in_distribution"]
+            result["support"]["channels"] = per_channel
+            result["support"]["in_distribution"] = result["support"]["in_distribution"] and not foreign
+            if foreign:
+                result["support"]["why"] = (
+                    f"{', '.join(foreign)}: the spectrum's shape correlates with no training spectrum of its channel "
+                    "as well as 99 % of held-out simulated spectra do"
+                )
     path = ensemble_path(model_path)
     if not path.exists():
         result["uncertainty"] = None
