@@ -1,23 +1,21 @@
 """The train/evaluate/predict/infer commands, driven the way a user runs them."""
 
-import argparse
 import json
 
 import pytest
 import torch
 from model_fixtures import SMOKE_CONFIG, write_synthetic_lmdb
 
+from gnnspec.cli import build_parser
 from gnnspec.errors import InputError
 from gnnspec.structures.nmc import NMCParams, generate_nmc
-from gnnspec.train import commands
 
 torch.set_num_threads(1)
 
 
 def run(*argv) -> int:
-    parser = argparse.ArgumentParser(prog="gnnspec")
-    commands.add_parsers(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args([str(a) for a in argv])
+    """The command's handler, called as the CLI does but letting an InputError through."""
+    args = build_parser().parse_args([str(a) for a in argv])
     return args.func(args)
 
 

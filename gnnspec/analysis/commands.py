@@ -6,12 +6,32 @@ import argparse
 import json
 from pathlib import Path
 
+from gnnspec.errors import InputError
 from gnnspec.spectra import quantification_argument
 
 _MODEL_HELP = "model checkpoint (.pt); default: the shipped model"
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
+    from gnnspec.assets import DEFAULT_MODEL
+
+    p = sub.add_parser(
+        "infer",
+        help="element content and defect probabilities from spectra",
+        description="Inverse model: reads gnnspec.spectra/1 JSON (any subset of channels). With the files gnnspec calibrate "
+        "writes beside the model: ensemble spread, calibrated defect probabilities and the support check "
+        "(embedding and spectrum space, per channel).",
+    )
+    p.add_argument("spectra", help="gnnspec.spectra/1 JSON file")
+    p.add_argument("--model", help=f"checkpoint (default {DEFAULT_MODEL})")
+    p.add_argument(
+        "--quantification",
+        type=quantification_argument,
+        help="elemental quantification of the sample, ELEMENT=AMOUNT,... (ratios matter; overrides the file's)",
+    )
+    p.add_argument("--out", required=True, help="output JSON")
+    p.set_defaults(func=cmd_infer)
+
     e = sub.add_parser(
         "explain",
         help="per-atom contributions to a predicted spectrum",
@@ -106,4 +126,29 @@ def _calibrate(args: argparse.Namespace) -> int:
     for name, r in report["defects"].items():
         print(f"{name}: temperature {r['temperature']:.2f}, ECE {r['ece_before']:.3f} -> {r['ece_after']:.3f} (validation, n={r['n']})")
     print(f"wrote {report['ensemble_file']} and {report['report_file']}")
+    return 0
+
+
+# -- infer -------------------------------------------------------------------------------
+def cmd_infer(args) -> int:
+    """Element content and defect probabilities from a gnnspec.spectra/1 file (mapped onto the channel grids)."""
+    from gnnspec.channels import CHANNEL_NAMES
+    from gnnspec.spectra import read_spectra, spectra_on_grids
+
+    spectra, _ = read_spectra(args.spectra)
+    quantification = args.quantification or spectra.quantification
+    on_grid, mask = spectra_on_grids(spectra, source=str(args.spectra))
+    from gnnspec.analysis.calibration import infer_with_uncertainty
+    from gnnspec.models.factory import load_model, model_path
+
+    model = load_model(args.model)
+    # with the model's uncertainty ensemble (gnnspec calibrate) beside it: ensemble means, their
+    # spread and temperature-calibrated defect probabilities; otherwise the model's own heads
+    result = infer_with_uncertainty(
+        model, model_path(args.model), {name: on_grid[i] for i, name in enumerate(CHANNEL_NAMES) if mask[i]}, quantification
+    )
+    out = Path(args.out)
+    if not out.parent.exists():
+        raise InputError(f"{out}: folder {out.parent} does not exist")
+    out.write_text(json.dumps(result, indent=2) + "\n")
     return 0

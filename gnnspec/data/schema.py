@@ -24,12 +24,10 @@ Values are msgpack maps; numpy arrays are stored as ``{"__nd__": dtype, "shape",
 
 from __future__ import annotations
 
-from typing import Any
-
-import msgpack
-import numpy as np
-
+from gnnspec.codec import decode, encode
 from gnnspec.errors import InputError
+
+__all__ = ["decode", "encode"]
 
 SCHEMA_NAME = "gnnspec.lmdb"
 SCHEMA_VERSION = 2
@@ -60,30 +58,3 @@ def failure_key(sid: int, site: int, run: str, tier: str) -> bytes:
 def parse_key(key: bytes) -> tuple[str, ...]:
     """``b"spectrum/000001/0003/fast/Ni-K-xas"`` -> ``("spectrum", "000001", "0003", "fast", "Ni-K-xas")``."""
     return tuple(key.decode().split("/"))
-
-
-def _default(obj: Any) -> Any:
-    if isinstance(obj, np.ndarray):
-        arr = np.ascontiguousarray(obj)
-        return {"__nd__": arr.dtype.newbyteorder("<").str, "shape": list(arr.shape), "data": arr.astype(arr.dtype.newbyteorder("<")).tobytes()}
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, tuple):
-        return list(obj)
-    raise TypeError(f"cannot encode {type(obj).__name__} in a gnnspec LMDB record")
-
-
-def _hook(obj: dict) -> Any:
-    if "__nd__" in obj:
-        return np.frombuffer(obj["data"], dtype=np.dtype(obj["__nd__"])).reshape(obj["shape"]).copy()
-    return obj
-
-
-def encode(value: Any) -> bytes:
-    """Encode a record (dicts, lists, numbers, strings, numpy arrays) without pickle."""
-    return msgpack.packb(value, default=_default, use_bin_type=True)
-
-
-def decode(data: bytes) -> Any:
-    """Decode a record written by :func:`encode`."""
-    return msgpack.unpackb(data, object_hook=_hook, raw=False, strict_map_key=False)

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from gnnspec.data.schema import encode
+from gnnspec.codec import encode
 from gnnspec.simulate.engine import FeffRunError, run_feff_text
 
 

@@ -1,6 +1,7 @@
-"""Command-line parts: ``gnnspec train | evaluate | predict | infer``.
+"""Command-line parts: ``gnnspec train | evaluate | predict`` (``infer`` lives with the analysis
+commands, beside the uncertainty and support files it reads).
 
-:func:`add_parsers` adds the four subcommands to an ``argparse`` subparsers object; each sets
+:func:`add_parsers` adds the three subcommands to an ``argparse`` subparsers object; each sets
 ``func`` to a handler that takes the parsed ``args`` and returns an exit code (0 on success,
 130 when training was interrupted). Handlers raise :class:`gnnspec.errors.InputError` for bad
 input. Several processes: ``torchrun --nproc_per_node N -m gnnspec train CONFIG``.
@@ -13,7 +14,6 @@ from pathlib import Path
 
 from gnnspec.assets import DEFAULT_MODEL
 from gnnspec.errors import InputError
-from gnnspec.spectra import quantification_argument
 
 
 def add_parsers(subparsers) -> None:
@@ -52,21 +52,6 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--tier", default=None, help="FEFF tier to predict (fast or scf; default: the model's highest fidelity)")
     p.add_argument("--out", required=True, help="output JSON")
     p.set_defaults(func=cmd_predict)
-
-    p = subparsers.add_parser(
-        "infer",
-        help="element content and defect probabilities from spectra",
-        description="Inverse model: reads gnnspec.spectra/1 JSON (any subset of channels).",
-    )
-    p.add_argument("spectra", help="gnnspec.spectra/1 JSON file")
-    p.add_argument("--model", help=f"checkpoint (default {DEFAULT_MODEL})")
-    p.add_argument(
-        "--quantification",
-        type=quantification_argument,
-        help="elemental quantification of the sample, ELEMENT=AMOUNT,... (ratios matter; overrides the file's)",
-    )
-    p.add_argument("--out", required=True, help="output JSON")
-    p.set_defaults(func=cmd_infer)
 
 
 def _check_out(path: str) -> None:
@@ -191,23 +176,3 @@ def cmd_predict(args) -> int:
     return 0
 
 
-# -- infer -------------------------------------------------------------------------------
-def cmd_infer(args) -> int:
-    """Element content and defect probabilities from a gnnspec.spectra/1 file (mapped onto the channel grids)."""
-    from gnnspec.channels import CHANNEL_NAMES
-    from gnnspec.spectra import read_spectra, spectra_on_grids
-
-    spectra, _ = read_spectra(args.spectra)
-    quantification = args.quantification or spectra.quantification
-    on_grid, mask = spectra_on_grids(spectra, source=str(args.spectra))
-    from gnnspec.analysis.calibration import infer_with_uncertainty
-    from gnnspec.models.factory import load_model, model_path
-
-    model = load_model(args.model)
-    # with the model's uncertainty ensemble (gnnspec calibrate) beside it: ensemble means, their
-    # spread and temperature-calibrated defect probabilities; otherwise the model's own heads
-    result = infer_with_uncertainty(
-        model, model_path(args.model), {name: on_grid[i] for i, name in enumerate(CHANNEL_NAMES) if mask[i]}, quantification
-    )
-    _write_json(args.out, result)
-    return 0

@@ -1,0 +1,57 @@
+"""Data flows one way through gnnspec's folders: a module never imports one of a higher layer."""
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "gnnspec"
+#: Lowest first. A module may import its own layer and any lower one.
+LAYERS = [
+    ("errors", "config", "codec", "assets"),
+    ("channels",),
+    ("spectra", "quantification"),
+    ("structures", "graphs"),
+    ("simulate",),
+    ("data",),
+    ("nn",),
+    ("models",),
+    ("measured",),
+    ("train",),
+    ("library",),
+    ("analysis",),
+    ("bench",),
+    ("cli", "__main__", "__init__"),
+]
+LAYER_OF = {name: rank for rank, names in enumerate(LAYERS) for name in names}
+
+
+def upward_imports(source: str, layer: str) -> list[str]:
+    """``gnnspec.X`` imports in ``source`` whose X sits above ``layer``."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        names = [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        for name in names:
+            parts = name.split(".")
+            if parts[0] == "gnnspec" and len(parts) > 1 and LAYER_OF[parts[1]] > LAYER_OF[layer]:
+                found.append(name)
+    return found
+
+
+def test_every_folder_is_in_a_layer():
+    tops = {p.stem if p.is_file() else p.name for p in PACKAGE.iterdir() if p.suffix == ".py" or (p.is_dir() and (p / "__init__.py").exists())}
+    assert tops <= set(LAYER_OF), sorted(tops - set(LAYER_OF))
+
+
+def test_no_module_imports_a_higher_layer():
+    offences = []
+    for path in PACKAGE.rglob("*.py"):
+        layer = path.relative_to(PACKAGE).parts[0].removesuffix(".py")
+        offences += [f"{path.relative_to(PACKAGE.parent)} imports {name}" for name in upward_imports(path.read_text(), layer)]
+    assert not offences, "\n".join(offences)
+
+
+def test_the_check_catches_a_forbidden_import():
+    assert upward_imports("from gnnspec.data.schema import encode\nimport numpy", "simulate") == ["gnnspec.data.schema"]
+    assert upward_imports("def f():\n    from gnnspec.analysis.calibration import x\n", "train") == ["gnnspec.analysis.calibration"]
+    assert upward_imports("from gnnspec.channels import CHANNELS", "data") == []
