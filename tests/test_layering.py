@@ -55,3 +55,9 @@ def test_the_check_catches_a_forbidden_import():
     assert upward_imports("from gnnspec.data.schema import encode\nimport numpy", "simulate") == ["gnnspec.data.schema"]
     assert upward_imports("def f():\n    from gnnspec.analysis.calibration import x\n", "train") == ["gnnspec.analysis.calibration"]
     assert upward_imports("from gnnspec.channels import CHANNELS", "data") == []
+
+
+def test_library_code_leaves_the_users_matplotlib_backend_alone():
+    """Figures go through matplotlib.figure.Figure: no module switches the backend or uses pyplot's global state."""
+    offenders = [str(p.relative_to(PACKAGE.parent)) for p in PACKAGE.rglob("*.py") if "matplotlib.use(" in p.read_text() or "pyplot" in p.read_text()]
+    assert not offenders, offenders

@@ -60,16 +60,14 @@ def integrated_gradients(
 
 def plot_attributions(result: dict, path: str | Path, targets: list[str] | None = None) -> None:
     """One panel per channel: attribution over energy for the chosen targets (default: defects)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     from gnnspec.channels import CHANNELS
 
     names = targets or [t for t in result["targets"] if t.startswith("defect:")]
     chans = result["channels"]
-    fig, axes = plt.subplots(len(chans), 1, figsize=(7, 1.9 * len(chans) + 0.6), squeeze=False)
+    fig = Figure(figsize=(7, 1.9 * len(chans) + 0.6))
+    axes = fig.subplots(len(chans), 1, squeeze=False)
     for r, ch in enumerate(chans):
         ax = axes[r, 0]
         for t in names:
@@ -81,4 +79,3 @@ def plot_attributions(result: dict, path: str | Path, targets: list[str] | None 
     fig.suptitle("integrated-gradient attributions (logit units per energy point)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)

@@ -95,15 +95,13 @@ def write_explanation(result: dict, out_dir: str | Path) -> list[Path]:
 
 def plot_explanation(result: dict, path: str | Path, top: int = 8) -> None:
     """Cluster projection coloured by share, and stacked contributions (largest ``top`` atoms)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     atoms = result["atoms"]
     pos = np.array([a["position"] for a in atoms])
     share = np.array([a["share"] for a in atoms])
-    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 4.5))
+    fig = Figure(figsize=(11, 4.5))
+    (ax0, ax1) = fig.subplots(1, 2)
     lim = np.abs(share).max() or 1.0
     sc = ax0.scatter(pos[:, 0], pos[:, 1], c=share, cmap="coolwarm", vmin=-lim, vmax=lim, s=120, edgecolors="k")
     for a, p in zip(atoms, pos):
@@ -128,4 +126,3 @@ def plot_explanation(result: dict, path: str | Path, top: int = 8) -> None:
     ax1.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)

@@ -66,13 +66,11 @@ def inverse_section(table: dict) -> list[str]:
 
 
 def multimodal_figure(table: dict, path: Path, caption: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     subsets = list(table)
-    fig, axes = plt.subplots(1, len(DEFECTS), figsize=(12, 4.5), sharey=True)
+    fig = Figure(figsize=(12, 4.5))
+    axes = fig.subplots(1, len(DEFECTS), sharey=True)
     for ax, d in zip(np.atleast_1d(axes), DEFECTS):
         for k, method in enumerate(["gnnspec", "seed (XGBoost)"]):
             vals = [table[s].get(method, {}).get(f"auroc_{d}", np.nan) for s in subsets]
@@ -85,22 +83,19 @@ def multimodal_figure(table: dict, path: Path, caption: str) -> None:
     fig.text(0.01, 0.01, caption, fontsize=6)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def forward_figure(examples: dict, path: Path, caption: str) -> None:
     """Predicted against FEFF spectra, one panel per channel (the median-MSE test spectrum)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     from gnnspec.channels import CHANNELS
 
     n = len(examples)
     cols = 4
     rows = max(1, math.ceil(n / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(14, 2.8 * rows), squeeze=False)
+    fig = Figure(figsize=(14, 2.8 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax, (ch, (feff, pred, knn)) in zip(axes.ravel(), examples.items()):
         grid = CHANNELS[ch].grid
         ax.plot(grid, feff, "k", lw=1.5, label="FEFF10")
@@ -113,4 +108,3 @@ def forward_figure(examples: dict, path: Path, caption: str) -> None:
     fig.text(0.01, 0.005, caption, fontsize=6)
     fig.tight_layout(rect=(0, 0.02, 1, 1))
     fig.savefig(path, dpi=100)
-    plt.close(fig)

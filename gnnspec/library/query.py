@@ -132,15 +132,14 @@ def plot_hits(model: Embedder, query: Mapping[str, np.ndarray], hits: list[dict]
     ``query``: ``{channel: normalised intensity on the grid}`` (:func:`spectra_grids`). x: energy
     (eV, absolute); y: intensity normalised to unit mean over the grid.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
 
     predicted = [{c: normalise(CHANNELS[c], y) for c, y in hit_spectra(model, hit).items()} for hit in hits]
     channels = list(query)
-    fig, axes = plt.subplots(len(channels), 1, figsize=(7.0, 2.6 * len(channels)), squeeze=False, layout="constrained")
-    colours = plt.cm.viridis(np.linspace(0.0, 0.85, max(len(hits), 1)))
+    fig = Figure(figsize=(7.0, 2.6 * len(channels)), layout="constrained")
+    axes = fig.subplots(len(channels), 1, squeeze=False)
+    colours = colormaps["viridis"](np.linspace(0.0, 0.85, max(len(hits), 1)))
     for ax, ch in zip(axes[:, 0], channels):
         grid = CHANNELS[ch].grid
         ax.plot(grid, query[ch], color="black", lw=2.0, label="query")
@@ -157,7 +156,6 @@ def plot_hits(model: Embedder, query: Mapping[str, np.ndarray], hits: list[dict]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 

@@ -61,10 +61,7 @@ def _prepared(model, graph):
 @torch.no_grad()
 def spectra_figure(model, graph):
     """Predicted vs FEFF site spectra of ``graph``: one panel per channel (first labelled site)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     was_training = model.training
     model.eval()
@@ -76,7 +73,8 @@ def spectra_figure(model, graph):
     channels = list(model.cfg.channels)
     cols = 4
     rows = int(np.ceil(len(channels) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows), squeeze=False)
+    fig = Figure(figsize=(3.2 * cols, 2.4 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for c, name in enumerate(channels):
         ax = axes[c // cols][c % cols]
         ax.set_title(name, fontsize=9)
