@@ -159,5 +159,5 @@ def test_channel_support_flags_a_spectrum_of_another_channel():
     assert all(c["in_distribution"] for c in held_out.values())
     pasted = support.check({"Ni-L23-eels": o_edge(1)[0]})
     assert not pasted["Ni-L23-eels"]["in_distribution"]
-    assert pasted["Ni-L23-eels"]["nearest_training_correlation"] < pasted["Ni-L23-eels"]["validation_p01"]
+    assert pasted["Ni-L23-eels"]["nearest_training_correlation"] < pasted["Ni-L23-eels"]["threshold"] < pasted["Ni-L23-eels"]["validation_p01"]
     assert support.check({"Mn-K-xas": tm_edge(1)[0]}) == {}  # a channel it has no references for is not judged

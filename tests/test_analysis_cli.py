@@ -15,7 +15,7 @@ def test_explain_attribute_and_infer_end_to_end(tmp_path, capsys):
     s = read_structure(cif)  # site numbers refer to the file as read
     ni = next(i for i, site in enumerate(s) if site.specie.symbol == "Ni")
     o = next(i for i, site in enumerate(s) if site.specie.symbol == "O")
-    assert main(["explain", str(cif), "--site", str(ni), "--channel", "Ni-L3-eels", "--out", str(tmp_path / "ex")]) == 0
+    assert main(["explain", str(cif), "--site", str(ni), "--channel", "Ni-L23-eels", "--out", str(tmp_path / "ex")]) == 0
     table = (tmp_path / "ex" / "contributions.csv").read_text().splitlines()
     assert table[0] == "atom_index,element,distance_A,share" and table[1].startswith(f"{ni},Ni,0.0000")
     assert (tmp_path / "ex" / "contributions.png").stat().st_size > 1000
@@ -37,7 +37,10 @@ def test_explain_attribute_and_infer_end_to_end(tmp_path, capsys):
     assert answer["uncertainty"] is not None and set(answer["uncertainty"]["defects_std"]) == {"o_vacancy", "antisite"}
     support = answer["support"]  # nearest training spectrum embedding vs held-out FEFF spectra
     assert -1 <= support["nearest_training_cosine"] <= 1 and support["validation_p01"] <= support["validation_p50"]
-    assert support["in_distribution"] == (support["nearest_training_cosine"] >= support["validation_p01"])
+    assert support["embedding_in_distribution"] == (support["nearest_training_cosine"] >= support["validation_p01"])
+    # a forward-model prediction of one site passes the spectrum-space check of its channels
+    assert set(support["channels"]) == {"O-K-xas", "O-K-eels"} and all(c["in_distribution"] for c in support["channels"].values())
+    assert support["in_distribution"] == support["embedding_in_distribution"]
     # bad input: a channel the site's element has no edge for
     assert main(["explain", str(cif), "--site", str(o), "--channel", "Ni-K-xas", "--out", str(tmp_path / "x")]) == 2
     assert "needs a Ni absorber" in capsys.readouterr().err

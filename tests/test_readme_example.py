@@ -13,5 +13,5 @@ def test_readme_python_example_runs(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     exec(compile(blocks[0], "README.md", "exec"), {"__name__": "readme_example"})
     out = capsys.readouterr().out
-    assert "['Ni-K-xas', 'Ni-L3-eels', 'Ni-L3-xas']" in out
+    assert "['Ni-K-xas', 'Ni-L23-eels', 'Ni-L23-xas']" in out
     assert (tmp_path / "example.lib" / "manifest.json").exists()

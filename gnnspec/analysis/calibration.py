@@ -127,8 +127,8 @@ def infer_with_uncertainty(
             result["support"]["in_distribution"] = result["support"]["in_distribution"] and not foreign
             if foreign:
                 result["support"]["why"] = (
-                    f"{', '.join(foreign)}: the spectrum's shape correlates with no training spectrum of its channel "
-                    "as well as 99 % of held-out simulated spectra do"
+                    f"{', '.join(foreign)}: the spectrum's shape is further from every training spectrum of its channel "
+                    "than twice the distance of 99 % of held-out simulated spectra"
                 )
     path = ensemble_path(model_path)
     if not path.exists():
