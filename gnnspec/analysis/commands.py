@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
+
 from gnnspec.errors import InputError
 from gnnspec.spectra import quantification_argument
 
@@ -31,6 +33,21 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", required=True, help="output JSON")
     p.set_defaults(func=cmd_infer)
+
+    m = sub.add_parser(
+        "map",
+        help="every pixel of an EELS spectrum image through convert and infer",
+        description="Per pixel of a core-loss spectrum image (.dm3/.dm4): zero-loss calibration from the zero-loss spectrum "
+        "image, every edge cut as by convert --survey, inference with uncertainty and the support check. Writes map.npz "
+        "(arrays shaped like the scan), map.json (per pixel) and map.png (profiles) to DIR.",
+    )
+    m.add_argument("spectrum_image", help="core-loss spectrum image (.dm3/.dm4)")
+    m.add_argument("--zero-loss", default=None, help="zero-loss spectrum image of the same scan (per-pixel energy calibration)")
+    m.add_argument("--bin", type=int, default=1, help="sum N x N pixel blocks first (default 1)")
+    m.add_argument("--adf", default=None, help="ADF image recorded with the scan, plotted beside the profiles")
+    m.add_argument("--model", help=f"checkpoint (default {DEFAULT_MODEL})")
+    m.add_argument("--out", required=True, help="output folder")
+    m.set_defaults(func=cmd_map)
 
     e = sub.add_parser(
         "explain",
@@ -151,4 +168,18 @@ def cmd_infer(args) -> int:
     if not out.parent.exists():
         raise InputError(f"{out}: folder {out.parent} does not exist")
     out.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+def cmd_map(args) -> int:
+    """Map a spectrum image (see :mod:`gnnspec.analysis.spectrum_image`)."""
+    from gnnspec.analysis.spectrum_image import map_spectrum_image
+    from gnnspec.models.factory import load_model, model_path
+
+    model = load_model(args.model)
+    result = map_spectrum_image(args.spectrum_image, model, model_path(args.model), args.zero_loss, args.bin, args.adf, args.out)
+    print(
+        f"{result['pixels_inferred']} of {int(np.prod(result['shape']))} pixels inferred, "
+        f"{result['pixels_in_distribution']} in distribution; wrote {args.out}/map.npz, map.json, map.png"
+    )
     return 0

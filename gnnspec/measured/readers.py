@@ -196,8 +196,9 @@ def read_msa(path: str | Path) -> MeasuredSpectrum:
     return _finish(path, energy, intensity, "eels" if signal in ("ELS", "EELS", "") else "xas", meta)
 
 
-def read_dm(path: str | Path) -> MeasuredSpectrum:
-    """Read a Gatan ``.dm3``/``.dm4`` EELS spectrum (or spectrum image, averaged) via rosettasciio."""
+def read_dm_spectrum_image(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict]:
+    """A Gatan ``.dm3``/``.dm4`` spectrum (image) via rosettasciio: ``(energy [E] eV, counts [..., E], meta)``;
+    the leading axes are the navigation (pixel) axes in the file's order (none for a single spectrum)."""
     path = Path(path)
     try:
         from rsciio.digitalmicrograph import file_reader
@@ -214,20 +215,27 @@ def read_dm(path: str | Path) -> MeasuredSpectrum:
             continue  # an image, or ambiguous
         axis = energy_axes[0]
         data = np.moveaxis(np.asarray(dataset["data"], dtype=np.float64), axis["index_in_array"], -1)
-        n_spectra = int(np.prod(data.shape[:-1]))
-        intensity = data.reshape(-1, data.shape[-1]).mean(axis=0)
         energy = (axis["offset"] + axis["scale"] * np.arange(axis["size"])) * _energy_scale(str(axis["units"]), path)
         if axis["scale"] < 0:
-            energy, intensity = energy[::-1], intensity[::-1]
-        title = dataset.get("metadata", {}).get("General", {}).get("title", "")
+            energy, data = energy[::-1], data[..., ::-1]
+        nav = [ax for ax in axes if ax is not axis]
         meta = {
             "format": "Digital Micrograph",
-            "title": title,
-            "n_spectra_averaged": n_spectra,
+            "title": dataset.get("metadata", {}).get("General", {}).get("title", ""),
+            "navigation": [{"name": ax.get("name"), "size": ax.get("size"), "scale": ax.get("scale"), "units": ax.get("units")} for ax in nav],
             "optics": _dm_optics(dataset.get("metadata", {})),
         }
-        return _finish(path, energy, intensity, "eels", meta)
+        return energy, data, meta
     raise InputError(f"{path}: holds no spectrum with one energy axis (units eV, keV or meV)")
+
+
+def read_dm(path: str | Path) -> MeasuredSpectrum:
+    """Read a Gatan ``.dm3``/``.dm4`` EELS spectrum (or spectrum image, averaged) via rosettasciio."""
+    energy, data, meta = read_dm_spectrum_image(path)
+    n_spectra = int(np.prod(data.shape[:-1]))
+    intensity = data.reshape(-1, data.shape[-1]).mean(axis=0)
+    meta = {"format": meta["format"], "title": meta["title"], "n_spectra_averaged": n_spectra, "optics": meta["optics"]}
+    return _finish(Path(path), energy, intensity, "eels", meta)
 
 
 def read_xas_text(path: str | Path, columns: tuple[int, int] = (0, 1)) -> MeasuredSpectrum:
