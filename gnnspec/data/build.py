@@ -121,7 +121,7 @@ def run_groups(element: str, channels: list[str]) -> dict[str, list[str]]:
     """FEFF runs needed at a site of ``element``: ``{"Ni-L2-elnes": ["Ni-L2-xas", "Ni-L2-eels"], ...}``."""
     from gnnspec.simulate.feff_input import site_runs
 
-    return site_runs(element, channels) if channels_for_element(element) else {}
+    return site_runs(element, channels)  # empty for an element without channels
 
 
 def tier_sites(record: dict, tier: TierConfig, seed: int, tier_index: int) -> list[int]:
