@@ -24,12 +24,9 @@ def ensemble_path(model_path: str | Path) -> Path:
     return p.with_name(p.stem + ".uncertainty.npz")
 
 
-@torch.no_grad()
-def spectrum_embeddings_of_split(
-    model: Any, data: str, split: str, quantified: bool = False
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Spectrum embeddings, content and defect labels of every environment with spectra in ``split``
-    (``quantified``: embedded with each environment's exact elemental quantification)."""
+def split_table(model: Any, data: str, split: str):
+    """The :class:`~gnnspec.models.environment_table.EnvironmentTable` of ``split`` (no backbone
+    features); an InputError when it has no environment with spectra."""
     from gnnspec.data.dataset import LMDBStructureDataset
     from gnnspec.errors import InputError
     from gnnspec.models.environment_table import EnvironmentTable
@@ -38,19 +35,27 @@ def spectrum_embeddings_of_split(
     table = EnvironmentTable(model, ds, features=False) if len(ds) else None
     if table is None or table.with_spectra.numel() == 0:
         raise InputError(f"{data}: the {split} split has no environments with spectra")
+    return table
+
+
+@torch.no_grad()
+def table_embeddings(model: Any, table, quantified: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Spectrum embeddings, content and defect labels of every environment with spectra in ``table``
+    (``quantified``: embedded with each environment's exact elemental quantification)."""
     rows = table.with_spectra
-    with torch.no_grad():
-        emb = table.spectrum_embeddings(model, rows, quantified=quantified)
+    emb = table.spectrum_embeddings(model, rows, quantified=quantified)
     return emb.double().cpu().numpy(), table.content[rows].double().cpu().numpy(), table.defects[rows].double().cpu().numpy()
 
 
-def channel_spectra_of_split(model: Any, data: str, split: str) -> dict[str, np.ndarray]:
-    """``{channel: [n, K]}`` FEFF environment spectra of ``split``, per channel of the model."""
-    from gnnspec.data.dataset import LMDBStructureDataset
-    from gnnspec.models.environment_table import EnvironmentTable
+def spectrum_embeddings_of_split(
+    model: Any, data: str, split: str, quantified: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`table_embeddings` of :func:`split_table`."""
+    return table_embeddings(model, split_table(model, data, split), quantified)
 
-    ds = LMDBStructureDataset(data, split, cutoff=model.cfg.backbone.cutoff, channels=model.cfg.channels)
-    table = EnvironmentTable(model, ds, features=False)
+
+def table_channel_spectra(model: Any, table) -> dict[str, np.ndarray]:
+    """``{channel: [n, K]}`` FEFF environment spectra of ``table``, per channel of the model."""
     x, mask = table.x.double().cpu().numpy(), table.mask.cpu().numpy()
     return {name: x[mask[:, c], c] for c, name in enumerate(model.cfg.channels) if mask[:, c].any()}
 
@@ -63,14 +68,15 @@ def calibrate_model(model: Any, model_path: Path, data: str | None = None, membe
     ways a user may query), and the training support is kept for both inputs.
     """
     data = data or "datasets/nmc_feff10_fast"
-    e_tr, c_tr, d_tr = spectrum_embeddings_of_split(model, data, "train")
-    e_va, _, d_va = spectrum_embeddings_of_split(model, data, "val")
+    train, val = split_table(model, data, "train"), split_table(model, data, "val")  # each split tabulated once
+    e_tr, c_tr, d_tr = table_embeddings(model, train)
+    e_va, _, d_va = table_embeddings(model, val)
     quantified = bool(getattr(model, "takes_quantification", False))
     fit_sets = [(e_tr, c_tr, d_tr, e_va, d_va)]
     quantified_support = None
     if quantified:
-        q_tr, _, _ = spectrum_embeddings_of_split(model, data, "train", quantified=True)
-        q_va, _, _ = spectrum_embeddings_of_split(model, data, "val", quantified=True)
+        q_tr, _, _ = table_embeddings(model, train, quantified=True)
+        q_va, _, _ = table_embeddings(model, val, quantified=True)
         fit_sets.append((q_tr, c_tr, d_tr, q_va, d_va))
         quantified_support = TrainingSupport.fit(q_tr, q_va, QUANTIFIED_INPUTS)
     ens = fit_ensemble(*(np.concatenate([f[i] for f in fit_sets]) for i in range(3)), members=members)
@@ -78,7 +84,7 @@ def calibrate_model(model: Any, model_path: Path, data: str | None = None, membe
     ens_file = ensemble_path(model_path)
     ens.save(ens_file)
     support = TrainingSupport.fit(e_tr, e_va)
-    channels = ChannelSupport.fit(channel_spectra_of_split(model, data, "train"), channel_spectra_of_split(model, data, "val"))
+    channels = ChannelSupport.fit(table_channel_spectra(model, train), table_channel_spectra(model, val))
     support.save(support_path(model_path), quantified_support, channels)
     report = {
         "model": Path(model_path).name,
@@ -119,7 +125,8 @@ def infer_with_uncertainty(
         result["support"] = TrainingSupport.load(support_path(model_path), quantified=quantification is not None).check(emb)
         channel_support = load_channel_support(support_path(model_path))
         if channel_support is not None:
-            on_grid = {name: np.asarray(model.spectra_tensor({name: y})[0][0, model.cfg.channels.index(name)]) for name, y in spectra.items()}
+            x, _ = model.spectra_tensor(spectra)  # every channel mapped and normalised in one call
+            on_grid = {name: x[0, model.cfg.channels.index(name)].cpu().numpy() for name in spectra}
             per_channel = channel_support.check(on_grid)
             foreign = [name for name, c in per_channel.items() if not c["in_distribution"]]
             result["support"]["embedding_in_distribution"] = result["support"]["in_distribution"]
