@@ -291,3 +291,20 @@ def test_adding_l23_channels_to_a_recipe_computes_only_the_l2_runs(full_build, t
         (site,) = {s for s, r in spectra if r == "Co-L2-eels"}
         l3, l2 = spectra[(site, "Co-L3-eels")]["energy"], spectra[(site, "Co-L2-eels")]["energy"]
         assert 12.0 < l2[0] - l3[0] < 18.0  # FEFF's own absolute axes: the L2 run sits one spin-orbit splitting higher
+
+
+def test_extra_tier_runs_interleave_the_splits():
+    """An extra tier's queue reaches val and test early, in proportion to the split sizes, while
+    the base tier keeps supercell order."""
+    from gnnspec.data.build import run_order, split_of
+
+    cfg = BuildConfig(n_structures=56, cases=["pristine", "o_vacancy", "antisite", "combined"], preset="fast")
+    key = run_order(cfg, ["fast", "scf"])
+    queue = [(None, sid, tier, 0, "O-K-elnes", []) for sid in range(56) for tier in ("fast", "scf")]
+    ordered = sorted(queue, key=key)
+    assert [q[1] for q in ordered[:56]] == list(range(56)) and {q[2] for q in ordered[:56]} == {"fast"}
+    scf = [q[1] for q in ordered[56:]]
+    assert sorted(scf) == list(range(56))
+    first = [split_of(s, 4) for s in scf[:14]]  # a quarter of the supercells
+    assert first.count("train") == 9 and first.count("val") == 3 and first.count("test") == 2
+    assert scf[:3] == [0, 4, 8]  # the first supercell of train, val and test

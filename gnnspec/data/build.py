@@ -170,6 +170,30 @@ def planned_runs(cfg: BuildConfig, record: dict) -> list[tuple[str, int, str, li
     return plan
 
 
+def split_progress(sid: int, n_structures: int, n_cases: int) -> float:
+    """Where supercell ``sid`` stands within its own split, from 0 (its first) to 1 (past its last).
+
+    Sorting an extra tier's runs by it interleaves the splits in proportion to their sizes
+    (train 36, val 12, test 8 supercells of the shipped recipe), so a build that stops part way
+    has computed that tier in every split, not in the first supercells only.
+    """
+    same = [s for s in range(n_structures) if split_of(s, n_cases) == split_of(sid, n_cases)]
+    return same.index(sid) / len(same) if sid in same else 1.0
+
+
+def run_order(cfg: BuildConfig, tier_order: list[str]):
+    """Sort key of queued FEFF runs ``(structure, sid, tier, site, run, raws)``: the base tier by
+    supercell id, each extra tier after it with its supercells interleaved across the splits."""
+    progress = {sid: split_progress(sid, cfg.n_structures, len(cfg.cases)) for sid in range(cfg.n_structures)}
+
+    def key(item: tuple) -> tuple:
+        tier, sid = item[2], item[1]
+        rank = tier_order.index(tier)
+        return (rank, sid) if rank == 0 else (rank, progress.get(sid, 1.0), sid)
+
+    return key
+
+
 # ---------------------------------------------------------------------------------------
 # tasks (run in worker processes; arguments and results are plain data)
 def _worker_init() -> None:
@@ -371,7 +395,8 @@ def build_dataset(
         feff_queue += [(rec["structure"], sid, tier, site, run, raws) for tier, site, run, raws in pending_runs(store, rec, cfg)]
     # the base tier first, structure by structure, then each extra tier: cheap runs land early
     tier_order = [cfg.preset, *(x.preset for x in cfg.extra_tiers)]
-    feff_queue.sort(key=lambda item: tier_order.index(item[2]))
+    queue_order = run_order(cfg, tier_order)
+    feff_queue.sort(key=queue_order)
     est_runs_per_structure = 130
     total = len(feff_queue) + est_runs_per_structure * len(to_generate)
 
@@ -415,7 +440,7 @@ def build_dataset(
                     store.put_many({schema.structure_key(sid): result})
                     runs = pending_runs(store, result, cfg) if not structures_only else []
                     feff_queue += [(result["structure"], sid, tier, site, run, raws) for tier, site, run, raws in runs]
-                    feff_queue.sort(key=lambda item: tier_order.index(item[2]))
+                    feff_queue.sort(key=queue_order)
                     bar.total += len(runs) - est_runs_per_structure
                     stats["structures"] += 1
                     bar.refresh()
