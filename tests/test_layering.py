@@ -7,8 +7,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "gnnspec"
 #: Lowest first. A module may import its own layer and any lower one.
 LAYERS = [
     ("errors", "config", "codec", "assets"),
-    ("channels",),
-    ("spectra", "quantification"),
+    ("channels", "edge_offsets"),
+    ("spectra", "quantification", "instrument"),
     ("structures", "graphs"),
     ("simulate",),
     ("data",),

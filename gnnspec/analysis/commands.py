@@ -149,21 +149,25 @@ def _calibrate(args: argparse.Namespace) -> int:
 # -- infer -------------------------------------------------------------------------------
 def cmd_infer(args) -> int:
     """Element content and defect probabilities from a gnnspec.spectra/1 file (mapped onto the channel grids)."""
+    from gnnspec.analysis.calibration import infer_with_uncertainty
+    from gnnspec.analysis.energy_scale import encoder_tier, energy_shifts
     from gnnspec.channels import CHANNEL_NAMES
+    from gnnspec.models.factory import load_model, model_path
     from gnnspec.spectra import read_spectra, spectra_on_grids
 
-    spectra, _ = read_spectra(args.spectra)
+    spectra, meta = read_spectra(args.spectra)
     quantification = args.quantification or spectra.quantification
-    on_grid, mask = spectra_on_grids(spectra, source=str(args.spectra))
-    from gnnspec.analysis.calibration import infer_with_uncertainty
-    from gnnspec.models.factory import load_model, model_path
-
     model = load_model(args.model)
+    tier = encoder_tier(model, model_path(args.model))
+    # calibrated (absolute) energies onto the FEFF scale the encoder learned (gnnspec.edge_offsets)
+    shifts, energy_record = energy_shifts(meta, list(spectra), tier)
+    on_grid, mask = spectra_on_grids(spectra, shift=shifts, source=str(args.spectra))
     # with the model's uncertainty ensemble (gnnspec calibrate) beside it: ensemble means, their
     # spread and temperature-calibrated defect probabilities; otherwise the model's own heads
     result = infer_with_uncertainty(
         model, model_path(args.model), {name: on_grid[i] for i, name in enumerate(CHANNEL_NAMES) if mask[i]}, quantification
     )
+    result["energy_scale"] = {"encoder_tier": tier, "channels": energy_record}
     out = Path(args.out)
     if not out.parent.exists():
         raise InputError(f"{out}: folder {out.parent} does not exist")

@@ -20,8 +20,11 @@ measured one:
   simulated spectrum is shifted onto the measured edge position (no extra broadening);
 * **valence order**: whether the edge positions of the Mn oxides rise with the Mn valence.
 
-FEFF ``scf`` is the ceiling a surrogate of it can reach. Run alone:
-``python -m gnnspec.bench.measured --out benchmarks/measured.md`` (about 15 minutes: the scf runs).
+FEFF ``scf`` is the ceiling a surrogate of it can reach. The FEFF rows also fit the edge offset
+of each channel and tier (:mod:`gnnspec.edge_offsets`), which ``--write-offsets`` stores as the
+shipped table. Run alone: ``python -m gnnspec.bench.measured --out benchmarks/measured.md``
+(about 15 minutes: the scf runs); ``--from-json benchmarks/measured.json`` re-renders a previous
+run's rows (and refits the offsets) without running FEFF.
 """
 
 from __future__ import annotations
@@ -151,6 +154,31 @@ def measured_benchmark(model=None) -> dict:
     return {"rows": rows, "valence_order": order, "measured_edges_eV": meas}
 
 
+def edge_offset_rows(result: dict) -> list[dict]:
+    """The FEFF rows of a benchmark result, with their tier, for :func:`gnnspec.edge_offsets.fit_edge_offsets`."""
+    return [{**r, "tier": r["method"].removeprefix("FEFF ")} for r in result["rows"] if r["method"].startswith("FEFF ")]
+
+
+def render_offsets(result: dict) -> list[str]:
+    """The offset table's lines for ``benchmarks/measured.md``."""
+    from gnnspec.edge_offsets import fit_edge_offsets
+
+    def num(x) -> str:
+        return "-" if x is None or x != x else f"{x:.2f}"
+
+    lines = [
+        "",
+        "Edge offsets, measured - FEFF (eV), one per channel and tier (`gnnspec/edge_offsets.py`; compounds weigh equally; "
+        "leave-one-compound-out RMS: each compound's edge error after the offset fitted on the others):",
+        "",
+        "| channel | tier | offset | spread | RMS without offset | leave-one-out RMS | compounds (spectra) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for (channel, tier), o in fit_edge_offsets(edge_offset_rows(result)).items():
+        lines.append(f"| {channel} | {tier} | {o.offset_eV:+.2f} | {num(o.spread_eV)} | {num(o.raw_rms_eV)} | {num(o.loco_rms_eV)} | {o.n_compounds} ({o.n_spectra}) |")
+    return lines
+
+
 def render(result: dict, caption: str) -> str:
     """``benchmarks/measured.md``."""
     lines = ["# Measured reference spectra against FEFF and the forward model", "", f"*{caption}. Method: `gnnspec/bench/measured.py`.*", ""]
@@ -163,6 +191,7 @@ def render(result: dict, caption: str) -> str:
         lines.append(f"- {method}: {edges}; {o['pairs_in_valence_order']} of {o['pairs']} pairs in valence order")
     for source, edges in result["measured_edges_eV"].items():
         lines.append(f"- measured ({source}): " + ", ".join(f"{k} {v:.1f}" for k, v in edges.items()))
+    lines += render_offsets(result)
     return "\n".join(lines) + "\n"
 
 
@@ -170,18 +199,31 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m gnnspec.bench.measured", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=None, help="checkpoint (default: the shipped model)")
     p.add_argument("--out", default="benchmarks/measured.md")
+    p.add_argument("--from-json", default=None, metavar="RESULT.json", help="re-render a previous run's rows instead of running FEFF")
+    p.add_argument("--caption", default=None, help="the report's caption (default: the command and commit)")
+    p.add_argument("--write-offsets", default=None, metavar="OFFSETS.json", help="also write the fitted edge-offset table (the shipped one: gnnspec/assets/edge_offsets.json)")
     args = p.parse_args(argv)
-    if not REFERENCE_DIR.is_dir():
-        print(f"no measured references at {REFERENCE_DIR}", file=sys.stderr)
-        return 2
     import subprocess
 
-    from gnnspec.models.factory import load_model
-
-    result = measured_benchmark(load_model(args.model))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip() or "unknown"
-    Path(args.out).write_text(render(result, f"python -m gnnspec.bench.measured at commit {commit}"))
-    Path(args.out).with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    if args.from_json:
+        result = json.loads(Path(args.from_json).read_text())
+        caption = args.caption or f"rows of {args.from_json}, re-rendered at commit {commit}"
+    else:
+        if not REFERENCE_DIR.is_dir():
+            print(f"no measured references at {REFERENCE_DIR}", file=sys.stderr)
+            return 2
+        from gnnspec.models.factory import load_model
+
+        result = measured_benchmark(load_model(args.model))
+        caption = args.caption or f"python -m gnnspec.bench.measured at commit {commit}"
+        Path(args.out).with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    Path(args.out).write_text(render(result, caption))
+    if args.write_offsets:
+        from gnnspec.edge_offsets import fit_edge_offsets, write_edge_offsets
+
+        source = f"{len(edge_offset_rows(result))} FEFF rows of the measured benchmark ({caption})"
+        write_edge_offsets(args.write_offsets, fit_edge_offsets(edge_offset_rows(result)), source)
     print(Path(args.out).read_text())
     return 0
 
