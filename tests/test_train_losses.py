@@ -1,4 +1,5 @@
-"""Loss terms, AUROC, spectral augmentation, channel dropout and the learning-rate schedule."""
+"""Loss terms, AUROC, spectral augmentation (with and without the instrument model), channel dropout and
+the learning-rate schedule."""
 
 import math
 
@@ -6,9 +7,16 @@ import numpy as np
 import pytest
 import torch
 
-from gnnspec.channels import CHANNEL_NAMES
-from gnnspec.train.augment import augment_spectra, broaden_spectra, channel_dropout, grid_steps, shift_spectra
-from gnnspec.train.config import AugmentConfig
+from gnnspec.channels import CHANNEL_NAMES, DEFAULT_CHANNELS
+from gnnspec.train.augment import (
+    augment_spectra,
+    broaden_spectra,
+    channel_dropout,
+    eels_channels,
+    grid_steps,
+    shift_spectra,
+)
+from gnnspec.train.config import AugmentConfig, InstrumentAugmentConfig
 from gnnspec.train.loop import lr_factor
 from gnnspec.train.losses import content_loss, defect_loss, info_nce, spectra_loss
 from gnnspec.train.metrics import auroc, spectrum_metrics
@@ -161,3 +169,71 @@ def test_ema_warm_up_and_param_groups():
     groups = param_groups(Model(), 1e-2, 1e-4, encoder_lr_scale=0.2)
     by_lr = {(g["lr"], g["weight_decay"]): len(g["params"]) for g in groups}
     assert by_lr == {(1e-2, 0.0): 1, (1e-2, 1e-4): 1, (2e-3, 0.0): 1, (2e-3, 1e-4): 1}
+
+
+def _augment_before_the_instrument(x, mask, step_ev, cfg):
+    """augment_spectra as it was before the instrument model (global generator), for comparison."""
+    b, c = mask.nonzero(as_tuple=True)
+    if b.numel() == 0:
+        return x
+    rows = x[b, c]
+    step = step_ev.to(x.device, x.dtype)[c]
+    n = rows.shape[0]
+
+    def uniform(lo, hi):
+        return (torch.rand(n) * (hi - lo) + lo).to(x.device, x.dtype)
+
+    if cfg.shift_ev > 0:
+        rows = shift_spectra(rows, uniform(-cfg.shift_ev, cfg.shift_ev) / step)
+    if cfg.broaden_ev > 0:
+        sigma = uniform(0.0, cfg.broaden_ev) / step
+        rows = broaden_spectra(rows, sigma, float(cfg.broaden_ev / step.min()))
+    if cfg.noise > 0:
+        rows = rows + cfg.noise * torch.randn(rows.shape).to(x.device, x.dtype)
+    if cfg.scale > 0:
+        rows = rows * uniform(1.0 - cfg.scale, 1.0 + cfg.scale).unsqueeze(-1)
+    out = x.clone()
+    out[b, c] = rows
+    return out
+
+
+def _batch(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(6, len(DEFAULT_CHANNELS), 121, generator=g) + 0.5
+    mask = torch.rand(6, len(DEFAULT_CHANNELS), generator=g) < 0.7
+    return x / x.mean(-1, keepdim=True), mask, grid_steps(list(DEFAULT_CHANNELS)), eels_channels(list(DEFAULT_CHANNELS))
+
+
+def test_instrument_off_reproduces_the_old_augmentation_exactly():
+    x, mask, steps, eels = _batch()
+    cfg = AugmentConfig()
+    assert not cfg.instrument.enabled
+    torch.manual_seed(11)
+    old = _augment_before_the_instrument(x, mask, steps, cfg)
+    torch.manual_seed(11)
+    assert torch.equal(augment_spectra(x, mask, steps, cfg), old)
+    torch.manual_seed(11)
+    assert torch.equal(augment_spectra(x, mask, steps, cfg, eels=eels), old)
+    # a generator seeded alike draws the same stream as the seeded global generator
+    assert torch.equal(augment_spectra(x, mask, steps, cfg, generator=torch.Generator().manual_seed(11)), old)
+
+
+def test_instrument_augmentation_draws_from_the_generator_it_is_given():
+    x, mask, steps, eels = _batch()
+    cfg = AugmentConfig(instrument=InstrumentAugmentConfig(enabled=True, partial=0.3))
+    state = torch.get_rng_state()
+    a = augment_spectra(x, mask, steps, cfg, generator=torch.Generator().manual_seed(1), eels=eels)
+    b = augment_spectra(x, mask, steps, cfg, generator=torch.Generator().manual_seed(1), eels=eels)
+    c = augment_spectra(x, mask, steps, cfg, generator=torch.Generator().manual_seed(2), eels=eels)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert torch.equal(a, b) and not torch.allclose(a[mask], c[mask])
+    assert torch.equal(a[~mask], x[~mask])  # only present channels change
+    off = augment_spectra(x, mask, steps, AugmentConfig(), generator=torch.Generator().manual_seed(1))
+    assert not torch.allclose(a[mask], off[mask], atol=1e-2)  # the instrument model acts on top of the rest
+    # without a generator: seeded from torch's global generator, so a seeded run repeats
+    torch.manual_seed(5)
+    d = augment_spectra(x, mask, steps, cfg, eels=eels)
+    torch.manual_seed(5)
+    assert torch.equal(augment_spectra(x, mask, steps, cfg, eels=eels), d)
+    with pytest.raises(ValueError, match="eels"):
+        augment_spectra(x, mask, steps, cfg)

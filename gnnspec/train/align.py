@@ -37,7 +37,7 @@ import torch
 from gnnspec.models.environment_table import EnvironmentTable
 from gnnspec.quantification import channel_element_index, training_input
 from gnnspec.structures.environments import labels_match
-from gnnspec.train.augment import augment_spectra, channel_dropout, grid_steps
+from gnnspec.train.augment import augment_spectra, channel_dropout, eels_channels, grid_steps
 from gnnspec.train.losses import content_loss, defect_loss, label_contrastive, same_labels
 from gnnspec.train.metrics import auroc
 
@@ -113,6 +113,7 @@ def align_embeddings(model, splits: dict, cfg, augment, seed: int = 0, log=None,
     steps_per_epoch = (len(rows) + cfg.batch_size - 1) // cfg.batch_size
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, cfg.lr, total_steps=max(2, cfg.epochs * steps_per_epoch))
     step_ev = grid_steps(model.cfg.channels).to(device)
+    eels = eels_channels(model.cfg.channels).to(device)
     quantified = model.encoder.takes_quantification
     element_index = channel_element_index(model.cfg.channels)
     best, best_state = None, None
@@ -127,7 +128,7 @@ def align_embeddings(model, splits: dict, cfg, augment, seed: int = 0, log=None,
                     return None
                 idx = order[start : start + cfg.batch_size]
                 mask = channel_dropout(train.mask[idx], augment.channel_dropout) if augment.enabled else train.mask[idx]
-                x = augment_spectra(train.x[idx], mask, step_ev, augment) if augment.enabled else train.x[idx]
+                x = augment_spectra(train.x[idx], mask, step_ev, augment, eels=eels) if augment.enabled else train.x[idx]
                 quant = training_input(train.content[idx], mask, element_index, augment) if quantified else None
                 spec = model.encode_spectra(x, mask, quant)
                 struct = train.structure_embeddings(model, idx)

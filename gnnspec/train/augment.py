@@ -1,10 +1,13 @@
 """Spectral augmentation and channel dropout for the spectrum encoder's input.
 
 Spectra ``[B, C, K]`` on channel grids with spacing ``step_ev [C]`` (eV). Every draw comes from
-torch's global generator, so a resumed run repeats it exactly. Augmentations (each switchable
-by setting its size to 0): energy shift (linear interpolation, flat extrapolation), extra
-Gaussian broadening (truncated at 3 sigma, edge-padded), additive Gaussian noise and an
-intensity scale, drawn independently per spectrum.
+the ``generator`` passed in or, without one, from torch's global generator (checkpointed, so a
+resumed run repeats it exactly). Augmentations (each switchable by setting its size to 0): energy
+shift (linear interpolation, flat extrapolation), extra Gaussian broadening (truncated at 3 sigma,
+edge-padded), the instrument-and-sample model (``instrument``, off by default:
+:func:`gnnspec.instrument.instrument_rows`: resolution, plural scattering on EELS channels,
+background residual, counting noise, partial windows, unit-mean renormalisation), additive Gaussian
+noise and an intensity scale, drawn independently per spectrum, in that order.
 """
 
 from __future__ import annotations
@@ -15,11 +18,17 @@ import torch
 from torch.nn import functional as F
 
 from gnnspec.channels import CHANNELS
+from gnnspec.instrument import instrument_rows
 
 
 def grid_steps(channels: list[str]) -> torch.Tensor:
     """Grid spacing (eV) of each channel."""
     return torch.tensor([CHANNELS[c].step for c in channels])
+
+
+def eels_channels(channels: list[str]) -> torch.Tensor:
+    """Whether each channel is an EELS channel (bool ``[C]``): the rows that get plural scattering."""
+    return torch.tensor([CHANNELS[c].modality == "eels" for c in channels], dtype=torch.bool)
 
 
 def shift_spectra(x: torch.Tensor, shift_points: torch.Tensor) -> torch.Tensor:
@@ -44,8 +53,20 @@ def broaden_spectra(x: torch.Tensor, sigma_points: torch.Tensor, max_sigma_point
     return (windows * kernel.unsqueeze(1)).sum(-1)
 
 
-def augment_spectra(x: torch.Tensor, mask: torch.Tensor, step_ev: torch.Tensor, cfg) -> torch.Tensor:
-    """Augmented copy of ``x [B, C, K]`` (only rows where ``mask`` is true change). ``cfg``: AugmentConfig."""
+def augment_spectra(
+    x: torch.Tensor,
+    mask: torch.Tensor,
+    step_ev: torch.Tensor,
+    cfg,
+    generator: torch.Generator | None = None,
+    eels: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Augmented copy of ``x [B, C, K]`` (only rows where ``mask`` is true change). ``cfg``: AugmentConfig.
+
+    ``generator`` (CPU): the source of every draw; None draws from torch's global generator (the
+    instrument model then runs on a generator seeded by one draw from it). ``eels [C]`` (bool,
+    :func:`eels_channels`): the EELS channels, needed when ``cfg.instrument.enabled``.
+    """
     b, c = mask.nonzero(as_tuple=True)
     if b.numel() == 0:
         return x
@@ -54,15 +75,23 @@ def augment_spectra(x: torch.Tensor, mask: torch.Tensor, step_ev: torch.Tensor, 
     n = rows.shape[0]
 
     def uniform(lo: float, hi: float) -> torch.Tensor:
-        return (torch.rand(n) * (hi - lo) + lo).to(x.device, x.dtype)
+        return (torch.rand(n, generator=generator) * (hi - lo) + lo).to(x.device, x.dtype)
 
     if cfg.shift_ev > 0:
         rows = shift_spectra(rows, uniform(-cfg.shift_ev, cfg.shift_ev) / step)
     if cfg.broaden_ev > 0:
         sigma = uniform(0.0, cfg.broaden_ev) / step
         rows = broaden_spectra(rows, sigma, float(cfg.broaden_ev / step.min()))
+    instrument = getattr(cfg, "instrument", None)
+    if instrument is not None and instrument.enabled:
+        if eels is None:
+            raise ValueError("the instrument augmentation needs eels= (eels_channels(channels)) to know the EELS rows")
+        gen = generator
+        if gen is None:
+            gen = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,)).item()))
+        rows, _ = instrument_rows(rows, step_ev.to(x.device)[c], eels.to(x.device)[c], instrument, gen)
     if cfg.noise > 0:
-        rows = rows + cfg.noise * torch.randn(rows.shape).to(x.device, x.dtype)
+        rows = rows + cfg.noise * torch.randn(rows.shape, generator=generator).to(x.device, x.dtype)
     if cfg.scale > 0:
         rows = rows * uniform(1.0 - cfg.scale, 1.0 + cfg.scale).unsqueeze(-1)
     out = x.clone()

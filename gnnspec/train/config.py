@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gnnspec.config import load_config
+from gnnspec.instrument import InstrumentRanges
 from gnnspec.models.config import ModelConfig
 from gnnspec.structures.environments import CONTENT_TOL
 
@@ -47,6 +48,18 @@ class LossConfig:
 
 
 @dataclass
+class InstrumentAugmentConfig(InstrumentRanges):
+    """The instrument-and-sample model on the encoder's input (:mod:`gnnspec.instrument`); off by default.
+
+    When on, each augmented spectrum gets its own resolution FWHM (eV), t/lambda (EELS channels
+    only), counts, background residual and, with probability ``partial``, a partial window, drawn
+    from the ranges of :class:`gnnspec.instrument.InstrumentRanges` (the fields besides ``enabled``).
+    """
+
+    enabled: bool = False
+
+
+@dataclass
 class AugmentConfig:
     """Spectral augmentation of the encoder's input spectra (training only)."""
 
@@ -59,6 +72,7 @@ class AugmentConfig:
     # elemental quantification input (models with encoder.quantification; gnnspec.quantification):
     quantification_error: float = 0.1  # log-normal relative error drawn per element
     quantification_dropout: float = 0.25  # probability that a spectrum set comes without it
+    instrument: InstrumentAugmentConfig = field(default_factory=InstrumentAugmentConfig)  # off unless enabled
 
 
 @dataclass

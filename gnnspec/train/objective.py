@@ -25,7 +25,7 @@ from torch import nn
 
 from gnnspec.data import keys as K
 from gnnspec.quantification import channel_element_index, training_input
-from gnnspec.train.augment import augment_spectra, channel_dropout, grid_steps
+from gnnspec.train.augment import augment_spectra, channel_dropout, eels_channels, grid_steps
 from gnnspec.train.config import TrainConfig
 from gnnspec.train.losses import content_loss, defect_loss, info_nce, spectra_loss
 
@@ -38,6 +38,7 @@ class Objective(nn.Module):
         self.model = model
         self.cfg = cfg
         self.register_buffer("step_ev", grid_steps(model.cfg.channels), persistent=False)
+        self.eels = eels_channels(model.cfg.channels)  # plain attribute (CPU): no buffer for DDP to broadcast
         scale = torch.ones(len(model.cfg.channels)) if channel_scale is None else channel_scale.float()
         self.register_buffer("channel_scale", scale, persistent=False)
         self.register_buffer("element_index", channel_element_index(model.cfg.channels), persistent=False)
@@ -122,7 +123,7 @@ class Objective(nn.Module):
         x, mask = env_y.float(), env_mask
         if self.training and self.cfg.augment.enabled:
             mask = channel_dropout(mask, self.cfg.augment.channel_dropout)
-            x = augment_spectra(x, mask, self.step_ev, self.cfg.augment)
+            x = augment_spectra(x, mask, self.step_ev, self.cfg.augment, eels=self.eels)
         quant = None
         if self.model.encoder.takes_quantification:
             quant = training_input(content, mask, self.element_index, self.cfg.augment, self.training)
