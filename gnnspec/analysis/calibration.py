@@ -3,6 +3,10 @@
 The ensemble lives next to the model as ``<model>.uncertainty.npz`` and the training support
 (:mod:`gnnspec.analysis.support`) as ``<model>.support.npz``; ``infer_with_uncertainty`` uses
 them when present and falls back to the model's own heads (no spread) otherwise.
+
+The structure-side support (:mod:`gnnspec.models.structure_support`) lives inside the checkpoint
+itself: :func:`calibrate_structure_support` fits its embedding part on the training and
+validation splits and adds the entry to the checkpoint file, every other entry unchanged.
 """
 
 from __future__ import annotations
@@ -24,18 +28,82 @@ def ensemble_path(model_path: str | Path) -> Path:
     return p.with_name(p.stem + ".uncertainty.npz")
 
 
-def split_table(model: Any, data: str, split: str):
-    """The :class:`~gnnspec.models.environment_table.EnvironmentTable` of ``split`` (no backbone
-    features); an InputError when it has no environment with spectra."""
+def split_table(model: Any, data: str, split: str, features: bool = False, need_spectra: bool = True):
+    """The :class:`~gnnspec.models.environment_table.EnvironmentTable` of ``split`` (``features``:
+    with the backbone features the structure embeddings come from); an InputError when the split
+    is empty or (``need_spectra``) has no environment with spectra."""
     from gnnspec.data.dataset import LMDBStructureDataset
     from gnnspec.errors import InputError
     from gnnspec.models.environment_table import EnvironmentTable
 
     ds = LMDBStructureDataset(data, split, cutoff=model.cfg.backbone.cutoff, channels=model.cfg.channels)
-    table = EnvironmentTable(model, ds, features=False) if len(ds) else None
-    if table is None or table.with_spectra.numel() == 0:
+    if not len(ds):
+        raise InputError(f"{data}: the {split} split has no structures")
+    table = EnvironmentTable(model, ds, features=features)
+    if need_spectra and table.with_spectra.numel() == 0:
         raise InputError(f"{data}: the {split} split has no environments with spectra")
     return table
+
+
+def training_data(model_path: str | Path) -> str:
+    """The dataset the checkpoint says it was trained on (``trained.train_config.data`` or
+    ``train_config.data``), else the shipped dataset."""
+    from gnnspec.models.factory import read_checkpoint
+
+    ckpt = read_checkpoint(model_path)
+    cfg = (ckpt.get("trained") or {}).get("train_config") or ckpt.get("train_config") or {}
+    return cfg.get("data") or "datasets/nmc_feff10_fast"
+
+
+@torch.no_grad()
+def structure_support_entry(
+    model: Any, train, val, data: str, max_references: int | None = None, seed: int = 0
+) -> dict:
+    """The checkpoint's structure-support entry with its embedding part fitted on the training and
+    validation :class:`~gnnspec.models.environment_table.EnvironmentTable` ``train``/``val`` (built
+    with features). The trained elements are kept from the model's record when it has one, else
+    taken from the training split (the generated structures some runs add are NMC too)."""
+    from gnnspec.models import structure_support as ss
+
+    e_tr = train.structure_embeddings(model).double().cpu().numpy()
+    e_va = val.structure_embeddings(model).double().cpu().numpy()
+    record = dict(getattr(model, "structure_support_record", None) or {})
+    if not record.get("elements"):
+        from ase.data import chemical_symbols
+
+        zs = sorted(set(train.centre_z.cpu().tolist()))  # every atom centres one environment
+        record = {"version": ss.VERSION, "elements": [chemical_symbols[z] for z in zs], "elements_source": f"training split of {data}"}
+    record["embedding"] = ss.fit_embedding(model, e_tr, e_va, max_references or ss.MAX_REFERENCES, seed, data)
+    return record
+
+
+def calibrate_structure_support(model: Any, model_path: str | Path, data: str | None = None, max_references: int | None = None) -> dict:
+    """Fit the structure support on ``data``'s train and val splits (default: the model's training
+    data), add it to the checkpoint at ``model_path`` (nothing else changes) and to ``model``;
+    returns the report block."""
+    data = data or training_data(model_path)
+    train = split_table(model, data, "train", features=True, need_spectra=False)
+    val = split_table(model, data, "val", features=True, need_spectra=False)
+    return _save_structure_support(model, model_path, structure_support_entry(model, train, val, data, max_references))
+
+
+def _save_structure_support(model: Any, model_path: str | Path, entry: dict) -> dict:
+    """Add ``entry`` to the checkpoint file and the model; the report block of :func:`calibrate_model`."""
+    from gnnspec.models.factory import write_checkpoint_entry
+    from gnnspec.models.structure_support import ENTRY
+
+    write_checkpoint_entry(model_path, ENTRY, entry)
+    model.structure_support_record = entry
+    emb = entry["embedding"]
+    return {
+        "stored_in": Path(model_path).name,
+        "trained_elements": entry["elements"],
+        "elements_source": entry["elements_source"],
+        "training_environments": emb["n_training_environments"],
+        "training_environments_kept": int(emb["train"].shape[0]),
+        "validation_environments": emb["n_validation_environments"],
+        "validation_nearest_cosine": dict(zip(("p01", "p05", "p50"), emb["val_quantiles"])),
+    }
 
 
 @torch.no_grad()
@@ -61,14 +129,17 @@ def table_channel_spectra(model: Any, table) -> dict[str, np.ndarray]:
 
 
 def calibrate_model(model: Any, model_path: Path, data: str | None = None, members: int = 5, out: str | None = None) -> dict:
-    """Fit the ensemble on train, calibrate on val, save both files; returns the report.
+    """Fit the ensemble on train, calibrate on val, save both files, add the structure support
+    to the checkpoint (:func:`calibrate_structure_support`); returns the report. ``data``: default
+    the dataset the model was trained on.
 
     For a model that reads an elemental quantification, the ensemble is fitted and calibrated on
     the embeddings of every environment both without and with its exact quantification (the two
     ways a user may query), and the training support is kept for both inputs.
     """
-    data = data or "datasets/nmc_feff10_fast"
-    train, val = split_table(model, data, "train"), split_table(model, data, "val")  # each split tabulated once
+    data = data or training_data(model_path)
+    # each split tabulated once, with the backbone features of the structure support
+    train, val = split_table(model, data, "train", features=True), split_table(model, data, "val", features=True)
     e_tr, c_tr, d_tr = table_embeddings(model, train)
     e_va, _, d_va = table_embeddings(model, val)
     quantified = bool(getattr(model, "takes_quantification", False))
@@ -86,6 +157,7 @@ def calibrate_model(model: Any, model_path: Path, data: str | None = None, membe
     support = TrainingSupport.fit(e_tr, e_va)
     channels = ChannelSupport.fit(table_channel_spectra(model, train), table_channel_spectra(model, val))
     support.save(support_path(model_path), quantified_support, channels)
+    structure = _save_structure_support(model, model_path, structure_support_entry(model, train, val, data))
     report = {
         "model": Path(model_path).name,
         "data": data,
@@ -105,6 +177,7 @@ def calibrate_model(model: Any, model_path: Path, data: str | None = None, membe
                 else {}
             ),
         },
+        "structure_support": structure,
     }
     report_file = Path(out) if out else Path(model_path).with_name(Path(model_path).stem + ".calibration.json")
     report["report_file"] = report_file.name

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +23,17 @@ from gnnspec.channels import get_channel
 from gnnspec.errors import InputError
 
 
-def explain_site(model: Any, structure: Any, site: int, channel: str) -> dict:
+def explain_site(model: Any, structure: Any, site: int, channel: str, warn: bool = True) -> dict:
     """Contributions of every atom to ``channel`` at ``site``.
 
-    Returns ``{"energy" [K] eV, "spectrum" [K], "atoms": [{"index", "element", "distance",
-    "share", "position"}], "contributions" [n, K]}``, atoms sorted by distance.
+    Returns ``{"energy" [K] eV, "spectrum" [K], "atoms": [{"index", "element", "distance"
+    (Angstrom), "share", "position" (Angstrom, relative to the site)}], "contributions" [n, K],
+    "structure_support"}``, atoms sorted by distance. ``structure_support`` is the site's
+    structure-side verdict (:mod:`gnnspec.models.structure_support`; None for a model without
+    the check); with ``warn`` a site outside the training distribution gets a one-line warning
+    on stderr (the explanation is still made).
     """
+    from gnnspec.models.structure_support import warning_lines
     from gnnspec.structures import read_structure
 
     try:
@@ -56,7 +62,19 @@ def explain_site(model: Any, structure: Any, site: int, channel: str) -> dict:
                 "position": [float(x) for x in _nearest_image(s, idx, centre)],
             }
         )
-    return {"site": site, "channel": channel, "energy": energy, "spectrum": spectrum, "atoms": atoms, "contributions": intensity}
+    support = model.structure_support(s, [site]) if hasattr(model, "structure_support") else None
+    if warn and support is not None:
+        for line in warning_lines(support, f"{structure}" if isinstance(structure, (str, Path)) else ""):
+            print(line, file=sys.stderr)
+    return {
+        "site": site,
+        "channel": channel,
+        "energy": energy,
+        "spectrum": spectrum,
+        "atoms": atoms,
+        "contributions": intensity,
+        "structure_support": support,
+    }
 
 
 def _nearest_image(structure, index: int, centre: np.ndarray) -> np.ndarray:
@@ -66,7 +84,8 @@ def _nearest_image(structure, index: int, centre: np.ndarray) -> np.ndarray:
 
 
 def write_explanation(result: dict, out_dir: str | Path) -> list[Path]:
-    """Write ``contributions.csv`` (atom shares), ``contributions.json`` and ``contributions.png``."""
+    """Write ``contributions.csv`` (atom shares), ``contributions.json`` (everything, the site's
+    ``structure_support`` verdict included) and ``contributions.png``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     table = out / "contributions.csv"
@@ -85,6 +104,7 @@ def write_explanation(result: dict, out_dir: str | Path) -> list[Path]:
                 "spectrum": result["spectrum"].tolist(),
                 "atoms": result["atoms"],
                 "contributions": result["contributions"].tolist(),
+                "structure_support": result.get("structure_support"),
             }
         )
     )

@@ -11,6 +11,13 @@ A **source** is
 
 Every site environment becomes an entry (``include_bulk`` adds the whole structure, site -1).
 A structure already in the library (same pymatgen dict, by sha256) is skipped on ``add``.
+
+With a model that has the structure-side support check
+(:meth:`gnnspec.models.api.ModelAPI.structure_support`), every site of every embedded structure
+is checked against what the model learned (elements never seen in training within its cutoff,
+an environment embedding unlike every training environment). The counts and the flagged sites
+are returned as ``structure_support`` with the other counts and recorded with the source's
+provenance in the manifest (at most :data:`FLAGGED_IN_MANIFEST` structures listed there).
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ from gnnspec.structures.io import read_structure
 
 #: File names a structure folder is read from: these suffixes, or names starting POSCAR/CONTCAR.
 STRUCTURE_SUFFIXES = (".cif", ".json", ".vasp", ".poscar")
+#: Flagged structures listed in a source's manifest record (all are counted).
+FLAGGED_IN_MANIFEST = 100
 
 
 @dataclass
@@ -103,11 +112,13 @@ def source_entries(
     """Vectors, entries and counts of every environment in ``source``.
 
     Structures whose hash is in ``skip`` are left out. Returns ``(vectors [n, dim], entries,
-    {"structures", "skipped", "entries"})``.
+    {"structures", "skipped", "entries"})``, plus ``structure_support`` (:func:`support_summary`
+    of the embedded structures) when the model has the check and embedded a structure.
     """
     total, items = iter_source(source, split)
     label = str(Path(source).resolve())
     vectors, entries, skipped, used = [], [], 0, 0
+    checks: list[tuple[int | str, dict]] = []
     for done, item in enumerate(items, start=1):
         h = structure_hash(item.structure_dict)
         if skip is not None and h in skip:
@@ -118,6 +129,10 @@ def source_entries(
             except InputError as exc:
                 raise InputError(f"{source} structure {item.structure_id}: {exc}") from None
             vectors.append(v)
+            if hasattr(model, "structure_support"):
+                n_sites = len(item.structure)
+                given = v[:n_sites] if vector_source == "structure" else None  # the structure embeddings already made
+                checks.append((item.structure_id, model.structure_support(item.structure, list(range(n_sites)), embeddings=given)))
             for lab in labels:
                 entries.append(
                     {
@@ -134,7 +149,52 @@ def source_entries(
         if progress is not None:
             progress(done, total)
     stacked = np.concatenate(vectors) if vectors else np.zeros((0, 0))
-    return stacked, entries, {"structures": used, "skipped": skipped, "entries": len(entries)}
+    stats: dict[str, Any] = {"structures": used, "skipped": skipped, "entries": len(entries)}
+    if checks:
+        stats["structure_support"] = support_summary(checks)
+    return stacked, entries, stats
+
+
+def support_summary(checks: list[tuple[int | str, dict]]) -> dict:
+    """Counts and flagged sites of ``(structure_id, structure_support report)`` pairs:
+    ``{"elements_source", "environment_check_available", "sites_checked", "sites_out_of_distribution",
+    "unseen_elements", "structures_flagged": [{"structure_id", "sites": [{"site", "element",
+    "unseen_elements", "nearest_training_cosine", "why"}]}]}``."""
+    flagged, unseen, n_sites = [], set(), 0
+    for sid, report in checks:
+        n_sites += len(report["sites"])
+        bad = [
+            {k: r[k] for k in ("site", "element", "unseen_elements", "nearest_training_cosine", "why")}
+            for r in report["sites"]
+            if not r["in_distribution"]
+        ]
+        for r in bad:
+            unseen.update(r["unseen_elements"])
+        if bad:
+            flagged.append({"structure_id": sid, "sites": bad})
+    first = checks[0][1]
+    return {
+        "elements_source": first["elements_source"],
+        "environment_check_available": bool(first["environment_check"]["available"]),
+        "sites_checked": n_sites,
+        "sites_out_of_distribution": sum(len(f["sites"]) for f in flagged),
+        "unseen_elements": sorted(unseen),
+        "structures_flagged": flagged,
+    }
+
+
+def support_warnings(summary: dict | None, source: str | Path) -> list[str]:
+    """One stderr line per structure of a :func:`support_summary` with sites outside the training distribution."""
+    if not summary:
+        return []
+    lines = []
+    for f in summary["structures_flagged"]:
+        first = f["sites"][0]
+        lines.append(
+            f"warning: {source} structure {f['structure_id']}: {len(f['sites'])} site(s) outside the model's training "
+            f"distribution (site {first['site']} ({first['element']}): {'; '.join(first['why'])}); embedded anyway"
+        )
+    return lines
 
 
 def build_library(
@@ -179,7 +239,8 @@ def add_to_library(
 ) -> dict:
     """Add the environments of ``source`` to an existing library made by the same model.
 
-    Structures already in the library are skipped. Returns ``{"structures", "skipped", "entries", "count"}``.
+    Structures already in the library are skipped. Returns ``{"structures", "skipped", "entries",
+    "count"}``, plus ``structure_support`` (:func:`support_summary`) when the model has the check.
     """
     lib = library if isinstance(library, Library) else Library.open(library)
     lib.check_model_hash(model_hash(model))
@@ -193,10 +254,15 @@ def add_to_library(
 
 
 def _provenance(source: str | Path, split: str | None, include_bulk: bool, stats: dict) -> dict[str, Any]:
-    return {
+    out: dict[str, Any] = {
         "path": str(Path(source).resolve()),
         "kind": source_kind(source),
         "split": split,
         "include_bulk": include_bulk,
         "skipped": stats["skipped"],
     }
+    support = stats.get("structure_support")
+    if support is not None:
+        listed = support["structures_flagged"][:FLAGGED_IN_MANIFEST]
+        out["structure_support"] = {**support, "structures_flagged": listed, "structures_flagged_total": len(support["structures_flagged"])}
+    return out

@@ -183,7 +183,26 @@ def _build(args: argparse.Namespace) -> int:
     print(
         f"{lib.path}: {lib.count} environments of {lib.manifest['n_structures']} structures, dimension {lib.dim}, index {lib.index_kind}"
     )
+    _report_support(lib.manifest["sources"][-1].get("structure_support"), args.data)
     return 0
+
+
+def _report_support(summary: dict | None, source: str) -> None:
+    """The structure-side support of the embedded sites: a warning line on stderr per structure
+    with sites outside the model's training distribution, and the count (the library is still written)."""
+    from gnnspec.library.build import support_warnings
+
+    if summary is None:
+        return
+    for line in support_warnings(summary, source):
+        print(line, file=sys.stderr)
+    if summary["sites_out_of_distribution"]:
+        unseen = f"; unseen elements {', '.join(summary['unseen_elements'])}" if summary["unseen_elements"] else ""
+        print(
+            f"structure support: {summary['sites_out_of_distribution']} of {summary['sites_checked']} sites outside the "
+            f"model's training distribution{unseen} (listed in the manifest's sources)",
+            file=sys.stderr,
+        )
 
 
 def _add(args: argparse.Namespace) -> int:
@@ -198,6 +217,7 @@ def _add(args: argparse.Namespace) -> int:
         f"{lib.path}: added {stats['entries']} environments of {stats['structures']} structures "
         f"({stats['skipped']} already present); {stats['count']} in all, index {lib.index_kind}"
     )
+    _report_support(stats.get("structure_support"), args.data)
     return 0
 
 

@@ -23,6 +23,10 @@ from gnnspec.spectra import Spectrum, spectra_on_grids
 class ModelAPI:
     """Methods mixed into :class:`gnnspec.models.joint.JointModel`."""
 
+    #: The checkpoint's structure-support record (:mod:`gnnspec.models.structure_support`), set by
+    #: :func:`gnnspec.models.factory.load_checkpoint`; None for a model built afresh.
+    structure_support_record: dict | None = None
+
     # -- helpers ---------------------------------------------------------------------
     def _param(self) -> torch.Tensor:
         return next(self.parameters())
@@ -105,6 +109,15 @@ class ModelAPI:
         """Spectra of every channel of ``site``'s element in ``tier`` (default: the model's highest
         fidelity): ``{channel: (energy_eV, intensity)}``."""
         return self.predict_site_spectra(structure, [int(site)], tier=tier)[int(site)]
+
+    def structure_support(self, structure: Any, sites: list[int] | int, embeddings: np.ndarray | None = None) -> dict:
+        """Whether each of ``sites`` lies inside what the model learned: elements within
+        ``cfg.backbone.cutoff`` Angstrom never seen in training, and the cosine of the site's
+        structure embedding to its nearest training environment against the validation 1st
+        percentile. A plain JSON-able dict; see :func:`gnnspec.models.structure_support.structure_support`."""
+        from gnnspec.models.structure_support import structure_support
+
+        return structure_support(self, structure, sites, embeddings)
 
     # -- embeddings ----------------------------------------------------------------------
     @torch.no_grad()

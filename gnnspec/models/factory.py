@@ -12,13 +12,21 @@ str, int, float, bool, lists and dicts, readable with ``torch.load(weights_only=
 ``channels``        channel definitions (name, grid, normalisation) the model was trained on
 ==================  ==========================================================
 
+Optional: ``structure_support`` (the trained elements and the structure-embedding support,
+:mod:`gnnspec.models.structure_support`); :func:`load_checkpoint` attaches it to the model as
+``structure_support_record`` and :func:`model_payload` writes it back, so it survives a re-save.
+:func:`write_checkpoint_entry` adds or replaces one entry of a checkpoint file, leaving every
+other entry as it was.
+
 Training adds ``raw_model``, ``optimizer``, ``scheduler``, ``ema``, ``epoch``, ``step``,
 ``batch_in_epoch``, ``best_metric``, ``rng``, ``train_config`` (see :mod:`gnnspec.train.checkpoint`).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -29,6 +37,7 @@ from gnnspec.config import config_to_dict, from_dict
 from gnnspec.errors import InputError
 from gnnspec.models.config import ModelConfig
 from gnnspec.models.joint import JointModel
+from gnnspec.models.structure_support import ENTRY as STRUCTURE_SUPPORT
 
 MODELS: dict[str, type[nn.Module]] = {"joint": JointModel}
 
@@ -71,14 +80,30 @@ def load_portable_state_dict(module: nn.Module, state: dict[str, torch.Tensor]) 
 
 
 def model_payload(model: nn.Module) -> dict:
-    """The self-describing part of a checkpoint: format, config, weights, channel definitions."""
-    return {
+    """The self-describing part of a checkpoint: format, config, weights, channel definitions, and
+    the model's structure-support record when it carries one."""
+    payload = {
         "format": CHECKPOINT_FORMAT,
         "format_version": CHECKPOINT_VERSION,
         "model_config": config_to_dict(model.cfg),
         "model": portable_state_dict(model),
         "channels": {c: CHANNELS[c].as_dict() for c in model.cfg.channels},
     }
+    record = getattr(model, "structure_support_record", None)
+    if record is not None:
+        payload[STRUCTURE_SUPPORT] = record
+    return payload
+
+
+def write_checkpoint_entry(path: str | Path, name: str, value: Any) -> None:
+    """Set entry ``name`` of the checkpoint at ``path`` to ``value`` (tensors and plain containers),
+    every other entry unchanged; written to a temporary name and renamed (atomic)."""
+    path = Path(path)
+    ckpt = read_checkpoint(path)
+    ckpt[name] = value
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(ckpt, tmp)
+    os.replace(tmp, path)
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
@@ -121,4 +146,5 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     cfg.compile = False
     model = build_model(cfg)
     load_portable_state_dict(model, ckpt["model"])
+    model.structure_support_record = ckpt.get(STRUCTURE_SUPPORT)
     return model.to(map_location).eval()

@@ -4,7 +4,9 @@ On top of :func:`gnnspec.models.factory.model_payload` (format, version, model c
 channel definitions) a training checkpoint stores ``raw_model`` (training weights when ``model``
 holds the EMA weights), ``ema_n_averaged``, ``optimizer``, ``scheduler``, ``epoch``, ``step``,
 ``batch_in_epoch`` (batches of ``epoch`` already done), ``best_metric``, ``rng`` (one entry per
-process: torch CPU and CUDA generator states) and ``train_config`` (dict). Only tensors and plain containers, str,
+process: torch CPU and CUDA generator states), ``train_config`` (dict) and, when training passes it,
+``structure_support`` (the elements of the training structures,
+:func:`gnnspec.models.structure_support.element_record`). Only tensors and plain containers, str,
 int, float, bool and None: every file loads with ``torch.load(weights_only=True)``. Files are
 written to a temporary name and renamed, so a crash never leaves half a checkpoint.
 """
@@ -45,9 +47,14 @@ def save_checkpoint(
     best_metric: float | None,
     train_config: dict,
     rng: list[dict] | None = None,
+    structure_support: dict | None = None,
 ) -> None:
-    """Write a self-describing training checkpoint to ``path`` atomically."""
+    """Write a self-describing training checkpoint to ``path`` atomically.
+
+    ``structure_support``: the structure-support record to store (replaces one the model carries)."""
     payload = model_payload(ema.module if ema is not None else model)
+    if structure_support is not None:
+        payload["structure_support"] = structure_support
     if ema is not None:
         payload["raw_model"] = portable_state_dict(model)
         payload["ema_n_averaged"] = ema.n_averaged.detach().cpu()

@@ -153,14 +153,24 @@ def cmd_evaluate(args) -> int:
 
 # -- predict -----------------------------------------------------------------------------
 def cmd_predict(args) -> int:
-    """Write the spectra of every channel of site ``--site``'s element as gnnspec.spectra/1 JSON."""
+    """Write the spectra of every channel of site ``--site``'s element as gnnspec.spectra/1 JSON.
+
+    ``meta.structure_support`` holds the site's structure-side verdict
+    (:mod:`gnnspec.models.structure_support`); a site outside the training distribution also gets
+    a one-line warning on stderr (the spectra are still written, exit code 0)."""
+    import sys
+
     from gnnspec.models.factory import load_model, model_path
+    from gnnspec.models.structure_support import warning_lines
     from gnnspec.spectra import Spectrum, write_spectra
     from gnnspec.structures import read_structure
 
     structure = read_structure(args.structure)
     model = load_model(args.model)
     spectra = model.predict_site_spectra(structure, [args.site], tier=args.tier)[args.site]
+    support = model.structure_support(structure, [args.site])
+    for line in warning_lines(support, str(args.structure)):
+        print(line, file=sys.stderr)
     meta = {
         "source": "gnnspec predict",
         "tier": model.cfg.tiers[model.cfg.tier_index(args.tier)],
@@ -170,6 +180,7 @@ def cmd_predict(args) -> int:
         "model": str(model_path(args.model)),
         "energy_unit": "eV (absolute)",
         "normalisation": "unit mean over the channel grid",
+        "structure_support": support,
     }
     _check_out(args.out)
     write_spectra(args.out, [Spectrum(name, e, y) for name, (e, y) in spectra.items()], meta)

@@ -27,6 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 from gnnspec.config import config_to_dict, save_config
 from gnnspec.data import keys as K
 from gnnspec.models.factory import build_model, load_checkpoint, portable_state_dict
+from gnnspec.models.structure_support import element_record
 from gnnspec.train import distributed as D
 from gnnspec.train.checkpoint import restore_training, rng_state, save_checkpoint
 from gnnspec.train.config import TrainConfig
@@ -163,6 +164,7 @@ class Trainer:
                 best_metric=self.best,
                 train_config=config_to_dict(self.cfg),
                 rng=states,
+                structure_support=element_record(self.splits["train"], self.generated),
             )
 
     # -- one step ----------------------------------------------------------------------
