@@ -237,3 +237,27 @@ def test_instrument_augmentation_draws_from_the_generator_it_is_given():
     assert torch.equal(augment_spectra(x, mask, steps, cfg, eels=eels), d)
     with pytest.raises(ValueError, match="eels"):
         augment_spectra(x, mask, steps, cfg)
+
+
+def test_edge_shift_moves_named_channels_by_their_own_amplitude():
+    """augment.edge_shift_ev: a channel named there is shifted within its own amplitude, the others
+    within shift_ev; the onset of a step moves accordingly."""
+    from gnnspec.train.augment import augment_spectra, grid_steps
+    from gnnspec.train.config import AugmentConfig
+
+    channels = ["Mn-K-xas", "O-K-eels"]
+    k = 121
+    step = grid_steps(channels)
+    x = torch.zeros(400, 2, k, dtype=torch.float64)
+    x[:, :, 60:] = 1.0
+    mask = torch.ones(400, 2, dtype=torch.bool)
+    cfg = AugmentConfig(shift_ev=0.3, broaden_ev=0.0, noise=0.0, scale=0.0, edge_shift_ev={"Mn-K-xas": 2.7})
+    y = augment_spectra(x, mask, step, cfg, generator=torch.Generator().manual_seed(1), channels=channels)
+    moved = (x - y).sum(-1) * step.to(torch.float64)  # shift in eV of each step (area moved / height)
+    assert moved[:, 0].abs().max() <= 2.7 + 1e-9 and moved[:, 0].abs().max() > 2.0
+    assert moved[:, 1].abs().max() <= 0.3 + 1e-9
+    assert float(moved[:, 0].std()) == pytest.approx(2.7 / 3**0.5, rel=0.15)
+    with pytest.raises(ValueError, match="channels="):
+        augment_spectra(x, mask, step, cfg)
+    with pytest.raises(ValueError, match="unknown channel"):
+        AugmentConfig(edge_shift_ev={"Mn-K-eels": 1.0})

@@ -128,7 +128,7 @@ def align_embeddings(model, splits: dict, cfg, augment, seed: int = 0, log=None,
                     return None
                 idx = order[start : start + cfg.batch_size]
                 mask = channel_dropout(train.mask[idx], augment.channel_dropout) if augment.enabled else train.mask[idx]
-                x = augment_spectra(train.x[idx], mask, step_ev, augment, eels=eels) if augment.enabled else train.x[idx]
+                x = augment_spectra(train.x[idx], mask, step_ev, augment, eels=eels, channels=model.cfg.channels) if augment.enabled else train.x[idx]
                 quant = training_input(train.content[idx], mask, element_index, augment) if quantified else None
                 spec = model.encode_spectra(x, mask, quant)
                 struct = train.structure_embeddings(model, idx)

@@ -60,12 +60,15 @@ def augment_spectra(
     cfg,
     generator: torch.Generator | None = None,
     eels: torch.Tensor | None = None,
+    channels: list[str] | None = None,
 ) -> torch.Tensor:
     """Augmented copy of ``x [B, C, K]`` (only rows where ``mask`` is true change). ``cfg``: AugmentConfig.
 
     ``generator`` (CPU): the source of every draw; None draws from torch's global generator (the
     instrument model then runs on a generator seeded by one draw from it). ``eels [C]`` (bool,
-    :func:`eels_channels`): the EELS channels, needed when ``cfg.instrument.enabled``.
+    :func:`eels_channels`): the EELS channels, needed when ``cfg.instrument.enabled``. ``channels``:
+    the channel names of the ``C`` axis, needed when ``cfg.edge_shift_ev`` names channels (their
+    shift amplitude replaces ``shift_ev``).
     """
     b, c = mask.nonzero(as_tuple=True)
     if b.numel() == 0:
@@ -77,7 +80,13 @@ def augment_spectra(
     def uniform(lo: float, hi: float) -> torch.Tensor:
         return (torch.rand(n, generator=generator) * (hi - lo) + lo).to(x.device, x.dtype)
 
-    if cfg.shift_ev > 0:
+    edge_shift = getattr(cfg, "edge_shift_ev", None) or {}
+    if edge_shift and channels is None:
+        raise ValueError("augment.edge_shift_ev needs channels= (the model's channel names) to know each row's channel")
+    if edge_shift:
+        amp = torch.tensor([float(edge_shift.get(name, cfg.shift_ev)) for name in channels], dtype=x.dtype)[c.cpu()].to(x.device)
+        rows = shift_spectra(rows, (2 * uniform(0.0, 1.0) - 1) * amp / step)
+    elif cfg.shift_ev > 0:
         rows = shift_spectra(rows, uniform(-cfg.shift_ev, cfg.shift_ev) / step)
     if cfg.broaden_ev > 0:
         sigma = uniform(0.0, cfg.broaden_ev) / step

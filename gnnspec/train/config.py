@@ -65,6 +65,9 @@ class AugmentConfig:
 
     enabled: bool = True
     shift_ev: float = 0.3  # energy shift, uniform in [-shift_ev, shift_ev] eV
+    # per-channel shift amplitudes (eV) replacing shift_ev for the channels named: the residual
+    # offset a calibrated measurement keeps after gnnspec.edge_offsets (its leave-one-compound-out RMS)
+    edge_shift_ev: dict[str, float] = field(default_factory=dict)
     broaden_ev: float = 0.3  # extra Gaussian broadening sigma, uniform in [0, broaden_ev] eV
     noise: float = 0.005  # Gaussian noise std (spectra have unit mean; they differ by a few per cent)
     scale: float = 0.02  # intensity scale, uniform in [1 - scale, 1 + scale]
@@ -73,6 +76,15 @@ class AugmentConfig:
     quantification_error: float = 0.1  # log-normal relative error drawn per element
     quantification_dropout: float = 0.25  # probability that a spectrum set comes without it
     instrument: InstrumentAugmentConfig = field(default_factory=InstrumentAugmentConfig)  # off unless enabled
+
+    def __post_init__(self) -> None:
+        from gnnspec.channels import CHANNELS
+
+        for name, v in self.edge_shift_ev.items():
+            if name not in CHANNELS:
+                raise ValueError(f"augment.edge_shift_ev: unknown channel {name!r}")
+            if not float(v) >= 0:
+                raise ValueError(f"augment.edge_shift_ev: {name} needs a shift >= 0 eV, got {v!r}")
 
 
 @dataclass

@@ -123,7 +123,7 @@ class Objective(nn.Module):
         x, mask = env_y.float(), env_mask
         if self.training and self.cfg.augment.enabled:
             mask = channel_dropout(mask, self.cfg.augment.channel_dropout)
-            x = augment_spectra(x, mask, self.step_ev, self.cfg.augment, eels=self.eels)
+            x = augment_spectra(x, mask, self.step_ev, self.cfg.augment, eels=self.eels, channels=self.model.cfg.channels)
         quant = None
         if self.model.encoder.takes_quantification:
             quant = training_input(content, mask, self.element_index, self.cfg.augment, self.training)
