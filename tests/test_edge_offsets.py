@@ -6,10 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gnnspec.analysis.energy_scale import energy_shifts
 from gnnspec.bench.measured import edge_offset_rows
 from gnnspec.edge_offsets import fit_edge_offsets, read_edge_offsets, to_feff_scale, write_edge_offsets
 from gnnspec.errors import InputError
+from gnnspec.models.energy_scale import energy_shifts
 
 REPO = Path(__file__).resolve().parents[1]
 

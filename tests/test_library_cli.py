@@ -229,3 +229,30 @@ def test_query_restricted_to_a_centre_element(setup, capsys):
     best = float(np.max(vectors[allowed] @ (vector / np.linalg.norm(vector))))
     hit = lib.query(query, k=1, centre=others[0])[0]
     assert hit["id"] in allowed and hit["score"] == pytest.approx(best, abs=1e-5)  # symmetric sites tie
+
+
+def test_query_moves_calibrated_energies_onto_the_encoders_feff_scale(setup, tmp_path):
+    """A query converted with absolute energies answers as the same spectra on FEFF's scale: its
+    TM K channels are moved by minus the shipped edge offset of the encoder's tier, as infer does."""
+    from gnnspec.edge_offsets import read_edge_offsets
+
+    s = setup
+    offsets = read_edge_offsets()
+    spectra = {c: y for c, y in s["spectra"].items() if (c, "fast") in offsets} or pytest.skip("no channel with an offset")
+    plain = write_spectra(tmp_path / "feff.json", [Spectrum(c, CHANNELS[c].grid, y) for c, y in spectra.items()])
+    calibrated = write_spectra(
+        tmp_path / "abs.json",
+        [Spectrum(c, CHANNELS[c].grid + offsets[(c, "fast")].offset_eV, y) for c, y in spectra.items()],
+        {"channels": {c: {"energy": {"mode": "absolute"}} for c in spectra}},
+    )
+    answers = []
+    for path in (plain, calibrated):
+        out = tmp_path / f"{path.stem}.hits.json"
+        assert main(["query", str(s["lib"]), str(path), "-k", "3", "--model", str(s["ckpt"]), "--out", str(out)]) == 0
+        answers.append(json.loads(out.read_text()))
+    a, b = answers
+    assert [h["id"] for h in a["hits"]] == [h["id"] for h in b["hits"]]
+    assert [h["score"] for h in a["hits"]] == pytest.approx([h["score"] for h in b["hits"]], abs=1e-5)
+    c = next(iter(spectra))
+    assert b["energy_scale"]["channels"][c]["shift_eV"] == pytest.approx(-offsets[(c, "fast")].offset_eV)
+    assert a["energy_scale"]["channels"][c]["shift_eV"] == 0.0

@@ -150,15 +150,15 @@ def _calibrate(args: argparse.Namespace) -> int:
 def cmd_infer(args) -> int:
     """Element content and defect probabilities from a gnnspec.spectra/1 file (mapped onto the channel grids)."""
     from gnnspec.analysis.calibration import infer_with_uncertainty
-    from gnnspec.analysis.energy_scale import encoder_tier, energy_shifts
     from gnnspec.channels import CHANNEL_NAMES
+    from gnnspec.models.energy_scale import encoder_tier, energy_shifts
     from gnnspec.models.factory import load_model, model_path
     from gnnspec.spectra import read_spectra, spectra_on_grids
 
     spectra, meta = read_spectra(args.spectra)
     quantification = args.quantification or spectra.quantification
     model = load_model(args.model)
-    tier = encoder_tier(model, model_path(args.model))
+    tier = encoder_tier(model_path(args.model))
     # calibrated (absolute) energies onto the FEFF scale the encoder learned (gnnspec.edge_offsets)
     shifts, energy_record = energy_shifts(meta, list(spectra), tier)
     on_grid, mask = spectra_on_grids(spectra, shift=shifts, source=str(args.spectra))

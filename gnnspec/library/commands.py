@@ -254,8 +254,22 @@ def _query(args: argparse.Namespace) -> int:
     lib = Library.open(args.library, model=args.model)
     queries = load_queries(args.spectra)
     batch = is_batch(args.spectra)
+    energy_scale = None
+    if not batch:
+        # calibrated (absolute) energies onto the FEFF scale the encoder learned, as infer does
+        from gnnspec.models.energy_scale import encoder_tier, energy_shifts, shifted
+        from gnnspec.models.factory import model_path
+        from gnnspec.spectra import read_spectra
+
+        _, meta = read_spectra(args.spectra)
+        tier = encoder_tier(model_path(args.model))
+        shifts, record = energy_shifts(meta, list(queries[0][1]), tier)
+        queries = [(queries[0][0], shifted(queries[0][1], shifts))]
+        energy_scale = {"encoder_tier": tier, "channels": record}
     results = run_queries(lib, queries, args.k, args.rank, args.pool, args.centre)
     payload = results if batch else {key: results[0][key] for key in ("hits", "channels_used", "quantification", "centre")}
+    if energy_scale is not None:
+        payload["energy_scale"] = energy_scale
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -14,20 +14,27 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from gnnspec.edge_offsets import EdgeOffset, read_edge_offsets
+from gnnspec.spectra import SpectraSet, Spectrum
 
 #: convert's energy modes that keep calibrated absolute energies (gnnspec.measured.convert.ENERGY_CHOICES).
 CALIBRATED_MODES = ("absolute", "reference")
 
 
-def encoder_tier(model, path) -> str:
-    """The FEFF tier of the spectra the encoder of ``model`` (loaded from checkpoint ``path``) was
-    trained on: the alignment stage's ``spectra_tier`` when it trained on forward-model spectra of a
-    higher tier, else the base tier (the first of ``model.cfg.tiers``)."""
+def encoder_tier(path) -> str:
+    """The FEFF tier of the spectra the encoder of the checkpoint at ``path`` was trained on: the
+    alignment stage's ``spectra_tier`` when it trained on forward-model spectra of a higher tier,
+    else the base tier (the first of the model's ``tiers``)."""
     from gnnspec.models.factory import read_checkpoint
 
-    trained = read_checkpoint(path).get("trained") or {}
-    align = (trained.get("train_config") or {}).get("align") or {}
-    return align.get("spectra_tier") or model.cfg.tiers[0]
+    ckpt = read_checkpoint(path)
+    align = ((ckpt.get("trained") or {}).get("train_config") or {}).get("align") or {}
+    return align.get("spectra_tier") or (ckpt["model_config"].get("tiers") or ["fast"])[0]
+
+
+def shifted(spectra: SpectraSet, shifts: Mapping[str, float]) -> SpectraSet:
+    """A copy of ``spectra`` (quantification kept) with ``shifts[channel]`` eV added to each named channel's energies."""
+    moved = {name: Spectrum(name, sp.energy + shifts.get(name, 0.0), sp.intensity) for name, sp in spectra.items()}
+    return SpectraSet(moved, quantification=spectra.quantification)
 
 
 def energy_shifts(
