@@ -1,0 +1,68 @@
+"""The robustness benchmark's instrument pass over environment spectra and its scoring."""
+
+import numpy as np
+import pytest
+import torch
+
+from gnnspec.bench.collect import EnvSet
+from gnnspec.bench.robustness import SETTINGS, degrade, render, score
+from gnnspec.channels import CHANNELS, DEFAULT_CHANNELS
+
+
+def _envs(n=6, seed=0):
+    rng = np.random.default_rng(seed)
+    channels = tuple(DEFAULT_CHANNELS)
+    k = len(CHANNELS[channels[0]].grid)
+    y = np.zeros((n, len(channels), k))
+    mask = rng.random((n, len(channels))) < 0.6
+    mask[:, channels.index("O-K-eels")] = True
+    mask[:, channels.index("O-K-xas")] = True
+    for i, c in zip(*np.nonzero(mask)):
+        g = np.arange(k)
+        row = 1 / (1 + np.exp(-(g - 30) / 2.0)) + 2.0 * np.exp(-0.5 * ((g - 40) / 1.5) ** 2) + 0.05
+        y[i, c] = row / row.mean()
+    content = rng.dirichlet(np.ones(5), n)
+    defects = (rng.random((n, 2)) < 0.5).astype(float)
+    return EnvSet(y=y, mask=mask, content=content, defects=defects, sid=np.arange(n), channels=channels)
+
+
+def test_clean_setting_changes_nothing():
+    envs = _envs()
+    fwhm, t, counts = SETTINGS["clean (FEFF)"]
+    assert np.allclose(degrade(envs, fwhm, t, counts).y, envs.y, rtol=1e-12, atol=0)
+
+
+def test_degrade_broadens_scatters_eels_only_and_keeps_unit_mean():
+    envs = _envs()
+    eels, xas = envs.channels.index("O-K-eels"), envs.channels.index("O-K-xas")
+    plural = degrade(envs, 0.0, 0.9, None)
+    assert np.allclose(plural.y[:, xas], envs.y[:, xas])  # no plural scattering on XAS
+    assert not np.allclose(plural.y[:, eels], envs.y[:, eels])
+    broad = degrade(envs, 2.4, 0.0, None)
+    assert broad.y[:, xas].max() < envs.y[:, xas].max()  # the peak is lower once broadened
+    noisy = degrade(envs, 1.0, 0.5, 1e3, seed=3)
+    present = envs.mask
+    assert np.allclose(noisy.y[present].mean(-1), 1.0) and np.all(noisy.y[~present] == 0)
+    assert np.array_equal(degrade(envs, 1.0, 0.5, 1e3, seed=3).y, noisy.y)  # seeded
+    assert not np.array_equal(degrade(envs, 1.0, 0.5, 1e3, seed=4).y, noisy.y)
+
+
+def test_score_and_render_on_a_small_model():
+    from test_library_helpers import tiny_model
+
+    model = tiny_model().double().eval()
+    envs = _envs(12)
+    lib = _envs(20, seed=1)
+    torch.manual_seed(0)
+    lib_emb = torch.nn.functional.normalize(torch.randn(20, model.cfg.embedding.dim, dtype=torch.float64), dim=-1).numpy()
+    r = score(model, lib, lib_emb, envs)
+    assert r["queries"] == 12 and 0.0 <= r["hit@1"] <= r["hit@5"] <= 1.0
+    assert 0.0 <= r["auroc_o_vacancy"] <= 1.0 and r["content_mae"] > 0
+    text = render({"settings": {"clean (FEFF)": {**r}}}, "test")
+    assert "| clean (FEFF) |" in text and f"{r['hit@1']:.3f}" in text
+
+
+@pytest.mark.parametrize("name", list(SETTINGS))
+def test_settings_are_physical(name):
+    fwhm, t, counts = SETTINGS[name]
+    assert 0 <= fwhm <= 2.5 and 0 <= t <= 1 and (counts is None or counts >= 1e2)
