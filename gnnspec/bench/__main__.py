@@ -128,6 +128,11 @@ def main(argv: list[str] | None = None) -> int:
         amounts = intensity_amounts(ds["test"], read_k_factors())
         q_int = retrieval.spectrum_embeddings(model, envs["test"], amounts=amounts)
         results["retrieval"]["intensity_quantified"] = retrieval.label_match(lib, lib_emb, envs["test"], q_int)
+    print("robustness ...", file=sys.stderr)
+    from gnnspec.bench import robustness
+
+    results["robustness"] = robustness.robustness_table(model, lib, lib_emb, envs["test"])
+    (out / "robustness.md").write_text(robustness.render({"settings": results["robustness"]}, caption))
     from gnnspec.bench import measured
 
     if not args.quick and measured.REFERENCE_DIR.is_dir():  # about 15 minutes: FEFF scf runs of the reference oxides

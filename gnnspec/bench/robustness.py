@@ -87,11 +87,15 @@ def robustness(model, data: str) -> dict:
     parts = [collect_envs(ds["train"]), collect_envs(ds["val"])]
     lib = EnvSet(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("y", "mask", "content", "defects", "sid")), channels=parts[0].channels)
     lib_emb = np.concatenate([structure_embeddings(model, ds["train"]), structure_embeddings(model, ds["val"])])
-    test = collect_envs(ds["test"])
+    return {"data": data, "split": "test", "settings": robustness_table(model, lib, lib_emb, collect_envs(ds["test"]))}
+
+
+def robustness_table(model, lib: EnvSet, lib_emb: np.ndarray, test: EnvSet) -> dict[str, dict]:
+    """:func:`score` of ``test`` through every :data:`SETTINGS` instrument (setting ``k`` draws with seed ``k``)."""
     rows = {}
     for k, (name, (fwhm, t, counts)) in enumerate(SETTINGS.items()):
         rows[name] = {"fwhm_ev": fwhm, "thickness": t, "counts": counts, **score(model, lib, lib_emb, degrade(test, fwhm, t, counts, seed=k))}
-    return {"data": data, "split": "test", "settings": rows}
+    return rows
 
 
 def render(result: dict, caption: str) -> str:
