@@ -161,3 +161,48 @@ def test_channel_support_flags_a_spectrum_of_another_channel():
     assert not pasted["Ni-L23-eels"]["in_distribution"]
     assert pasted["Ni-L23-eels"]["nearest_training_correlation"] < pasted["Ni-L23-eels"]["threshold"] < pasted["Ni-L23-eels"]["validation_p01"]
     assert support.check({"Mn-K-xas": tm_edge(1)[0]}) == {}  # a channel it has no references for is not judged
+
+
+def test_channel_support_compares_a_broad_measurement_at_its_own_resolution():
+    """A held-out spectrum measured at 2.4 eV FWHM is foreign against sharp training spectra, in
+    distribution once references and validation are broadened to 2.4 eV, and a spectrum of another
+    channel stays foreign at that resolution; a support without validation spectra says it cannot adapt."""
+    import torch
+
+    from gnnspec.analysis.support import ChannelSupport
+    from gnnspec.channels import CHANNELS
+    from gnnspec.instrument import gaussian_resolution
+
+    rng = np.random.default_rng(1)
+    e = CHANNELS["Ni-L23-eels"].grid - CHANNELS["Ni-L23-eels"].grid[0]  # eV from the window's start
+
+    def tm_edge(n):  # two narrow white lines 17 eV apart (0.8 eV wide), a continuum after
+        l3 = 5.0 + 0.3 * rng.standard_normal((n, 1))
+        return 1.0 + 6 * np.exp(-0.5 * ((e - l3) / 0.35) ** 2) + 3 * np.exp(-0.5 * ((e - l3 - 17) / 0.35) ** 2) + 0.5 * (e > l3)
+
+    def o_edge(n):
+        return 1.0 + 2.0 * np.exp(-0.5 * ((e - 40 + rng.standard_normal((n, 1))) / 4.0) ** 2)
+
+    support = ChannelSupport.fit({"Ni-L23-eels": tm_edge(400)}, {"Ni-L23-eels": tm_edge(200)})
+    measured = gaussian_resolution(torch.from_numpy(tm_edge(1)), 0.5, 2.4).numpy()[0]
+    sharp = support.check({"Ni-L23-eels": measured})["Ni-L23-eels"]
+    broad = support.check({"Ni-L23-eels": measured}, fwhm_ev=2.4)["Ni-L23-eels"]
+    assert not sharp["in_distribution"] and broad["in_distribution"]
+    assert "2.4 eV" in broad["resolution"] and broad["validation_p01"] != sharp["validation_p01"]
+    other = gaussian_resolution(torch.from_numpy(o_edge(1)), 0.5, 2.4).numpy()[0]
+    assert not support.check({"Ni-L23-eels": other}, fwhm_ev=2.4)["Ni-L23-eels"]["in_distribution"]
+    old = ChannelSupport(support.references, support.val_quantiles)
+    assert "not adapted" in old.check({"Ni-L23-eels": measured}, fwhm_ev=2.4)["Ni-L23-eels"]["resolution"]
+
+
+def test_query_resolution_sources():
+    from gnnspec.analysis.commands import query_resolution
+    from gnnspec.errors import InputError
+
+    meta = {"zero_loss": {"fwhm_eV": 2.4}, "channels": {"Mn-L23-eels": {"instrument": {"zero_loss_fwhm_ev": 2.2}}}}
+    r = query_resolution(meta, ["Mn-L23-eels", "O-K-eels", "Ni-K-xas"], 1.0)
+    assert r["Mn-L23-eels"]["fwhm_ev"] == 2.2 and r["O-K-eels"]["fwhm_ev"] == 2.4
+    assert r["Ni-K-xas"] == {"fwhm_ev": 1.0, "source": "--resolution"}
+    assert query_resolution({}, ["Ni-K-xas"], None)["Ni-K-xas"]["fwhm_ev"] is None
+    with pytest.raises(InputError, match="--resolution must be a positive"):
+        query_resolution({}, ["Ni-K-xas"], -1.0)

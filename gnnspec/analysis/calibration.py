@@ -185,13 +185,32 @@ def calibrate_model(model: Any, model_path: Path, data: str | None = None, membe
     return {**report, "ensemble_file": str(ens_file), "report_file": str(report_file)}
 
 
+def refit_channel_support(model: Any, model_path: str | Path, data: str | None = None) -> ChannelSupport:
+    """Refit only the spectrum-space support of the file beside the model (same seed, so the same
+    references and quantiles, now with the validation spectra kept); every other array of the file
+    is kept as it was."""
+    data = data or training_data(model_path)
+    train, val = split_table(model, data, "train"), split_table(model, data, "val")
+    channels = ChannelSupport.fit(table_channel_spectra(model, train), table_channel_spectra(model, val))
+    path = support_path(model_path)
+    with np.load(path, allow_pickle=False) as f:
+        kept = {k: f[k] for k in f.files if not k.startswith("channel_")}
+    np.savez(path, **kept, **channels.arrays())
+    return channels
+
+
 def infer_with_uncertainty(
-    model: Any, model_path: str | Path, spectra: dict[str, np.ndarray], quantification: dict[str, float] | None = None
+    model: Any,
+    model_path: str | Path,
+    spectra: dict[str, np.ndarray],
+    quantification: dict[str, float] | None = None,
+    resolution: dict[str, float] | None = None,
 ) -> dict:
     """``model.infer`` plus ``uncertainty`` (ensemble standard deviations), calibrated defect
     probabilities and ``support`` (:mod:`gnnspec.analysis.support`), from the files beside the model.
 
-    ``quantification``: optional elemental quantification (``model.infer``)."""
+    ``quantification``: optional elemental quantification (``model.infer``). ``resolution``:
+    ``{channel: FWHM eV}`` of the measurement, at which the spectrum-space support compares it."""
     result = model.infer(spectra, quantification)
     emb = model.embed_spectra(spectra, quantification)[None, :]
     if support_path(model_path).exists():
@@ -200,7 +219,10 @@ def infer_with_uncertainty(
         if channel_support is not None:
             x, _ = model.spectra_tensor(spectra)  # every channel mapped and normalised in one call
             on_grid = {name: x[0, model.cfg.channels.index(name)].cpu().numpy() for name in spectra}
-            per_channel = channel_support.check(on_grid)
+            resolution = resolution or {}
+            per_channel = {}
+            for name, row in on_grid.items():
+                per_channel.update(channel_support.check({name: row}, fwhm_ev=resolution.get(name)))
             foreign = [name for name, c in per_channel.items() if not c["in_distribution"]]
             result["support"]["embedding_in_distribution"] = result["support"]["in_distribution"]
             result["support"]["channels"] = per_channel

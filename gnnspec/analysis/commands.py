@@ -31,6 +31,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         type=quantification_argument,
         help="elemental quantification of the sample, ELEMENT=AMOUNT,... (ratios matter; overrides the file's)",
     )
+    p.add_argument(
+        "--resolution",
+        type=float,
+        default=None,
+        metavar="EV",
+        help="energy resolution of the measurement (Gaussian FWHM, eV) for channels whose file does not record one "
+        "(convert records the zero-loss FWHM of EELS); the support check compares at it",
+    )
     p.add_argument("--out", required=True, help="output JSON")
     p.set_defaults(func=cmd_infer)
 
@@ -164,15 +172,44 @@ def cmd_infer(args) -> int:
     on_grid, mask = spectra_on_grids(spectra, shift=shifts, source=str(args.spectra))
     # with the model's uncertainty ensemble (gnnspec calibrate) beside it: ensemble means, their
     # spread and temperature-calibrated defect probabilities; otherwise the model's own heads
+    resolution = query_resolution(meta, list(spectra), args.resolution)
     result = infer_with_uncertainty(
-        model, model_path(args.model), {name: on_grid[i] for i, name in enumerate(CHANNEL_NAMES) if mask[i]}, quantification
+        model,
+        model_path(args.model),
+        {name: on_grid[i] for i, name in enumerate(CHANNEL_NAMES) if mask[i]},
+        quantification,
+        resolution={c: r["fwhm_ev"] for c, r in resolution.items() if r["fwhm_ev"]},
     )
     result["energy_scale"] = {"encoder_tier": tier, "channels": energy_record}
+    result["resolution"] = resolution
     out = Path(args.out)
     if not out.parent.exists():
         raise InputError(f"{out}: folder {out.parent} does not exist")
     out.write_text(json.dumps(result, indent=2) + "\n")
     return 0
+
+
+def query_resolution(meta: dict, channels: list[str], fallback_ev: float | None) -> dict[str, dict]:
+    """Per channel, the measurement's resolution (Gaussian FWHM, eV) and where it comes from: the
+    file's ``meta.channels[c].instrument.zero_loss_fwhm_ev`` or ``meta.zero_loss.fwhm_eV`` (written
+    by ``gnnspec convert --zero-loss``) for EELS channels, else ``fallback_ev`` (``--resolution``)."""
+    from gnnspec.channels import CHANNELS
+
+    if fallback_ev is not None and not fallback_ev > 0:
+        raise InputError(f"--resolution must be a positive FWHM in eV, got {fallback_ev}")
+    per_channel = meta.get("channels") if isinstance(meta.get("channels"), dict) else {}
+    zlp = (meta.get("zero_loss") or {}).get("fwhm_eV") if isinstance(meta.get("zero_loss"), dict) else None
+    out = {}
+    for name in channels:
+        inst = (per_channel.get(name) or {}).get("instrument") or {}
+        recorded = inst.get("zero_loss_fwhm_ev") if isinstance(inst, dict) else None
+        if CHANNELS[name].modality == "eels" and (recorded or zlp):
+            out[name] = {"fwhm_ev": float(recorded or zlp), "source": "the file's zero-loss FWHM"}
+        elif fallback_ev is not None:
+            out[name] = {"fwhm_ev": float(fallback_ev), "source": "--resolution"}
+        else:
+            out[name] = {"fwhm_ev": None, "source": "not stated: compared with FEFF spectra as computed"}
+    return out
 
 
 def cmd_map(args) -> int:

@@ -32,7 +32,7 @@ quantified queries against spectra-alone references have a 1st percentile of 0.8
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +40,8 @@ import numpy as np
 QUANTILES = (0.01, 0.05, 0.5)
 #: Training environment spectra kept per channel for the spectrum-space check.
 CHANNEL_REFERENCES = 600
+#: Validation environment spectra kept per channel, to recompute the quantiles at a query's resolution.
+CHANNEL_VALIDATION = 300
 #: A channel is foreign beyond this many times the validation 99th-percentile distance (1 - correlation).
 CHANNEL_TOLERANCE = 2.0
 QUANTIFIED_INPUTS = "spectra with their exact elemental quantification"
@@ -112,47 +114,77 @@ def _centred(rows: np.ndarray) -> np.ndarray:
 
 @dataclass
 class ChannelSupport:
-    """Per channel: training spectra (centred, unit norm) and validation nearest-correlation quantiles."""
+    """Per channel: training spectra (centred, unit norm), validation nearest-correlation quantiles
+    and (``validation``, support files written since the instrument model) up to
+    :data:`CHANNEL_VALIDATION` validation spectra (centred, unit norm) to recompute the quantiles at
+    a query's resolution."""
 
     references: dict[str, np.ndarray]
     val_quantiles: dict[str, np.ndarray]
+    validation: dict[str, np.ndarray] = field(default_factory=dict)
 
     @classmethod
     def fit(cls, train: dict[str, np.ndarray], val: dict[str, np.ndarray], seed: int = 0) -> ChannelSupport:
         """``train``/``val``: ``{channel: [n, K] environment spectra on the grid}``."""
-        rng = np.random.default_rng(seed)
-        refs, quantiles = {}, {}
+        rng, rng_val = np.random.default_rng(seed), np.random.default_rng([seed, 1])
+        refs, quantiles, kept = {}, {}, {}
         for name, rows in train.items():
             if name not in val or len(rows) == 0 or len(val[name]) == 0:
                 continue
             keep = rng.choice(len(rows), size=min(CHANNEL_REFERENCES, len(rows)), replace=False)
             refs[name] = _centred(rows[np.sort(keep)]).astype(np.float16)
             quantiles[name] = np.quantile(cls._nearest(refs[name], val[name]), QUANTILES)
-        return cls(refs, quantiles)
+            pick = rng_val.choice(len(val[name]), size=min(CHANNEL_VALIDATION, len(val[name])), replace=False)
+            kept[name] = _centred(val[name][np.sort(pick)]).astype(np.float16)
+        return cls(refs, quantiles, kept)
 
     @staticmethod
     def _nearest(refs: np.ndarray, rows: np.ndarray) -> np.ndarray:
         return (_centred(rows) @ refs.astype(np.float32).T).max(axis=1)
 
-    def check(self, spectra: dict[str, np.ndarray]) -> dict:
+    def check(self, spectra: dict[str, np.ndarray], fwhm_ev: float | None = None) -> dict:
         """``{channel: {"nearest_training_correlation", "validation_p01", "threshold", "in_distribution"}}``
-        for the channels of ``spectra`` (on their grids) that the support knows."""
+        for the channels of ``spectra`` (on their grids) that the support knows.
+
+        ``fwhm_ev``: the query's resolution (Gaussian FWHM, eV; the zero-loss FWHM for EELS). The
+        training references and the stored validation spectra are then broadened by it
+        (:func:`gnnspec.instrument.gaussian_resolution`: a linear, area-keeping operator, so
+        broadening a centred row and centring again equals centring the broadened spectrum) and
+        the validation 1st percentile is recomputed there, so a broad measurement is compared with
+        training spectra at its own resolution. FEFF's own core-hole broadening is not
+        subtracted. A support file without validation spectra keeps the unbroadened comparison and
+        says so (``resolution``)."""
         out = {}
         for name, y in spectra.items():
             if name not in self.references:
                 continue
-            corr = float(self._nearest(self.references[name], y)[0])
-            p01 = float(self.val_quantiles[name][0])
+            refs, p01, how = self.references[name], float(self.val_quantiles[name][0]), "FEFF spectra as computed"
+            if fwhm_ev:
+                if name in self.validation:
+                    refs, val = (_broadened(a, name, fwhm_ev) for a in (refs, self.validation[name]))
+                    p01 = float(np.quantile(self._nearest(refs, val), QUANTILES[0]))
+                    how = f"training and validation spectra broadened to the query's {fwhm_ev:g} eV FWHM"
+                else:
+                    how = "not adapted: this support file holds no validation spectra (rerun gnnspec calibrate)"
+            corr = float(self._nearest(refs, y)[0])
             threshold = 1.0 - CHANNEL_TOLERANCE * (1.0 - p01)
-            out[name] = {"nearest_training_correlation": corr, "validation_p01": p01, "threshold": threshold, "in_distribution": bool(corr >= threshold)}
+            out[name] = {
+                "nearest_training_correlation": corr,
+                "validation_p01": p01,
+                "threshold": threshold,
+                "in_distribution": bool(corr >= threshold),
+                "resolution": how,
+            }
         return out
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """The npz entries: ``channel_refs/<name>`` and ``channel_quantiles/<name>``."""
+        """The npz entries: ``channel_refs/<name>``, ``channel_quantiles/<name>`` and ``channel_val/<name>``."""
         out = {}
         for name in self.references:
             out[f"channel_refs/{name}"] = self.references[name]
             out[f"channel_quantiles/{name}"] = self.val_quantiles[name]
+            if name in self.validation:
+                out[f"channel_val/{name}"] = self.validation[name]
         return out
 
     @classmethod
@@ -160,7 +192,19 @@ class ChannelSupport:
         names = [k.split("/", 1)[1] for k in f.files if k.startswith("channel_refs/")]
         if not names:
             return None
-        return cls({n: f[f"channel_refs/{n}"] for n in names}, {n: f[f"channel_quantiles/{n}"] for n in names})
+        val = {n: f[f"channel_val/{n}"] for n in names if f"channel_val/{n}" in f.files}
+        return cls({n: f[f"channel_refs/{n}"] for n in names}, {n: f[f"channel_quantiles/{n}"] for n in names}, val)
+
+
+def _broadened(rows: np.ndarray, channel: str, fwhm_ev: float) -> np.ndarray:
+    """``rows`` (on ``channel``'s grid) convolved with a Gaussian of ``fwhm_ev`` eV FWHM."""
+    import torch
+
+    from gnnspec.channels import CHANNELS
+    from gnnspec.instrument import gaussian_resolution
+
+    x = torch.from_numpy(np.asarray(rows, dtype=np.float64))
+    return gaussian_resolution(x, CHANNELS[channel].step, fwhm_ev).numpy()
 
 
 def load_channel_support(path: str | Path) -> ChannelSupport | None:
