@@ -83,15 +83,17 @@ def perturb_amounts(
     return out
 
 
-def training_input(content: torch.Tensor, mask: torch.Tensor, element_index: torch.Tensor, augment, training: bool = True) -> torch.Tensor:
+def training_input(
+    content: torch.Tensor, mask: torch.Tensor, element_index: torch.Tensor, augment, training: bool = True, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """The encoder's quantification ``[B, C]`` for environments of known ``content`` ``[B, 5]``.
 
     While training with augmentation on (``augment``: :class:`gnnspec.train.config.AugmentConfig`),
     drawn by :func:`perturb_amounts` with ``augment.quantification_error`` and
-    ``augment.quantification_dropout``; otherwise exact.
+    ``augment.quantification_dropout`` (from ``generator``, else torch's global one); otherwise exact.
     """
     if training and augment.enabled:
-        content = perturb_amounts(content, augment.quantification_error, augment.quantification_dropout)
+        content = perturb_amounts(content, augment.quantification_error, augment.quantification_dropout, generator)
     return channel_fractions(content, mask, element_index)
 
 

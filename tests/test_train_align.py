@@ -140,3 +140,18 @@ def test_the_encoder_can_learn_from_the_forward_models_spectra(setup):
     align.spectra_tier = "ultra"
     with pytest.raises(ValueError, match="not 'ultra'"):
         align_embeddings(model, splits, align, cfg.augment, seed=0)
+
+
+def test_alignment_draws_from_its_own_generators(setup):
+    """The stage leaves torch's global generator where it was and repeats itself for a seed."""
+    import copy
+
+    cfg, splits, model = setup
+    a, b = copy.deepcopy(model), copy.deepcopy(model)
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    align_embeddings(a, splits, cfg.align, cfg.augment, seed=5)
+    assert torch.equal(torch.get_rng_state(), state)
+    torch.manual_seed(999)  # another global state: the same stage all the same
+    align_embeddings(b, splits, cfg.align, cfg.augment, seed=5)
+    assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())

@@ -107,7 +107,7 @@ def align_embeddings(model, splits: dict, cfg, augment, seed: int = 0, log=None,
     val = EnvironmentTable(model, splits["val"], device, spectra_tier=tier) if len(splits.get("val") or []) else None
     params = _set_trainable(model, True)
     gen = torch.Generator().manual_seed(seed)  # batch order
-    torch.manual_seed(seed)  # augmentation and channel dropout draws
+    draws = torch.Generator().manual_seed(seed + 1)  # augmentation, channel dropout, quantification: never the global RNG
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     rows = train.with_spectra
     steps_per_epoch = (len(rows) + cfg.batch_size - 1) // cfg.batch_size
@@ -127,9 +127,9 @@ def align_embeddings(model, splits: dict, cfg, augment, seed: int = 0, log=None,
                     model.load_state_dict(initial)
                     return None
                 idx = order[start : start + cfg.batch_size]
-                mask = channel_dropout(train.mask[idx], augment.channel_dropout) if augment.enabled else train.mask[idx]
-                x = augment_spectra(train.x[idx], mask, step_ev, augment, eels=eels, channels=model.cfg.channels) if augment.enabled else train.x[idx]
-                quant = training_input(train.content[idx], mask, element_index, augment) if quantified else None
+                mask = channel_dropout(train.mask[idx], augment.channel_dropout, draws) if augment.enabled else train.mask[idx]
+                x = augment_spectra(train.x[idx], mask, step_ev, augment, draws, eels=eels, channels=model.cfg.channels) if augment.enabled else train.x[idx]
+                quant = training_input(train.content[idx], mask, element_index, augment, generator=draws) if quantified else None
                 spec = model.encode_spectra(x, mask, quant)
                 struct = train.structure_embeddings(model, idx)
                 pos = same_labels(train.content[idx], train.defects[idx], cfg.content_tol)

@@ -108,15 +108,16 @@ def augment_spectra(
     return out
 
 
-def channel_dropout(mask: torch.Tensor, p: float) -> torch.Tensor:
-    """Drop each present channel with probability ``p``, keeping at least one per row."""
+def channel_dropout(mask: torch.Tensor, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Drop each present channel with probability ``p``, keeping at least one per row; draws from
+    ``generator`` (CPU), else torch's global generator."""
     if p <= 0:
         return mask
-    drop = torch.rand(mask.shape).to(mask.device) < p
+    drop = torch.rand(mask.shape, generator=generator).to(mask.device) < p
     kept = mask & ~drop
     empty = ~kept.any(dim=1)
     if bool(empty.any()):
-        score = torch.rand(mask.shape).to(mask.device).masked_fill(~mask, -1.0)
+        score = torch.rand(mask.shape, generator=generator).to(mask.device).masked_fill(~mask, -1.0)
         pick = score.argmax(dim=1)
         rescue = torch.zeros_like(mask)
         rescue[torch.arange(mask.shape[0], device=mask.device), pick] = True
