@@ -199,6 +199,18 @@ def refit_channel_support(model: Any, model_path: str | Path, data: str | None =
     return channels
 
 
+def encoder_ensemble_answer(model: Any, model_path: str | Path, spectra: dict[str, np.ndarray], quantification: dict[str, float] | None) -> dict | None:
+    """The checkpoint's encoder ensemble on one spectra set (:mod:`gnnspec.train.ensemble`), or None without one."""
+    from gnnspec.models.factory import read_checkpoint
+    from gnnspec.train.ensemble import ENTRY, ensemble_answer
+
+    record = read_checkpoint(model_path).get(ENTRY)
+    if not record or "k_content" not in record:
+        return None
+    x, mask = model.spectra_tensor(spectra)
+    return ensemble_answer(model, record, x, mask, model.quantification_tensor(quantification, spectra))
+
+
 def infer_with_uncertainty(
     model: Any,
     model_path: str | Path,
@@ -232,6 +244,7 @@ def infer_with_uncertainty(
                     f"{', '.join(foreign)}: the spectrum's shape is further from every training spectrum of its channel "
                     "than twice the distance of 99 % of held-out simulated spectra"
                 )
+    result["encoder_ensemble"] = encoder_ensemble_answer(model, model_path, spectra, quantification)
     path = ensemble_path(model_path)
     if not path.exists():
         result["uncertainty"] = None
