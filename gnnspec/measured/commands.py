@@ -42,6 +42,13 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--zero-loss", type=Path, metavar="ZLP.msa", help="EELS file with the zero-loss peak; its centre (eV) is set to 0"
     )
+    p.add_argument(
+        "--low-loss",
+        type=Path,
+        metavar="LL.msa",
+        help="EELS low-loss spectrum of the same area: its zero-loss FWHM (the resolution infer compares at) and log-ratio "
+        "t/lambda (exspy) are recorded for every EELS channel; plural scattering is recorded, not removed",
+    )
     p.add_argument("--survey", action="store_true", help="files given without a channel are surveys holding several edges")
     p.add_argument("--out", type=Path, required=True, metavar="SPECTRA.json", help="output gnnspec.spectra/1 file")
     p.add_argument("--plot", type=Path, metavar="PNG", help="also plot each channel on its grid with its shift (PNG)")
@@ -133,7 +140,11 @@ def handler(args: argparse.Namespace) -> int:
         quantification=args.quantification,
         quantify=quantify,
         energy=args.energy,
+        low_loss=args.low_loss,
     )
+    if meta.get("low_loss"):
+        ll = meta["low_loss"]
+        print(f"low loss {ll['file']}: zero-loss FWHM {ll['zero_loss_fwhm_eV']:.2f} eV, t/lambda {ll['thickness_t_over_lambda']:.2f} (log-ratio)")
     if meta["zero_loss"]:
         z = meta["zero_loss"]
         print(

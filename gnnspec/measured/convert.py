@@ -81,6 +81,7 @@ def convert_measured(
     quantification: Mapping[str, float] | None = None,
     quantify: QuantifyRequest | None = None,
     energy: str | None = None,
+    low_loss: str | Path | None = None,
 ) -> tuple[dict[str, Spectrum], dict]:
     """Convert measured files into channel spectra; writes ``out`` (``gnnspec.spectra/1``) if given.
 
@@ -88,6 +89,8 @@ def convert_measured(
     the zero-loss peak; its fitted centre (eV) is subtracted from every EELS input's energies.
     ``references``: spectra (or a ``gnnspec.spectra/1`` file) to align each channel against by
     cross-correlation; otherwise each onset is aligned to the channel's expected onset.
+    ``low_loss``: the EELS low-loss spectrum recorded with the sample; its zero-loss FWHM and
+    log-ratio t/lambda go into ``meta["low_loss"]`` and each EELS channel's ``instrument``.
     ``quantification``: the sample's elemental quantification ``{element: amount}`` (from the
     user's own EELS/XAS quantification), written into ``out`` (:mod:`gnnspec.quantification`).
     ``quantify``: instead, quantify the EELS edges of the one input file that holds them
@@ -117,6 +120,10 @@ def convert_measured(
         fit = fit_zero_loss(zlp.energy, zlp.intensity, source=str(zero_loss))
         zlp_shift = -fit.centre
         meta["zero_loss"] = {"file": str(zero_loss), "centre_eV": fit.centre, "fwhm_eV": fit.fwhm, "shift_eV": zlp_shift}
+    if low_loss is not None:  # resolution and thickness, recorded per EELS channel (gnnspec.measured.low_loss)
+        from gnnspec.measured.low_loss import measure_low_loss
+
+        meta["low_loss"] = measure_low_loss(low_loss)
     processed: dict[str, tuple[ProcessedEdge, str, float]] = {}
     sources: dict[str, tuple[np.ndarray, np.ndarray, dict, dict[str, ProcessedEdge]]] = {}
     options = {"background": background, "normalisation": normalisation, "max_shift": max_shift}
@@ -166,6 +173,13 @@ def convert_measured(
             "energy": treatment,
             **edge.meta(),
         }
+        if edge_modality(name) == "eels" and meta.get("low_loss"):
+            ll = meta["low_loss"]
+            meta["channels"][name]["instrument"] = {
+                "zero_loss_fwhm_ev": ll["zero_loss_fwhm_eV"],
+                "thickness_t_over_lambda": ll["thickness_t_over_lambda"],
+                "plural_scattering": "recorded, not removed",
+            }
     spectra_on_grids(spectra, source=str(out or "<converted spectra>"))  # every written spectrum must map onto its grid
     if quantify is not None:
         quantification, meta["quantification"] = _measure_quantification(sources, spectra, quantify)
