@@ -308,3 +308,16 @@ def test_extra_tier_runs_interleave_the_splits():
     first = [split_of(s, 4) for s in scf[:14]]  # a quarter of the supercells
     assert first.count("train") == 9 and first.count("val") == 3 and first.count("test") == 2
     assert scf[:3] == [0, 4, 8]  # the first supercell of train, val and test
+
+
+def test_compact_leaves_no_lock_file_of_the_replaced_database(tmp_path):
+    """After compaction the next opener makes a fresh lock file (the old one described the old file)."""
+    s = SpectraStore(tmp_path / "ds", readonly=False)
+    s.put_many({schema.METADATA_KEY: {"schema": schema.SCHEMA_NAME, "schema_version": schema.SCHEMA_VERSION}})
+    for i in range(50):
+        s.put_many({f"x/{i}".encode(): {"i": i}})
+    s.close()
+    assert (tmp_path / "ds" / "lock.mdb").exists()
+    assert main(["data", "compact", str(tmp_path / "ds")]) == 0
+    assert not (tmp_path / "ds" / "lock.mdb").exists()
+    assert SpectraStore(tmp_path / "ds").get(b"x/49") == {"i": 49}

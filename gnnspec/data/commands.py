@@ -178,6 +178,10 @@ def _compact(args: argparse.Namespace) -> int:
         store.compact_copy(tmp)
         store.close()
         shutil.move(str(Path(tmp) / DATA_FILE), str(path / DATA_FILE))
+    # the old lock file describes the replaced data file (its transaction ids and readers); a
+    # process that still held it (a test run beside a stopped build) kept it from being reset,
+    # and the next reader saw no metadata record. Removed, the next opener makes a fresh one.
+    (path / "lock.mdb").unlink(missing_ok=True)
     after = (path / DATA_FILE).stat().st_size
     print(f"{path}: {before / 1e6:.1f} MB -> {after / 1e6:.1f} MB")
     return 0
