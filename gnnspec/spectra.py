@@ -233,23 +233,24 @@ def write_spectra(
     return path
 
 
-def read_spectra_batch(path: str | Path) -> list[tuple[str, Spectra]]:
-    """Read many spectra sets: a folder of ``.json`` files or a ``.jsonl`` file (one object per line).
+def read_spectra_records(path: str | Path) -> list[tuple[str, Spectra, dict]]:
+    """Read many spectra sets with their meta: a folder of ``.json`` files or a ``.jsonl`` file
+    (one object per line).
 
-    Returns ``(id, spectra)`` pairs in file order (folder: sorted by name). The id is the record's
+    Returns ``(id, spectra, meta)`` triples in file order (folder: sorted by name). The id is the record's
     top-level ``"id"`` string when present, else the file stem (folder) or ``"{stem}:{line}"``
     (JSON lines). Blank lines are skipped; duplicate ids are refused.
     """
     path = Path(path)
-    records: list[tuple[str, Spectra]] = []
+    records: list[tuple[str, Spectra, dict]] = []
     if path.is_dir():
         files = sorted(path.glob("*.json"))
         if not files:
             raise InputError(f"{path}: folder holds no .json spectra files")
         for file in files:
             obj = read_json_file(file, "spectra file")
-            spectra, _ = spectra_from_dict(obj, str(file))
-            records.append((_record_id(obj, file.stem, str(file)), spectra))
+            spectra, meta = spectra_from_dict(obj, str(file))
+            records.append((_record_id(obj, file.stem, str(file)), spectra, meta))
     elif path.is_file():
         try:
             lines = path.read_text().splitlines()
@@ -263,18 +264,23 @@ def read_spectra_batch(path: str | Path) -> list[tuple[str, Spectra]]:
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise InputError(f"{source}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-            spectra, _ = spectra_from_dict(obj, source)
-            records.append((_record_id(obj, f"{path.stem}:{number}", source), spectra))
+            spectra, meta = spectra_from_dict(obj, source)
+            records.append((_record_id(obj, f"{path.stem}:{number}", source), spectra, meta))
         if not records:
             raise InputError(f"{path}: file holds no spectra records")
     else:
         raise InputError(f"{path}: no such file or folder")
     seen: set[str] = set()
-    for obj_id, _ in records:
+    for obj_id, *_ in records:
         if obj_id in seen:
             raise InputError(f"{path}: record id {obj_id!r} appears more than once")
         seen.add(obj_id)
     return records
+
+
+def read_spectra_batch(path: str | Path) -> list[tuple[str, Spectra]]:
+    """``(id, spectra)`` of every record of :func:`read_spectra_records` (the meta left out)."""
+    return [(obj_id, spectra) for obj_id, spectra, _ in read_spectra_records(path)]
 
 
 def write_spectra_batch(

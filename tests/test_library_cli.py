@@ -12,7 +12,7 @@ from gnnspec.channels import CHANNELS
 from gnnspec.cli import main
 from gnnspec.library import Library, model_hash
 from gnnspec.library.query import hit_spectra
-from gnnspec.spectra import Spectrum, write_spectra, write_spectra_batch
+from gnnspec.spectra import Spectrum, spectra_to_dict, write_spectra, write_spectra_batch
 
 
 @pytest.fixture(scope="module")
@@ -251,6 +251,35 @@ def test_query_moves_calibrated_energies_onto_the_encoders_feff_scale(setup, tmp
         assert main(["query", str(s["lib"]), str(path), "-k", "3", "--model", str(s["ckpt"]), "--out", str(out)]) == 0
         answers.append(json.loads(out.read_text()))
     a, b = answers
+    assert [h["id"] for h in a["hits"]] == [h["id"] for h in b["hits"]]
+    assert [h["score"] for h in a["hits"]] == pytest.approx([h["score"] for h in b["hits"]], abs=1e-5)
+    c = next(iter(spectra))
+    assert b["energy_scale"]["channels"][c]["shift_eV"] == pytest.approx(-offsets[(c, "fast")].offset_eV)
+    assert a["energy_scale"]["channels"][c]["shift_eV"] == 0.0
+
+
+def test_a_batch_query_moves_each_records_calibrated_energies(setup, tmp_path):
+    """In a .jsonl batch each record's own meta decides: the calibrated record is moved onto FEFF's
+    scale and answers as the plain one does; the plain record is left alone."""
+    from gnnspec.edge_offsets import read_edge_offsets
+
+    s = setup
+    offsets = read_edge_offsets()
+    spectra = {c: y for c, y in s["spectra"].items() if (c, "fast") in offsets} or pytest.skip("no channel with an offset")
+    plain = {"id": "plain", **spectra_to_dict([Spectrum(c, CHANNELS[c].grid, y) for c, y in spectra.items()])}
+    calibrated = {
+        "id": "calibrated",
+        **spectra_to_dict(
+            [Spectrum(c, CHANNELS[c].grid + offsets[(c, "fast")].offset_eV, y) for c, y in spectra.items()],
+            {"channels": {c: {"energy": {"mode": "absolute"}} for c in spectra}},
+        ),
+    }
+    batch = tmp_path / "queries.jsonl"
+    batch.write_text("".join(json.dumps(obj) + "\n" for obj in (plain, calibrated)))
+    out = tmp_path / "hits.json"
+    assert main(["query", str(s["lib"]), str(batch), "-k", "3", "--model", str(s["ckpt"]), "--out", str(out)]) == 0
+    a, b = json.loads(out.read_text())
+    assert (a["id"], b["id"]) == ("plain", "calibrated")
     assert [h["id"] for h in a["hits"]] == [h["id"] for h in b["hits"]]
     assert [h["score"] for h in a["hits"]] == pytest.approx([h["score"] for h in b["hits"]], abs=1e-5)
     c = next(iter(spectra))

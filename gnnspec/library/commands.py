@@ -247,29 +247,20 @@ def _info(args: argparse.Namespace) -> int:
 
 def _query(args: argparse.Namespace) -> int:
     from gnnspec.library.library import Library
-    from gnnspec.library.query import is_batch, load_queries, plot_results, run_queries
+    from gnnspec.library.query import is_batch, load_query_records, on_encoder_scale, plot_results, run_queries
+    from gnnspec.models.energy_scale import encoder_tier
+    from gnnspec.models.factory import model_path
 
     if args.k < 1:
         raise InputError(f"-k must be at least 1, got {args.k}")
     lib = Library.open(args.library, model=args.model)
-    queries = load_queries(args.spectra)
     batch = is_batch(args.spectra)
-    energy_scale = None
-    if not batch:
-        # calibrated (absolute) energies onto the FEFF scale the encoder learned, as infer does
-        from gnnspec.models.energy_scale import encoder_tier, energy_shifts, shifted
-        from gnnspec.models.factory import model_path
-        from gnnspec.spectra import read_spectra
-
-        _, meta = read_spectra(args.spectra)
-        tier = encoder_tier(model_path(args.model))
-        shifts, record = energy_shifts(meta, list(queries[0][1]), tier)
-        queries = [(queries[0][0], shifted(queries[0][1], shifts))]
-        energy_scale = {"encoder_tier": tier, "channels": record}
+    # calibrated (absolute) energies onto the FEFF scale the encoder learned, as infer does, per record
+    queries, energy_scales = on_encoder_scale(load_query_records(args.spectra), encoder_tier(model_path(args.model)))
     results = run_queries(lib, queries, args.k, args.rank, args.pool, args.centre)
-    payload = results if batch else {key: results[0][key] for key in ("hits", "channels_used", "quantification", "centre")}
-    if energy_scale is not None:
-        payload["energy_scale"] = energy_scale
+    for res, scale in zip(results, energy_scales):
+        res["energy_scale"] = scale
+    payload = results if batch else {key: results[0][key] for key in ("hits", "channels_used", "quantification", "centre", "energy_scale")}
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)

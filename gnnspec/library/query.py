@@ -16,7 +16,9 @@ With ``rank="consensus"`` the hits are ordered by label support first and each c
 ``"support"`` (:mod:`gnnspec.library.consensus`).
 
 A batch (a folder of ``.json`` files or a ``.jsonl`` file) gives a list of such results, each
-with its query ``"id"`` first.
+with its query ``"id"`` first. ``gnnspec query`` moves calibrated energies (``convert --energy
+absolute|reference``, read from each record's meta) onto the encoder's FEFF scale first
+(:func:`on_encoder_scale`) and adds each query's ``"energy_scale"``.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from gnnspec.channels import CHANNEL_NAMES, CHANNELS, normalise
 from gnnspec.errors import InputError
 from gnnspec.library.embed import Embedder, model_channels, predicted_environment_spectra
 from gnnspec.library.library import Library
-from gnnspec.spectra import SpectraSet, Spectrum, read_spectra, read_spectra_batch, spectra_on_grids
+from gnnspec.spectra import SpectraSet, Spectrum, read_spectra, read_spectra_records, spectra_on_grids
 from gnnspec.structures.environments import R_ENV, environment_members
 
 
@@ -81,14 +83,36 @@ def is_batch(path: str | Path) -> bool:
     return path.is_dir() or path.suffix.lower() == ".jsonl"
 
 
-def load_queries(path: str | Path) -> list[tuple[str, dict[str, Spectrum]]]:
-    """``(id, spectra)`` of every query in ``path`` (one file: its stem is the id)."""
+def load_query_records(path: str | Path) -> list[tuple[str, dict[str, Spectrum], dict]]:
+    """``(id, spectra, meta)`` of every query in ``path`` (one file: its stem is the id)."""
     path = Path(path)
     if is_batch(path):
-        return read_spectra_batch(path)
+        return read_spectra_records(path)
     if not path.exists():
         raise InputError(f"{path}: no such spectra file")
-    return [(path.stem, read_spectra(path)[0])]
+    spectra, meta = read_spectra(path)
+    return [(path.stem, spectra, meta)]
+
+
+def load_queries(path: str | Path) -> list[tuple[str, dict[str, Spectrum]]]:
+    """``(id, spectra)`` of every query in ``path`` (one file: its stem is the id)."""
+    return [(qid, spectra) for qid, spectra, _ in load_query_records(path)]
+
+
+def on_encoder_scale(
+    records: list[tuple[str, dict[str, Spectrum], dict]], tier: str
+) -> tuple[list[tuple[str, SpectraSet]], list[dict]]:
+    """Every query's calibrated energies moved onto FEFF tier ``tier``'s scale, as ``infer`` does
+    (:mod:`gnnspec.models.energy_scale`), from each record's own meta; returns the moved
+    ``(id, spectra)`` queries and, per query, ``{"encoder_tier", "channels"}`` saying what was done."""
+    from gnnspec.models.energy_scale import energy_shifts, shifted
+
+    queries, scales = [], []
+    for qid, spectra, meta in records:
+        shifts, record = energy_shifts(meta, list(spectra), tier)
+        queries.append((qid, shifted(as_spectra(spectra), shifts)))
+        scales.append({"encoder_tier": tier, "channels": record})
+    return queries, scales
 
 
 def run_queries(
