@@ -47,7 +47,13 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         type=Path,
         metavar="LL.msa",
         help="EELS low-loss spectrum of the same area: its zero-loss FWHM (the resolution infer compares at) and log-ratio "
-        "t/lambda (exspy) are recorded for every EELS channel; plural scattering is recorded, not removed",
+        "t/lambda (exspy) are recorded for every EELS channel; plural scattering is recorded, not removed (see --deconvolve)",
+    )
+    p.add_argument(
+        "--deconvolve",
+        action="store_true",
+        help="remove plural scattering from every EELS edge by Fourier-ratio deconvolution with the --low-loss spectrum "
+        "(exspy; the zero-loss resolution is kept; --quantify still integrates the recorded spectra)",
     )
     p.add_argument("--survey", action="store_true", help="files given without a channel are surveys holding several edges")
     p.add_argument("--out", type=Path, required=True, metavar="SPECTRA.json", help="output gnnspec.spectra/1 file")
@@ -141,10 +147,12 @@ def handler(args: argparse.Namespace) -> int:
         quantify=quantify,
         energy=args.energy,
         low_loss=args.low_loss,
+        deconvolve=args.deconvolve,
     )
     if meta.get("low_loss"):
         ll = meta["low_loss"]
-        print(f"low loss {ll['file']}: zero-loss FWHM {ll['zero_loss_fwhm_eV']:.2f} eV, t/lambda {ll['thickness_t_over_lambda']:.2f} (log-ratio)")
+        print(f"low loss {ll['file']}: zero-loss FWHM {ll['zero_loss_fwhm_eV']:.2f} eV, t/lambda {ll['thickness_t_over_lambda']:.2f} (log-ratio)"
+              + ("; plural scattering removed by Fourier-ratio deconvolution" if ll.get("deconvolved") else ""))
     if meta["zero_loss"]:
         z = meta["zero_loss"]
         print(

@@ -82,6 +82,7 @@ def convert_measured(
     quantify: QuantifyRequest | None = None,
     energy: str | None = None,
     low_loss: str | Path | None = None,
+    deconvolve: bool = False,
 ) -> tuple[dict[str, Spectrum], dict]:
     """Convert measured files into channel spectra; writes ``out`` (``gnnspec.spectra/1``) if given.
 
@@ -90,7 +91,9 @@ def convert_measured(
     ``references``: spectra (or a ``gnnspec.spectra/1`` file) to align each channel against by
     cross-correlation; otherwise each onset is aligned to the channel's expected onset.
     ``low_loss``: the EELS low-loss spectrum recorded with the sample; its zero-loss FWHM and
-    log-ratio t/lambda go into ``meta["low_loss"]`` and each EELS channel's ``instrument``.
+    log-ratio t/lambda go into ``meta["low_loss"]`` and each EELS channel's ``instrument``;
+    with ``deconvolve`` plural scattering is removed from every EELS edge by Fourier-ratio
+    deconvolution with it (:mod:`gnnspec.measured.low_loss`; quantification stays on the recorded spectra).
     ``quantification``: the sample's elemental quantification ``{element: amount}`` (from the
     user's own EELS/XAS quantification), written into ``out`` (:mod:`gnnspec.quantification`).
     ``quantify``: instead, quantify the EELS edges of the one input file that holds them
@@ -110,6 +113,8 @@ def convert_measured(
         raise InputError("no input files to convert")
     if quantify is not None and quantification is not None:
         raise InputError("give a quantification or ask for one to be measured from the spectra, not both")
+    if deconvolve and low_loss is None:
+        raise InputError("Fourier-ratio deconvolution needs the sample's low-loss spectrum: give --low-loss")
     refs: Mapping[str, Spectrum] = {}
     if references is not None:
         refs = references if isinstance(references, Mapping) else read_spectra(references)[0]
@@ -121,12 +126,14 @@ def convert_measured(
         zlp_shift = -fit.centre
         meta["zero_loss"] = {"file": str(zero_loss), "centre_eV": fit.centre, "fwhm_eV": fit.fwhm, "shift_eV": zlp_shift}
     if low_loss is not None:  # resolution and thickness, recorded per EELS channel (gnnspec.measured.low_loss)
-        from gnnspec.measured.low_loss import measure_low_loss
+        from gnnspec.measured.low_loss import measure_low_loss, read_low_loss
 
         meta["low_loss"] = measure_low_loss(low_loss)
+        meta["low_loss"]["deconvolved"] = bool(deconvolve)
     processed: dict[str, tuple[ProcessedEdge, str, float]] = {}
     sources: dict[str, tuple[np.ndarray, np.ndarray, dict, dict[str, ProcessedEdge]]] = {}
     options = {"background": background, "normalisation": normalisation, "max_shift": max_shift}
+    eels_options = {"low_loss": read_low_loss(low_loss)} if deconvolve else {}
     for path, channel in inputs:
         measured = read_measured(path)
         shift = zlp_shift if measured.modality == "eels" else 0.0
@@ -143,6 +150,7 @@ def convert_measured(
                 references=dict(refs),
                 search=search,
                 **options,
+                **(eels_options if measured.modality == "eels" else {}),
             )
             meta["skipped"].update({name: reason for name, reason in skipped.items() if name not in processed})
         else:
@@ -150,7 +158,14 @@ def convert_measured(
                 raise InputError(f"{path}: unknown channel {channel!r}; valid: {', '.join(CHANNEL_NAMES)} or {SURVEY!r}")
             edges = {
                 channel: process_edge(
-                    energies, measured.intensity, channel, source=str(path), reference=refs.get(channel), search=search, **options
+                    energies,
+                    measured.intensity,
+                    channel,
+                    source=str(path),
+                    reference=refs.get(channel),
+                    search=search,
+                    **options,
+                    **(eels_options if measured.modality == "eels" else {}),
                 )
             }
         if measured.modality == "eels":
@@ -178,7 +193,7 @@ def convert_measured(
             meta["channels"][name]["instrument"] = {
                 "zero_loss_fwhm_ev": ll["zero_loss_fwhm_eV"],
                 "thickness_t_over_lambda": ll["thickness_t_over_lambda"],
-                "plural_scattering": "recorded, not removed",
+                "plural_scattering": "removed by Fourier-ratio deconvolution" if ll.get("deconvolved") else "recorded, not removed",
             }
     spectra_on_grids(spectra, source=str(out or "<converted spectra>"))  # every written spectrum must map onto its grid
     if quantify is not None:

@@ -6,7 +6,9 @@ zero-loss calibrated (eV):
 1. drop leading/trailing runs of exact zeros (exports that blank everything before a fit window);
 2. locate the edge near the channel's expected onset (:func:`~.alignment.locate_edge`);
 3. remove the pre-edge background, fitted from 50 to 5 eV before the located edge
-   (:func:`~.background.remove_background`);
+   (:func:`~.background.remove_background`); given a low-loss spectrum, remove plural scattering
+   from what is left by Fourier-ratio deconvolution (:mod:`~.low_loss`; energies below the fit
+   window, which belong to no edge, are set to zero first);
 4. align: onset against the channel's expected onset, then, given a reference spectrum,
    cross-correlation against it (:mod:`~.alignment`);
 5. cut the aligned signal to the channel grid's window (+-2 eV) and normalise it.
@@ -31,6 +33,7 @@ from gnnspec.channels import CHANNELS, DEFAULT_CHANNELS, Channel
 from gnnspec.errors import InputError
 from gnnspec.measured.alignment import Alignment, align_to_onset, align_to_reference, expected_onset, keep_absolute, locate_edge
 from gnnspec.measured.background import PRE_EDGE_WINDOW, BackgroundFit, normalise_intensity, remove_background
+from gnnspec.measured.low_loss import LowLoss, fourier_ratio_deconvolve
 from gnnspec.spectra import Spectrum
 
 #: Extra energy (eV) kept on each side of the channel grid when cutting.
@@ -105,6 +108,7 @@ def process_edge(
     max_shift: float = 10.0,
     min_start: float | None = None,
     energy_mode: str = "onset",
+    low_loss: LowLoss | None = None,
 ) -> ProcessedEdge:
     """Process one edge into a channel spectrum (steps in the module docstring).
 
@@ -115,6 +119,7 @@ def process_edge(
     background window may reach. ``energy_mode``: ``onset`` shifts the measured onset onto the
     channel's expected one (then, with a ``reference``, cross-correlates); ``absolute`` keeps the
     energies as calibrated (an edge's chemical shift survives; a ``reference`` is not used).
+    ``low_loss``: the sample's low-loss spectrum; an EELS edge is Fourier-ratio deconvolved with it.
     """
     if energy_mode not in ENERGY_MODES:
         raise InputError(f"{source}: unknown energy mode {energy_mode!r}; valid: {', '.join(ENERGY_MODES)}")
@@ -151,6 +156,11 @@ def process_edge(
     else:
         signal, fit, bg_note = remove_background(energy, intensity, edge, background, channel.modality, fit_window, where)
     notes.append(bg_note)
+    if low_loss is not None and channel.modality == "eels":
+        signal = fourier_ratio_deconvolve(energy, np.where(energy >= edge + fit_window[0], signal, 0.0), low_loss, low_loss.fwhm_ev, where)
+        notes.append(
+            f"plural scattering removed by Fourier-ratio deconvolution with {low_loss.source} (resolution kept: zero-loss FWHM {low_loss.fwhm_ev:.2f} eV)"
+        )
     try:
         if energy_mode == "absolute":
             alignment = keep_absolute(energy, signal, channel, edge)
@@ -208,7 +218,7 @@ def cut_survey(
 
     ``channels`` defaults to every channel of ``modality`` the energy range covers; a requested
     channel that fails raises, a defaulted one is skipped with its reason. ``options`` go to
-    :func:`process_edge` (``background``, ``window``, ``normalisation``, ``max_shift``).
+    :func:`process_edge` (``background``, ``window``, ``normalisation``, ``max_shift``, ``low_loss``).
     """
     wanted = [CHANNELS[c] for c in channels] if channels else survey_channels(energy, intensity, modality, search)
     wanted = sorted(wanted, key=expected_onset)
