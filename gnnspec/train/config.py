@@ -148,7 +148,11 @@ class TrainConfig:
     run_dir: str | None = None  # default runs/<config file stem>
     seed: int = 0
     epochs: int = 100
-    batch_size: int = 2  # supercells per optimizer step (per process)
+    batch_size: int = 2  # supercells per optimizer step (per process), when batch_atoms is None
+    # atoms per optimizer step (per process): as many whole supercells as fit, at least one, the
+    # same number of steps on every process (gnnspec.train.batching); None: batch_size supercells
+    batch_atoms: int | None = None
+    loader_workers: int = 0  # DataLoader worker processes collating training batches (0: in the training process)
     eval_batch_size: int = 4
     eval_every: int = 1  # epochs
     max_minutes: float | None = None  # stop (saving and evaluating) after this wall time
@@ -167,6 +171,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.eval_batch_size < 1:
             raise ValueError("epochs, batch_size and eval_batch_size must be at least 1")
+        if self.batch_atoms is not None and self.batch_atoms < 1:
+            raise ValueError(f"batch_atoms must be at least 1 atom (or null for batch_size supercells), got {self.batch_atoms}")
+        if self.loader_workers < 0:
+            raise ValueError(f"loader_workers must be 0 or more, got {self.loader_workers}")
 
 
 def load_train_config(path: str | Path) -> TrainConfig:

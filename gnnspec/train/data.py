@@ -1,13 +1,16 @@
 """Training data: LMDB splits, a pool of generated structures, loaders and graph statistics.
 
 Every item is a whole supercell (:class:`gnnspec.data.dataset.StructureGraph`); graphs are
-built once and kept in memory (the shipped dataset is small). Loaders always use a
-``DistributedSampler`` (one replica when not distributed), so the order of an epoch depends
-only on the seed and the epoch number: a resumed run sees the same batches.
+built once and kept in memory (the shipped dataset is small). A loader takes either a fixed
+number of supercells per step, through a ``DistributedSampler`` (one replica when not
+distributed), or as many as fit in an atom budget
+(:class:`gnnspec.train.batching.AtomBudgetBatchSampler`); either way the order of an epoch depends
+only on the seed and the epoch number, so a resumed run sees the same batches.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
 
 import numpy as np
@@ -76,13 +79,46 @@ def generated_pool(gcfg, cutoff: float, channels: list[str] | tuple[str, ...], p
     return GraphList(graphs)
 
 
-def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int, rank: int = 0, world: int = 1) -> DataLoader:
-    """A PyG loader over ``dataset`` with a (possibly one-replica) DistributedSampler."""
-    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=shuffle, seed=seed, drop_last=False)
-    # its own generator: starting an epoch must not draw from torch's global RNG (exact resume)
-    return DataLoader(
-        dataset, batch_size=batch_size, sampler=sampler, num_workers=0, generator=torch.Generator().manual_seed(seed)
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    rank: int = 0,
+    world: int = 1,
+    batch_atoms: int | None = None,
+    workers: int = 0,
+) -> DataLoader:
+    """A PyG loader over ``dataset``, its order a function of (``seed``, epoch) only.
+
+    ``batch_atoms`` None: ``batch_size`` supercells per batch through a (possibly one-replica)
+    ``DistributedSampler``; otherwise batches of at most ``batch_atoms`` atoms (at least one
+    supercell each) through :class:`gnnspec.train.batching.AtomBudgetBatchSampler`, the same
+    number on every rank. ``workers`` > 0: that many persistent worker processes collate the
+    batches (they ignore Ctrl-C and SIGTERM: the training loop decides when to stop). Select an
+    epoch with :func:`gnnspec.train.batching.set_loader_epoch`.
+    """
+    from gnnspec.train.batching import AtomBudgetBatchSampler
+
+    # its own generator: starting an epoch (or the workers) must not draw from torch's global RNG (exact resume)
+    opts = dict(
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        worker_init_fn=_ignore_stop_signals if workers > 0 else None,
+        generator=torch.Generator().manual_seed(seed),
     )
+    if batch_atoms is not None:
+        sizes = [int(dataset[i].num_nodes) for i in range(len(dataset))]
+        batches = AtomBudgetBatchSampler(sizes, batch_atoms, shuffle=shuffle, seed=seed, rank=rank, world=world)
+        return DataLoader(dataset, batch_sampler=batches, **opts)
+    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=shuffle, seed=seed, drop_last=False)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, **opts)
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """In a loader worker: ignore SIGINT/SIGTERM, so a stop signal reaches only the training loop."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def generated_batch(pool: GraphList, step: int, batch_size: int, seed: int):

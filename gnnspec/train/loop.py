@@ -2,8 +2,9 @@
 
 :func:`run_training` loads the data, resolves the model config (neighbour counts measured on the
 training split), builds the model and runs :class:`Trainer`. Per optimizer step: a batch of
-supercells (plus a generated batch when configured) through :class:`Objective`, AdamW, gradient
-clipping, warm-up + cosine schedule, optional EMA. Per epoch (rank 0): validation loss and
+supercells (``batch_size`` of them, or as many as fit in ``batch_atoms`` atoms; plus a generated
+batch when configured) through :class:`Objective`, AdamW, gradient clipping, warm-up + cosine
+schedule over the run's exact number of steps, optional EMA. Per epoch (rank 0): validation loss and
 metrics, ``last.pt`` and (when the monitored metric improves) ``best.pt``. At the end: test
 metrics of the best model, ``metrics_test.json``, embedding projector and spectra figures.
 
@@ -29,6 +30,7 @@ from gnnspec.data import keys as K
 from gnnspec.models.factory import build_model, load_checkpoint, portable_state_dict
 from gnnspec.models.structure_support import element_record
 from gnnspec.train import distributed as D
+from gnnspec.train.batching import loader_total_steps, set_loader_epoch
 from gnnspec.train.checkpoint import restore_training, rng_state, save_checkpoint
 from gnnspec.train.config import TrainConfig
 from gnnspec.train.data import channel_scales, generated_batch, make_loader, spectra_statistics
@@ -119,9 +121,11 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(
             param_groups(self.model, o.lr, o.weight_decay, o.encoder_lr_scale), lr=o.lr, betas=tuple(o.betas)
         )
-        self.loader = make_loader(splits["train"], cfg.batch_size, True, cfg.seed, self.info.rank, self.info.world)
-        self.steps_per_epoch = len(self.loader)
-        self.total_steps = cfg.epochs * self.steps_per_epoch
+        self.loader = make_loader(
+            splits["train"], cfg.batch_size, True, cfg.seed, self.info.rank, self.info.world, cfg.batch_atoms, cfg.loader_workers
+        )
+        self.steps_per_epoch = len(self.loader)  # of the current epoch (with batch_atoms it varies per epoch)
+        self.total_steps = loader_total_steps(self.loader, cfg.epochs)  # exact, also then
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, o.warmup_steps, self.total_steps, o.min_lr_ratio)
         )
@@ -223,7 +227,8 @@ class Trainer:
         with _StopFlag() as flag:
             try:
                 while self.epoch < self.cfg.epochs:
-                    self.loader.sampler.set_epoch(self.epoch)
+                    set_loader_epoch(self.loader, self.epoch)
+                    self.steps_per_epoch = len(self.loader)
                     sums: dict[str, float] = {}
                     ch_sum = ch_n = None
                     bar = tqdm(
