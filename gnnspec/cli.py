@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "gnnspec.simulate.commands",
     "gnnspec.data.commands",
     "gnnspec.train.commands",
+    "gnnspec.models.commands",
     "gnnspec.measured.commands",
     "gnnspec.library.commands",
     "gnnspec.analysis.commands",

@@ -283,15 +283,18 @@ def read_spectra_batch(path: str | Path) -> list[tuple[str, Spectra]]:
     return [(obj_id, spectra) for obj_id, spectra, _ in read_spectra_records(path)]
 
 
-def write_spectra_batch(
-    path: str | Path, records: Iterable[tuple[str, Mapping[str, Spectrum]]], meta: Mapping | None = None
-) -> Path:
-    """Write ``(id, spectra)`` records as JSON lines (one ``gnnspec.spectra/1`` object per line)."""
+def write_spectra_batch(path: str | Path, records: Iterable[tuple], meta: Mapping | None = None) -> Path:
+    """Write ``(id, spectra)`` or ``(id, spectra, record_meta)`` records as JSON lines (one
+    ``gnnspec.spectra/1`` object per line; :func:`read_spectra_records` reads them back).
+
+    A record's meta is ``meta`` updated by its own ``record_meta``.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w") as out:
-        for obj_id, spectra in records:
-            obj = {"id": str(obj_id), **spectra_to_dict(spectra, meta)}
+        for obj_id, spectra, *own in records:
+            record_meta = {**(meta or {}), **(own[0] if own else {})}
+            obj = {"id": str(obj_id), **spectra_to_dict(spectra, record_meta or None)}
             out.write(json.dumps(obj, allow_nan=False) + "\n")
     return path
 

@@ -1,4 +1,4 @@
-"""``gnnspec explain``, ``gnnspec attribute`` and ``gnnspec calibrate``."""
+"""``gnnspec infer``, ``map``, ``explain``, ``attribute``, ``evaluate`` and ``calibrate``: what a trained model says and how well."""
 
 from __future__ import annotations
 
@@ -88,6 +88,18 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--out", required=True, help="output folder")
     a.set_defaults(func=_attribute)
 
+    v = sub.add_parser(
+        "evaluate",
+        help="metrics of a trained model on a dataset split",
+        description="Per-channel R^2/MSE/cosine of site spectra, element-content MAE, defect AUROC.",
+    )
+    v.add_argument("model", help="checkpoint (.pt)")
+    v.add_argument("--data", metavar="LMDB", help="dataset folder (default: the one the model was trained on)")
+    v.add_argument("--split", default="test", choices=["train", "val", "test", "all"], help="split to evaluate (default test)")
+    v.add_argument("--batch-size", type=int, default=4, help="supercells per batch")
+    v.add_argument("--out", metavar="JSON", help="write the metrics here as JSON")
+    v.set_defaults(func=_evaluate)
+
     c = sub.add_parser(
         "calibrate",
         help="fit the uncertainty ensemble and calibrate defect probabilities",
@@ -106,6 +118,34 @@ def _load(path: str | None):
     from gnnspec.models.factory import load_model, model_path
 
     return load_model(path), model_path(path)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    """Evaluate a checkpoint on a dataset split; print and optionally write JSON."""
+    import torch
+
+    from gnnspec.models.factory import load_model, read_checkpoint
+    from gnnspec.train.commands import metrics_text
+    from gnnspec.train.data import load_split
+    from gnnspec.train.metrics import evaluate, write_metrics
+
+    torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
+    model = load_model(args.model)
+    data = args.data or read_checkpoint(args.model).get("train_config", {}).get("data") or "datasets/nmc_feff10_fast"
+    if not Path(data).exists():
+        raise InputError(f"{data}: no such dataset folder (pass --data)")
+    if args.batch_size < 1:
+        raise InputError("--batch-size must be at least 1")
+    split = None if args.split == "all" else args.split
+    graphs = load_split(data, split, model.cfg.backbone.cutoff, model.cfg.channels)
+    if len(graphs) == 0:
+        raise InputError(f"{data}: no structures in split {args.split!r}")
+    metrics = evaluate(model, graphs, args.batch_size)
+    metrics["model"], metrics["data"], metrics["split"] = str(args.model), str(data), args.split
+    print(metrics_text(metrics, args.split))
+    if args.out:
+        write_metrics(metrics, args.out)
+    return 0
 
 
 def _explain(args: argparse.Namespace) -> int:

@@ -36,10 +36,8 @@ from gnnspec.errors import InputError
 from gnnspec.library.embed import Embedder, model_hash, structure_entries
 from gnnspec.library.library import Library
 from gnnspec.library.store import structure_hash
-from gnnspec.structures.io import read_structure
+from gnnspec.structures.io import read_structure, structure_files
 
-#: File names a structure folder is read from: these suffixes, or names starting POSCAR/CONTCAR.
-STRUCTURE_SUFFIXES = (".cif", ".json", ".vasp", ".poscar")
 #: Flagged structures listed in a source's manifest record (all are counted).
 FLAGGED_IN_MANIFEST = 100
 
@@ -53,10 +51,6 @@ class SourceStructure:
     structure_dict: dict
     vacancies: list[dict] | None
     split: str | None
-
-
-def _is_structure_file(path: Path) -> bool:
-    return path.is_file() and (path.suffix.lower() in STRUCTURE_SUFFIXES or path.name.upper().startswith(("POSCAR", "CONTCAR")))
 
 
 def source_kind(source: str | Path) -> str:
@@ -88,9 +82,7 @@ def iter_source(source: str | Path, split: str | None = None) -> tuple[int, Iter
         return len(sids), lmdb_items()
     if split is not None:
         raise InputError(f"{path}: structure files carry no split; --split applies to LMDB datasets only")
-    files = [path] if kind == "file" else sorted(p for p in path.iterdir() if _is_structure_file(p))
-    if not files:
-        raise InputError(f"{path}: no structure files (*.cif, *.json, *.vasp, POSCAR*, CONTCAR*)")
+    files = structure_files(path)
 
     def file_items() -> Iterator[SourceStructure]:
         for f in files:

@@ -1,5 +1,5 @@
 """Structures: reading files, the NMC generator, local environments and their labels."""
 
-from gnnspec.structures.io import read_structure
+from gnnspec.structures.io import read_structure, structure_files
 
-__all__ = ["read_structure"]
+__all__ = ["read_structure", "structure_files"]

@@ -18,6 +18,37 @@ from gnnspec.errors import InputError
 
 #: Atoms closer than this (Angstrom) are refused as overlapping.
 MIN_DISTANCE = 0.5
+#: File names a structure folder is read from: these suffixes, or names starting POSCAR/CONTCAR.
+STRUCTURE_SUFFIXES = (".cif", ".json", ".vasp", ".poscar")
+
+
+def is_structure_file(path: Path) -> bool:
+    """True for a file :func:`structure_files` takes from a folder (by its name only)."""
+    path = Path(path)
+    return path.is_file() and (path.suffix.lower() in STRUCTURE_SUFFIXES or path.name.upper().startswith(("POSCAR", "CONTCAR")))
+
+
+def structure_files(sources: Any) -> list[Path]:
+    """The structure files named by ``sources`` (a path or a list of paths), in order.
+
+    A file is taken as it is; a folder gives its structure files (:data:`STRUCTURE_SUFFIXES`,
+    ``POSCAR*``, ``CONTCAR*``) sorted by name. A missing path, or a folder without structure
+    files, is an :class:`InputError` naming it.
+    """
+    items = [sources] if isinstance(sources, (str, Path)) else list(sources)
+    files: list[Path] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if is_structure_file(p))
+            if not found:
+                raise InputError(f"{path}: no structure files (*.cif, *.json, *.vasp, *.poscar, POSCAR*, CONTCAR*)")
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise InputError(f"{path}: no such structure file or folder")
+    return files
 
 
 def read_structure(source: Any) -> Structure:

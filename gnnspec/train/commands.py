@@ -1,7 +1,7 @@
-"""Command-line parts: ``gnnspec train | evaluate | predict`` (``infer`` lives with the analysis
-commands, beside the uncertainty and support files it reads).
+"""Command-line parts: ``gnnspec train | ensemble`` (``predict`` lives with the model in
+:mod:`gnnspec.models.commands`; ``evaluate`` and ``infer`` with the analysis commands).
 
-:func:`add_parsers` adds the three subcommands to an ``argparse`` subparsers object; each sets
+:func:`add_parsers` adds the two subcommands to an ``argparse`` subparsers object; each sets
 ``func`` to a handler that takes the parsed ``args`` and returns an exit code (0 on success,
 130 when training was interrupted). Handlers raise :class:`gnnspec.errors.InputError` for bad
 input. Several processes: ``torchrun --nproc_per_node N -m gnnspec train CONFIG``.
@@ -9,15 +9,13 @@ input. Several processes: ``torchrun --nproc_per_node N -m gnnspec train CONFIG`
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from gnnspec.assets import DEFAULT_MODEL
 from gnnspec.errors import InputError
 
 
 def add_parsers(subparsers) -> None:
-    """Add ``train``, ``evaluate``, ``predict`` and ``ensemble`` to ``subparsers``."""
+    """Add ``train`` and ``ensemble`` to ``subparsers``."""
     p = subparsers.add_parser(
         "train",
         help="train the joint model from a YAML config (torchrun for several GPUs)",
@@ -28,30 +26,6 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--out", metavar="RUN_DIR", help="run folder (default: the config's run_dir, else runs/<config name>)")
     p.add_argument("--data", metavar="PATH", help="gnnspec LMDB dataset folder (overrides the config's data)")
     p.set_defaults(func=cmd_train)
-
-    p = subparsers.add_parser(
-        "evaluate",
-        help="metrics of a trained model on a dataset split",
-        description="Per-channel R^2/MSE/cosine of site spectra, element-content MAE, defect AUROC.",
-    )
-    p.add_argument("model", help="checkpoint (.pt)")
-    p.add_argument("--data", metavar="LMDB", help="dataset folder (default: the one the model was trained on)")
-    p.add_argument("--split", default="test", choices=["train", "val", "test", "all"], help="split to evaluate (default test)")
-    p.add_argument("--batch-size", type=int, default=4, help="supercells per batch")
-    p.add_argument("--out", metavar="JSON", help="write the metrics here as JSON")
-    p.set_defaults(func=cmd_evaluate)
-
-    p = subparsers.add_parser(
-        "predict",
-        help="spectra of one site of a structure (every channel of its element)",
-        description="Forward model: writes gnnspec.spectra/1 JSON, energies in absolute eV.",
-    )
-    p.add_argument("structure", help="structure file (CIF, POSCAR, pymatgen JSON, any ase format)")
-    p.add_argument("--site", type=int, required=True, help="index of the absorbing site (0-based)")
-    p.add_argument("--model", help=f"checkpoint (default {DEFAULT_MODEL})")
-    p.add_argument("--tier", default=None, help="FEFF tier to predict (fast or scf; default: the model's highest fidelity)")
-    p.add_argument("--out", required=True, help="output JSON")
-    p.set_defaults(func=cmd_predict)
 
     add_ensemble_parser(subparsers)
 
@@ -102,17 +76,6 @@ def cmd_ensemble(args) -> int:
     return 0
 
 
-def _check_out(path: str) -> None:
-    out = Path(path)
-    if not out.parent.exists():
-        raise InputError(f"{out}: folder {out.parent} does not exist")
-
-
-def _write_json(path: str, data: dict) -> None:
-    _check_out(path)
-    Path(path).write_text(json.dumps(data, indent=2) + "\n")
-
-
 # -- train -------------------------------------------------------------------------------
 def cmd_train(args) -> int:
     """Train; print the test metrics and where the run folder, TensorBoard logs and checkpoint are."""
@@ -142,7 +105,7 @@ def _summary_text(summary: dict) -> str:
     ]
     m = summary.get("test_metrics")
     if m:
-        lines.append(_metrics_text(m, "test"))
+        lines.append(metrics_text(m, "test"))
     lines += [
         f"run folder:  {summary['run_dir']}",
         f"TensorBoard: tensorboard --logdir {summary['tensorboard']}",
@@ -151,7 +114,8 @@ def _summary_text(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def _metrics_text(m: dict, split: str) -> str:
+def metrics_text(m: dict, split: str) -> str:
+    """The console table of :func:`gnnspec.train.metrics.evaluate` metrics of ``split``."""
     lines = [
         f"{split} metrics ({m['n_structures']} structures, {m['n_site_spectra']} site spectra):",
         f"  {'channel':<12} {'R2':>7} {'med R2':>7} {'MSE':>9} {'cosine':>7} {'n':>5}",
@@ -169,69 +133,3 @@ def _metrics_text(m: dict, split: str) -> str:
             lines.append(f"  defect AUROC ({side}): " + ", ".join(f"{k} {v:.3f}" for k, v in d.items()))
         lines.append(f"  embedding alignment (mean cosine): {m['alignment_cosine']:.3f}")
     return "\n".join(lines)
-
-
-# -- evaluate ----------------------------------------------------------------------------
-def cmd_evaluate(args) -> int:
-    """Evaluate a checkpoint on a dataset split; print and optionally write JSON."""
-    import torch
-
-    from gnnspec.models.factory import load_model, read_checkpoint
-    from gnnspec.train.data import load_split
-    from gnnspec.train.metrics import evaluate, write_metrics
-
-    torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
-    model = load_model(args.model)
-    data = args.data or read_checkpoint(args.model).get("train_config", {}).get("data") or "datasets/nmc_feff10_fast"
-    if not Path(data).exists():
-        raise InputError(f"{data}: no such dataset folder (pass --data)")
-    if args.batch_size < 1:
-        raise InputError("--batch-size must be at least 1")
-    split = None if args.split == "all" else args.split
-    graphs = load_split(data, split, model.cfg.backbone.cutoff, model.cfg.channels)
-    if len(graphs) == 0:
-        raise InputError(f"{data}: no structures in split {args.split!r}")
-    metrics = evaluate(model, graphs, args.batch_size)
-    metrics["model"], metrics["data"], metrics["split"] = str(args.model), str(data), args.split
-    print(_metrics_text(metrics, args.split))
-    if args.out:
-        write_metrics(metrics, args.out)
-    return 0
-
-
-# -- predict -----------------------------------------------------------------------------
-def cmd_predict(args) -> int:
-    """Write the spectra of every channel of site ``--site``'s element as gnnspec.spectra/1 JSON.
-
-    ``meta.structure_support`` holds the site's structure-side verdict
-    (:mod:`gnnspec.models.structure_support`); a site outside the training distribution also gets
-    a one-line warning on stderr (the spectra are still written, exit code 0)."""
-    import sys
-
-    from gnnspec.models.factory import load_model, model_path
-    from gnnspec.models.structure_support import warning_lines
-    from gnnspec.spectra import Spectrum, write_spectra
-    from gnnspec.structures import read_structure
-
-    structure = read_structure(args.structure)
-    model = load_model(args.model)
-    spectra = model.predict_site_spectra(structure, [args.site], tier=args.tier)[args.site]
-    support = model.structure_support(structure, [args.site])
-    for line in warning_lines(support, str(args.structure)):
-        print(line, file=sys.stderr)
-    meta = {
-        "source": "gnnspec predict",
-        "tier": model.cfg.tiers[model.cfg.tier_index(args.tier)],
-        "structure": str(args.structure),
-        "site": args.site,
-        "element": structure[args.site].specie.symbol,
-        "model": str(model_path(args.model)),
-        "energy_unit": "eV (absolute)",
-        "normalisation": "unit mean over the channel grid",
-        "structure_support": support,
-    }
-    _check_out(args.out)
-    write_spectra(args.out, [Spectrum(name, e, y) for name, (e, y) in spectra.items()], meta)
-    return 0
-
-
