@@ -108,3 +108,20 @@ def test_predict_command_refuses_a_json_file_for_many_records(structures, tmp_pa
     assert "site 9999 is out of range" in capsys.readouterr().err
     assert main(["predict", str(tmp_path / "missing"), "--model", str(ckpt), "--out", str(tmp_path / "x.jsonl")]) == 2
     assert "no such structure file or folder" in capsys.readouterr().err
+
+
+def test_the_inference_benchmark_measures_both_ways_and_reports_them(structures, tmp_path):
+    from test_library_helpers import save_model, tiny_model
+
+    from gnnspec.bench.__main__ import inference_rows
+    from gnnspec.bench.gpu import inference_throughput
+
+    ckpt = save_model(tiny_model(), tmp_path / "model.pt")
+    result = inference_throughput(str(ckpt), structures[:2], batch_size=2)
+    assert result["structures"] == 2 and result["atoms"] == len(structures[0]) + len(structures[1])
+    cpu = result["devices"]["cpu"]
+    assert cpu["per_structure_spectra_per_s"] > 0 and cpu["batched_spectra_per_s"] > 0
+    assert cpu["batched_speedup"] == pytest.approx(cpu["batched_spectra_per_s"] / cpu["per_structure_spectra_per_s"])
+    (row,) = inference_rows(result)
+    assert row.startswith("| inference, cpu") and "predict_many" in row
+    assert inference_rows(None) == []

@@ -106,6 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     train_model = load_checkpoint(model_path)
     results["training"] = speed.training_throughput(train_model, tcfg, [ds["train"][i] for i in range(len(ds["train"]))], steps=5 if args.quick else 20)
     results["build"] = speed.build_throughput(info)
+    from gnnspec.bench.gpu import inference_throughput
+
+    n_inf = 4 if args.quick else len(ds["test"])
+    results["inference"] = inference_throughput(model_path, [Structure.from_dict(ds["test"].record(i)["structure"]) for i in range(n_inf)])
     results["worker_scaling"] = speed.worker_scaling(n_structures=1 if args.quick else 2)
 
     print("retrieval ...", file=sys.stderr)
@@ -181,6 +185,7 @@ def render(r: dict, info: dict, caption: str) -> str:
         f"| dataset build: median FEFF run | {_f(b['median_s_per_run'], 2)} s; {_f(b['runs_per_core_hour'], 0)} runs per core-hour; {_f(b['spectra_per_run'], 2)} spectra per run |",
         f"| dataset build: 1 vs 2 workers ({w['runs']} runs) | {_f(w['wall_s_1_worker'], 1)} s vs {_f(w['wall_s_2_workers'], 1)} s: speed-up {_f(w['speedup'], 2)} |",
         *scf_cost_rows(r.get("scf_cost")),
+        *inference_rows(r.get("inference")),
         "",
         "## 5. Retrieval",
         "",
@@ -251,6 +256,20 @@ def claim(inverse: dict) -> list[str]:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def inference_rows(inf: dict | None) -> list[str]:
+    """Table rows of :func:`gnnspec.bench.gpu.inference_throughput`: per device, one call per structure against batched."""
+    from gnnspec.bench.report import _f
+
+    if not inf:
+        return []
+    return [
+        f"| inference, {dev} ({d['threads']} threads), {inf['structures']} test supercells, every site | "
+        f"{_f(d['per_structure_spectra_per_s'], 0)} spectra/s one structure per call; {_f(d['batched_spectra_per_s'], 0)} spectra/s "
+        f"batched ({inf['batch_size']} per pass, `predict_many`): {_f(d['batched_speedup'], 2)}x |"
+        for dev, d in inf["devices"].items()
+    ]
 
 
 def scf_cost_rows(cost: dict | None) -> list[str]:
