@@ -170,14 +170,15 @@ def test_training_checkpoint_records_the_training_elements(licoo2, tmp_path):
 # -- the commands ----------------------------------------------------------------------------
 def test_calibrate_adds_the_entry_on_the_models_own_training_data(tmp_path, capsys):
     """``gnnspec calibrate`` without --data reads the dataset the checkpoint names and adds the
-    structure support to the checkpoint, every other entry unchanged."""
+    structure support (and its other fitted entries) to the checkpoint, every other entry unchanged."""
     data = write_synthetic_lmdb(tmp_path / "data")
     ckpt = save_model(tiny_model(), tmp_path / "model.pt")
     write_checkpoint_entry(ckpt, "train_config", {"data": str(data)})
     before = read_checkpoint(ckpt)
     assert main(["calibrate", "--model", str(ckpt), "--members", "2"]) == 0
     after = read_checkpoint(ckpt)
-    assert set(after) == set(before) | {ss.ENTRY}
+    # plus the uncertainty ensemble and the training support (gnnspec.analysis.attached)
+    assert set(after) == set(before) | {ss.ENTRY, "uncertainty_ensemble", "training_support"}
     assert all(torch.equal(after["model"][k], v) for k, v in before["model"].items()) and after["model_config"] == before["model_config"]
     entry = after[ss.ENTRY]
     assert entry["elements_source"] == f"training split of {data}" and entry["embedding"]["data"] == str(data)

@@ -146,3 +146,42 @@ def test_calibrate_covers_both_ways_of_querying_a_quantified_model(trained, stru
     assert channels
     assert set(channels) == set(json.loads(spectra.read_text())["channels"]) & set(report["support"]["channels_validation_p01_correlation"])
     assert answer["support"]["in_distribution"] == (answer["support"]["embedding_in_distribution"] and all(c["in_distribution"] for c in channels.values()))
+    # what calibrate fitted lives inside the model file: a copy of the file alone answers the same
+    assert not (tmp_path / "model.uncertainty.npz").exists() and not (tmp_path / "model.support.npz").exists()
+    moved = tmp_path / "elsewhere"
+    moved.mkdir()
+    (moved / "copy.pt").write_bytes(model.read_bytes())
+    again = moved / "answer.json"
+    assert run("infer", spectra, "--model", moved / "copy.pt", "--quantification", f"{el}=1", "--out", again) == 0
+    assert json.loads(again.read_text()) | {"model": None} == answer | {"model": None}
+
+
+def test_a_model_calibrated_before_keeps_its_files_beside_it(trained, structure_file, tmp_path):
+    """Older models kept the ensemble and support in .npz files beside the checkpoint: still read;
+    calibrating again moves them into the checkpoint and removes the stale files."""
+    import numpy as np
+
+    from gnnspec.analysis.attached import ENSEMBLE, SUPPORT, read_arrays
+    from gnnspec.models.factory import read_checkpoint, write_checkpoint_entry
+
+    root, data = trained
+    model = tmp_path / "model.pt"
+    model.write_bytes((root / "run" / "best.pt").read_bytes())
+    assert run("calibrate", "--model", model, "--data", data, "--members", "2") == 0
+    spectra = tmp_path / "site.json"
+    assert run("predict", structure_file, "--site", 0, "--model", model, "--out", spectra) == 0
+    new = tmp_path / "new.json"
+    assert run("infer", spectra, "--model", model, "--out", new) == 0
+    old = tmp_path / "old.pt"
+    old.write_bytes(model.read_bytes())
+    for what in (ENSEMBLE, SUPPORT):
+        np.savez(what.sidecar(old), **read_arrays(model, what))
+        write_checkpoint_entry(old, what.entry, {})  # an old checkpoint: no entry
+    assert not read_checkpoint(old)[ENSEMBLE.entry]
+    answer = tmp_path / "old.json"
+    assert run("infer", spectra, "--model", old, "--out", answer) == 0
+    a, b = json.loads(new.read_text()), json.loads(answer.read_text())
+    assert a["uncertainty"] is not None and a | {"model": None} == b | {"model": None}
+    assert run("calibrate", "--model", old, "--data", data, "--members", "2") == 0
+    assert not ENSEMBLE.sidecar(old).exists() and not SUPPORT.sidecar(old).exists()
+    assert read_checkpoint(old)[SUPPORT.entry]

@@ -1,8 +1,9 @@
 """Fitting and applying the uncertainty ensemble of a model (see :mod:`gnnspec.analysis.uncertainty`).
 
-The ensemble lives next to the model as ``<model>.uncertainty.npz`` and the training support
-(:mod:`gnnspec.analysis.support`) as ``<model>.support.npz``; ``infer_with_uncertainty`` uses
-them when present and falls back to the model's own heads (no spread) otherwise.
+The ensemble and the training support (:mod:`gnnspec.analysis.support`) are checkpoint entries
+(:mod:`gnnspec.analysis.attached`; older models keep them in files beside the checkpoint);
+``infer_with_uncertainty`` uses them when present and falls back to the model's own heads (no
+spread) otherwise.
 
 The structure-side support (:mod:`gnnspec.models.structure_support`) lives inside the checkpoint
 itself: :func:`calibrate_structure_support` fits its embedding part on the training and
@@ -18,14 +19,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from gnnspec.analysis.support import QUANTIFIED_INPUTS, ChannelSupport, TrainingSupport, load_channel_support, support_path
+from gnnspec.analysis.attached import ENSEMBLE, SUPPORT, read_arrays, write_arrays
+from gnnspec.analysis.support import QUANTIFIED_INPUTS, ChannelSupport, TrainingSupport
 from gnnspec.analysis.uncertainty import PropertyEnsemble, calibrate, fit_ensemble
 from gnnspec.structures.environments import DEFECTS
-
-
-def ensemble_path(model_path: str | Path) -> Path:
-    p = Path(model_path)
-    return p.with_name(p.stem + ".uncertainty.npz")
 
 
 def split_table(model: Any, data: str, split: str, features: bool = False, need_spectra: bool = True):
@@ -152,11 +149,10 @@ def calibrate_model(model: Any, model_path: Path, data: str | None = None, membe
         quantified_support = TrainingSupport.fit(q_tr, q_va, QUANTIFIED_INPUTS)
     ens = fit_ensemble(*(np.concatenate([f[i] for f in fit_sets]) for i in range(3)), members=members)
     per_defect = calibrate(ens, np.concatenate([f[3] for f in fit_sets]), np.concatenate([f[4] for f in fit_sets]))
-    ens_file = ensemble_path(model_path)
-    ens.save(ens_file)
+    write_arrays(model_path, ENSEMBLE, ens.arrays())
     support = TrainingSupport.fit(e_tr, e_va)
     channels = ChannelSupport.fit(table_channel_spectra(model, train), table_channel_spectra(model, val))
-    support.save(support_path(model_path), quantified_support, channels)
+    write_arrays(model_path, SUPPORT, support.arrays(quantified_support, channels))
     structure = _save_structure_support(model, model_path, structure_support_entry(model, train, val, data))
     report = {
         "model": Path(model_path).name,
@@ -165,9 +161,9 @@ def calibrate_model(model: Any, model_path: Path, data: str | None = None, membe
         "method": "bootstrap ensemble of linear heads on spectrum embeddings; temperature scaling on validation",
         "inputs": "spectra alone and with the exact elemental quantification" if quantified else "spectra alone",
         "defects": {DEFECTS[j]: r for j, r in per_defect.items()},
-        "ensemble_file": ens_file.name,
+        "ensemble": f"checkpoint entry {ENSEMBLE.entry}",
         "support": {
-            "file": support_path(model_path).name,
+            "stored": f"checkpoint entry {SUPPORT.entry}",
             "training_environments": int(len(e_tr)),
             "validation_nearest_cosine": dict(zip(("p01", "p05", "p50"), map(float, support.val_quantiles))),
             "channels_validation_p01_correlation": {name: float(q[0]) for name, q in channels.val_quantiles.items()},
@@ -182,20 +178,22 @@ def calibrate_model(model: Any, model_path: Path, data: str | None = None, membe
     report_file = Path(out) if out else Path(model_path).with_name(Path(model_path).stem + ".calibration.json")
     report["report_file"] = report_file.name
     report_file.write_text(json.dumps(report, indent=1))
-    return {**report, "ensemble_file": str(ens_file), "report_file": str(report_file)}
+    return {**report, "report_file": str(report_file)}
 
 
 def refit_channel_support(model: Any, model_path: str | Path, data: str | None = None) -> ChannelSupport:
-    """Refit only the spectrum-space support of the file beside the model (same seed, so the same
-    references and quantiles, now with the validation spectra kept); every other array of the file
-    is kept as it was."""
+    """Refit only the spectrum-space part of the model's training support (same seed, so the same
+    references and quantiles, now with the validation spectra kept); every other array is kept as it was."""
     data = data or training_data(model_path)
     train, val = split_table(model, data, "train"), split_table(model, data, "val")
     channels = ChannelSupport.fit(table_channel_spectra(model, train), table_channel_spectra(model, val))
-    path = support_path(model_path)
-    with np.load(path, allow_pickle=False) as f:
-        kept = {k: f[k] for k in f.files if not k.startswith("channel_")}
-    np.savez(path, **kept, **channels.arrays())
+    old = read_arrays(model_path, SUPPORT)
+    if old is None:
+        from gnnspec.errors import InputError
+
+        raise InputError(f"{model_path}: the model has no training support to refit; run gnnspec calibrate")
+    kept = {k: v for k, v in old.items() if not k.startswith("channel_")}
+    write_arrays(model_path, SUPPORT, {**kept, **channels.arrays()})
     return channels
 
 
@@ -219,15 +217,18 @@ def infer_with_uncertainty(
     resolution: dict[str, float] | None = None,
 ) -> dict:
     """``model.infer`` plus ``uncertainty`` (ensemble standard deviations), calibrated defect
-    probabilities and ``support`` (:mod:`gnnspec.analysis.support`), from the files beside the model.
+    probabilities and ``support`` (:mod:`gnnspec.analysis.support`), from what the checkpoint carries
+(:mod:`gnnspec.analysis.attached`).
 
     ``quantification``: optional elemental quantification (``model.infer``). ``resolution``:
     ``{channel: FWHM eV}`` of the measurement, at which the spectrum-space support compares it."""
     result = model.infer(spectra, quantification)
     emb = model.embed_spectra(spectra, quantification)[None, :]
-    if support_path(model_path).exists():
-        result["support"] = TrainingSupport.load(support_path(model_path), quantified=quantification is not None).check(emb)
-        channel_support = load_channel_support(support_path(model_path))
+    support_arrays = read_arrays(model_path, SUPPORT)
+    if support_arrays is not None:
+        support = TrainingSupport.from_arrays(support_arrays, quantified=quantification is not None, source=str(model_path))
+        result["support"] = support.check(emb)
+        channel_support = ChannelSupport.from_arrays(support_arrays)
         if channel_support is not None:
             x, _ = model.spectra_tensor(spectra)  # every channel mapped and normalised in one call
             on_grid = {name: x[0, model.cfg.channels.index(name)].cpu().numpy() for name in spectra}
@@ -245,11 +246,11 @@ def infer_with_uncertainty(
                     "than twice the distance of 99 % of held-out simulated spectra"
                 )
     result["encoder_ensemble"] = encoder_ensemble_answer(model, model_path, spectra, quantification)
-    path = ensemble_path(model_path)
-    if not path.exists():
+    ens_arrays = read_arrays(model_path, ENSEMBLE)
+    if ens_arrays is None:
         result["uncertainty"] = None
         return result
-    ens = PropertyEnsemble.load(path)
+    ens = PropertyEnsemble.from_arrays(ens_arrays)
     pred = ens.predict(emb)
     result["element_content"] = {el: float(v) for el, v in zip(model.cfg.content_elements, pred["content"][0])}
     result["defects"] = {d: float(v) for d, v in zip(model.cfg.defects, pred["defect"][0])}

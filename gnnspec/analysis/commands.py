@@ -105,7 +105,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="fit the uncertainty ensemble and calibrate defect probabilities",
         description="Fit a bootstrap ensemble of property heads on the spectrum embeddings of the training split, "
         "calibrate defect probabilities by temperature scaling on the validation split, report the calibration error. "
-        "Writes MODEL.uncertainty.npz next to the model (used by `gnnspec infer`) and a JSON report.",
+        "Stores the ensemble and the training support inside the model file (used by `gnnspec infer`) and writes a JSON report.",
     )
     c.add_argument("--model", default=None, help=_MODEL_HELP)
     c.add_argument("--data", default=None, help="dataset (default: the one the model was trained on)")
@@ -162,13 +162,11 @@ def _explain(args: argparse.Namespace) -> int:
 
 def _attribute(args: argparse.Namespace) -> int:
     from gnnspec.analysis.attributions import integrated_gradients, plot_attributions
-    from gnnspec.channels import CHANNEL_NAMES
-    from gnnspec.spectra import read_spectra, spectra_on_grids
+    from gnnspec.spectra import on_grid_by_channel, read_spectra
 
     model, _ = _load(args.model)
     spectra, _ = read_spectra(args.spectra)
-    grid, mask = spectra_on_grids(spectra, source=args.spectra)
-    on_grid = {c: grid[i] for i, c in enumerate(CHANNEL_NAMES) if mask[i]}
+    on_grid = on_grid_by_channel(spectra, source=args.spectra)
     result = integrated_gradients(model, on_grid, steps=args.steps, quantification=args.quantification or spectra.quantification)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -190,7 +188,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     report = calibrate_model(model, path, data=args.data, members=args.members, out=args.out)
     for name, r in report["defects"].items():
         print(f"{name}: temperature {r['temperature']:.2f}, ECE {r['ece_before']:.3f} -> {r['ece_after']:.3f} (validation, n={r['n']})")
-    print(f"wrote {report['ensemble_file']} and {report['report_file']}")
+    print(f"stored the ensemble and the training support in {path}; wrote {report['report_file']}")
     return 0
 
 
@@ -198,10 +196,9 @@ def _calibrate(args: argparse.Namespace) -> int:
 def cmd_infer(args) -> int:
     """Element content and defect probabilities from a gnnspec.spectra/1 file (mapped onto the channel grids)."""
     from gnnspec.analysis.calibration import infer_with_uncertainty
-    from gnnspec.channels import CHANNEL_NAMES
     from gnnspec.models.energy_scale import encoder_tier, energy_shifts
     from gnnspec.models.factory import load_model, model_path
-    from gnnspec.spectra import read_spectra, spectra_on_grids
+    from gnnspec.spectra import on_grid_by_channel, read_spectra
 
     spectra, meta = read_spectra(args.spectra)
     quantification = args.quantification or spectra.quantification
@@ -209,14 +206,14 @@ def cmd_infer(args) -> int:
     tier = encoder_tier(model_path(args.model))
     # calibrated (absolute) energies onto the FEFF scale the encoder learned (gnnspec.edge_offsets)
     shifts, energy_record = energy_shifts(meta, list(spectra), tier)
-    on_grid, mask = spectra_on_grids(spectra, shift=shifts, source=str(args.spectra))
+    on_grid = on_grid_by_channel(spectra, shift=shifts, source=str(args.spectra))
     # with the model's uncertainty ensemble (gnnspec calibrate) beside it: ensemble means, their
     # spread and temperature-calibrated defect probabilities; otherwise the model's own heads
     resolution = query_resolution(meta, list(spectra), args.resolution)
     result = infer_with_uncertainty(
         model,
         model_path(args.model),
-        {name: on_grid[i] for i, name in enumerate(CHANNEL_NAMES) if mask[i]},
+        on_grid,
         quantification,
         resolution={c: r["fwhm_ev"] for c, r in resolution.items() if r["fwhm_ev"]},
     )

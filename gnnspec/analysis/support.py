@@ -19,11 +19,11 @@ prediction, sits a little further from the environment means than held-out envir
 measured, 0.993 against a validation 1st percentile of 0.994 for a predicted O K spectrum; the
 measured NMC EELS sits at 0.45). A query with a foreign channel is foreign.
 
-Stored next to the model as ``<model>.support.npz`` (plain arrays, no pickles): the training
-embeddings (float16) and the validation quantiles; per channel, up to
+Stored inside the checkpoint as plain arrays (:data:`gnnspec.analysis.attached.SUPPORT`; older
+models: ``<model>.support.npz`` beside it): the training embeddings (float16) and the validation quantiles; per channel, up to
 ``CHANNEL_REFERENCES`` training environment spectra (float16, centred and scaled to unit norm,
 a seeded random subset) and the validation quantiles of the nearest correlation. For a model that reads an elemental
-quantification the file holds a second pair made with each environment's exact quantification:
+quantification the support holds a second pair made with each environment's exact quantification:
 a query that carries a quantification is compared with those (a quantified embedding sits
 elsewhere than the spectra-alone one; measured on the validation split of the shipped model,
 quantified queries against spectra-alone references have a 1st percentile of 0.84 instead of
@@ -45,11 +45,6 @@ CHANNEL_VALIDATION = 300
 #: A channel is foreign beyond this many times the validation 99th-percentile distance (1 - correlation).
 CHANNEL_TOLERANCE = 2.0
 QUANTIFIED_INPUTS = "spectra with their exact elemental quantification"
-
-
-def support_path(model_path: str | Path) -> Path:
-    p = Path(model_path)
-    return p.with_name(p.stem + ".support.npz")
 
 
 @dataclass
@@ -83,27 +78,36 @@ class TrainingSupport:
             "reference": self.inputs,
         }
 
-    def save(self, path: str | Path, quantified: TrainingSupport | None = None, channels: ChannelSupport | None = None) -> None:
-        """Write this support and, for a model with the quantification input, the ``quantified`` one;
-        ``channels``: the spectrum-space support."""
-        extra = {}
+    def arrays(self, quantified: TrainingSupport | None = None, channels: ChannelSupport | None = None) -> dict[str, np.ndarray]:
+        """The named arrays of this support and, for a model with the quantification input, the
+        ``quantified`` one; ``channels``: the spectrum-space support (a checkpoint entry or an npz file)."""
+        out = {"train": self.train, "val_quantiles": self.val_quantiles, "quantiles": np.asarray(QUANTILES)}
         if quantified is not None:
-            extra = {"quantified_train": quantified.train, "quantified_val_quantiles": quantified.val_quantiles}
+            out.update(quantified_train=quantified.train, quantified_val_quantiles=quantified.val_quantiles)
         if channels is not None:
-            extra.update(channels.arrays())
-        np.savez(path, train=self.train, val_quantiles=self.val_quantiles, quantiles=np.asarray(QUANTILES), **extra)
+            out.update(channels.arrays())
+        return out
+
+    def save(self, path: str | Path, quantified: TrainingSupport | None = None, channels: ChannelSupport | None = None) -> None:
+        """Write :meth:`arrays` as an npz file."""
+        np.savez(path, **self.arrays(quantified, channels))
+
+    @classmethod
+    def from_arrays(cls, arrays, quantified: bool = False, source: str = "<support>") -> TrainingSupport:
+        """The support for spectra alone, or (``quantified``) for queries with a quantification when ``arrays`` has it."""
+        if tuple(np.asarray(arrays["quantiles"]).tolist()) != QUANTILES:
+            from gnnspec.errors import InputError
+
+            raise InputError(f"{source}: support made with other quantiles; rerun gnnspec calibrate")
+        if quantified and "quantified_train" in arrays:
+            return cls(np.asarray(arrays["quantified_train"]), np.asarray(arrays["quantified_val_quantiles"]), QUANTIFIED_INPUTS)
+        return cls(np.asarray(arrays["train"]), np.asarray(arrays["val_quantiles"]))
 
     @classmethod
     def load(cls, path: str | Path, quantified: bool = False) -> TrainingSupport:
-        """The support for spectra alone, or (``quantified``) for queries with a quantification when the file has it."""
+        """:meth:`from_arrays` of an npz file."""
         with np.load(path, allow_pickle=False) as f:
-            if tuple(f["quantiles"]) != QUANTILES:
-                from gnnspec.errors import InputError
-
-                raise InputError(f"{path}: support file made with other quantiles; rerun gnnspec calibrate")
-            if quantified and "quantified_train" in f.files:
-                return cls(f["quantified_train"], f["quantified_val_quantiles"], QUANTIFIED_INPUTS)
-            return cls(f["train"], f["val_quantiles"])
+            return cls.from_arrays(f, quantified, str(path))
 
 
 def _centred(rows: np.ndarray) -> np.ndarray:
@@ -188,12 +192,13 @@ class ChannelSupport:
         return out
 
     @classmethod
-    def from_npz(cls, f) -> ChannelSupport | None:
-        names = [k.split("/", 1)[1] for k in f.files if k.startswith("channel_refs/")]
+    def from_arrays(cls, f) -> ChannelSupport | None:
+        """The spectrum-space support in :meth:`arrays`-named arrays (None when they have none)."""
+        names = [k.split("/", 1)[1] for k in f.keys() if k.startswith("channel_refs/")]
         if not names:
             return None
-        val = {n: f[f"channel_val/{n}"] for n in names if f"channel_val/{n}" in f.files}
-        return cls({n: f[f"channel_refs/{n}"] for n in names}, {n: f[f"channel_quantiles/{n}"] for n in names}, val)
+        val = {n: np.asarray(f[f"channel_val/{n}"]) for n in names if f"channel_val/{n}" in f}
+        return cls({n: np.asarray(f[f"channel_refs/{n}"]) for n in names}, {n: np.asarray(f[f"channel_quantiles/{n}"]) for n in names}, val)
 
 
 def _broadened(rows: np.ndarray, channel: str, fwhm_ev: float) -> np.ndarray:
@@ -210,4 +215,4 @@ def _broadened(rows: np.ndarray, channel: str, fwhm_ev: float) -> np.ndarray:
 def load_channel_support(path: str | Path) -> ChannelSupport | None:
     """The spectrum-space support in a support file (None for files made before it existed)."""
     with np.load(path, allow_pickle=False) as f:
-        return ChannelSupport.from_npz(f)
+        return ChannelSupport.from_arrays(f)

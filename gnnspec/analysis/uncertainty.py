@@ -56,13 +56,21 @@ class PropertyEnsemble:
         defect = 1.0 / (1.0 + np.exp(-d / t))
         return {"content": content.mean(0), "content_std": content.std(0), "defect": defect.mean(0), "defect_std": defect.std(0)}
 
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The named arrays the ensemble is stored as (a checkpoint entry or an npz file)."""
+        return {"w_content": self.w_content, "b_content": self.b_content, "w_defect": self.w_defect, "b_defect": self.b_defect, "temperature": self.temperature}
+
+    @classmethod
+    def from_arrays(cls, arrays) -> PropertyEnsemble:
+        return cls(**{k: np.asarray(arrays[k]) for k in ("w_content", "b_content", "w_defect", "b_defect", "temperature")})
+
     def save(self, path: str | Path) -> None:
-        np.savez(path, w_content=self.w_content, b_content=self.b_content, w_defect=self.w_defect, b_defect=self.b_defect, temperature=self.temperature)
+        np.savez(path, **self.arrays())
 
     @classmethod
     def load(cls, path: str | Path) -> PropertyEnsemble:
         with np.load(path, allow_pickle=False) as f:
-            return cls(**{k: f[k] for k in ("w_content", "b_content", "w_defect", "b_defect", "temperature")})
+            return cls.from_arrays(f)
 
 
 def fit_ensemble(emb: np.ndarray, content: np.ndarray, defects: np.ndarray, members: int = 5, steps: int = 400, weight_decay: float = 1e-3, seed: int = 0) -> PropertyEnsemble:

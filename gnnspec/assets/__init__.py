@@ -2,8 +2,9 @@
 
 ``model.pt``: the shipped model, trained with ``train_configs/cpu.yaml`` on
 ``datasets/nmc_feff10_fast``; the default of every command and API call that needs a model.
-``model.uncertainty.npz``: its property-head ensemble with calibrated temperatures
-(``gnnspec calibrate``), used by ``gnnspec infer`` for uncertainties.
+It carries its property-head ensemble with calibrated temperatures, its training support
+(``gnnspec calibrate``, :mod:`gnnspec.analysis.attached`), its structure support and its encoder
+ensemble. ``model.calibration.json``: the report of its calibration.
 """
 
 from pathlib import Path
