@@ -2,6 +2,7 @@
 (seed, epoch), the same number of steps on every DDP rank, an exact step count for the schedule,
 and a training run with loader workers that resumes exactly after Ctrl-C."""
 
+import multiprocessing
 import signal
 
 import pytest
@@ -111,6 +112,7 @@ def test_training_by_atom_budget_with_workers_resumes_exactly(data, tmp_path):
     opts = dict(epochs=3, log__figures_every=0, batch_atoms=budget, loader_workers=1)
     straight = run_training(smoke_config(data, tmp_path / "straight", **opts))
     assert not straight["interrupted"]
+    assert not multiprocessing.active_children()  # the workers ended with the run (else exit waits on them)
     total = straight["step"]
     assert 3 * 3 <= total <= 3 * 6  # 6 training cells, two (or one) per step
 

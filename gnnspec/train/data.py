@@ -115,6 +115,19 @@ def make_loader(
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, **opts)
 
 
+def close_loader(loader: DataLoader) -> None:
+    """Stop ``loader``'s persistent worker processes now; a no-op without workers.
+
+    They are told to exit through their queues and joined. Without this a finished run's workers
+    live until interpreter exit, where multiprocessing's exit handler sends them SIGTERM (which
+    they ignore, :func:`_ignore_stop_signals`) and waits for them without end.
+    """
+    iterator = getattr(loader, "_iterator", None)
+    if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+        iterator._shutdown_workers()  # torch's own shutdown: sentinel on every index queue, join, then terminate
+    loader._iterator = None
+
+
 def _ignore_stop_signals(worker_id: int) -> None:
     """In a loader worker: ignore SIGINT/SIGTERM, so a stop signal reaches only the training loop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)

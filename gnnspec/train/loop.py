@@ -33,7 +33,7 @@ from gnnspec.train import distributed as D
 from gnnspec.train.batching import loader_total_steps, set_loader_epoch
 from gnnspec.train.checkpoint import restore_training, rng_state, save_checkpoint
 from gnnspec.train.config import TrainConfig
-from gnnspec.train.data import channel_scales, generated_batch, make_loader, spectra_statistics
+from gnnspec.train.data import channel_scales, close_loader, generated_batch, make_loader, spectra_statistics
 from gnnspec.train.ema import EMA
 from gnnspec.train.metrics import evaluate, flat_metrics, write_metrics
 from gnnspec.train.objective import Objective
@@ -218,6 +218,12 @@ class Trainer:
     # -- the run ---------------------------------------------------------------------------
     def fit(self) -> dict:
         """Train until ``epochs`` (or ``max_minutes``, or a stop signal); returns a summary."""
+        try:
+            return self._fit()
+        finally:
+            close_loader(self.loader)  # loader workers end with the run, whatever ended it
+
+    def _fit(self) -> dict:
         from tqdm import tqdm
 
         t_start = time.time()
