@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from gnnspec.errors import InputError
+from gnnspec.jsonio import write_json
 
 FORMAT = "gnnspec.edge_offsets/1"
 DEFINITION = "offset_eV = mean over reference compounds of (measured edge - FEFF edge); half-step edge positions (gnnspec.bench.measured.edge_position)"
@@ -90,17 +91,13 @@ def fit_edge_offsets(rows: Iterable[Mapping]) -> dict[tuple[str, str], EdgeOffse
 
 
 def write_edge_offsets(path: str | Path, offsets: Mapping[tuple[str, str], EdgeOffset], source: str) -> Path:
-    """Write the table (``source``: how and where it was fitted)."""
+    """Write the table (``source``: how and where it was fitted); a NaN spread is written as null."""
     table: dict[str, dict] = {}
     for (channel, tier), o in sorted(offsets.items()):
         entry = asdict(o)
         entry.pop("channel"), entry.pop("tier")
-        entry["compounds"] = list(o.compounds)
-        entry["spread_eV"] = None if np.isnan(o.spread_eV) else o.spread_eV
         table.setdefault(channel, {})[tier] = entry
-    path = Path(path)
-    path.write_text(json.dumps({"format": FORMAT, "definition": DEFINITION, "source": source, "offsets": table}, indent=1) + "\n")
-    return path
+    return write_json(path, {"format": FORMAT, "definition": DEFINITION, "source": source, "offsets": table}, indent=1)
 
 
 def read_edge_offsets(path: str | Path | None = None) -> dict[tuple[str, str], EdgeOffset]:

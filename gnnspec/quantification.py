@@ -20,7 +20,7 @@ fractions sum to 1). Absent channels hold 0. A row of NaN means "not known"; the
 uses its learned "unknown" input, so every spectrum set can be encoded with or without it.
 
 For simulated environments the amounts are the element content of the environment
-(:mod:`gnnspec.structures.environments`: atom fractions of Li, Ni, Mn, Co, O among its members);
+(:mod:`gnnspec.labels`: atom fractions of Li, Ni, Mn, Co, O among its members);
 training perturbs them by a log-normal relative error and drops them at random
 (:func:`perturb_amounts`), so the encoder neither trusts them beyond a measurement's accuracy
 nor depends on them.
@@ -35,9 +35,10 @@ import torch
 
 from gnnspec.channels import CHANNELS
 from gnnspec.errors import InputError
+from gnnspec.labels import CONTENT_ELEMENTS
 
-#: Elements whose amounts are tracked (the element content's order).
-ELEMENTS = ("Li", "Ni", "Mn", "Co", "O")
+#: Elements whose amounts are tracked: the element content's (:data:`gnnspec.labels.CONTENT_ELEMENTS`).
+ELEMENTS = CONTENT_ELEMENTS
 
 
 def channel_element_index(channels: Sequence[str]) -> torch.Tensor:

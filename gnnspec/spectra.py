@@ -18,7 +18,8 @@ amounts (fractions, percentages or counts; only ratios matter) of elements that 
 string names each record).
 
 :func:`spectra_on_grids` is the one place where a spectrum meets its channel grid: every model,
-library query and analysis maps spectra through it.
+library query and analysis maps spectra through it (:func:`on_grid_by_channel` gives its result
+as the ``{channel: row}`` dict the model's spectrum inputs take).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import numpy as np
 
 from gnnspec.channels import CHANNEL_NAMES, CHANNELS, to_channel_grid
 from gnnspec.errors import InputError, read_json_file
+from gnnspec.jsonio import to_jsonable, write_json
 
 SCHEMA = "gnnspec.spectra/1"
 #: Grid points per channel (every channel grid has the same length).
@@ -204,7 +206,7 @@ def spectra_to_dict(
     obj = {"schema": SCHEMA, "channels": channels}
     if quantification:
         obj["quantification"] = check_quantification(quantification, "<spectra to write>")
-    obj["meta"] = _jsonable(dict(meta or {}))
+    obj["meta"] = _jsonable_meta(meta or {})
     return obj
 
 
@@ -226,11 +228,7 @@ def write_spectra(
     quantification: Mapping[str, float] | None = None,
 ) -> Path:
     """Write ``spectra`` (free-form ``meta``, optional ``quantification``) as a ``gnnspec.spectra/1`` JSON file; returns the path."""
-    path = Path(path)
-    obj = spectra_to_dict(spectra, meta, quantification)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, allow_nan=False) + "\n")
-    return path
+    return write_json(path, spectra_to_dict(spectra, meta, quantification), indent=None, nonfinite="raise")
 
 
 def read_spectra_records(path: str | Path) -> list[tuple[str, Spectra, dict]]:
@@ -340,6 +338,15 @@ def spectra_on_grids(
     return out, mask
 
 
+def on_grid_by_channel(
+    spectra: Mapping[str, Spectrum], shift: float | Mapping[str, float] | None = None, source: str = "<spectra>"
+) -> dict[str, np.ndarray]:
+    """``{channel: normalised intensity on its grid}`` (float64 ``[121]``), the present channels of
+    :func:`spectra_on_grids` in canonical order: what the model's spectrum inputs take."""
+    rows, mask = spectra_on_grids(spectra, shift, source)
+    return {name: rows[c].astype(np.float64) for c, name in enumerate(CHANNEL_NAMES) if mask[c]}
+
+
 def _record_id(obj: Mapping, default: str, source: str) -> str:
     obj_id = obj.get("id", default)
     if not isinstance(obj_id, str) or not obj_id:
@@ -347,18 +354,9 @@ def _record_id(obj: Mapping, default: str, source: str) -> str:
     return obj_id
 
 
-def _jsonable(value: Any) -> Any:
-    """Meta values as plain JSON: numpy scalars/arrays to Python, paths to strings, NaN refused."""
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        return _jsonable(value.item())
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        raise InputError(f"meta holds a non-finite number ({value}); JSON cannot store it")
-    return value
+def _jsonable_meta(meta: Mapping) -> dict:
+    """Meta as plain JSON (:func:`gnnspec.jsonio.to_jsonable`), a non-finite number refused."""
+    try:
+        return to_jsonable(dict(meta), nonfinite="raise")
+    except ValueError as exc:
+        raise InputError(f"meta holds {exc}") from None

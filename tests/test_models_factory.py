@@ -8,7 +8,6 @@ from model_fixtures import random_cluster, tiny_model_config
 
 from gnnspec.errors import InputError
 from gnnspec.models import MODELS, build_model, load_checkpoint
-from gnnspec.models.config import CONTENT_ELEMENTS, DEFECTS, ModelConfig
 from gnnspec.models.factory import model_payload, read_checkpoint
 from gnnspec.train.config import load_train_config
 
@@ -50,14 +49,6 @@ def test_invalid_model_configs():
         tiny_model_config(channels=["Fe-K-xas"])
     with pytest.raises(ValueError, match="0e"):
         build_model(tiny_model_config(backbone={**tiny_model_config().backbone.__dict__, "hidden_irreps": "4x1o"}))
-
-
-def test_label_names_match_environment_definitions():
-    from gnnspec.structures import environments
-
-    assert CONTENT_ELEMENTS == environments.CONTENT_ELEMENTS
-    assert DEFECTS == environments.DEFECTS
-    assert ModelConfig().content_elements == list(CONTENT_ELEMENTS)
 
 
 def test_checkpoint_round_trip(tmp_path):

@@ -25,10 +25,7 @@ def _mask(*names):
     return torch.tensor([[c in names for c in CH]])
 
 
-def test_elements_follow_the_content_order():
-    from gnnspec.structures.environments import CONTENT_ELEMENTS
-
-    assert ELEMENTS == CONTENT_ELEMENTS
+def test_channel_element_index_points_at_each_channels_element():
     assert [ELEMENTS[i] for i in IDX.tolist()] == [c.split("-")[0] for c in CH]
 
 

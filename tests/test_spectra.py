@@ -8,6 +8,7 @@ from gnnspec.errors import InputError
 from gnnspec.spectra import (
     SCHEMA,
     Spectrum,
+    on_grid_by_channel,
     read_spectra,
     read_spectra_batch,
     spectra_on_grids,
@@ -137,6 +138,18 @@ def test_shift_per_channel_and_scalar():
     per_channel, _ = spectra_on_grids(spectra, shift={"O-K-eels": 3.0, "Co-L3-xas": 3.0})
     np.testing.assert_allclose(scalar, reference, atol=1e-5)
     np.testing.assert_allclose(per_channel, reference, atol=1e-5)
+
+
+def test_on_grid_by_channel_is_the_present_rows_in_canonical_order():
+    spectra = {name: _spectrum(name, shift=-3.0) for name in ("Co-L3-xas", "O-K-eels")}
+    rows, mask = spectra_on_grids(spectra, shift=3.0, source="s.json")
+    by_channel = on_grid_by_channel(spectra, shift=3.0, source="s.json")
+    assert list(by_channel) == [n for n in CHANNEL_NAMES if n in spectra]
+    for name, row in by_channel.items():
+        assert row.dtype == np.float64
+        np.testing.assert_array_equal(row, rows[CHANNEL_NAMES.index(name)])
+    with pytest.raises(InputError, match="s.json: unknown channel"):
+        on_grid_by_channel({"Fe-K-xas": spectra["O-K-eels"]}, source="s.json")
 
 
 def test_spectrum_off_its_grid_is_refused_naming_the_channel():

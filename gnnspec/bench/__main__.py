@@ -238,7 +238,7 @@ def render(r: dict, info: dict, caption: str) -> str:
 def claim(inverse: dict) -> list[str]:
     """State plainly what the multimodal table shows, from the numbers themselves."""
     from gnnspec.channels import CHANNEL_NAMES
-    from gnnspec.structures.environments import DEFECTS
+    from gnnspec.labels import DEFECTS
 
     lines = ["### What the multimodal table shows", ""]
     for method in ("gnnspec", "seed (XGBoost)"):

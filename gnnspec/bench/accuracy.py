@@ -21,8 +21,8 @@ from gnnspec.bench import baselines
 from gnnspec.bench.collect import EnvSet, SiteSet
 from gnnspec.bench.spectral_features import seed_features
 from gnnspec.channels import CHANNELS
+from gnnspec.labels import CONTENT_ELEMENTS, DEFECTS
 from gnnspec.quantification import channel_element_index, channel_fractions
-from gnnspec.structures.environments import CONTENT_ELEMENTS, DEFECTS
 from gnnspec.train.metrics import auroc, spectrum_metrics
 
 

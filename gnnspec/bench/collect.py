@@ -75,7 +75,7 @@ def intensity_amounts(ds: LMDBStructureDataset, k_factors: dict) -> np.ndarray:
     hold (:mod:`gnnspec.data.intensities`), in :func:`collect_envs` order; NaN rows for environments
     without spectra. Zero for elements without a present channel."""
     from gnnspec.data.intensities import environment_amounts, site_integrals
-    from gnnspec.structures.environments import CONTENT_ELEMENTS
+    from gnnspec.labels import CONTENT_ELEMENTS
 
     rows = []
     for i in range(len(ds)):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gnnspec.structures.environments import CONTENT_ELEMENTS, DEFECTS
+from gnnspec.labels import CONTENT_ELEMENTS, DEFECTS
 
 
 def _f(x, nd: int = 3) -> str:

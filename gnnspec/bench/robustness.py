@@ -62,7 +62,7 @@ def degrade(envs: EnvSet, fwhm_ev: float, thickness: float, counts: float | None
 def score(model, lib: EnvSet, lib_emb: np.ndarray, query: EnvSet) -> dict:
     """Defect AUROC, content MAE and retrieval of the encoder on ``query`` (spectra alone)."""
     from gnnspec.bench.retrieval import label_match, spectrum_embeddings
-    from gnnspec.structures.environments import DEFECTS
+    from gnnspec.labels import DEFECTS
     from gnnspec.train.metrics import auroc
 
     ok = query.mask.any(1)

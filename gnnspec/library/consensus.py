@@ -66,7 +66,7 @@ def check_ranking(rank: str, pool: int | None) -> None:
 
 def entry_labels(entries: list[dict]) -> tuple[np.ndarray, np.ndarray]:
     """Content ``[n, 5]`` and defects ``[n, 2]`` of library entries or hits (unknown defect: NaN, never equal)."""
-    from gnnspec.structures.environments import CONTENT_ELEMENTS, DEFECTS
+    from gnnspec.labels import CONTENT_ELEMENTS, DEFECTS
 
     content = np.array([[e["composition"].get(el, 0.0) for el in CONTENT_ELEMENTS] for e in entries], dtype=np.float64)
     defects = np.array(

@@ -32,7 +32,8 @@ from pymatgen.core import Structure
 from gnnspec.assets import DEFAULT_MODEL  # noqa: F401  (re-exported by gnnspec.library)
 from gnnspec.channels import CHANNEL_NAMES, CHANNELS
 from gnnspec.errors import InputError
-from gnnspec.structures.environments import CONTENT_ELEMENTS, environments
+from gnnspec.labels import CONTENT_ELEMENTS
+from gnnspec.structures.environments import environments
 
 VECTOR_SOURCES = ("structure", "predicted")
 

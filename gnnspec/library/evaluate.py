@@ -41,12 +41,13 @@ from ase.data import chemical_symbols
 from gnnspec.data.intensities import environment_amounts, read_k_factors, site_integrals
 from gnnspec.data.store import DATA_FILE
 from gnnspec.errors import InputError
+from gnnspec.labels import CONTENT_ELEMENTS, DEFECTS
 from gnnspec.library.build import source_kind
 from gnnspec.library.consensus import check_ranking, entry_labels, pool_size
 from gnnspec.library.library import Library
 from gnnspec.library.store import structure_hash
 from gnnspec.quantification import perturb_amounts
-from gnnspec.structures.environments import CONTENT_ELEMENTS, CONTENT_TOL, DEFECTS, labels_match
+from gnnspec.structures.environments import CONTENT_TOL, labels_match
 
 
 def defect_class(defects: np.ndarray) -> str:

@@ -31,11 +31,11 @@ from typing import Any
 import numpy as np
 from pymatgen.core import Structure
 
-from gnnspec.channels import CHANNEL_NAMES, CHANNELS, normalise
+from gnnspec.channels import CHANNELS, normalise
 from gnnspec.errors import InputError
 from gnnspec.library.embed import Embedder, model_channels, predicted_environment_spectra
 from gnnspec.library.library import Library
-from gnnspec.spectra import SpectraSet, Spectrum, read_spectra, read_spectra_records, spectra_on_grids
+from gnnspec.spectra import SpectraSet, Spectrum, on_grid_by_channel, read_spectra, read_spectra_records
 from gnnspec.structures.environments import R_ENV, environment_members
 
 
@@ -49,8 +49,7 @@ def as_spectra(spectra: Any) -> SpectraSet:
 
 def spectra_grids(spectra: Any) -> dict[str, np.ndarray]:
     """``{channel: normalised intensity on the channel grid}`` in canonical channel order."""
-    rows, mask = spectra_on_grids(as_spectra(spectra))
-    return {name: rows[c].astype(np.float64) for c, name in enumerate(CHANNEL_NAMES) if mask[c]}
+    return on_grid_by_channel(as_spectra(spectra))
 
 
 def query_quantification(spectra: Any, quantification: Mapping[str, float] | None = None) -> dict[str, float] | None:

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from gnnspec.errors import InputError
+from gnnspec.jsonio import json_default, write_json
 
 FORMAT = "gnnspec.library/1"
 MANIFEST = "manifest.json"
@@ -66,18 +67,9 @@ def file_record(path: Path) -> dict:
     return {"sha256": sha256_of(path), "bytes": path.stat().st_size}
 
 
-def _plain(obj: Any) -> Any:
-    """JSON fallback for numpy values that pymatgen dicts may carry."""
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
-
-
 def structure_hash(structure: dict) -> str:
     """sha256 of a pymatgen structure dict in canonical JSON (sorted keys): the identity of a structure."""
-    text = json.dumps(structure, sort_keys=True, separators=(",", ":"), allow_nan=False, default=_plain)
+    text = json.dumps(structure, sort_keys=True, separators=(",", ":"), allow_nan=False, default=json_default)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -103,15 +95,14 @@ def replace_file(tmp: Path, final: Path) -> None:
 
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Write JSON to a temporary file, fsync it and rename it over ``path``."""
-    tmp = temp_path(path)
-    tmp.write_text(json.dumps(obj, indent=2, allow_nan=False) + "\n")
+    tmp = write_json(temp_path(path), obj, indent=2, nonfinite="raise")
     replace_file(tmp, path)
 
 
 def json_line(obj: dict) -> bytes:
     """One compact JSON line (newline included); NaN and infinities are refused."""
     try:
-        return (json.dumps(obj, separators=(",", ":"), allow_nan=False, default=_plain) + "\n").encode()
+        return (json.dumps(obj, separators=(",", ":"), allow_nan=False, default=json_default) + "\n").encode()
     except (TypeError, ValueError) as exc:
         raise InputError(f"library record cannot be stored as JSON ({exc})") from None
 

@@ -10,11 +10,7 @@ import math
 from dataclasses import dataclass, field
 
 from gnnspec.channels import CHANNEL_NAMES, CHANNELS, DEFAULT_CHANNELS
-
-#: Labels of the property heads; equal to gnnspec.structures.environments CONTENT_ELEMENTS and
-#: DEFECTS (a test checks it), repeated here so the model package does not need pymatgen.
-CONTENT_ELEMENTS = ("Li", "Ni", "Mn", "Co", "O")
-DEFECTS = ("o_vacancy", "antisite")
+from gnnspec.labels import CONTENT_ELEMENTS, DEFECTS  # the property heads' labels (re-exported)
 
 #: Atom density (atoms per cubic Angstrom) of layered NMC, used to estimate neighbour counts
 #: when a config does not give them (training measures them on the data instead).

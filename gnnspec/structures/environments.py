@@ -1,15 +1,11 @@
-"""Local environments and their labels, defined once for the whole project.
+"""Local environments, defined once for the whole project, and their labels.
 
 An **environment** is a centre site plus every site within ``R_ENV`` = 3.2 Angstrom of it
 (periodic images included); for a TM centre in pristine NMC that is 6 O, 6 TM and 6 Li.
 The whole supercell is also an environment ("bulk").
 
-Labels of an environment:
-
-* ``content``: atom fractions of Li, Ni, Mn, Co, O among the atoms present in it.
-* ``o_vacancy``: an ideal O lattice site within ``R_ENV`` of the centre is empty.
-* ``antisite``: a TM atom (Ni, Mn, Co) on a ``li_layer`` site, or a Li atom on a ``tm_layer``
-  site, lies within ``R_ENV`` of the centre (the centre included).
+Its labels (``content``, ``o_vacancy``, ``antisite``) are defined in :mod:`gnnspec.labels`,
+whose :data:`CONTENT_ELEMENTS` and :data:`DEFECTS` this module re-exports; here they are computed.
 
 Two environments **share labels** (the retrieval criterion, :func:`labels_match`) when their
 defect labels are equal and their contents differ by at most ``CONTENT_TOL`` = 0.05 (mean
@@ -26,10 +22,11 @@ from dataclasses import dataclass
 import numpy as np
 from pymatgen.core import Structure
 
+from gnnspec.labels import CONTENT_ELEMENTS, TM_ELEMENTS
+from gnnspec.labels import DEFECTS as DEFECTS  # re-exported: the label orders live in gnnspec.labels
+
 R_ENV = 3.2  # Angstrom
-CONTENT_ELEMENTS = ("Li", "Ni", "Mn", "Co", "O")
-DEFECTS = ("o_vacancy", "antisite")
-TM = {"Ni", "Mn", "Co"}
+TM = frozenset(TM_ELEMENTS)
 CONTENT_TOL = 0.05  # atom fraction, mean absolute difference (see labels_match)
 
 

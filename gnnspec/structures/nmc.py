@@ -17,18 +17,19 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from pymatgen.core import Lattice, Structure
 
+from gnnspec.labels import TM_ELEMENTS
+
 A_HEX = 2.87  # Angstrom
 C_HEX = 14.2  # Angstrom
 O_Z = 0.241
 
-#: Named TM ratios (Ni, Mn, Co).
+#: Named TM ratios, in :data:`gnnspec.labels.TM_ELEMENTS` order (Ni, Mn, Co).
 TM_RATIOS: dict[str, tuple[float, float, float]] = {
     "NMC111": (1 / 3, 1 / 3, 1 / 3),
     "NMC532": (0.5, 0.3, 0.2),
     "NMC622": (0.6, 0.2, 0.2),
     "NMC811": (0.8, 0.1, 0.1),
 }
-TM_ELEMENTS = ("Ni", "Mn", "Co")
 
 
 def ideal_cell(a: float = A_HEX, c: float = C_HEX, o_z: float = O_Z, tm: str = "Co") -> Structure:

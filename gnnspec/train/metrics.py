@@ -18,14 +18,13 @@ Metrics (returned as a nested dict, writable as JSON with :func:`write_metrics`)
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from gnnspec.data import keys as K
+from gnnspec.jsonio import write_json
 from gnnspec.quantification import channel_element_index, channel_fractions
 
 
@@ -186,20 +185,9 @@ def flat_metrics(metrics: dict, prefix: str = "") -> dict[str, float]:
     return out
 
 
-def _json_safe(obj):
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
 def write_metrics(metrics: dict, path: str | Path) -> None:
     """Write ``metrics`` as JSON (NaN written as null)."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(_json_safe(metrics), indent=2) + "\n")
+    write_json(path, metrics, indent=2)
 
 
 def _channel_table(channels: list[str], preds: dict[int, list], targets: dict[int, list], k: int) -> tuple[dict, dict]:

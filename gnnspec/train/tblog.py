@@ -12,6 +12,7 @@ import torch
 
 from gnnspec.channels import CHANNELS
 from gnnspec.data import keys as K
+from gnnspec.labels import DEFECTS
 from gnnspec.models.environment_table import EnvironmentTable
 
 
@@ -99,7 +100,7 @@ def environment_embeddings(model, graphs, limit: int) -> tuple[np.ndarray, list[
     """Structure and spectrum embeddings of (about) ``limit`` environments each, with metadata rows."""
     from ase.data import chemical_symbols
 
-    header = ["side", "centre", "o_vacancy", "antisite", "structure"]
+    header = ["side", "centre", *DEFECTS, "structure"]
     was_training = model.training
     model.eval()
     table = EnvironmentTable(model, graphs, limit=limit)
@@ -109,7 +110,7 @@ def environment_embeddings(model, graphs, limit: int) -> tuple[np.ndarray, list[
     if rows.numel() == 0:
         return np.zeros((0, model.cfg.embedding.dim)), [], header
     info = [
-        [chemical_symbols[int(z)], str(int(d[0])), str(int(d[1])), str(int(s))]
+        [chemical_symbols[int(z)], *(str(int(v)) for v in d), str(int(s))]
         for z, d, s in zip(table.centre_z[rows].tolist(), table.defects[rows].tolist(), table.sid[rows].tolist())
     ]
     vecs = np.concatenate([zs.double().cpu().numpy(), zp.double().cpu().numpy()])
