@@ -41,11 +41,12 @@ class StructureEncoder(nn.Module):
             irreps = block.irreps_out
         self.blocks = nn.ModuleList(blocks)
         self.irreps_out = irreps
-        self.scalar_readout = o3.Linear(irreps, o3.Irreps(f"{cfg.scalar_dim}x0e"))
-        if not all(ir.l == 0 and ir.p == 1 for _, ir in self.scalar_readout.irreps_out):
-            raise AssertionError("the readout features must be invariant scalars (0e)")
-        if self.scalar_readout.weight_numel == 0:
+        # o3.Linear joins only equal irreps, so the readout (every head's input) is 0e by
+        # construction and invariant under E(3); what can go wrong is a last block without 0e
+        # features (say only 0o pseudoscalars and l > 0), whose readout would be all zeros
+        if o3.Irrep("0e") not in irreps:
             raise ValueError(f"hidden_irreps {cfg.hidden_irreps!r} hold no 0e scalars to read out")
+        self.scalar_readout = o3.Linear(irreps, o3.Irreps(f"{cfg.scalar_dim}x0e"))
 
     def forward(self, pos: torch.Tensor, z: torch.Tensor, edge_index: torch.Tensor, edge_shift: torch.Tensor | None) -> dict:
         """``node_features [N, irreps_out]``, ``node_scalars [N, scalar_dim]``, ``edge_length [E]``."""
