@@ -1,4 +1,7 @@
-"""Dataset build end to end with real FEFF10 runs on a tiny recipe (about a minute in all)."""
+"""Dataset build end to end with real FEFF10 runs on a tiny recipe (about a minute in all).
+
+Tests on the ``full_build`` fixture skip without ``feff10``; the store, codec and recipe tests
+run everywhere."""
 
 import os
 import signal
@@ -18,8 +21,6 @@ from gnnspec.data.build import BuildConfig, build_dataset
 from gnnspec.data.inspect import dataset_info, verify_dataset
 from gnnspec.data.store import SpectraStore
 from gnnspec.errors import InputError
-
-pytest.importorskip("feff10")
 
 TINY = {
     "name": "tiny",
@@ -44,6 +45,7 @@ def _keys(path) -> list[bytes]:
 
 @pytest.fixture(scope="module")
 def full_build(tmp_path_factory):
+    pytest.importorskip("feff10")  # only the tests that build with FEFF need it
     tmp = tmp_path_factory.mktemp("full")
     cfg = load_config(_recipe(tmp), BuildConfig)
     stats = build_dataset(cfg, tmp / "ds", workers=2, progress=False)
