@@ -9,7 +9,7 @@ optionally, the zero-loss spectrum image of the same scan. Pixels may be binned 
    resolution there) is recorded;
 2. every edge of the default EELS channels the pixel holds is cut, background-subtracted, aligned
    and normalised (:func:`gnnspec.measured.edges.cut_survey`, as ``gnnspec convert --survey``);
-3. inference with the files beside the model (:func:`gnnspec.analysis.calibration.infer_with_uncertainty`):
+3. inference with the calibration and support stored in the checkpoint (:func:`gnnspec.analysis.calibration.infer_with_uncertainty`):
    element content, defect probabilities, their spread, and the support verdict (embedding and
    spectrum space, per channel).
 
