@@ -209,6 +209,50 @@ def encoder_ensemble_answer(model: Any, model_path: str | Path, spectra: dict[st
     return ensemble_answer(model, record, x, mask, model.quantification_tensor(quantification, spectra))
 
 
+def spectra_support(
+    model: Any,
+    model_path: str | Path,
+    spectra: dict[str, np.ndarray],
+    quantification: dict[str, float] | None = None,
+    resolution: dict[str, float] | None = None,
+    embedding: np.ndarray | None = None,
+) -> dict | None:
+    """Whether ``spectra`` (``{channel: intensity on its grid}``) lie where the model was trained, or
+    ``None`` when the checkpoint carries no training support (run ``gnnspec calibrate``).
+
+    Both checks of :mod:`gnnspec.analysis.support`: the spectrum embedding's nearest training
+    cosine (``embedding_in_distribution``) and, per channel (``channels``), the nearest training
+    spectrum of that channel, compared at the measurement's ``resolution`` (``{channel: FWHM eV}``).
+    ``in_distribution`` is true only when both pass; ``why`` names the foreign channels.
+    ``embedding``: the query's ``[1, dim]`` embedding, when the caller has it already."""
+    support_arrays = read_arrays(model_path, SUPPORT)
+    if support_arrays is None:
+        return None
+    if embedding is None:
+        embedding = model.embed_spectra(spectra, quantification)[None, :]
+    support = TrainingSupport.from_arrays(support_arrays, quantified=quantification is not None, source=str(model_path))
+    verdict = support.check(embedding)
+    channel_support = ChannelSupport.from_arrays(support_arrays)
+    if channel_support is None:
+        return verdict
+    x, _ = model.spectra_tensor(spectra)  # every channel mapped and normalised in one call
+    resolution = resolution or {}
+    per_channel = {}
+    for name in spectra:
+        row = x[0, model.cfg.channels.index(name)].cpu().numpy()
+        per_channel.update(channel_support.check({name: row}, fwhm_ev=resolution.get(name)))
+    foreign = [name for name, c in per_channel.items() if not c["in_distribution"]]
+    verdict["embedding_in_distribution"] = verdict["in_distribution"]
+    verdict["channels"] = per_channel
+    verdict["in_distribution"] = verdict["in_distribution"] and not foreign
+    if foreign:
+        verdict["why"] = (
+            f"{', '.join(foreign)}: the spectrum's shape is further from every training spectrum of its channel "
+            "than twice the distance of 99 % of held-out simulated spectra"
+        )
+    return verdict
+
+
 def infer_with_uncertainty(
     model: Any,
     model_path: str | Path,
@@ -224,27 +268,9 @@ def infer_with_uncertainty(
     ``{channel: FWHM eV}`` of the measurement, at which the spectrum-space support compares it."""
     result = model.infer(spectra, quantification)
     emb = model.embed_spectra(spectra, quantification)[None, :]
-    support_arrays = read_arrays(model_path, SUPPORT)
-    if support_arrays is not None:
-        support = TrainingSupport.from_arrays(support_arrays, quantified=quantification is not None, source=str(model_path))
-        result["support"] = support.check(emb)
-        channel_support = ChannelSupport.from_arrays(support_arrays)
-        if channel_support is not None:
-            x, _ = model.spectra_tensor(spectra)  # every channel mapped and normalised in one call
-            on_grid = {name: x[0, model.cfg.channels.index(name)].cpu().numpy() for name in spectra}
-            resolution = resolution or {}
-            per_channel = {}
-            for name, row in on_grid.items():
-                per_channel.update(channel_support.check({name: row}, fwhm_ev=resolution.get(name)))
-            foreign = [name for name, c in per_channel.items() if not c["in_distribution"]]
-            result["support"]["embedding_in_distribution"] = result["support"]["in_distribution"]
-            result["support"]["channels"] = per_channel
-            result["support"]["in_distribution"] = result["support"]["in_distribution"] and not foreign
-            if foreign:
-                result["support"]["why"] = (
-                    f"{', '.join(foreign)}: the spectrum's shape is further from every training spectrum of its channel "
-                    "than twice the distance of 99 % of held-out simulated spectra"
-                )
+    support = spectra_support(model, model_path, spectra, quantification, resolution, embedding=emb)
+    if support is not None:
+        result["support"] = support
     result["encoder_ensemble"] = encoder_ensemble_answer(model, model_path, spectra, quantification)
     ens_arrays = read_arrays(model_path, ENSEMBLE)
     if ens_arrays is None:

@@ -1,14 +1,16 @@
-"""``gnnspec infer``, ``map``, ``explain``, ``attribute``, ``evaluate`` and ``calibrate``: what a trained model says and how well."""
+"""``gnnspec infer``, ``query``, ``map``, ``explain``, ``attribute``, ``evaluate`` and ``calibrate``: what a trained model says and how well."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from gnnspec.errors import InputError
+from gnnspec.library.consensus import RANKINGS
 from gnnspec.spectra import quantification_argument
 
 _MODEL_HELP = "model checkpoint (.pt); default: the shipped model"
@@ -17,11 +19,59 @@ _MODEL_HELP = "model checkpoint (.pt); default: the shipped model"
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     from gnnspec.assets import DEFAULT_MODEL
 
+    q = sub.add_parser(
+        "query",
+        help="nearest library environments of measured or simulated spectra",
+        description="Embed SPECTRA (gnnspec.spectra/1: any subset of channels, absolute eV) with the library's model and return "
+        "the k nearest environments with their composition, defects and structure, and per query the support check "
+        "of gnnspec infer (is the query like the model's training spectra; needs a calibrated model).",
+    )
+    q.add_argument("library", metavar="LIB", help="library folder")
+    q.add_argument(
+        "spectra",
+        metavar="SPECTRA",
+        help="a spectra .json file, or a batch: a folder of .json files or a .jsonl file (a record's optional "
+        "'quantification' goes to models that read one)",
+    )
+    q.add_argument("-k", type=int, default=5, help="hits per query (default 5)")
+    q.add_argument(
+        "--rank",
+        choices=RANKINGS,
+        default="cosine",
+        help="cosine: nearest first (default); consensus: the --pool nearest re-ranked by how many of them share each "
+        "entry's labels (most probable labels first; hits gain 'support')",
+    )
+    q.add_argument(
+        "--pool", type=int, default=None, help="nearest entries the consensus ranking weighs (default: sqrt of LIB's size)"
+    )
+    q.add_argument(
+        "--centre",
+        default=None,
+        metavar="ELEMENT",
+        help="only environments centred on an atom of this element (for example Ni: which Ni environments explain the spectra)",
+    )
+    q.add_argument(
+        "--resolution",
+        type=float,
+        default=None,
+        metavar="EV",
+        help="measurement resolution (Gaussian FWHM, eV) for channels whose file records none (as gnnspec infer)",
+    )
+    q.add_argument("--model", default=None, help=_MODEL_HELP + "; its hash must match the library's")
+    q.add_argument("--out", default=None, help="write the hits as JSON here (default: print JSON to stdout)")
+    q.add_argument(
+        "--plot",
+        default=None,
+        metavar="PNG",
+        help="PNG of each hit's forward-predicted spectra beside the query, per channel (batch: PNG-{id}.png)",
+    )
+    q.set_defaults(func=cmd_query)
+
     p = sub.add_parser(
         "infer",
         help="element content and defect probabilities from spectra",
-        description="Inverse model: reads gnnspec.spectra/1 JSON (any subset of channels). With the files gnnspec calibrate "
-        "writes beside the model: ensemble spread, calibrated defect probabilities and the support check "
+        description="Inverse model: reads gnnspec.spectra/1 JSON (any subset of channels). With what gnnspec calibrate "
+        "stores in the checkpoint: ensemble spread, calibrated defect probabilities and the support check "
         "(embedding and spectrum space, per channel).",
     )
     p.add_argument("spectra", help="gnnspec.spectra/1 JSON file")
@@ -224,6 +274,61 @@ def cmd_infer(args) -> int:
         raise InputError(f"{out}: folder {out.parent} does not exist")
     out.write_text(json.dumps(result, indent=2) + "\n")
     return 0
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    """Nearest library environments of each query, with the query's support verdict."""
+    from gnnspec.library.library import Library
+    from gnnspec.library.query import is_batch, load_query_records, on_encoder_scale, plot_results, run_queries
+    from gnnspec.models.energy_scale import encoder_tier
+    from gnnspec.models.factory import model_path
+
+    if args.k < 1:
+        raise InputError(f"-k must be at least 1, got {args.k}")
+    lib = Library.open(args.library, model=args.model)
+    batch = is_batch(args.spectra)
+    # calibrated (absolute) energies onto the FEFF scale the encoder learned, as infer does, per record
+    records = load_query_records(args.spectra)
+    queries, energy_scales = on_encoder_scale(records, encoder_tier(model_path(args.model)))
+    results = run_queries(lib, queries, args.k, args.rank, args.pool, args.centre)
+    for res, scale, (_, spectra), (_, _, meta) in zip(results, energy_scales, queries, records):
+        res["energy_scale"] = scale
+        res["resolution"] = query_resolution(meta, list(spectra), args.resolution)
+        res["support"] = query_support(lib.model, model_path(args.model), spectra, res["quantification"], res["resolution"])
+    keys = ("hits", "channels_used", "quantification", "centre", "energy_scale", "resolution", "support")
+    payload = results if batch else {key: results[0][key] for key in keys}
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(payload, indent=1) + "\n")
+        for res in results:
+            for rank, hit in enumerate(res["hits"], start=1):
+                where = "bulk" if hit["site"] < 0 else f"{hit['element']} site {hit['site']}"
+                comp = " ".join(f"{el}{v:.2f}" for el, v in hit["composition"].items() if v)
+                sup = f"  support {hit['support']:.2f}" if "support" in hit else ""
+                print(
+                    f"{res['id']}  #{rank}  score {hit['score']:.4f}{sup}  id {hit['id']}  structure {hit['structure_id']} {where}  {comp}  defects {hit['defects']}"
+                )
+            support = res["support"]
+            if support is not None and not support["in_distribution"]:
+                print(f"{res['id']}  out of distribution: {support.get('why', 'the spectrum embedding is unlike every training one')}")
+        print(f"wrote {out}")
+    else:
+        print(json.dumps(payload, indent=1))
+    if args.plot:
+        for path in plot_results(lib, queries, results, args.plot, batch):
+            print(f"wrote {path}", file=sys.stderr if not args.out else sys.stdout)
+    return 0
+
+
+def query_support(model, path, spectra, quantification: dict | None, resolution: dict[str, dict]) -> dict | None:
+    """The support verdict of one query (:func:`gnnspec.analysis.calibration.spectra_support`), as
+    ``gnnspec infer`` reports it; ``None`` for a model without training support."""
+    from gnnspec.analysis.calibration import spectra_support
+    from gnnspec.library.query import spectra_grids
+
+    fwhm = {c: r["fwhm_ev"] for c, r in resolution.items() if r["fwhm_ev"]}
+    return spectra_support(model, path, spectra_grids(spectra), quantification, fwhm)
 
 
 def query_resolution(meta: dict, channels: list[str], fallback_ev: float | None) -> dict[str, dict]:

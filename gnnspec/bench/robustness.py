@@ -121,10 +121,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     import subprocess
 
-    from gnnspec.models.factory import load_model, model_path, read_checkpoint
+    from gnnspec.analysis.calibration import training_data
+    from gnnspec.models.factory import load_model, model_path
 
     model = load_model(args.model)
-    data = args.data or read_checkpoint(model_path(args.model))["trained"]["train_config"]["data"]
+    data = args.data or training_data(model_path(args.model))  # a shipped or a fresh run's checkpoint
     result = robustness(model, data)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip() or "unknown"
     Path(args.out).write_text(render(result, f"python -m gnnspec.bench.robustness at commit {commit}, model {model_path(args.model).name}"))

@@ -1,4 +1,5 @@
-"""``gnnspec library build|add|info`` and ``gnnspec query``: the embedding library from the command line."""
+"""``gnnspec library build|add|info|evaluate``: the embedding library from the command line
+(``gnnspec query``, which answers about spectra, is in :mod:`gnnspec.analysis.commands`)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,6 @@ import argparse
 import json
 import sys
 from pathlib import Path
-
-from gnnspec.errors import InputError
-from gnnspec.library.consensus import RANKINGS
 
 _DATA_HELP = "an LMDB dataset folder, a folder of structure files (CIF, POSCAR, *.vasp, pymatgen JSON) or one structure file"
 _MODEL_HELP = "model checkpoint (.pt); default: gnnspec/assets/model.pt"
@@ -112,45 +110,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     e.set_defaults(func=_evaluate)
     p.set_defaults(func=lambda args: p.print_help() or 2)
 
-    q = sub.add_parser(
-        "query",
-        help="nearest library environments of measured or simulated spectra",
-        description="Embed SPECTRA (gnnspec.spectra/1: any subset of channels, absolute eV) with the library's model and return "
-        "the k nearest environments with their composition, defects and structure.",
-    )
-    q.add_argument("library", metavar="LIB", help="library folder")
-    q.add_argument(
-        "spectra",
-        metavar="SPECTRA",
-        help="a spectra .json file, or a batch: a folder of .json files or a .jsonl file (a record's optional "
-        "'quantification' goes to models that read one)",
-    )
-    q.add_argument("-k", type=int, default=5, help="hits per query (default 5)")
-    q.add_argument(
-        "--rank",
-        choices=RANKINGS,
-        default="cosine",
-        help="cosine: nearest first (default); consensus: the --pool nearest re-ranked by how many of them share each "
-        "entry's labels (most probable labels first; hits gain 'support')",
-    )
-    q.add_argument(
-        "--pool", type=int, default=None, help="nearest entries the consensus ranking weighs (default: sqrt of LIB's size)"
-    )
-    q.add_argument(
-        "--centre",
-        default=None,
-        metavar="ELEMENT",
-        help="only environments centred on an atom of this element (for example Ni: which Ni environments explain the spectra)",
-    )
-    q.add_argument("--model", default=None, help=_MODEL_HELP + "; its hash must match the library's")
-    q.add_argument("--out", default=None, help="write the hits as JSON here (default: print JSON to stdout)")
-    q.add_argument(
-        "--plot",
-        default=None,
-        metavar="PNG",
-        help="PNG of each hit's forward-predicted spectra beside the query, per channel (batch: PNG-{id}.png)",
-    )
-    q.set_defaults(func=_query)
 
 
 def _progress(label: str):
@@ -242,43 +201,6 @@ def _info(args: argparse.Namespace) -> int:
         )
     size = sum(f["bytes"] for f in m["files"].values())
     print(f"size           {size / 1e6:.2f} MB in {len(m['files'])} files + manifest")
-    return 0
-
-
-def _query(args: argparse.Namespace) -> int:
-    from gnnspec.library.library import Library
-    from gnnspec.library.query import is_batch, load_query_records, on_encoder_scale, plot_results, run_queries
-    from gnnspec.models.energy_scale import encoder_tier
-    from gnnspec.models.factory import model_path
-
-    if args.k < 1:
-        raise InputError(f"-k must be at least 1, got {args.k}")
-    lib = Library.open(args.library, model=args.model)
-    batch = is_batch(args.spectra)
-    # calibrated (absolute) energies onto the FEFF scale the encoder learned, as infer does, per record
-    queries, energy_scales = on_encoder_scale(load_query_records(args.spectra), encoder_tier(model_path(args.model)))
-    results = run_queries(lib, queries, args.k, args.rank, args.pool, args.centre)
-    for res, scale in zip(results, energy_scales):
-        res["energy_scale"] = scale
-    payload = results if batch else {key: results[0][key] for key in ("hits", "channels_used", "quantification", "centre", "energy_scale")}
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(payload, indent=1) + "\n")
-        for res in results:
-            for rank, hit in enumerate(res["hits"], start=1):
-                where = "bulk" if hit["site"] < 0 else f"{hit['element']} site {hit['site']}"
-                comp = " ".join(f"{el}{v:.2f}" for el, v in hit["composition"].items() if v)
-                sup = f"  support {hit['support']:.2f}" if "support" in hit else ""
-                print(
-                    f"{res['id']}  #{rank}  score {hit['score']:.4f}{sup}  id {hit['id']}  structure {hit['structure_id']} {where}  {comp}  defects {hit['defects']}"
-                )
-        print(f"wrote {out}")
-    else:
-        print(json.dumps(payload, indent=1))
-    if args.plot:
-        for path in plot_results(lib, queries, results, args.plot, batch):
-            print(f"wrote {path}", file=sys.stderr if not args.out else sys.stdout)
     return 0
 
 
