@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "gnnspec.structures.commands",
     "gnnspec.simulate.commands",
     "gnnspec.data.commands",
+    "gnnspec.quantification.commands",
     "gnnspec.train.commands",
     "gnnspec.models.commands",
     "gnnspec.measured.commands",

@@ -146,7 +146,7 @@ def test_intensity_amounts_follow_each_environment_in_collect_order(tmp_path):
 
     from gnnspec.bench.collect import collect_envs, intensity_amounts
     from gnnspec.data.dataset import LMDBStructureDataset
-    from gnnspec.data.intensities import fit_k_factors, site_integrals
+    from gnnspec.quantification.intensities import fit_k_factors, site_integrals
 
     data = write_synthetic_lmdb(tmp_path / "synthetic", splits=("train",) * 3)
     ds = LMDBStructureDataset(data, "train")

@@ -37,7 +37,7 @@ def brute_force_hit_at_1(
     (``quantified``: each query with its environment's exact elemental quantification;
     ``centre_known``: only entries centred on the query's centre element; ``k_factors``: each
     query with the amounts computed here from its own raw site spectra)."""
-    from gnnspec.data.intensities import environment_amounts, site_integrals
+    from gnnspec.quantification.intensities import environment_amounts, site_integrals
 
     vectors = np.asarray(lib.vectors, dtype=np.float64)
     entries = lib.entries.all()
@@ -149,7 +149,7 @@ def test_bad_arguments_exit_2_with_one_line(setup, tmp_path, capsys):
 
 def test_queries_can_carry_the_quantification_their_own_intensities_hold(setup, tmp_path, capsys):
     """k-factors from the train split; each test query's amounts from its own raw site spectra, no labels."""
-    from gnnspec.data.intensities import fit_k_factors, site_integrals
+    from gnnspec.quantification.intensities import fit_k_factors, site_integrals
 
     s = setup
     model = tiny_model(quantification=True)

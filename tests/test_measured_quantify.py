@@ -13,8 +13,9 @@ from gnnspec.errors import InputError
 from gnnspec.measured import cross_sections as xs
 from gnnspec.measured.commands import add_parsers
 from gnnspec.measured.convert import convert_measured
-from gnnspec.measured.quantify import QuantifyRequest, read_eels_k_factors
+from gnnspec.measured.quantify import QuantifyRequest
 from gnnspec.measured.readers import read_msa
+from gnnspec.quantification.k_factors import read_eels_k_factors
 from gnnspec.spectra import read_spectra
 
 EXPERIMENTAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "experimental_eels_nmc"

@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         q_quant = retrieval.spectrum_embeddings(model, envs["test"], quantified=True)
         results["retrieval"]["quantified"] = retrieval.label_match(lib, lib_emb, envs["test"], q_quant)
         from gnnspec.bench.collect import intensity_amounts
-        from gnnspec.data.intensities import read_k_factors
+        from gnnspec.quantification.k_factors import read_k_factors
 
         amounts = intensity_amounts(ds["test"], read_k_factors())
         q_int = retrieval.spectrum_embeddings(model, envs["test"], amounts=amounts)
@@ -201,7 +201,7 @@ def render(r: dict, info: dict, caption: str) -> str:
         (
             "intensity_quantified",
             "each with the quantification its own FEFF spectra hold in their intensities (integrated raw "
-            "intensity summed over the environment's atoms / the shipped per-atom k-factors; `gnnspec.data.intensities`, no "
+            "intensity summed over the environment's atoms / the shipped per-atom k-factors; `gnnspec.quantification.intensities`, no "
             "label used)",
         ),
     )

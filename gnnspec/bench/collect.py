@@ -72,10 +72,10 @@ def collect_envs(ds: LMDBStructureDataset) -> EnvSet:
 
 def intensity_amounts(ds: LMDBStructureDataset, k_factors: dict) -> np.ndarray:
     """Element amounts ``[n_env, 5]`` (Li, Ni, Mn, Co, O) that each environment's raw FEFF intensities
-    hold (:mod:`gnnspec.data.intensities`), in :func:`collect_envs` order; NaN rows for environments
+    hold (:mod:`gnnspec.quantification.intensities`), in :func:`collect_envs` order; NaN rows for environments
     without spectra. Zero for elements without a present channel."""
-    from gnnspec.data.intensities import environment_amounts, site_integrals
     from gnnspec.labels import CONTENT_ELEMENTS
+    from gnnspec.quantification.intensities import environment_amounts, site_integrals
 
     rows = []
     for i in range(len(ds)):

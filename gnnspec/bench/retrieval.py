@@ -7,7 +7,7 @@ content within 0.05 (mean absolute difference over Li, Ni, Mn, Co, O). Reported 
 ranking and for consensus ranking (:mod:`gnnspec.library.consensus`, the default pool); for a
 model that reads an elemental quantification, also with each query's exact quantification and
 with the quantification its own FEFF intensities hold (shipped k-factors,
-:mod:`gnnspec.data.intensities`).
+:mod:`gnnspec.quantification.intensities`).
 
 Scale: random unit vectors (dimension 128, labelled as such; uniform on the sphere, the worst
 case for approximate search, and clustered) in libraries of 10k, 100k and 1M entries; each index

@@ -1,5 +1,5 @@
-"""``gnnspec data build|info|verify|import|compact|k-factors`` and ``gnnspec quantify``: the dataset
-engine from the command line, and the quantification of raw spectra with its k-factors."""
+"""``gnnspec data build|info|verify|import|compact|k-factors``: the dataset engine from the command
+line (``gnnspec quantify`` is :mod:`gnnspec.quantification.commands`)."""
 
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "k-factors",
         help="k-factors of every channel: integrated intensity per absorbing atom",
         description="Fit k-factors on a dataset's raw site spectra: for each channel, the mean over its site spectra of the "
-        "intensity integrated over 50 eV from the channel window's start (gnnspec.data.intensities). gnnspec quantify "
+        "intensity integrated over 50 eV from the channel window's start (gnnspec.quantification.intensities). gnnspec quantify "
         "divides summed intensities by them.",
     )
     k.add_argument("path", help="dataset folder (the standards)")
@@ -84,24 +84,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     k.add_argument("--out", required=True, help="output k-factors JSON")
     k.set_defaults(func=_k_factors)
     p.set_defaults(func=lambda args: p.print_help() or 2)
-
-    q = sub.add_parser(
-        "quantify",
-        help="elemental quantification from the intensities of raw spectra",
-        description="Sum the raw spectra of every absorbing atom of a region (gnnspec.spectra/1 files with their intensities "
-        "intact, such as gnnspec simulate writes) per channel, divide each channel's integrated intensity by its k-factor "
-        "and write the summed spectra (on the channel grids) with the elemental quantification they hold, for gnnspec infer "
-        "and gnnspec query.",
-    )
-    q.add_argument("spectra", nargs="+", metavar="SPECTRA.json", help="raw spectra, one file per absorbing atom (or group)")
-    q.add_argument(
-        "--k-factors",
-        default=None,
-        metavar="K.json",
-        help="k-factors (gnnspec data k-factors); default: the shipped ones, for FEFF10 spectra of gnnspec's presets",
-    )
-    q.add_argument("--out", required=True, metavar="OUT.json", help="output gnnspec.spectra/1 file")
-    q.set_defaults(func=_quantify)
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -189,8 +171,9 @@ def _compact(args: argparse.Namespace) -> int:
 
 def _k_factors(args: argparse.Namespace) -> int:
     from gnnspec.data.dataset import LMDBStructureDataset
-    from gnnspec.data.intensities import INTEGRATION_WINDOW_EV, fit_k_factors, site_integrals, write_k_factors
     from gnnspec.data.store import DATA_FILE
+    from gnnspec.quantification.intensities import INTEGRATION_WINDOW_EV, fit_k_factors, site_integrals
+    from gnnspec.quantification.k_factors import write_k_factors
 
     if not (Path(args.path) / DATA_FILE).is_file():
         raise InputError(f"{args.path}: not a gnnspec dataset (no {DATA_FILE})")
@@ -203,34 +186,4 @@ def _k_factors(args: argparse.Namespace) -> int:
     for name, entry in k.items():
         print(f"{name:11s} k {entry['k']:.4g} per atom (spread {100 * entry['cv']:.1f} %, {entry['sites']} sites)")
     print(f"wrote {args.out} ({INTEGRATION_WINDOW_EV:g} eV windows)")
-    return 0
-
-
-def _quantify(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from gnnspec.channels import CHANNELS
-    from gnnspec.data.intensities import SHIPPED_K_FACTORS, quantify_spectra, read_k_factors
-    from gnnspec.spectra import Spectrum, read_spectra, write_spectra
-
-    k_factors = read_k_factors(args.k_factors)
-    sets = [read_spectra(path)[0] for path in args.spectra]
-    amounts, per_channel = quantify_spectra(sets, k_factors, where=", ".join(args.spectra))
-    summed = []
-    for name in per_channel:
-        grid = CHANNELS[name].grid
-        total = sum(np.interp(grid, s[name].energy, s[name].intensity) for s in sets if name in s)
-        summed.append(Spectrum(name, grid, total))
-    meta = {
-        "source": "gnnspec quantify: raw spectra summed per channel",
-        "inputs": list(args.spectra),
-        "k_factors": str(args.k_factors or SHIPPED_K_FACTORS.name),
-        "channels": per_channel,
-    }
-    write_spectra(args.out, summed, meta, amounts)
-    total = sum(amounts.values())
-    for name, record in per_channel.items():
-        print(f"{name:11s} {record['spectra']} spectra, integrated intensity {record['integral']:.4g}: {record['amount']:.2f} atoms")
-    print("atom fractions: " + ", ".join(f"{el} {v / total:.3f}" for el, v in amounts.items()))
-    print(f"wrote {args.out}")
     return 0

@@ -208,7 +208,7 @@ def _k_factors_path(value: str | None) -> str | Path | None:
     """``--intensity-quantification``'s file: the shipped k-factors when given without one."""
     if value != "shipped":
         return value
-    from gnnspec.data.intensities import SHIPPED_K_FACTORS
+    from gnnspec.quantification.k_factors import SHIPPED_K_FACTORS
 
     return SHIPPED_K_FACTORS
 

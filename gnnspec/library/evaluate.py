@@ -16,11 +16,11 @@ quantification (:mod:`gnnspec.quantification`: the atom amounts of its elements)
 multiplied by ``exp(N(0, quantification_error))`` (:func:`gnnspec.quantification.perturb_amounts`,
 seeded: the same draws every run), as a measurement of that relative accuracy would give it; 0
 gives the exact one.
-With ``intensity_k_factors`` (per channel, :func:`gnnspec.data.intensities.read_k_factors`;
+With ``intensity_k_factors`` (per channel, :func:`gnnspec.quantification.intensities.read_k_factors`;
 ``gnnspec data k-factors`` fits them on standards) each query instead carries the
 quantification its own FEFF spectra hold in their intensities: the sum over the environment's
 atoms of each channel's integrated raw intensity, divided by that channel's k-factor
-(:mod:`gnnspec.data.intensities`); no label enters. The report says how far the measured atom
+(:mod:`gnnspec.quantification.intensities`); no label enters. The report says how far the measured atom
 fractions fall from the true ones.
 With ``centre_known``, each query's hits are restricted to environments centred on the query's
 own centre element (``gnnspec query --centre``), as when a user asks which environments of one
@@ -38,7 +38,6 @@ import numpy as np
 import torch
 from ase.data import chemical_symbols
 
-from gnnspec.data.intensities import environment_amounts, read_k_factors, site_integrals
 from gnnspec.data.store import DATA_FILE
 from gnnspec.errors import InputError
 from gnnspec.labels import CONTENT_ELEMENTS, DEFECTS
@@ -47,6 +46,8 @@ from gnnspec.library.consensus import check_ranking, entry_labels, pool_size
 from gnnspec.library.library import Library
 from gnnspec.library.store import structure_hash
 from gnnspec.quantification import perturb_amounts
+from gnnspec.quantification.intensities import environment_amounts, site_integrals
+from gnnspec.quantification.k_factors import read_k_factors
 from gnnspec.structures.environments import CONTENT_TOL, labels_match
 
 

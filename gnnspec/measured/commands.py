@@ -15,7 +15,8 @@ from gnnspec.channels import CHANNEL_NAMES
 from gnnspec.errors import InputError
 from gnnspec.measured.background import BACKGROUNDS, NORMALISATIONS
 from gnnspec.measured.convert import ENERGY_CHOICES, convert_measured, parse_input, plot_converted
-from gnnspec.measured.quantify import DEFAULT_WINDOW_EV, QuantifyRequest, read_eels_k_factors, write_eels_k_factors
+from gnnspec.measured.quantify import DEFAULT_WINDOW_EV, QuantifyRequest
+from gnnspec.quantification.k_factors import read_eels_k_factors, write_eels_k_factors
 from gnnspec.spectra import quantification_argument
 
 _DESCRIPTION = textwrap.fill(

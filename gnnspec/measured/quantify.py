@@ -24,7 +24,7 @@ bound: the cross-section model's 5-20 % dominates).
 metals, so where accuracy matters the cross-section ratios are calibrated on a standard of known
 composition recorded with the same optics (the k-factor method of EELS and EDX practice): with
 ``standard`` (its atom amounts), ``k_el = (I_el / sigma_el) / N_el``, scaled to a geometric mean
-of 1, is written to a ``gnnspec.eels_k_factors/1`` file; quantifying a sample with those
+of 1, is written to a ``gnnspec.eels_k_factors/1`` file (:mod:`gnnspec.quantification.k_factors`); quantifying a sample with those
 k-factors divides each ``I / sigma`` by its element's factor.
 
 The optics come from the file when it records them (EMSA ``#BEAMKV``, ``#COLLANGLE``,
@@ -34,16 +34,14 @@ and a collection angle there is no quantification, only a clear error.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 from ase.data import atomic_numbers
 
 from gnnspec.channels import CHANNELS
-from gnnspec.errors import InputError, read_json_file
+from gnnspec.errors import InputError
 from gnnspec.measured.cross_sections import partial_cross_section
 from gnnspec.measured.edges import ProcessedEdge
 
@@ -56,8 +54,6 @@ MIN_WINDOW_EV = 20.0
 #: Shell whose cross-section a channel's edge window holds (an L3 window also holds L2).
 SHELL_OF_EDGE = {"K": "K", "L3": "L23", "L23": "L23"}
 #: Elements with an EELS channel: the ones a survey can quantify.
-EELS_ELEMENTS = tuple(dict.fromkeys(c.element for c in CHANNELS.values() if c.modality == "eels"))
-EELS_K_FACTORS_SCHEMA = "gnnspec.eels_k_factors/1"
 
 
 @dataclass(frozen=True)
@@ -268,31 +264,3 @@ def standard_k_factors(integrals: list[EdgeIntegral], composition: Mapping[str, 
     raw = {e.element: e.integral / e.cross_section_barn / float(composition[e.element]) for e in integrals}
     scale = float(np.exp(np.mean(np.log(list(raw.values())))))
     return {el: v / scale for el, v in raw.items()}
-
-
-def write_eels_k_factors(path: str | Path, record: Mapping) -> Path:
-    """Write the k-factors of a standard's quantification record (:func:`quantify_spectrum`) with their optics and window."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    doc = {
-        "schema": EELS_K_FACTORS_SCHEMA,
-        "elements": record["standard"]["k_factors"],
-        "standard": {"file": record["file"], "composition": record["standard"]["composition"]},
-        "optics": record["optics"],
-        "window_eV": record["window_eV"],
-    }
-    path.write_text(json.dumps(doc, indent=1) + "\n")
-    return path
-
-
-def read_eels_k_factors(path: str | Path) -> dict[str, float]:
-    """``{element: k-factor}`` from a ``gnnspec.eels_k_factors/1`` file; InputError on a bad one."""
-    doc = read_json_file(path, "k-factors file")
-    if not isinstance(doc, dict) or doc.get("schema") != EELS_K_FACTORS_SCHEMA or not isinstance(doc.get("elements"), dict):
-        raise InputError(f"{path}: not a {EELS_K_FACTORS_SCHEMA} file")
-    out = {}
-    for element, k in doc["elements"].items():
-        if element not in EELS_ELEMENTS or isinstance(k, bool) or not isinstance(k, (int, float)) or not k > 0:
-            raise InputError(f"{path}: element {element!r}: needs an element with an EELS edge and a factor > 0, got {k!r}")
-        out[element] = float(k)
-    return out

@@ -1,10 +1,11 @@
-"""Edge intensities of FEFF site spectra: integration window, k-factors from standards, environment amounts."""
+"""Edge intensities of FEFF site spectra: integration window, k-factors from standards and their
+files, environment amounts, ``gnnspec quantify``."""
 
 import numpy as np
 import pytest
 
 from gnnspec.channels import CHANNELS
-from gnnspec.data.intensities import INTEGRATION_WINDOW_EV, environment_amounts, fit_k_factors, integrated_intensity
+from gnnspec.quantification.intensities import INTEGRATION_WINDOW_EV, environment_amounts, fit_k_factors, integrated_intensity
 
 
 def _edge(channel: str, height: float) -> dict:
@@ -42,8 +43,8 @@ def test_amounts_of_an_environment_are_atom_counts_when_each_atom_gives_its_k_fa
 
 
 def test_k_factor_files_round_trip_and_bad_files_are_refused(tmp_path):
-    from gnnspec.data.intensities import SHIPPED_K_FACTORS, read_k_factors, write_k_factors
     from gnnspec.errors import InputError
+    from gnnspec.quantification.k_factors import SHIPPED_K_FACTORS, read_k_factors, write_k_factors
 
     k = fit_k_factors([{(0, "O-K-eels"): 2.0, (1, "Ni-L3-eels"): 4.0}])
     write_k_factors(tmp_path / "k.json", k, {"dataset": "hand-made"})
@@ -57,6 +58,23 @@ def test_k_factor_files_round_trip_and_bad_files_are_refused(tmp_path):
     (tmp_path / "window.json").write_text('{"schema": "gnnspec.k_factors/1", "window_eV": 30.0, "channels": {}}')
     with pytest.raises(InputError, match="30.0 eV window"):
         read_k_factors(tmp_path / "window.json")
+
+
+def test_each_k_factor_reader_names_the_other_kind(tmp_path, capsys):
+    """Handed the other kind of k-factor file, a reader says what the file holds and which command takes it."""
+    from gnnspec.cli import main
+    from gnnspec.errors import InputError
+    from gnnspec.quantification.k_factors import SHIPPED_K_FACTORS, read_eels_k_factors, read_k_factors, write_eels_k_factors
+
+    record = {"standard": {"k_factors": {"O": 1.2, "Mn": 0.8}, "composition": {"O": 2, "Mn": 1}}, "file": "std.msa", "optics": {}, "window_eV": 50.0}
+    eels = write_eels_k_factors(tmp_path / "eels_k.json", record)
+    assert read_eels_k_factors(eels) == {"O": 1.2, "Mn": 0.8}
+    with pytest.raises(InputError, match=r"eels_k.json: holds measured-EELS k-factors .* this needs FEFF-intensity k-factors"):
+        read_k_factors(eels)
+    with pytest.raises(InputError, match=r"k_factors.json: holds FEFF-intensity k-factors .*gnnspec data k-factors"):
+        read_eels_k_factors(SHIPPED_K_FACTORS)
+    assert main(["quantify", str(eels), "--k-factors", str(eels), "--out", str(tmp_path / "q.json")]) == 2
+    assert "holds measured-EELS k-factors per element" in capsys.readouterr().err
 
 
 def test_cli_quantifies_the_raw_spectra_of_an_environment(tmp_path, capsys):

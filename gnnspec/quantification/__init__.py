@@ -24,6 +24,15 @@ For simulated environments the amounts are the element content of the environmen
 training perturbs them by a log-normal relative error and drops them at random
 (:func:`perturb_amounts`), so the encoder neither trusts them beyond a measurement's accuracy
 nor depends on them.
+
+The package: this module (the encoder's input representation and its training perturbation);
+:mod:`~gnnspec.quantification.intensities` (amounts from the integrated raw intensities of FEFF
+spectra and per-atom k-factors); :mod:`~gnnspec.quantification.k_factors` (the one reader and
+writer of both k-factor files); :mod:`~gnnspec.quantification.commands` (``gnnspec quantify``).
+Quantifying a *measured* EELS survey (background fits, hydrogenic cross-sections, optics) is
+:mod:`gnnspec.measured.quantify`: it needs the measured-edge processing of
+:mod:`gnnspec.measured`, which sits above this package, and it reads and writes its k-factors
+here.
 """
 
 from __future__ import annotations

@@ -26,26 +26,23 @@ No label enters: the amounts come from the spectra alone, intensities included.
 
 The same holds for a user's spectra with their intensities intact, such as the raw spectra of
 every absorbing atom of a region from ``gnnspec simulate``: :func:`quantify_spectra` sums them
-per channel and divides by the k-factors. k-factors are files (``gnnspec.k_factors/1`` JSON,
-:func:`write_k_factors`; ``gnnspec data k-factors`` fits them on a dataset). The shipped ones,
-``gnnspec/assets/k_factors.json``, come from the shipped dataset's train split: they hold for
-FEFF10 spectra made with gnnspec's presets (raw FEFF units), not for measured counts.
+per channel and divides by the k-factors (:func:`quantify_region` also gives the summed
+spectra). k-factors are files (:mod:`gnnspec.quantification.k_factors`; ``gnnspec data k-factors``
+fits them on a dataset). The shipped ones, ``gnnspec/assets/k_factors.json``, come from the
+shipped dataset's train split: they hold for FEFF10 spectra made with gnnspec's presets (raw FEFF
+units), not for measured counts.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
 
 import numpy as np
 
 from gnnspec.channels import CHANNEL_NAMES, CHANNELS, assemble_channels
-from gnnspec.errors import InputError, read_json_file
+from gnnspec.errors import InputError
 
-K_FACTORS_SCHEMA = "gnnspec.k_factors/1"
 #: k-factors of FEFF10 spectra from the shipped dataset's train split.
-SHIPPED_K_FACTORS = Path(__file__).resolve().parents[1] / "assets" / "k_factors.json"
 
 #: Integration window (eV) from the start of each channel's window.
 INTEGRATION_WINDOW_EV = 50.0
@@ -110,35 +107,6 @@ def environment_amounts(
     return {element: float(np.mean(v)) for element, v in estimates.items()}
 
 
-def write_k_factors(path: str | Path, k_factors: Mapping[str, Mapping], source: Mapping) -> Path:
-    """Write k-factors (:func:`fit_k_factors`) with where they came from (``source``: free JSON)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"schema": K_FACTORS_SCHEMA, "window_eV": INTEGRATION_WINDOW_EV, "source": dict(source), "channels": dict(k_factors)}
-    path.write_text(json.dumps(doc, indent=1) + "\n")
-    return path
-
-
-def read_k_factors(path: str | Path | None = None) -> dict[str, dict[str, float]]:
-    """k-factors from a ``gnnspec.k_factors/1`` file (default: the shipped FEFF10 ones); InputError on a bad file."""
-    path = Path(path) if path is not None else SHIPPED_K_FACTORS
-    doc = read_json_file(path, "k-factors file")
-    if not isinstance(doc, dict) or doc.get("schema") != K_FACTORS_SCHEMA:
-        raise InputError(f"{path}: not a {K_FACTORS_SCHEMA} file")
-    if doc.get("window_eV") != INTEGRATION_WINDOW_EV:
-        raise InputError(f"{path}: k-factors for a {doc.get('window_eV')} eV window; gnnspec integrates over {INTEGRATION_WINDOW_EV} eV")
-    channels = doc.get("channels")
-    if not isinstance(channels, dict):
-        raise InputError(f"{path}: 'channels' must map channel names to k-factors")
-    out = {}
-    for name, entry in channels.items():
-        k = entry.get("k") if isinstance(entry, dict) else None
-        if name not in CHANNELS or isinstance(k, bool) or not isinstance(k, (int, float)) or not k > 0:
-            raise InputError(f"{path}: channel {name!r}: needs a known channel name and a k-factor > 0, got {entry!r}")
-        out[name] = {**entry, "k": float(k)}
-    return out
-
-
 def quantify_spectra(
     spectra_sets: Sequence[Mapping[str, object]], k_factors: Mapping[str, Mapping], where: str = "<spectra>"
 ) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
@@ -169,3 +137,20 @@ def quantify_spectra(
     for name, record in per_channel.items():
         estimates.setdefault(CHANNELS[name].element, []).append(record["amount"])
     return {element: float(np.mean(v)) for element, v in estimates.items()}, per_channel
+
+
+def quantify_region(
+    spectra_sets: Sequence[Mapping[str, object]], k_factors: Mapping[str, Mapping], where: str = "<spectra>"
+) -> tuple[list, dict[str, float], dict[str, dict[str, float]]]:
+    """:func:`quantify_spectra` of a region's raw spectra plus their sum per channel on the channel
+    grid (raw units, linear interpolation): ``(summed Spectrum list, amounts, per channel)``, what
+    ``gnnspec quantify`` writes for ``infer`` and ``query``."""
+    from gnnspec.spectra import Spectrum
+
+    amounts, per_channel = quantify_spectra(spectra_sets, k_factors, where)
+    summed = []
+    for name in per_channel:
+        grid = CHANNELS[name].grid
+        total = sum(np.interp(grid, s[name].energy, s[name].intensity) for s in spectra_sets if name in s)
+        summed.append(Spectrum(name, grid, total))
+    return summed, amounts, per_channel
