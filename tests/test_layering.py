@@ -6,7 +6,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "gnnspec"
 #: Lowest first. A module may import its own layer and any lower one.
 LAYERS = [
-    ("errors", "config", "codec", "jsonio", "labels", "assets"),
+    ("errors", "config", "codec", "jsonio", "labels", "scoring", "assets"),
     ("channels", "edge_offsets"),
     ("spectra", "quantification", "instrument"),
     ("structures", "graphs"),

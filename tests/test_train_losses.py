@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from gnnspec.channels import CHANNEL_NAMES, DEFAULT_CHANNELS
+from gnnspec.scoring import auroc, spectrum_metrics
 from gnnspec.train.augment import (
     augment_spectra,
     broaden_spectra,
@@ -19,7 +20,6 @@ from gnnspec.train.augment import (
 from gnnspec.train.config import AugmentConfig, InstrumentAugmentConfig
 from gnnspec.train.loop import lr_factor
 from gnnspec.train.losses import content_loss, defect_loss, info_nce, spectra_loss
-from gnnspec.train.metrics import auroc, spectrum_metrics
 
 torch.set_num_threads(1)
 

@@ -23,7 +23,7 @@ from gnnspec.bench.spectral_features import seed_features
 from gnnspec.channels import CHANNELS
 from gnnspec.labels import CONTENT_ELEMENTS, DEFECTS
 from gnnspec.quantification import channel_element_index, channel_fractions
-from gnnspec.train.metrics import auroc, spectrum_metrics
+from gnnspec.scoring import auroc, spectrum_metrics
 
 
 def subsets(channels: tuple[str, ...] | list[str]) -> dict[str, list[str]]:
@@ -99,8 +99,7 @@ def gnn_inverse(model, envs: EnvSet, channels: list[str], rows: np.ndarray, quan
     mask = torch.zeros(len(rows), len(model.cfg.channels), dtype=torch.bool)
     mask[:, idx] = torch.tensor(envs.mask[rows][:, idx])
     quant = torch.tensor(exact_quantification(envs, rows, channels), dtype=dtype) if quantified else None
-    props = model.predict_properties(model.encode_spectra(x, mask, quant))
-    return torch.softmax(props["content_logits"].double(), -1).numpy(), torch.sigmoid(props["defect_logits"].double()).numpy()
+    return model.property_answers(model.encode_spectra(x, mask, quant))
 
 
 def inverse_table(model, train: EnvSet, test: EnvSet, quick: bool) -> dict[str, dict[str, dict]]:

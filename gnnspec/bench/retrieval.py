@@ -27,6 +27,7 @@ from gnnspec.library.consensus import consensus_order, pool_size
 from gnnspec.library.index import build_index, choose_kind, rescored_search, resolve_params, search
 from gnnspec.models.environment_table import EnvironmentTable
 from gnnspec.quantification import channel_element_index, channel_fractions
+from gnnspec.scoring import hit_rates
 from gnnspec.structures.environments import labels_match
 
 
@@ -59,7 +60,7 @@ def label_match(
 
     def rates(rows: np.ndarray) -> dict:
         match = labels_match(lib.content[rows], lib.defects[rows], q_content[:, None, :], q_defects[:, None, :])
-        return {"hit@1": float(match[:, 0].mean()), f"hit@{k}": float(match.any(1).mean())}
+        return hit_rates(match, k)
 
     out = {**rates(idx[:, :k]), "queries": int(len(q_emb)), "library": int(len(lib_emb))}
     return {**out, "consensus": {"pool": pool, **rates(ranked)}}

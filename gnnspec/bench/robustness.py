@@ -63,15 +63,12 @@ def score(model, lib: EnvSet, lib_emb: np.ndarray, query: EnvSet) -> dict:
     """Defect AUROC, content MAE and retrieval of the encoder on ``query`` (spectra alone)."""
     from gnnspec.bench.retrieval import label_match, spectrum_embeddings
     from gnnspec.labels import DEFECTS
-    from gnnspec.train.metrics import auroc
+    from gnnspec.scoring import property_metrics
 
     ok = query.mask.any(1)
     emb = spectrum_embeddings(model, query)
-    props = model.predict_properties(torch.tensor(emb, dtype=next(model.parameters()).dtype))
-    content = torch.softmax(props["content_logits"].double(), -1).numpy()[ok]
-    defects = torch.sigmoid(props["defect_logits"].double()).numpy()[ok]
-    out = {f"auroc_{name}": auroc(defects[:, i], query.defects[ok][:, i]) for i, name in enumerate(DEFECTS)}
-    out["content_mae"] = float(np.abs(content - query.content[ok]).mean())
+    content, defects = model.property_answers(torch.tensor(emb, dtype=next(model.parameters()).dtype))
+    out = property_metrics(content[ok], query.content[ok], defects[ok], query.defects[ok], DEFECTS)
     r = label_match(lib, lib_emb, query, emb)
     out.update({"hit@1": r["hit@1"], "hit@5": r["hit@5"], "queries": r["queries"]})
     return out

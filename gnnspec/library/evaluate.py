@@ -48,6 +48,7 @@ from gnnspec.library.store import structure_hash
 from gnnspec.quantification import perturb_amounts
 from gnnspec.quantification.intensities import environment_amounts, site_integrals
 from gnnspec.quantification.k_factors import read_k_factors
+from gnnspec.scoring import hit_rates
 from gnnspec.structures.environments import CONTENT_TOL, labels_match
 
 
@@ -57,27 +58,23 @@ def defect_class(defects: np.ndarray) -> str:
     return "both" if len(present) == len(DEFECTS) else (present[0] if present else "none")
 
 
-def _rate(matches: list[bool]) -> float | None:
-    return float(np.mean(matches)) if matches else None
-
-
 def _scores(rows: list[dict], results: list[list[dict]], k: int) -> dict:
-    """hit@1, hit@k and hit@1 by centre element and by defect class of one ranking's ``results``."""
-    first, any_k = [], []
-    by_centre: dict[str, list[bool]] = {}
-    by_defects: dict[str, list[bool]] = {}
-    for r, hits in zip(rows, results):
+    """hit@1, hit@k and hit@1 by centre element and by defect class of one ranking's ``results``
+    (:func:`gnnspec.scoring.hit_rates`)."""
+    match = np.zeros((len(rows), k), dtype=bool)  # a query with fewer than k hits cannot match beyond them
+    for q, (r, hits) in enumerate(zip(rows, results)):
         content, defects = entry_labels(hits)
-        match = labels_match(content, defects, r["content"][None], r["defects"][None])
-        first.append(bool(match[0]))
-        any_k.append(bool(match.any()))
-        by_centre.setdefault(r["centre"], []).append(bool(match[0]))
-        by_defects.setdefault(defect_class(r["defects"]), []).append(bool(match[0]))
+        found = labels_match(content, defects, r["content"][None], r["defects"][None])[:k]
+        match[q, : len(found)] = found
+
+    def breakdown(groups: list[str]) -> dict:
+        members = {g: [q for q, name in enumerate(groups) if name == g] for g in sorted(set(groups))}
+        return {g: {"queries": len(qs), "hit@1": hit_rates(match[qs], k)["hit@1"]} for g, qs in members.items()}
+
     return {
-        "hit@1": _rate(first),
-        f"hit@{k}": _rate(any_k),
-        "hit@1_by_centre": {el: {"queries": len(m), "hit@1": _rate(m)} for el, m in sorted(by_centre.items())},
-        "hit@1_by_defects": {c: {"queries": len(m), "hit@1": _rate(m)} for c, m in sorted(by_defects.items())},
+        **hit_rates(match, k),
+        "hit@1_by_centre": breakdown([r["centre"] for r in rows]),
+        "hit@1_by_defects": breakdown([defect_class(r["defects"]) for r in rows]),
     }
 
 

@@ -248,9 +248,8 @@ class ModelAPI:
         """
         self.eval()
         x, mask = self.spectra_tensor(spectra)
-        props = self.predict_properties(self.encode_spectra(x, mask, self.quantification_tensor(quantification, spectra)))
-        content = torch.softmax(props["content_logits"][0].double(), dim=-1).cpu().numpy()
-        defects = torch.sigmoid(props["defect_logits"][0].double()).cpu().numpy()
+        content, defects = self.property_answers(self.encode_spectra(x, mask, self.quantification_tensor(quantification, spectra)))
+        content, defects = content[0], defects[0]
         return {
             "element_content": {el: float(v) for el, v in zip(self.cfg.content_elements, content)},
             "defects": {name: float(v) for name, v in zip(self.cfg.defects, defects)},

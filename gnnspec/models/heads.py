@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from ase.data import atomic_numbers
 from torch import nn
@@ -109,3 +110,12 @@ class PropertyHeads(nn.Module):
 
     def forward(self, embedding: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"content_logits": self.content(embedding), "defect_logits": self.defects(embedding)}
+
+
+def property_probabilities(logits: dict[str, torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
+    """Element-content fractions (softmax, rows sum to 1) and defect probabilities (independent
+    sigmoids) of :class:`PropertyHeads` logits, as float64 numpy ``[B, n_content]``, ``[B, n_defects]``:
+    the one place the heads' outputs become the answers every caller reports and scores."""
+    content = torch.softmax(logits["content_logits"].double(), dim=-1).cpu().numpy()
+    defects = torch.sigmoid(logits["defect_logits"].double()).cpu().numpy()
+    return content, defects

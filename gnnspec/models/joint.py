@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -25,7 +26,7 @@ from gnnspec.models.api import ModelAPI
 from gnnspec.models.backbone import StructureEncoder
 from gnnspec.models.config import ModelConfig
 from gnnspec.models.encoder import SpectrumEncoder
-from gnnspec.models.heads import EnvironmentEmbedding, PropertyHeads, SpectraHead
+from gnnspec.models.heads import EnvironmentEmbedding, PropertyHeads, SpectraHead, property_probabilities
 from gnnspec.nn.readout import environment_spectra
 
 
@@ -116,6 +117,11 @@ class JointModel(ModelAPI, nn.Module):
     def predict_properties(self, embedding: torch.Tensor) -> dict[str, torch.Tensor]:
         """``content_logits [B, 5]`` and ``defect_logits [B, 2]`` from unit embeddings."""
         return self.properties(embedding)
+
+    def property_answers(self, embedding: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Element-content fractions ``[B, 5]`` and defect probabilities ``[B, 2]`` (float64 numpy) of unit
+        embeddings, structure or spectrum side (:func:`gnnspec.models.heads.property_probabilities`)."""
+        return property_probabilities(self.properties(embedding))
 
     def forward(self, data) -> dict[str, torch.Tensor]:
         return self.forward_structure(data)

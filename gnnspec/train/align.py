@@ -31,15 +31,14 @@ from __future__ import annotations
 
 import copy
 
-import numpy as np
 import torch
 
 from gnnspec.models.environment_table import EnvironmentTable
 from gnnspec.quantification import channel_element_index, training_input
+from gnnspec.scoring import hit_rates, property_metrics
 from gnnspec.structures.environments import labels_match
 from gnnspec.train.augment import augment_spectra, channel_dropout, eels_channels, grid_steps
 from gnnspec.train.losses import content_loss, defect_loss, label_contrastive, same_labels
-from gnnspec.train.metrics import auroc
 
 TRAINED = ("env_embedding", "encoder", "properties")
 
@@ -79,17 +78,11 @@ def _score_embeddings(model, query: EnvironmentTable, q, emb, lib, content_tol) 
     """Metrics of the spectrum embeddings ``emb`` of ``query``'s rows ``q``; ``lib``: the library's
     (structure embeddings, content, defects)."""
     lib_emb, lib_content, lib_defects = lib
-    props = model.predict_properties(emb)
-    prob = torch.sigmoid(props["defect_logits"].double()).cpu().numpy()
-    content = torch.softmax(props["content_logits"].double(), dim=-1).cpu().numpy()
+    content, prob = model.property_answers(emb)
     best = (emb @ lib_emb.t()).argmax(dim=1)
     hit = labels_match(lib_content[best], lib_defects[best], query.content[q], query.defects[q], content_tol)
-    labels = query.defects[q].cpu().numpy()
-    out = {"hit@1": float(hit.double().mean())}
-    for j, name in enumerate(model.cfg.defects):
-        out[f"auroc_{name}"] = auroc(prob[:, j], labels[:, j])
-    out["content_mae"] = float(np.abs(content - query.content[q].cpu().numpy()).mean())
-    return out
+    out = {"hit@1": hit_rates(hit.cpu().numpy()[:, None], 1)["hit@1"]}
+    return {**out, **property_metrics(content, query.content[q].cpu().numpy(), prob, query.defects[q].cpu().numpy(), model.cfg.defects)}
 
 
 def align_embeddings(model, splits: dict, cfg, augment, seed: int = 0, log=None, should_stop=None) -> dict | None:

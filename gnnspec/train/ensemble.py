@@ -71,9 +71,9 @@ def member_predictions(model, members: list[dict], x: torch.Tensor, mask: torch.
     contents, defects = [], []
     for member in members:
         m = with_member(model, member)
-        props = m.predict_properties(m.encode_spectra(x, mask, quant))
-        contents.append(torch.softmax(props["content_logits"].double(), -1).cpu().numpy())
-        defects.append(torch.sigmoid(props["defect_logits"].double()).cpu().numpy())
+        content, defect = m.property_answers(m.encode_spectra(x, mask, quant))
+        contents.append(content)
+        defects.append(defect)
     return np.stack(contents), np.stack(defects)
 
 

@@ -26,51 +26,7 @@ import torch
 from gnnspec.data import keys as K
 from gnnspec.jsonio import write_json
 from gnnspec.quantification import channel_element_index, channel_fractions
-
-
-def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve (Mann-Whitney U with average ranks for ties); NaN for one class."""
-    scores = np.asarray(scores, dtype=np.float64).ravel()
-    labels = np.asarray(labels).ravel().astype(bool)
-    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    order = np.argsort(scores, kind="mergesort")
-    sorted_scores = scores[order]
-    ranks = np.empty(len(scores), dtype=np.float64)
-    i = 0
-    while i < len(scores):
-        j = i
-        while j + 1 < len(scores) and sorted_scores[j + 1] == sorted_scores[i]:
-            j += 1
-        ranks[order[i : j + 1]] = 0.5 * (i + j) + 1.0
-        i = j + 1
-    u = ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0
-    return float(u / (n_pos * n_neg))
-
-
-def spectrum_metrics(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
-    """Metrics of predicted spectra ``pred`` against ``target`` (``[n, K]``, one row per spectrum).
-
-    ``r2``: R^2 around the channel's mean spectrum (the mean spectrum scores 0: how much of the
-    spectrum-to-spectrum variation is predicted); ``r2_median``: the median over spectra of each
-    spectrum's own R^2 around its mean intensity (the usual per-spectrum score of XANES
-    surrogates; the mean spectrum already scores about 0.9 on it); ``mse``; mean ``cosine``.
-    """
-    if len(pred) == 0:
-        return {"mse": float("nan"), "r2": float("nan"), "r2_median": float("nan"), "cosine": float("nan"), "n": 0}
-    sq = (pred - target) ** 2
-    res, res_each = sq.sum(), sq.sum(1)
-    tot = ((target - target.mean(axis=0, keepdims=True)) ** 2).sum()
-    tot_each = ((target - target.mean(1, keepdims=True)) ** 2).sum(1)
-    cos = (pred * target).sum(1) / np.maximum(np.linalg.norm(pred, axis=1) * np.linalg.norm(target, axis=1), 1e-12)
-    return {
-        "mse": float(sq.mean()),
-        "r2": float(1.0 - res / tot) if tot > 0 else float("nan"),
-        "r2_median": float(np.median(1 - res_each / np.maximum(tot_each, 1e-12))),
-        "cosine": float(cos.mean()),
-        "n": int(len(pred)),
-    }
+from gnnspec.scoring import auroc, spectrum_metrics
 
 
 @torch.no_grad()
@@ -120,21 +76,21 @@ def evaluate(model, dataset, batch_size: int = 4, device: str | torch.device | N
         if bool(ok.any()):
             zs = out["structure_embedding"][ok]
             zp = model.encode_spectra(batch[K.ENV_Y][ok].to(p.dtype), batch[K.ENV_Y_MASK][ok])
-            ps, pp = model.predict_properties(zs), model.predict_properties(zp)
+            (cs, ds), (cp, dp) = model.property_answers(zs), model.property_answers(zp)
             env["zs"].append(zs.double().cpu().numpy())
             env["zp"].append(zp.double().cpu().numpy())
             env["content"].append(batch[K.ENV_CONTENT][ok].double().cpu().numpy())
             env["defects"].append(batch[K.ENV_DEFECTS][ok].double().cpu().numpy())
-            env["cs"].append(torch.softmax(ps["content_logits"].double(), -1).cpu().numpy())
-            env["cp"].append(torch.softmax(pp["content_logits"].double(), -1).cpu().numpy())
-            env["ds"].append(torch.sigmoid(ps["defect_logits"].double()).cpu().numpy())
-            env["dp"].append(torch.sigmoid(pp["defect_logits"].double()).cpu().numpy())
+            env["cs"].append(cs)
+            env["cp"].append(cp)
+            env["ds"].append(ds)
+            env["dp"].append(dp)
             if quantified:  # the same spectra with the exact elemental quantification
                 env_mask = batch[K.ENV_Y_MASK][ok]
                 quant = channel_fractions(batch[K.ENV_CONTENT][ok].to(p.dtype), env_mask, element_index)
-                pq = model.predict_properties(model.encode_spectra(batch[K.ENV_Y][ok].to(p.dtype), env_mask, quant))
-                env["cq"].append(torch.softmax(pq["content_logits"].double(), -1).cpu().numpy())
-                env["dq"].append(torch.sigmoid(pq["defect_logits"].double()).cpu().numpy())
+                cq, dq = model.property_answers(model.encode_spectra(batch[K.ENV_Y][ok].to(p.dtype), env_mask, quant))
+                env["cq"].append(cq)
+                env["dq"].append(dq)
     model.train(was_training)
 
     per_channel, summary = _channel_table(channels, preds, targets, model.cfg.n_energy)

@@ -1,0 +1,83 @@
+"""Scores, in plain numpy: the one place every evaluation computes them.
+
+Training metrics (:mod:`gnnspec.train.metrics`), the alignment stage, ``gnnspec evaluate``,
+``gnnspec library evaluate`` and ``make bench`` all score through these functions:
+
+* :func:`auroc`: area under the ROC curve of a score against 0/1 labels;
+* :func:`spectrum_metrics`: R^2 (around the mean spectrum, and the per-spectrum median), MSE and
+  cosine of predicted spectra (normalised intensity, :mod:`gnnspec.channels`);
+* :func:`property_metrics`: element-content MAE (atom fraction, mean over elements) and AUROC per
+  defect (:mod:`gnnspec.labels`);
+* :func:`hit_rates`: retrieval hit@1 and hit@k from a query-by-rank matrix of label matches
+  (whether hit r of query q shares the query's labels, :func:`gnnspec.structures.environments.labels_match`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve (Mann-Whitney U with average ranks for ties); NaN for one class."""
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    labels = np.asarray(labels).ravel().astype(bool)
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(scores, kind="mergesort")
+    sorted_scores = scores[order]
+    ranks = np.empty(len(scores), dtype=np.float64)
+    i = 0
+    while i < len(scores):
+        j = i
+        while j + 1 < len(scores) and sorted_scores[j + 1] == sorted_scores[i]:
+            j += 1
+        ranks[order[i : j + 1]] = 0.5 * (i + j) + 1.0
+        i = j + 1
+    u = ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0
+    return float(u / (n_pos * n_neg))
+
+
+def spectrum_metrics(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
+    """Metrics of predicted spectra ``pred`` against ``target`` (``[n, K]``, one row per spectrum).
+
+    ``r2``: R^2 around the channel's mean spectrum (the mean spectrum scores 0: how much of the
+    spectrum-to-spectrum variation is predicted); ``r2_median``: the median over spectra of each
+    spectrum's own R^2 around its mean intensity (the usual per-spectrum score of XANES
+    surrogates; the mean spectrum already scores about 0.9 on it); ``mse``; mean ``cosine``.
+    """
+    if len(pred) == 0:
+        return {"mse": float("nan"), "r2": float("nan"), "r2_median": float("nan"), "cosine": float("nan"), "n": 0}
+    sq = (pred - target) ** 2
+    res, res_each = sq.sum(), sq.sum(1)
+    tot = ((target - target.mean(axis=0, keepdims=True)) ** 2).sum()
+    tot_each = ((target - target.mean(1, keepdims=True)) ** 2).sum(1)
+    cos = (pred * target).sum(1) / np.maximum(np.linalg.norm(pred, axis=1) * np.linalg.norm(target, axis=1), 1e-12)
+    return {
+        "mse": float(sq.mean()),
+        "r2": float(1.0 - res / tot) if tot > 0 else float("nan"),
+        "r2_median": float(np.median(1 - res_each / np.maximum(tot_each, 1e-12))),
+        "cosine": float(cos.mean()),
+        "n": int(len(pred)),
+    }
+
+
+def property_metrics(
+    content_pred: np.ndarray, content: np.ndarray, defect_prob: np.ndarray, defects: np.ndarray, defect_names: Sequence[str]
+) -> dict[str, float]:
+    """``{"auroc_<defect>"..., "content_mae"}`` of predicted defect probabilities ``[n, n_def]`` and
+    content fractions ``[n, n_el]`` against the labels (AUROC NaN where one class is absent)."""
+    out = {f"auroc_{name}": auroc(np.asarray(defect_prob)[:, j], np.asarray(defects)[:, j]) for j, name in enumerate(defect_names)}
+    out["content_mae"] = float(np.abs(np.asarray(content_pred) - np.asarray(content)).mean())
+    return out
+
+
+def hit_rates(match: np.ndarray, k: int) -> dict[str, float | None]:
+    """``{"hit@1", "hit@k"}`` of a ``[queries, ranks]`` boolean match matrix (rank 0 first; a query
+    with fewer than ``k`` hits is padded with False); ``None`` for no queries."""
+    match = np.asarray(match, dtype=bool).reshape(len(match), -1)
+    if len(match) == 0:
+        return {"hit@1": None, f"hit@{k}": None}
+    return {"hit@1": float(match[:, 0].mean()), f"hit@{k}": float(match[:, :k].any(1).mean())}
