@@ -77,7 +77,8 @@ def property_metrics(
 def hit_rates(match: np.ndarray, k: int) -> dict[str, float | None]:
     """``{"hit@1", "hit@k"}`` of a ``[queries, ranks]`` boolean match matrix (rank 0 first; a query
     with fewer than ``k`` hits is padded with False); ``None`` for no queries."""
-    match = np.asarray(match, dtype=bool).reshape(len(match), -1)
+    match = np.asarray(match, dtype=bool)
     if len(match) == 0:
         return {"hit@1": None, f"hit@{k}": None}
+    match = match[:, None] if match.ndim == 1 else match
     return {"hit@1": float(match[:, 0].mean()), f"hit@{k}": float(match[:, :k].any(1).mean())}
