@@ -174,6 +174,13 @@ def test_a_multi_fidelity_model_learns_the_second_tier_from_a_few_sites(tmp_path
     assert model.cfg.tiers == ["synthetic", "scf"]
     scf_test = summary["test_metrics"]["tiers"]["scf"]
     assert scf_test["n_site_spectra"] > 0 and np.isfinite(scf_test["spectra"]["mse"])
+    from gnnspec.bench.fidelity import fidelity_table
+
+    table = fidelity_table(model, str(data))  # the test split's scf sites, three ways
+    assert set(table) and all(r["feff_base"]["n"] == r["model_tier"]["n"] > 0 for r in table.values())
+    assert all(r["model_tier"]["mse"] != r["model_base"]["mse"] and np.isfinite(r["feff_base"]["cosine"]) for r in table.values())
+    with pytest.raises(InputError, match="needs a higher tier"):
+        fidelity_table(model, str(data), tier="synthetic")
     from gnnspec.structures.nmc import NMCParams, generate_nmc
 
     s = generate_nmc(NMCParams(seed=9, supercell=(1, 1, 1))).structure
