@@ -286,15 +286,16 @@ def cmd_query(args: argparse.Namespace) -> int:
     if args.k < 1:
         raise InputError(f"-k must be at least 1, got {args.k}")
     lib = Library.open(args.library, model=args.model)
+    checkpoint = model_path(args.model)
     batch = is_batch(args.spectra)
     # calibrated (absolute) energies onto the FEFF scale the encoder learned, as infer does, per record
     records = load_query_records(args.spectra)
-    queries, energy_scales = on_encoder_scale(records, encoder_tier(model_path(args.model)))
+    queries, energy_scales = on_encoder_scale(records, encoder_tier(checkpoint))
     results = run_queries(lib, queries, args.k, args.rank, args.pool, args.centre)
     for res, scale, (_, spectra), (_, _, meta) in zip(results, energy_scales, queries, records):
         res["energy_scale"] = scale
         res["resolution"] = query_resolution(meta, list(spectra), args.resolution)
-        res["support"] = query_support(lib.model, model_path(args.model), spectra, res["quantification"], res["resolution"])
+        res["support"] = query_support(lib.model, checkpoint, spectra, res["quantification"], res["resolution"])
     keys = ("hits", "channels_used", "quantification", "centre", "energy_scale", "resolution", "support")
     payload = results if batch else {key: results[0][key] for key in keys}
     if args.out:

@@ -111,7 +111,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=lambda args: p.print_help() or 2)
 
 
-
 def _progress(label: str):
     state = {"last": -1}
 
