@@ -316,10 +316,7 @@ def spectra_on_grids(
             raise InputError(f"{source}: unknown channel {name!r}; valid channels: {', '.join(CHANNEL_NAMES)}")
         check_spectrum(Spectrum(name, spectrum.energy, spectrum.intensity), source)
         channel = CHANNELS[name]
-        if isinstance(shift, Mapping):
-            delta = float(shift.get(name, 0.0))
-        else:
-            delta = float(shift or 0.0)
+        delta = _shift_for(shift, name)
         grid = channel.grid
         lo, hi = spectrum.energy[0] + delta, spectrum.energy[-1] + delta
         covered = max(0.0, min(hi, grid[-1]) - max(lo, grid[0])) / (grid[-1] - grid[0])
@@ -336,6 +333,33 @@ def spectra_on_grids(
         out[CHANNEL_NAMES.index(name)] = row
         mask[CHANNEL_NAMES.index(name)] = True
     return out, mask
+
+
+def _shift_for(shift: float | Mapping[str, float] | None, name: str) -> float:
+    """The shift (eV) that ``shift`` (one number, a mapping channel -> shift, or None) gives ``name``."""
+    if isinstance(shift, Mapping):
+        return float(shift.get(name, 0.0))
+    return float(shift or 0.0)
+
+
+def grid_coverage(
+    spectra: Mapping[str, Spectrum | np.ndarray], shift: float | Mapping[str, float] | None = None
+) -> np.ndarray:
+    """Which grid energies each spectrum measured: bool ``[12, 121]``, rows in :data:`CHANNEL_NAMES` order.
+
+    A :class:`Spectrum` covers the grid points inside its energy range (after ``shift``, as in
+    :func:`spectra_on_grids`); outside it :func:`spectra_on_grids` extrapolates flat, and a model
+    whose encoder reads coverage (``encoder.coverage``) is told those energies are missing. A value
+    already on the channel grid (an array) covers it all; so do the rows of absent channels.
+    """
+    out = np.ones((len(CHANNEL_NAMES), N_ENERGY), dtype=bool)
+    for name, spectrum in spectra.items():
+        if isinstance(spectrum, Spectrum) and name in CHANNELS:
+            grid = CHANNELS[name].grid
+            delta = _shift_for(shift, name)
+            lo, hi = spectrum.energy[0] + delta - 1e-6, spectrum.energy[-1] + delta + 1e-6
+            out[CHANNEL_NAMES.index(name)] = (grid >= lo) & (grid <= hi)
+    return out
 
 
 def on_grid_by_channel(

@@ -308,6 +308,7 @@ def test_training_runs_with_the_instrument_on(tmp_path, monkeypatch):
         align__epochs=1,
         augment__instrument__enabled=True,
         augment__instrument__partial=0.3,
+        model__encoder__coverage=True,  # the partial windows reach the encoder as its coverage plane
     )
     summary = run_training(cfg)
     assert not summary["interrupted"]
@@ -316,4 +317,5 @@ def test_training_runs_with_the_instrument_on(tmp_path, monkeypatch):
     assert ckpt["step"] == summary["step"] > 0 and math.isfinite(ckpt["best_metric"])
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
     assert ckpt["train_config"]["augment"]["instrument"]["enabled"] is True
+    assert ckpt["model"]["encoder.tokenizer.conv.0.weight"].shape[1] == 2  # intensity and coverage planes
     assert any(c.endswith("eels") for c in DEFAULT_CHANNELS)

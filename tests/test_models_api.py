@@ -67,7 +67,8 @@ def test_embeddings_and_inference(model, structure):
     e = model.embed_spectra(spectra)
     assert e.shape == (model.cfg.embedding.dim,) and abs(np.linalg.norm(e) - 1) < 1e-6
     one = model.infer({"O-K-eels": np.linspace(1, 2, 121)})
-    assert set(one) == {"element_content", "defects", "channels_used", "quantification_used"}
+    assert set(one) == {"element_content", "defects", "channels_used", "quantification_used", "grid_coverage", "coverage_used"}
+    assert one["grid_coverage"] == {"O-K-eels": 1.0} and not one["coverage_used"]  # on-grid values cover their grid
     assert list(one["element_content"]) == ["Li", "Ni", "Mn", "Co", "O"]
     assert abs(sum(one["element_content"].values()) - 1) < 1e-9
     assert set(one["defects"]) == {"o_vacancy", "antisite"} and all(0 <= p <= 1 for p in one["defects"].values())

@@ -36,12 +36,17 @@ def integrated_gradients(
     model.eval()
     x, mask = model.spectra_tensor(spectra)
     q = model.quantification_tensor(quantification, spectra)
+    cov = model.coverage_tensor(spectra)
     x0 = torch.zeros_like(x)
     alphas = torch.linspace(1.0 / steps, 1.0, steps, dtype=x.dtype, device=x.device).view(-1, 1, 1)
     path = (x0 + alphas * (x - x0)).detach().requires_grad_(True)  # [steps, C, K]
-    props = model.predict_properties(model.encode_spectra(path, mask.expand(steps, -1), None if q is None else q.expand(steps, -1)))
+    props = model.predict_properties(
+        model.encode_spectra(
+            path, mask.expand(steps, -1), None if q is None else q.expand(steps, -1), None if cov is None else cov.expand(steps, -1, -1)
+        )
+    )
     with torch.no_grad():
-        base = model.predict_properties(model.encode_spectra(x0, mask, q))
+        base = model.predict_properties(model.encode_spectra(x0, mask, q, cov))
     used = [i for i in range(mask.shape[1]) if bool(mask[0, i])]
     out: dict[str, Any] = {"channels": [model.cfg.channels[i] for i in used], "quantification_used": q is not None, "targets": {}}
     for kind, name, i in _targets(model):

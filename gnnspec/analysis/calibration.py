@@ -22,6 +22,8 @@ import torch
 from gnnspec.analysis.attached import ENSEMBLE, SUPPORT, read_arrays, write_arrays
 from gnnspec.analysis.support import QUANTIFIED_INPUTS, ChannelSupport, TrainingSupport
 from gnnspec.analysis.uncertainty import PropertyEnsemble, calibrate, fit_ensemble
+from gnnspec.channels import CHANNEL_NAMES
+from gnnspec.spectra import grid_coverage
 from gnnspec.structures.environments import DEFECTS
 
 
@@ -206,7 +208,7 @@ def encoder_ensemble_answer(model: Any, model_path: str | Path, spectra: dict[st
     if not record or "k_content" not in record:
         return None
     x, mask = model.spectra_tensor(spectra)
-    return ensemble_answer(model, record, x, mask, model.quantification_tensor(quantification, spectra))
+    return ensemble_answer(model, record, x, mask, model.quantification_tensor(quantification, spectra), model.coverage_tensor(spectra))
 
 
 def spectra_support(
@@ -236,11 +238,13 @@ def spectra_support(
     if channel_support is None:
         return verdict
     x, _ = model.spectra_tensor(spectra)  # every channel mapped and normalised in one call
+    covered = grid_coverage(spectra)  # a partial window is compared on the energies it measured
     resolution = resolution or {}
     per_channel = {}
     for name in spectra:
         row = x[0, model.cfg.channels.index(name)].cpu().numpy()
-        per_channel.update(channel_support.check({name: row}, fwhm_ev=resolution.get(name)))
+        window = {name: covered[CHANNEL_NAMES.index(name)]}
+        per_channel.update(channel_support.check({name: row}, fwhm_ev=resolution.get(name), coverage=window))
     foreign = [name for name, c in per_channel.items() if not c["in_distribution"]]
     verdict["embedding_in_distribution"] = verdict["in_distribution"]
     verdict["channels"] = per_channel

@@ -146,7 +146,7 @@ class ChannelSupport:
     def _nearest(refs: np.ndarray, rows: np.ndarray) -> np.ndarray:
         return (_centred(rows) @ refs.astype(np.float32).T).max(axis=1)
 
-    def check(self, spectra: dict[str, np.ndarray], fwhm_ev: float | None = None) -> dict:
+    def check(self, spectra: dict[str, np.ndarray], fwhm_ev: float | None = None, coverage: dict[str, np.ndarray] | None = None) -> dict:
         """``{channel: {"nearest_training_correlation", "validation_p01", "threshold", "in_distribution"}}``
         for the channels of ``spectra`` (on their grids) that the support knows.
 
@@ -157,19 +157,34 @@ class ChannelSupport:
         the validation 1st percentile is recomputed there, so a broad measurement is compared with
         training spectra at its own resolution. FEFF's own core-hole broadening is not
         subtracted. A support file without validation spectra keeps the unbroadened comparison and
-        says so (``resolution``)."""
+        says so (``resolution``).
+
+        ``coverage``: ``{channel: bool [K]}``, the grid energies a partial window measured
+        (:func:`gnnspec.spectra.grid_coverage`). The correlations, the query's and the validation
+        quantile's alike, are then taken over those energies only (``window``), so the flat
+        extrapolation outside the window does not count against the query."""
         out = {}
         for name, y in spectra.items():
             if name not in self.references:
                 continue
-            refs, p01, how = self.references[name], float(self.val_quantiles[name][0]), "FEFF spectra as computed"
+            refs, val, how = self.references[name], self.validation.get(name), "FEFF spectra as computed"
             if fwhm_ev:
-                if name in self.validation:
-                    refs, val = (_broadened(a, name, fwhm_ev) for a in (refs, self.validation[name]))
-                    p01 = float(np.quantile(self._nearest(refs, val), QUANTILES[0]))
+                if val is not None:
+                    refs, val = (_broadened(a, name, fwhm_ev) for a in (refs, val))
                     how = f"training and validation spectra broadened to the query's {fwhm_ev:g} eV FWHM"
                 else:
                     how = "not adapted: this support file holds no validation spectra (rerun gnnspec calibrate)"
+            y = np.atleast_2d(np.asarray(y, dtype=np.float32))
+            window = None if coverage is None or name not in coverage else np.asarray(coverage[name], dtype=bool)
+            if window is not None and not window.all():
+                refs, y = _centred(refs[:, window]), y[:, window]
+                val = None if val is None else val[:, window]
+                how += f"; compared on the {int(window.sum())} measured grid energies"
+            p01 = float(self.val_quantiles[name][0])
+            if val is not None and (fwhm_ev or window is not None and not window.all()):
+                p01 = float(np.quantile(self._nearest(refs, val), QUANTILES[0]))
+            elif window is not None and not window.all():
+                how += " (validation quantile of the full grid: no validation spectra stored)"
             corr = float(self._nearest(refs, y)[0])
             threshold = 1.0 - CHANNEL_TOLERANCE * (1.0 - p01)
             out[name] = {

@@ -17,7 +17,7 @@ import torch
 
 from gnnspec.channels import CHANNEL_NAMES, CHANNELS, normalise
 from gnnspec.errors import InputError
-from gnnspec.spectra import Spectrum, spectra_on_grids
+from gnnspec.spectra import Spectrum, grid_coverage, spectra_on_grids
 
 
 class ModelAPI:
@@ -210,6 +210,15 @@ class ModelAPI:
         p = self._param()
         return torch.tensor(x, dtype=p.dtype, device=p.device), torch.tensor(mask, device=p.device)
 
+    def coverage_tensor(self, spectra: dict[str, Any]) -> torch.Tensor | None:
+        """Which grid energies ``spectra`` measured, ``[1, C, K]`` bool, for an encoder that reads it
+        (``cfg.encoder.coverage``; :func:`gnnspec.spectra.grid_coverage`); None for one that does not."""
+        if not self.encoder.takes_coverage:
+            return None
+        cov = grid_coverage(spectra)
+        rows = [cov[CHANNEL_NAMES.index(name)] for name in self.cfg.channels]
+        return torch.tensor(np.stack(rows)[None], device=self._param().device)
+
     @property
     def takes_quantification(self) -> bool:
         """Whether the spectrum encoder reads an elemental quantification (:mod:`gnnspec.quantification`)."""
@@ -236,23 +245,31 @@ class ModelAPI:
         """
         self.eval()
         x, mask = self.spectra_tensor(spectra)
-        return self.encode_spectra(x, mask, self.quantification_tensor(quantification, spectra))[0].double().cpu().numpy()
+        q, cov = self.quantification_tensor(quantification, spectra), self.coverage_tensor(spectra)
+        return self.encode_spectra(x, mask, q, cov)[0].double().cpu().numpy()
 
     @torch.no_grad()
     def infer(self, spectra: dict[str, Any], quantification: dict[str, float] | None = None) -> dict:
         """Element content and defect probabilities of the environment that gave ``spectra``.
 
         Returns ``{"element_content": {"Li": f, ...}, "defects": {"o_vacancy": p, "antisite": p},
-        "channels_used": [...], "quantification_used": bool}`` (fractions sum to 1; probabilities
-        in [0, 1]). ``quantification``: as in :meth:`embed_spectra`.
+        "channels_used": [...], "quantification_used": bool, "grid_coverage": {channel: f},
+        "coverage_used": bool}`` (fractions sum to 1; probabilities in [0, 1]; ``grid_coverage``: the
+        fraction of each used channel's grid the spectrum measured, :func:`gnnspec.spectra.grid_coverage`;
+        ``coverage_used``: whether the encoder was told which energies are missing, else it read
+        the flat-extended spectrum). ``quantification``: as in :meth:`embed_spectra`.
         """
         self.eval()
         x, mask = self.spectra_tensor(spectra)
-        content, defects = self.property_answers(self.encode_spectra(x, mask, self.quantification_tensor(quantification, spectra)))
+        q, cov = self.quantification_tensor(quantification, spectra), self.coverage_tensor(spectra)
+        content, defects = self.property_answers(self.encode_spectra(x, mask, q, cov))
         content, defects = content[0], defects[0]
+        covered = grid_coverage(spectra)
         return {
             "element_content": {el: float(v) for el, v in zip(self.cfg.content_elements, content)},
             "defects": {name: float(v) for name, v in zip(self.cfg.defects, defects)},
             "channels_used": [c for c in self.cfg.channels if c in spectra],
             "quantification_used": quantification is not None,
+            "grid_coverage": {c: float(covered[CHANNEL_NAMES.index(c)].mean()) for c in self.cfg.channels if c in spectra},
+            "coverage_used": cov is not None,
         }

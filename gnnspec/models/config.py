@@ -74,6 +74,7 @@ class EncoderConfig:
     layers: int = 1
     hidden: int = 128
     quantification: bool = False  # optional elemental-quantification input (gnnspec.quantification)
+    coverage: bool = False  # per-energy coverage input: which grid energies a partial window measured
 
 
 @dataclass

@@ -13,6 +13,14 @@ With ``encoder.quantification`` on, a second optional input ``quantification [B,
 fraction of each present channel's element among the present elements, NaN rows unknown; see
 :mod:`gnnspec.quantification`) is embedded per channel and added to that channel's token; rows
 without it get a learned "unknown" vector instead. Without the option the input is ignored.
+
+With ``encoder.coverage`` on, a third optional input ``coverage [B, C, K]`` (bool) says which
+grid energies of each channel were measured: a partial window (a 40 eV XANES scan on a 60 eV
+grid) is read by :func:`gnnspec.channels.to_channel_grid` with flat extrapolation, and the
+encoder then sees the standardised intensity set to 0 outside the window next to a coverage
+plane (see :func:`gnnspec.nn.spectral.tokens_from_spectra`). Training draws the windows
+(``augment.instrument.partial``). Without the option the input is ignored and the encoder reads
+the flat-extended spectrum.
 """
 
 from __future__ import annotations
@@ -31,7 +39,9 @@ class SpectrumEncoder(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         e = cfg.encoder
-        self.tokenizer = ChannelTokenizer(cfg.n_energy, len(cfg.channels), e.conv_channels, e.kernel, e.token_dim)
+        self.tokenizer = ChannelTokenizer(
+            cfg.n_energy, len(cfg.channels), e.conv_channels, e.kernel, e.token_dim, planes=2 if e.coverage else 1
+        )
         self.pool = MaskedAttentionPool(e.token_dim, e.heads, e.layers)
         self.project = mlp(e.token_dim, e.hidden, cfg.embedding.dim)
         self.quantity = (
@@ -57,6 +67,10 @@ class SpectrumEncoder(nn.Module):
     def takes_quantification(self) -> bool:
         return self.quantity is not None
 
+    @property
+    def takes_coverage(self) -> bool:
+        return self.tokenizer.planes == 2
+
     def _quantity_tokens(self, quantification: torch.Tensor | None, mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """``[B, C, D]`` added to the tokens: the embedded fraction, or the unknown vector."""
         unknown = self.unknown_quantity.to(like.dtype).expand_as(like)
@@ -68,12 +82,21 @@ class SpectrumEncoder(nn.Module):
         embedded = self.quantity(torch.stack([safe, safe.log()], dim=-1))
         return torch.where(known, embedded, unknown)
 
-    def forward(self, spectra: torch.Tensor, mask: torch.Tensor, quantification: torch.Tensor | None = None) -> torch.Tensor:
-        """Unit embeddings ``[B, dim]``; ``quantification [B, C]`` is optional (module docstring)."""
+    def forward(
+        self,
+        spectra: torch.Tensor,
+        mask: torch.Tensor,
+        quantification: torch.Tensor | None = None,
+        coverage: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Unit embeddings ``[B, dim]``; ``quantification [B, C]`` and ``coverage [B, C, K]`` are
+        optional (module docstring)."""
         if not bool(mask.any(dim=1).all()):
             raise ValueError("every spectrum set needs at least one channel")
+        if coverage is not None and coverage.shape != spectra.shape:
+            raise ValueError(f"coverage has shape {tuple(coverage.shape)}, the spectra {tuple(spectra.shape)}")
         x = (spectra - self.input_mean) / self.input_std
-        tokens = tokens_from_spectra(self.tokenizer, x, mask)
+        tokens = tokens_from_spectra(self.tokenizer, x, mask, coverage if self.takes_coverage else None)
         if self.quantity is not None:
             tokens = tokens + self._quantity_tokens(quantification, mask, tokens) * mask.unsqueeze(-1).to(tokens.dtype)
         return nn.functional.normalize(self.project(self.pool(tokens, mask)), dim=-1)

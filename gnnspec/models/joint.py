@@ -106,13 +106,21 @@ class JointModel(ModelAPI, nn.Module):
             int(data[K.Z].numel()),
         )
 
-    def encode_spectra(self, spectra: torch.Tensor, mask: torch.Tensor, quantification: torch.Tensor | None = None) -> torch.Tensor:
+    def encode_spectra(
+        self,
+        spectra: torch.Tensor,
+        mask: torch.Tensor,
+        quantification: torch.Tensor | None = None,
+        coverage: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Unit embeddings ``[B, dim]`` of spectra ``[B, C, K]`` with channel mask ``[B, C]``.
 
         ``quantification [B, C]``: optional elemental quantification (:mod:`gnnspec.quantification`),
         used when the encoder takes it (``cfg.encoder.quantification``), ignored otherwise.
+        ``coverage [B, C, K]`` (bool): which energies were measured (None: all), used when the
+        encoder takes it (``cfg.encoder.coverage``), ignored otherwise.
         """
-        return self.encoder(spectra, mask, quantification)
+        return self.encoder(spectra, mask, quantification, coverage)
 
     def predict_properties(self, embedding: torch.Tensor) -> dict[str, torch.Tensor]:
         """``content_logits [B, 5]`` and ``defect_logits [B, 2]`` from unit embeddings."""

@@ -15,12 +15,17 @@ from torch import nn
 
 
 class ChannelTokenizer(nn.Module):
-    """``[T, K]`` intensities of T (sample, channel) pairs -> ``[T, token_dim]`` tokens."""
+    """``[T, K]`` intensities of T (sample, channel) pairs -> ``[T, token_dim]`` tokens.
 
-    def __init__(self, n_energy: int, n_channels: int, conv_channels: list[int], kernel: int, token_dim: int):
+    ``planes``: input planes per energy; 2 when the intensity comes with a coverage plane (1 where
+    the energy was measured, 0 where it was not: :func:`tokens_from_spectra`'s ``coverage``).
+    """
+
+    def __init__(self, n_energy: int, n_channels: int, conv_channels: list[int], kernel: int, token_dim: int, planes: int = 1):
         super().__init__()
         layers: list[nn.Module] = []
-        c_in, length = 1, n_energy
+        self.planes = planes
+        c_in, length = planes, n_energy
         for i, c_out in enumerate(conv_channels):
             stride = 1 if i == 0 else 2
             layers += [nn.Conv1d(c_in, c_out, kernel, stride=stride, padding=kernel // 2), nn.SiLU()]
@@ -33,7 +38,8 @@ class ChannelTokenizer(nn.Module):
         self.norm = nn.LayerNorm(token_dim)
 
     def forward(self, intensity: torch.Tensor, channel: torch.Tensor) -> torch.Tensor:
-        h = self.conv(intensity.unsqueeze(1)).flatten(1)
+        """``intensity [T, K]`` (one plane) or ``[T, planes, K]``; ``channel [T]`` channel indices."""
+        h = self.conv(intensity.unsqueeze(1) if intensity.dim() == 2 else intensity).flatten(1)
         return self.norm(self.project(h) + self.channel_embedding(channel))
 
 
@@ -65,9 +71,20 @@ class MaskedAttentionPool(nn.Module):
         return self.norm(pooled.squeeze(1))
 
 
-def tokens_from_spectra(tokenizer: ChannelTokenizer, spectra: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Tokens ``[B, C, D]`` for the present channels only (zeros where ``mask`` is false)."""
+def tokens_from_spectra(
+    tokenizer: ChannelTokenizer, spectra: torch.Tensor, mask: torch.Tensor, coverage: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Tokens ``[B, C, D]`` for the present channels only (zeros where ``mask`` is false).
+
+    For a tokenizer with a coverage plane, ``coverage [B, C, K]`` (bool; None: every energy
+    measured) is the second plane and the intensity is set to 0 where it is false, so an energy
+    that was not measured carries no value, only the fact that it is missing.
+    """
     b, c = mask.nonzero(as_tuple=True)
-    tok = tokenizer(spectra[b, c], c)
+    rows = spectra[b, c]
+    if tokenizer.planes == 2:
+        cov = torch.ones_like(rows, dtype=torch.bool) if coverage is None else coverage[b, c].to(rows.device)
+        rows = torch.stack([torch.where(cov, rows, torch.zeros_like(rows)), cov.to(rows.dtype)], dim=1)
+    tok = tokenizer(rows, c)
     out = tok.new_zeros(mask.shape[0], mask.shape[1], tok.shape[-1])
     return out.index_put((b, c), tok)

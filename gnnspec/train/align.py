@@ -37,7 +37,7 @@ from gnnspec.models.environment_table import EnvironmentTable
 from gnnspec.quantification import channel_element_index, training_input
 from gnnspec.scoring import hit_rates, property_metrics
 from gnnspec.structures.environments import labels_match
-from gnnspec.train.augment import augment_spectra, channel_dropout, eels_channels, grid_steps
+from gnnspec.train.augment import augment_with_coverage, channel_dropout, eels_channels, grid_steps
 from gnnspec.train.losses import content_loss, defect_loss, label_contrastive, same_labels
 
 TRAINED = ("env_embedding", "encoder", "properties")
@@ -121,9 +121,11 @@ def align_embeddings(model, splits: dict, cfg, augment, seed: int = 0, log=None,
                     return None
                 idx = order[start : start + cfg.batch_size]
                 mask = channel_dropout(train.mask[idx], augment.channel_dropout, draws) if augment.enabled else train.mask[idx]
-                x = augment_spectra(train.x[idx], mask, step_ev, augment, draws, eels=eels, channels=model.cfg.channels) if augment.enabled else train.x[idx]
+                x, coverage = train.x[idx], None
+                if augment.enabled:
+                    x, coverage = augment_with_coverage(x, mask, step_ev, augment, draws, eels=eels, channels=model.cfg.channels)
                 quant = training_input(train.content[idx], mask, element_index, augment, generator=draws) if quantified else None
-                spec = model.encode_spectra(x, mask, quant)
+                spec = model.encode_spectra(x, mask, quant, coverage)
                 struct = train.structure_embeddings(model, idx)
                 pos = same_labels(train.content[idx], train.defects[idx], cfg.content_tol)
                 terms = {"contrastive": label_contrastive(spec, struct, pos, cfg.temperature), "content": 0.0, "defects": 0.0}

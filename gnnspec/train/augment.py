@@ -70,9 +70,25 @@ def augment_spectra(
     the channel names of the ``C`` axis, needed when ``cfg.edge_shift_ev`` names channels (their
     shift amplitude replaces ``shift_ev``).
     """
+    return augment_with_coverage(x, mask, step_ev, cfg, generator, eels, channels)[0]
+
+
+def augment_with_coverage(
+    x: torch.Tensor,
+    mask: torch.Tensor,
+    step_ev: torch.Tensor,
+    cfg,
+    generator: torch.Generator | None = None,
+    eels: torch.Tensor | None = None,
+    channels: list[str] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`augment_spectra` and the energies each row kept, ``coverage [B, C, K]`` (bool): False
+    outside a partial window drawn by the instrument model (``cfg.instrument.partial``), True
+    elsewhere; the encoder's coverage input (:mod:`gnnspec.models.encoder`). Same draws, same spectra."""
+    coverage = torch.ones(x.shape, dtype=torch.bool, device=x.device)
     b, c = mask.nonzero(as_tuple=True)
     if b.numel() == 0:
-        return x
+        return x, coverage
     rows = x[b, c]
     step = step_ev.to(x.device, x.dtype)[c]
     n = rows.shape[0]
@@ -98,14 +114,15 @@ def augment_spectra(
         gen = generator
         if gen is None:
             gen = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,)).item()))
-        rows, _ = instrument_rows(rows, step_ev.to(x.device)[c], eels.to(x.device)[c], instrument, gen)
+        rows, covered = instrument_rows(rows, step_ev.to(x.device)[c], eels.to(x.device)[c], instrument, gen)
+        coverage[b, c] = covered
     if cfg.noise > 0:
         rows = rows + cfg.noise * torch.randn(rows.shape, generator=generator).to(x.device, x.dtype)
     if cfg.scale > 0:
         rows = rows * uniform(1.0 - cfg.scale, 1.0 + cfg.scale).unsqueeze(-1)
     out = x.clone()
     out[b, c] = rows
-    return out
+    return out, coverage
 
 
 def channel_dropout(mask: torch.Tensor, p: float, generator: torch.Generator | None = None) -> torch.Tensor:

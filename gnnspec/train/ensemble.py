@@ -66,12 +66,15 @@ def train_member(model, splits: dict, align_cfg, augment, seed: int) -> dict[str
 
 
 @torch.no_grad()
-def member_predictions(model, members: list[dict], x: torch.Tensor, mask: torch.Tensor, quant: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Content ``[M, n, 5]`` and defect probabilities ``[M, n, 2]`` of every member for spectra ``x [n, C, K]``."""
+def member_predictions(
+    model, members: list[dict], x: torch.Tensor, mask: torch.Tensor, quant: torch.Tensor | None = None, coverage: torch.Tensor | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Content ``[M, n, 5]`` and defect probabilities ``[M, n, 2]`` of every member for spectra ``x [n, C, K]``
+    (``coverage [n, C, K]``: the measured energies, for encoders that read it)."""
     contents, defects = [], []
     for member in members:
         m = with_member(model, member)
-        content, defect = m.property_answers(m.encode_spectra(x, mask, quant))
+        content, defect = m.property_answers(m.encode_spectra(x, mask, quant, coverage))
         contents.append(content)
         defects.append(defect)
     return np.stack(contents), np.stack(defects)
@@ -91,9 +94,11 @@ def spread_factor(values: np.ndarray, coverage: float = COVERAGE) -> tuple[float
     return float(np.quantile(ratios, coverage)), float(np.mean(ratios <= 1.0))
 
 
-def ensemble_answer(model, record: dict, x: torch.Tensor, mask: torch.Tensor, quant: torch.Tensor | None = None) -> dict:
+def ensemble_answer(
+    model, record: dict, x: torch.Tensor, mask: torch.Tensor, quant: torch.Tensor | None = None, coverage: torch.Tensor | None = None
+) -> dict:
     """The ensemble's answer for one spectra set (``x [1, C, K]``): member mean and calibrated spread."""
-    contents, defects = member_predictions(model, record["members"], x, mask, quant)
+    contents, defects = member_predictions(model, record["members"], x, mask, quant, coverage)
     kc, kd = record.get("k_content"), record.get("k_defects")
     return {
         "members": len(record["members"]),

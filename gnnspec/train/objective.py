@@ -25,7 +25,7 @@ from torch import nn
 
 from gnnspec.data import keys as K
 from gnnspec.quantification import channel_element_index, training_input
-from gnnspec.train.augment import augment_spectra, channel_dropout, eels_channels, grid_steps
+from gnnspec.train.augment import augment_with_coverage, channel_dropout, eels_channels, grid_steps
 from gnnspec.train.config import TrainConfig
 from gnnspec.train.losses import content_loss, defect_loss, info_nce, spectra_loss
 
@@ -120,14 +120,14 @@ class Objective(nn.Module):
         need_spec = w.contrastive > 0 or w.content > 0 or w.defects > 0
         if not need_spec:
             return terms
-        x, mask = env_y.float(), env_mask
+        x, mask, coverage = env_y.float(), env_mask, None
         if self.training and self.cfg.augment.enabled:
             mask = channel_dropout(mask, self.cfg.augment.channel_dropout)
-            x = augment_spectra(x, mask, self.step_ev, self.cfg.augment, eels=self.eels, channels=self.model.cfg.channels)
+            x, coverage = augment_with_coverage(x, mask, self.step_ev, self.cfg.augment, eels=self.eels, channels=self.model.cfg.channels)
         quant = None
         if self.model.encoder.takes_quantification:
             quant = training_input(content, mask, self.element_index, self.cfg.augment, self.training)
-        z_spec = self.model.encode_spectra(x.to(z_struct.dtype), mask, quant)
+        z_spec = self.model.encode_spectra(x.to(z_struct.dtype), mask, quant, coverage)
         if w.contrastive > 0 and z_spec.shape[0] > 1:
             terms["contrastive"] = info_nce(z_struct.float(), z_spec.float(), self.model.temperature)
         sides = [z_spec, z_struct] if structure_side else [z_spec]
