@@ -344,21 +344,25 @@ def _shift_for(shift: float | Mapping[str, float] | None, name: str) -> float:
 
 def grid_coverage(
     spectra: Mapping[str, Spectrum | np.ndarray], shift: float | Mapping[str, float] | None = None
-) -> np.ndarray:
-    """Which grid energies each spectrum measured: bool ``[12, 121]``, rows in :data:`CHANNEL_NAMES` order.
+) -> dict[str, np.ndarray]:
+    """Which grid energies each spectrum measured: ``{channel: bool [121]}`` for the known channels of ``spectra``.
 
     A :class:`Spectrum` covers the grid points inside its energy range (after ``shift``, as in
     :func:`spectra_on_grids`); outside it :func:`spectra_on_grids` extrapolates flat, and a model
     whose encoder reads coverage (``encoder.coverage``) is told those energies are missing. A value
-    already on the channel grid (an array) covers it all; so do the rows of absent channels.
+    already on the channel grid (an array) covers it all.
     """
-    out = np.ones((len(CHANNEL_NAMES), N_ENERGY), dtype=bool)
+    out = {}
     for name, spectrum in spectra.items():
-        if isinstance(spectrum, Spectrum) and name in CHANNELS:
-            grid = CHANNELS[name].grid
+        if name not in CHANNELS:
+            continue
+        grid = CHANNELS[name].grid
+        if isinstance(spectrum, Spectrum):
             delta = _shift_for(shift, name)
             lo, hi = spectrum.energy[0] + delta - 1e-6, spectrum.energy[-1] + delta + 1e-6
-            out[CHANNEL_NAMES.index(name)] = (grid >= lo) & (grid <= hi)
+            out[name] = (grid >= lo) & (grid <= hi)
+        else:
+            out[name] = np.ones(grid.size, dtype=bool)
     return out
 
 

@@ -34,11 +34,11 @@ def test_grid_coverage_marks_the_measured_energies():
     part = half_window("Mn-K-xas", rng)
     grid = CHANNELS["Mn-K-xas"].grid
     cov = grid_coverage({"Mn-K-xas": part, "O-K-eels": np.ones(grid.size)})
-    row = cov[CHANNEL_NAMES.index("Mn-K-xas")]
+    row = cov["Mn-K-xas"]
     assert np.array_equal(row, grid <= part.energy[-1] + 1e-6)
     assert 0.45 < row.mean() < 0.55 and row[0] and not row[-1]
-    assert cov[CHANNEL_NAMES.index("O-K-eels")].all()  # a value already on the grid covers it all
-    shifted = grid_coverage({"Mn-K-xas": part}, shift={"Mn-K-xas": 5.0})[CHANNEL_NAMES.index("Mn-K-xas")]
+    assert cov["O-K-eels"].all() and set(cov) == {"Mn-K-xas", "O-K-eels"}  # a value already on the grid covers it all
+    shifted = grid_coverage({"Mn-K-xas": part}, shift={"Mn-K-xas": 5.0})["Mn-K-xas"]
     assert shifted.sum() > row.sum()  # the shift moves the window up the grid
 
 
@@ -92,6 +92,11 @@ def test_infer_reports_the_window_and_passes_it_to_the_encoder():
         told = with_cov.encode_spectra(x, mask, coverage=cov)[0].numpy()
         untold = with_cov.encode_spectra(x, mask)[0].numpy()
     assert np.allclose(with_cov.embed_spectra(part), told) and not np.allclose(told, untold)
+    # on-grid values lose the window; the coverage passed beside them brings it back
+    grids = {"Mn-K-xas": x[0, with_cov.cfg.channels.index("Mn-K-xas")].numpy()}
+    assert np.allclose(with_cov.embed_spectra(grids, coverage=grid_coverage(part)), told)
+    assert np.allclose(with_cov.embed_spectra(grids), untold)
+    assert with_cov.infer(grids, coverage=grid_coverage(part))["grid_coverage"] == a["grid_coverage"]
 
 
 def test_augment_with_coverage_marks_the_drawn_windows():

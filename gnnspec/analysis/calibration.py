@@ -22,7 +22,6 @@ import torch
 from gnnspec.analysis.attached import ENSEMBLE, SUPPORT, read_arrays, write_arrays
 from gnnspec.analysis.support import QUANTIFIED_INPUTS, ChannelSupport, TrainingSupport
 from gnnspec.analysis.uncertainty import PropertyEnsemble, calibrate, fit_ensemble
-from gnnspec.channels import CHANNEL_NAMES
 from gnnspec.spectra import grid_coverage
 from gnnspec.structures.environments import DEFECTS
 
@@ -199,7 +198,13 @@ def refit_channel_support(model: Any, model_path: str | Path, data: str | None =
     return channels
 
 
-def encoder_ensemble_answer(model: Any, model_path: str | Path, spectra: dict[str, np.ndarray], quantification: dict[str, float] | None) -> dict | None:
+def encoder_ensemble_answer(
+    model: Any,
+    model_path: str | Path,
+    spectra: dict[str, np.ndarray],
+    quantification: dict[str, float] | None,
+    coverage: dict[str, np.ndarray] | None = None,
+) -> dict | None:
     """The checkpoint's encoder ensemble on one spectra set (:mod:`gnnspec.train.ensemble`), or None without one."""
     from gnnspec.models.factory import read_checkpoint
     from gnnspec.train.ensemble import ENTRY, ensemble_answer
@@ -208,7 +213,7 @@ def encoder_ensemble_answer(model: Any, model_path: str | Path, spectra: dict[st
     if not record or "k_content" not in record:
         return None
     x, mask = model.spectra_tensor(spectra)
-    return ensemble_answer(model, record, x, mask, model.quantification_tensor(quantification, spectra), model.coverage_tensor(spectra))
+    return ensemble_answer(model, record, x, mask, model.quantification_tensor(quantification, spectra), model.coverage_tensor(spectra, coverage))
 
 
 def spectra_support(
@@ -218,6 +223,7 @@ def spectra_support(
     quantification: dict[str, float] | None = None,
     resolution: dict[str, float] | None = None,
     embedding: np.ndarray | None = None,
+    coverage: dict[str, np.ndarray] | None = None,
 ) -> dict | None:
     """Whether ``spectra`` (``{channel: intensity on its grid}``) lie where the model was trained, or
     ``None`` when the checkpoint carries no training support (run ``gnnspec calibrate``).
@@ -226,24 +232,26 @@ def spectra_support(
     cosine (``embedding_in_distribution``) and, per channel (``channels``), the nearest training
     spectrum of that channel, compared at the measurement's ``resolution`` (``{channel: FWHM eV}``).
     ``in_distribution`` is true only when both pass; ``why`` names the foreign channels.
-    ``embedding``: the query's ``[1, dim]`` embedding, when the caller has it already."""
+    ``embedding``: the query's ``[1, dim]`` embedding, when the caller has it already. ``coverage``:
+    ``{channel: bool [K]}``, the grid energies a partial window measured (:func:`gnnspec.spectra.grid_coverage`;
+    default: from ``spectra``'s own energies): each channel is compared on those."""
     support_arrays = read_arrays(model_path, SUPPORT)
     if support_arrays is None:
         return None
     if embedding is None:
-        embedding = model.embed_spectra(spectra, quantification)[None, :]
+        embedding = model.embed_spectra(spectra, quantification, coverage)[None, :]
     support = TrainingSupport.from_arrays(support_arrays, quantified=quantification is not None, source=str(model_path))
     verdict = support.check(embedding)
     channel_support = ChannelSupport.from_arrays(support_arrays)
     if channel_support is None:
         return verdict
     x, _ = model.spectra_tensor(spectra)  # every channel mapped and normalised in one call
-    covered = grid_coverage(spectra)  # a partial window is compared on the energies it measured
+    covered = {**grid_coverage(spectra), **(coverage or {})}  # a partial window is compared on the energies it measured
     resolution = resolution or {}
     per_channel = {}
     for name in spectra:
         row = x[0, model.cfg.channels.index(name)].cpu().numpy()
-        window = {name: covered[CHANNEL_NAMES.index(name)]}
+        window = {name: covered[name]} if name in covered else None
         per_channel.update(channel_support.check({name: row}, fwhm_ev=resolution.get(name), coverage=window))
     foreign = [name for name, c in per_channel.items() if not c["in_distribution"]]
     verdict["embedding_in_distribution"] = verdict["in_distribution"]
@@ -263,19 +271,21 @@ def infer_with_uncertainty(
     spectra: dict[str, np.ndarray],
     quantification: dict[str, float] | None = None,
     resolution: dict[str, float] | None = None,
+    coverage: dict[str, np.ndarray] | None = None,
 ) -> dict:
     """``model.infer`` plus ``uncertainty`` (ensemble standard deviations), calibrated defect
     probabilities and ``support`` (:mod:`gnnspec.analysis.support`), from what the checkpoint carries
 (:mod:`gnnspec.analysis.attached`).
 
     ``quantification``: optional elemental quantification (``model.infer``). ``resolution``:
-    ``{channel: FWHM eV}`` of the measurement, at which the spectrum-space support compares it."""
-    result = model.infer(spectra, quantification)
-    emb = model.embed_spectra(spectra, quantification)[None, :]
-    support = spectra_support(model, model_path, spectra, quantification, resolution, embedding=emb)
+    ``{channel: FWHM eV}`` of the measurement, at which the spectrum-space support compares it.
+    ``coverage``: ``{channel: bool [K]}``, the grid energies each channel measured (``model.infer``)."""
+    result = model.infer(spectra, quantification, coverage)
+    emb = model.embed_spectra(spectra, quantification, coverage)[None, :]
+    support = spectra_support(model, model_path, spectra, quantification, resolution, embedding=emb, coverage=coverage)
     if support is not None:
         result["support"] = support
-    result["encoder_ensemble"] = encoder_ensemble_answer(model, model_path, spectra, quantification)
+    result["encoder_ensemble"] = encoder_ensemble_answer(model, model_path, spectra, quantification, coverage)
     ens_arrays = read_arrays(model_path, ENSEMBLE)
     if ens_arrays is None:
         result["uncertainty"] = None

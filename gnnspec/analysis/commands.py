@@ -248,7 +248,7 @@ def cmd_infer(args) -> int:
     from gnnspec.analysis.calibration import infer_with_uncertainty
     from gnnspec.models.energy_scale import encoder_tier, energy_shifts
     from gnnspec.models.factory import load_model, model_path
-    from gnnspec.spectra import on_grid_by_channel, read_spectra
+    from gnnspec.spectra import grid_coverage, on_grid_by_channel, read_spectra
 
     spectra, meta = read_spectra(args.spectra)
     quantification = args.quantification or spectra.quantification
@@ -266,6 +266,7 @@ def cmd_infer(args) -> int:
         on_grid,
         quantification,
         resolution={c: r["fwhm_ev"] for c, r in resolution.items() if r["fwhm_ev"]},
+        coverage=grid_coverage(spectra, shift=shifts),  # a partial window: the energies it measured
     )
     result["energy_scale"] = {"encoder_tier": tier, "channels": energy_record}
     result["resolution"] = resolution
@@ -327,9 +328,10 @@ def query_support(model, path, spectra, quantification: dict | None, resolution:
     ``gnnspec infer`` reports it; ``None`` for a model without training support."""
     from gnnspec.analysis.calibration import spectra_support
     from gnnspec.library.query import spectra_grids
+    from gnnspec.spectra import grid_coverage
 
     fwhm = {c: r["fwhm_ev"] for c, r in resolution.items() if r["fwhm_ev"]}
-    return spectra_support(model, path, spectra_grids(spectra), quantification, fwhm)
+    return spectra_support(model, path, spectra_grids(spectra), quantification, fwhm, coverage=grid_coverage(spectra))
 
 
 def query_resolution(meta: dict, channels: list[str], fallback_ev: float | None) -> dict[str, dict]:

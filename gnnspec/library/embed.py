@@ -51,7 +51,8 @@ class Embedder(Protocol):
 
         A model that reads an elemental quantification also takes ``quantification=
         {element: amount}`` as a keyword (:mod:`gnnspec.quantification`); queries pass it only
-        when they have one.
+        when they have one. Likewise ``coverage={channel: bool [K]}``, the grid energies a partial
+        window measured (:func:`gnnspec.spectra.grid_coverage`), only for partial windows.
         """
         ...
 

@@ -35,7 +35,7 @@ from gnnspec.channels import CHANNELS, normalise
 from gnnspec.errors import InputError
 from gnnspec.library.embed import Embedder, model_channels, predicted_environment_spectra
 from gnnspec.library.library import Library
-from gnnspec.spectra import SpectraSet, Spectrum, on_grid_by_channel, read_spectra, read_spectra_records
+from gnnspec.spectra import SpectraSet, Spectrum, grid_coverage, on_grid_by_channel, read_spectra, read_spectra_records
 from gnnspec.structures.environments import R_ENV, environment_members
 
 
@@ -72,7 +72,11 @@ def embed_query(model: Embedder, spectra: Any, quantification: Mapping[str, floa
     if unknown:
         raise InputError(f"channel(s) {', '.join(unknown)} unknown to the model; it reads: {', '.join(known)}")
     quant = query_quantification(spectra, quantification)
-    vector = model.embed_spectra(grids) if quant is None else model.embed_spectra(grids, quantification=quant)
+    extra = {} if quant is None else {"quantification": quant}
+    coverage = grid_coverage(spectra)
+    if not all(c.all() for c in coverage.values()):  # a partial window: the energies it measured
+        extra["coverage"] = coverage
+    vector = model.embed_spectra(grids, **extra)
     return np.asarray(vector, dtype=np.float64).reshape(-1), list(grids)
 
 

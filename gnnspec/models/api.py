@@ -210,13 +210,15 @@ class ModelAPI:
         p = self._param()
         return torch.tensor(x, dtype=p.dtype, device=p.device), torch.tensor(mask, device=p.device)
 
-    def coverage_tensor(self, spectra: dict[str, Any]) -> torch.Tensor | None:
+    def coverage_tensor(self, spectra: dict[str, Any], coverage: dict[str, np.ndarray] | None = None) -> torch.Tensor | None:
         """Which grid energies ``spectra`` measured, ``[1, C, K]`` bool, for an encoder that reads it
-        (``cfg.encoder.coverage``; :func:`gnnspec.spectra.grid_coverage`); None for one that does not."""
+        (``cfg.encoder.coverage``); None for one that does not. ``coverage``: ``{channel: bool [K]}``
+        as :func:`gnnspec.spectra.grid_coverage` gives it for the measurement (needed when ``spectra``
+        are already on the grid); without it, taken from ``spectra``'s own energies."""
         if not self.encoder.takes_coverage:
             return None
-        cov = grid_coverage(spectra)
-        rows = [cov[CHANNEL_NAMES.index(name)] for name in self.cfg.channels]
+        cov = {**grid_coverage(spectra), **(coverage or {})}
+        rows = [np.asarray(cov[name], dtype=bool) if name in cov else np.ones(self.cfg.n_energy, dtype=bool) for name in self.cfg.channels]
         return torch.tensor(np.stack(rows)[None], device=self._param().device)
 
     @property
@@ -237,19 +239,24 @@ class ModelAPI:
         return q[None].to(p.device, p.dtype)
 
     @torch.no_grad()
-    def embed_spectra(self, spectra: dict[str, Any], quantification: dict[str, float] | None = None) -> np.ndarray:
+    def embed_spectra(
+        self, spectra: dict[str, Any], quantification: dict[str, float] | None = None, coverage: dict[str, np.ndarray] | None = None
+    ) -> np.ndarray:
         """Unit embedding ``[dim]`` of an environment's spectra ``{channel: intensity on the channel grid}``.
 
         ``quantification``: optional ``{element: amount}`` of the same sample (only ratios matter;
         every present channel's element needs one); see :mod:`gnnspec.quantification`.
+        ``coverage``: the grid energies each channel measured (:meth:`coverage_tensor`).
         """
         self.eval()
         x, mask = self.spectra_tensor(spectra)
-        q, cov = self.quantification_tensor(quantification, spectra), self.coverage_tensor(spectra)
+        q, cov = self.quantification_tensor(quantification, spectra), self.coverage_tensor(spectra, coverage)
         return self.encode_spectra(x, mask, q, cov)[0].double().cpu().numpy()
 
     @torch.no_grad()
-    def infer(self, spectra: dict[str, Any], quantification: dict[str, float] | None = None) -> dict:
+    def infer(
+        self, spectra: dict[str, Any], quantification: dict[str, float] | None = None, coverage: dict[str, np.ndarray] | None = None
+    ) -> dict:
         """Element content and defect probabilities of the environment that gave ``spectra``.
 
         Returns ``{"element_content": {"Li": f, ...}, "defects": {"o_vacancy": p, "antisite": p},
@@ -257,19 +264,19 @@ class ModelAPI:
         "coverage_used": bool}`` (fractions sum to 1; probabilities in [0, 1]; ``grid_coverage``: the
         fraction of each used channel's grid the spectrum measured, :func:`gnnspec.spectra.grid_coverage`;
         ``coverage_used``: whether the encoder was told which energies are missing, else it read
-        the flat-extended spectrum). ``quantification``: as in :meth:`embed_spectra`.
+        the flat-extended spectrum). ``quantification``, ``coverage``: as in :meth:`embed_spectra`.
         """
         self.eval()
         x, mask = self.spectra_tensor(spectra)
-        q, cov = self.quantification_tensor(quantification, spectra), self.coverage_tensor(spectra)
+        q, cov = self.quantification_tensor(quantification, spectra), self.coverage_tensor(spectra, coverage)
         content, defects = self.property_answers(self.encode_spectra(x, mask, q, cov))
         content, defects = content[0], defects[0]
-        covered = grid_coverage(spectra)
+        covered = {**grid_coverage(spectra), **(coverage or {})}
         return {
             "element_content": {el: float(v) for el, v in zip(self.cfg.content_elements, content)},
             "defects": {name: float(v) for name, v in zip(self.cfg.defects, defects)},
             "channels_used": [c for c in self.cfg.channels if c in spectra],
             "quantification_used": quantification is not None,
-            "grid_coverage": {c: float(covered[CHANNEL_NAMES.index(c)].mean()) for c in self.cfg.channels if c in spectra},
+            "grid_coverage": {c: float(np.mean(covered[c])) for c in self.cfg.channels if c in spectra},
             "coverage_used": cov is not None,
         }
