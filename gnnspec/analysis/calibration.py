@@ -22,7 +22,6 @@ import torch
 from gnnspec.analysis.attached import ENSEMBLE, SUPPORT, read_arrays, write_arrays
 from gnnspec.analysis.support import QUANTIFIED_INPUTS, ChannelSupport, TrainingSupport
 from gnnspec.analysis.uncertainty import PropertyEnsemble, calibrate, fit_ensemble
-from gnnspec.spectra import grid_coverage
 from gnnspec.structures.environments import DEFECTS
 
 
@@ -246,13 +245,12 @@ def spectra_support(
     if channel_support is None:
         return verdict
     x, _ = model.spectra_tensor(spectra)  # every channel mapped and normalised in one call
-    covered = {**grid_coverage(spectra), **(coverage or {})}  # a partial window is compared on the energies it measured
+    covered = model.measured_coverage(spectra, coverage)  # a partial window is compared on the energies it measured
     resolution = resolution or {}
     per_channel = {}
     for name in spectra:
         row = x[0, model.cfg.channels.index(name)].cpu().numpy()
-        window = {name: covered[name]} if name in covered else None
-        per_channel.update(channel_support.check({name: row}, fwhm_ev=resolution.get(name), coverage=window))
+        per_channel.update(channel_support.check({name: row}, fwhm_ev=resolution.get(name), coverage=covered))
     foreign = [name for name, c in per_channel.items() if not c["in_distribution"]]
     verdict["embedding_in_distribution"] = verdict["in_distribution"]
     verdict["channels"] = per_channel

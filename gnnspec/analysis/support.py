@@ -175,15 +175,16 @@ class ChannelSupport:
                 else:
                     how = "not adapted: this support file holds no validation spectra (rerun gnnspec calibrate)"
             y = np.atleast_2d(np.asarray(y, dtype=np.float32))
-            window = None if coverage is None or name not in coverage else np.asarray(coverage[name], dtype=bool)
-            if window is not None and not window.all():
+            window = np.asarray((coverage or {}).get(name, np.ones(y.shape[-1], dtype=bool)), dtype=bool)
+            partial = not window.all()
+            if partial:
                 refs, y = _centred(refs[:, window]), y[:, window]
                 val = None if val is None else val[:, window]
                 how += f"; compared on the {int(window.sum())} measured grid energies"
             p01 = float(self.val_quantiles[name][0])
-            if val is not None and (fwhm_ev or window is not None and not window.all()):
+            if val is not None and (fwhm_ev or partial):
                 p01 = float(np.quantile(self._nearest(refs, val), QUANTILES[0]))
-            elif window is not None and not window.all():
+            elif partial:
                 how += " (validation quantile of the full grid: no validation spectra stored)"
             corr = float(self._nearest(refs, y)[0])
             threshold = 1.0 - CHANNEL_TOLERANCE * (1.0 - p01)

@@ -210,14 +210,19 @@ class ModelAPI:
         p = self._param()
         return torch.tensor(x, dtype=p.dtype, device=p.device), torch.tensor(mask, device=p.device)
 
+    @staticmethod
+    def measured_coverage(spectra: dict[str, Any], coverage: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """``{channel: bool [K]}``: the grid energies each of ``spectra`` measured. ``coverage``, as
+        :func:`gnnspec.spectra.grid_coverage` gives it for the measurement, wins (needed when
+        ``spectra`` are already on the grid); the rest is taken from ``spectra``'s own energies."""
+        return {**grid_coverage(spectra), **(coverage or {})}
+
     def coverage_tensor(self, spectra: dict[str, Any], coverage: dict[str, np.ndarray] | None = None) -> torch.Tensor | None:
-        """Which grid energies ``spectra`` measured, ``[1, C, K]`` bool, for an encoder that reads it
-        (``cfg.encoder.coverage``); None for one that does not. ``coverage``: ``{channel: bool [K]}``
-        as :func:`gnnspec.spectra.grid_coverage` gives it for the measurement (needed when ``spectra``
-        are already on the grid); without it, taken from ``spectra``'s own energies."""
+        """Which grid energies ``spectra`` measured (:meth:`measured_coverage`), ``[1, C, K]`` bool,
+        for an encoder that reads it (``cfg.encoder.coverage``); None for one that does not."""
         if not self.encoder.takes_coverage:
             return None
-        cov = {**grid_coverage(spectra), **(coverage or {})}
+        cov = self.measured_coverage(spectra, coverage)
         rows = [np.asarray(cov[name], dtype=bool) if name in cov else np.ones(self.cfg.n_energy, dtype=bool) for name in self.cfg.channels]
         return torch.tensor(np.stack(rows)[None], device=self._param().device)
 
@@ -268,10 +273,10 @@ class ModelAPI:
         """
         self.eval()
         x, mask = self.spectra_tensor(spectra)
-        q, cov = self.quantification_tensor(quantification, spectra), self.coverage_tensor(spectra, coverage)
+        covered = self.measured_coverage(spectra, coverage)
+        q, cov = self.quantification_tensor(quantification, spectra), self.coverage_tensor(spectra, covered)
         content, defects = self.property_answers(self.encode_spectra(x, mask, q, cov))
         content, defects = content[0], defects[0]
-        covered = {**grid_coverage(spectra), **(coverage or {})}
         return {
             "element_content": {el: float(v) for el, v in zip(self.cfg.content_elements, content)},
             "defects": {name: float(v) for name, v in zip(self.cfg.defects, defects)},
