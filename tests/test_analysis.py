@@ -191,6 +191,10 @@ def test_channel_support_compares_a_broad_measurement_at_its_own_resolution():
     assert "2.4 eV" in broad["resolution"] and broad["validation_p01"] != sharp["validation_p01"]
     other = gaussian_resolution(torch.from_numpy(o_edge(1)), 0.5, 2.4).numpy()[0]
     assert not support.check({"Ni-L23-eels": other}, fwhm_ev=2.4)["Ni-L23-eels"]["in_distribution"]
+    # a training spectrum itself, measured at 2.4 eV, correlates fully with its broadened reference
+    ref = support.references["Ni-L23-eels"][:1].astype(np.float64)
+    itself = gaussian_resolution(torch.from_numpy(ref), 0.5, 2.4).numpy()[0]
+    assert support.check({"Ni-L23-eels": itself}, fwhm_ev=2.4)["Ni-L23-eels"]["nearest_training_correlation"] > 0.999
     old = ChannelSupport(support.references, support.val_quantiles)
     assert "not adapted" in old.check({"Ni-L23-eels": measured}, fwhm_ev=2.4)["Ni-L23-eels"]["resolution"]
 

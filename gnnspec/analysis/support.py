@@ -153,8 +153,9 @@ class ChannelSupport:
         ``fwhm_ev``: the query's resolution (Gaussian FWHM, eV; the zero-loss FWHM for EELS). The
         training references and the stored validation spectra are then broadened by it
         (:func:`gnnspec.instrument.gaussian_resolution`: a linear, area-keeping operator, so
-        broadening a centred row and centring again equals centring the broadened spectrum) and
-        the validation 1st percentile is recomputed there, so a broad measurement is compared with
+        broadening a centred row and centring again equals centring the broadened spectrum; the
+        broadened references are centred and scaled to unit norm again, the validation rows are
+        when compared) and the validation 1st percentile is recomputed there, so a broad measurement is compared with
         training spectra at its own resolution. FEFF's own core-hole broadening is not
         subtracted. A support file without validation spectra keeps the unbroadened comparison and
         says so (``resolution``).
@@ -170,7 +171,7 @@ class ChannelSupport:
             refs, val, how = self.references[name], self.validation.get(name), "FEFF spectra as computed"
             if fwhm_ev:
                 if val is not None:
-                    refs, val = (_broadened(a, name, fwhm_ev) for a in (refs, val))
+                    refs, val = _centred(_broadened(refs, name, fwhm_ev)), _broadened(val, name, fwhm_ev)
                     how = f"training and validation spectra broadened to the query's {fwhm_ev:g} eV FWHM"
                 else:
                     how = "not adapted: this support file holds no validation spectra (rerun gnnspec calibrate)"
