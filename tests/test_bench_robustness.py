@@ -1,5 +1,7 @@
 """The robustness benchmark's instrument pass over environment spectra and its scoring."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -28,8 +30,9 @@ def _envs(n=6, seed=0):
 
 def test_clean_setting_changes_nothing():
     envs = _envs()
-    fwhm, t, counts = SETTINGS["clean (FEFF)"]
-    assert np.allclose(degrade(envs, fwhm, t, counts).y, envs.y, rtol=1e-12, atol=0)
+    fwhm, t, counts, window = SETTINGS["clean (FEFF)"]
+    clean = degrade(envs, fwhm, t, counts, window=window)
+    assert np.allclose(clean.y, envs.y, rtol=1e-12, atol=0) and clean.coverage is None
 
 
 def test_degrade_broadens_scatters_eels_only_and_keeps_unit_mean():
@@ -62,7 +65,34 @@ def test_score_and_render_on_a_small_model():
     assert "| clean (FEFF) |" in text and f"{r['hit@1']:.3f}" in text
 
 
+def test_partial_window_is_flat_outside_and_reaches_a_coverage_encoder():
+    from gnnspec.models.factory import build_model
+    from tests.model_fixtures import tiny_model_config
+
+    envs = _envs(8)
+    part = degrade(envs, 0.0, 0.0, None, seed=2, window=0.6)
+    k = envs.y.shape[-1]
+    assert part.coverage.shape == envs.y.shape and part.coverage[~envs.mask].all()
+    kept = part.coverage[envs.mask].sum(-1)
+    assert np.all(kept == 1 + round(0.6 * (k - 1)))  # one window of 60 % of the grid per present row
+    for i, c in zip(*np.nonzero(envs.mask)):
+        cov, row = part.coverage[i, c], part.y[i, c]
+        lo, hi = np.nonzero(cov)[0][[0, -1]]
+        assert np.all(row[:lo] == row[lo]) and np.all(row[hi:] == row[hi])  # flat extrapolation
+        assert np.isclose(row.mean(), 1.0)
+    with pytest.raises(ValueError, match="window"):
+        degrade(envs, 0.0, 0.0, None, window=0.0)
+
+    torch.manual_seed(0)
+    encoder = {**tiny_model_config().encoder.__dict__, "coverage": True}
+    model = build_model(tiny_model_config(encoder=encoder)).double().eval()
+    lib = _envs(10, seed=1)
+    lib_emb = torch.nn.functional.normalize(torch.randn(10, model.cfg.embedding.dim, dtype=torch.float64), dim=-1).numpy()
+    told, blind = score(model, lib, lib_emb, part), score(model, lib, lib_emb, replace(part, coverage=None))
+    assert told["content_mae"] != blind["content_mae"]  # the encoder reads the window it is given
+
+
 @pytest.mark.parametrize("name", list(SETTINGS))
 def test_settings_are_physical(name):
-    fwhm, t, counts = SETTINGS[name]
-    assert 0 <= fwhm <= 2.5 and 0 <= t <= 1 and (counts is None or counts >= 1e2)
+    fwhm, t, counts, window = SETTINGS[name]
+    assert 0 <= fwhm <= 2.5 and 0 <= t <= 1 and (counts is None or counts >= 1e2) and 0.5 <= window <= 1

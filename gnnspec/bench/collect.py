@@ -23,7 +23,8 @@ class SiteSet:
 
 @dataclass
 class EnvSet:
-    """Environment spectra ``[n, C, K]`` (rows: ``channels``), their mask and labels of one split."""
+    """Environment spectra ``[n, C, K]`` (rows: ``channels``), their mask and labels of one split;
+    ``coverage [n, C, K]`` (bool): the measured energies of partial windows, None for full grids."""
 
     y: np.ndarray
     mask: np.ndarray
@@ -31,6 +32,7 @@ class EnvSet:
     defects: np.ndarray
     sid: np.ndarray
     channels: tuple[str, ...] = DEFAULT_CHANNELS
+    coverage: np.ndarray | None = None
 
 
 def collect_sites(ds: LMDBStructureDataset) -> SiteSet:

@@ -37,14 +37,18 @@ def structure_embeddings(model, dataset) -> np.ndarray:
 
 
 @torch.no_grad()
-def spectrum_embeddings(model, envs: EnvSet, quantified: bool = False, amounts: np.ndarray | None = None) -> np.ndarray:
+def spectrum_embeddings(
+    model, envs: EnvSet, quantified: bool = False, amounts: np.ndarray | None = None, coverage: np.ndarray | None = None
+) -> np.ndarray:
     """Spectrum embeddings of every environment; ``quantified``: with its exact elemental quantification;
-    ``amounts [n, 5]``: with the quantification of these element amounts instead."""
+    ``amounts [n, 5]``: with the quantification of these element amounts instead; ``coverage [n, C, K]``
+    (bool): the measured energies, for an encoder that reads them (ignored by one that does not)."""
     dtype = next(model.parameters()).dtype
     x, mask = torch.tensor(envs.y, dtype=dtype), torch.tensor(envs.mask)
     source = amounts if amounts is not None else (envs.content if quantified else None)
     quant = None if source is None else channel_fractions(torch.tensor(source, dtype=dtype), mask, channel_element_index(model.cfg.channels))
-    return model.encode_spectra(x, mask, quant).double().numpy()
+    cov = None if coverage is None else torch.as_tensor(coverage, dtype=torch.bool)
+    return model.encode_spectra(x, mask, quant, cov).double().numpy()
 
 
 def label_match(
