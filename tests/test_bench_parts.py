@@ -95,8 +95,8 @@ def test_rerun_check_compares_accuracy_numbers_and_timings():
 
 
 def test_retrieval_label_match_reports_cosine_and_consensus_ranking():
-    from gnnspec.bench.collect import EnvSet
     from gnnspec.bench.retrieval import label_match
+    from gnnspec.data.environment_set import EnvironmentSet as EnvSet
 
     # library: the nearest entry (cos 0.99) is pristine, the next three (0.98-0.96) have an O vacancy
     cos = np.array([0.99, 0.98, 0.97, 0.96])
@@ -124,36 +124,17 @@ def test_inverse_table_gives_both_methods_the_quantification_of_a_model_that_rea
 
     from gnnspec.bench import retrieval
     from gnnspec.bench.accuracy import inverse_table
-    from gnnspec.bench.collect import collect_envs
     from gnnspec.data.dataset import LMDBStructureDataset
+    from gnnspec.data.environment_set import EnvironmentSet
 
     torch.set_num_threads(1)
     data = write_synthetic_lmdb(tmp_path / "synthetic", splits=("train",) * 3 + ("test",) * 2)
-    train, test = (collect_envs(LMDBStructureDataset(data, s)) for s in ("train", "test"))
+    train, test = (EnvironmentSet.from_dataset(LMDBStructureDataset(data, s)) for s in ("train", "test"))
     model = tiny_model(quantification=True)
     table = inverse_table(model, train, test, quick=True)
     assert set(table["all channels"]) == {"seed (XGBoost)", "gnnspec", "seed (XGBoost) + quantification", "gnnspec + quantification"}
     assert set(table["O-K-eels"]) == {"seed (XGBoost)", "gnnspec"}  # one element: a quantification says nothing
     plain, quantified = table["all channels"]["gnnspec"], table["all channels"]["gnnspec + quantification"]
     assert plain["n"] == quantified["n"] and plain["mae_mean"] != quantified["mae_mean"]
-    assert not np.allclose(retrieval.spectrum_embeddings(model, test), retrieval.spectrum_embeddings(model, test, quantified=True))
+    assert not np.allclose(retrieval.spectrum_embeddings(model, test), retrieval.spectrum_embeddings(model, test, amounts=test.amounts("exact")))
     assert "gnnspec" in inverse_table(tiny_model(), train, test, quick=True)["all channels"]
-
-
-def test_intensity_amounts_follow_each_environment_in_collect_order(tmp_path):
-    """The amounts the raw intensities hold line up with collect_envs and track the element content."""
-    from model_fixtures import write_synthetic_lmdb
-
-    from gnnspec.bench.collect import collect_envs, intensity_amounts
-    from gnnspec.data.dataset import LMDBStructureDataset
-    from gnnspec.quantification.intensities import fit_k_factors, site_integrals
-
-    data = write_synthetic_lmdb(tmp_path / "synthetic", splits=("train",) * 3)
-    ds = LMDBStructureDataset(data, "train")
-    k = fit_k_factors(site_integrals(ds.raw_runs(i)) for i in range(len(ds)))
-    envs, amounts = collect_envs(ds), intensity_amounts(ds, k)
-    assert amounts.shape == (len(envs.content), 5)
-    rows = envs.mask.any(1)
-    assert np.isnan(amounts[~rows]).all() and not np.isnan(amounts[rows]).any()
-    fractions = amounts[rows] / amounts[rows].sum(1, keepdims=True)
-    assert np.abs(fractions - envs.content[rows]).max() < 0.05  # every element of these environments has a channel

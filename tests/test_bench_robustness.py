@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from gnnspec.bench.collect import EnvSet
 from gnnspec.bench.robustness import SETTINGS, degrade, render, score
 from gnnspec.channels import CHANNELS, DEFAULT_CHANNELS
+from gnnspec.data.environment_set import EnvironmentSet
 
 
 def _envs(n=6, seed=0):
@@ -25,7 +25,7 @@ def _envs(n=6, seed=0):
         y[i, c] = row / row.mean()
     content = rng.dirichlet(np.ones(5), n)
     defects = (rng.random((n, 2)) < 0.5).astype(float)
-    return EnvSet(y=y, mask=mask, content=content, defects=defects, sid=np.arange(n), channels=channels)
+    return EnvironmentSet(y=y, mask=mask, content=content, defects=defects, sid=np.arange(n), channels=channels)
 
 
 def test_clean_setting_changes_nothing():

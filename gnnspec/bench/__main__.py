@@ -38,9 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
 
     from gnnspec.bench import accuracy, retrieval, speed
-    from gnnspec.bench.collect import collect_envs, collect_sites
+    from gnnspec.bench.collect import collect_sites
     from gnnspec.bench.report import forward_figure, multimodal_figure
     from gnnspec.data.dataset import LMDBStructureDataset
+    from gnnspec.data.environment_set import EnvironmentSet
     from gnnspec.data.inspect import dataset_info
     from gnnspec.models.factory import DEFAULT_MODEL, load_checkpoint
 
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     forward_figure(examples, out / "forward_examples.png", f"median-error test spectrum per channel; {caption}")
 
     print("inverse accuracy and multimodal table ...", file=sys.stderr)
-    envs = {s: collect_envs(d) for s, d in ds.items()}
+    envs = {s: EnvironmentSet.from_dataset(d) for s, d in ds.items()}
     results["inverse"] = accuracy.inverse_table(model, envs["train"], envs["test"], args.quick)
     multimodal_figure(results["inverse"], out / "multimodal_auroc.png", f"defect AUROC by channel set, test split; {caption}")
 
@@ -113,23 +114,16 @@ def main(argv: list[str] | None = None) -> int:
     results["worker_scaling"] = speed.worker_scaling(n_structures=1 if args.quick else 2)
 
     print("retrieval ...", file=sys.stderr)
-    lib_envs = collect_envs(ds["train"]), collect_envs(ds["val"])
-    from gnnspec.bench.collect import EnvSet
-
-    lib = EnvSet(
-        *(np.concatenate([getattr(a, f), getattr(b, f)]) for a, b in [lib_envs] for f in ("y", "mask", "content", "defects", "sid")),
-        channels=lib_envs[0].channels,
-    )
+    lib = EnvironmentSet.concat([envs["train"], envs["val"]])
     lib_emb = np.concatenate([retrieval.structure_embeddings(model, ds["train"]), retrieval.structure_embeddings(model, ds["val"])])
     q_emb = retrieval.spectrum_embeddings(model, envs["test"])
     results["retrieval"] = retrieval.label_match(lib, lib_emb, envs["test"], q_emb)
     if model.encoder.takes_quantification:
-        q_quant = retrieval.spectrum_embeddings(model, envs["test"], quantified=True)
+        q_quant = retrieval.spectrum_embeddings(model, envs["test"], amounts=envs["test"].amounts("exact"))
         results["retrieval"]["quantified"] = retrieval.label_match(lib, lib_emb, envs["test"], q_quant)
-        from gnnspec.bench.collect import intensity_amounts
         from gnnspec.quantification.k_factors import read_k_factors
 
-        amounts = intensity_amounts(ds["test"], read_k_factors())
+        amounts = EnvironmentSet.from_dataset(ds["test"], read_k_factors()).amounts("intensities")
         q_int = retrieval.spectrum_embeddings(model, envs["test"], amounts=amounts)
         results["retrieval"]["intensity_quantified"] = retrieval.label_match(lib, lib_emb, envs["test"], q_int)
     print("robustness ...", file=sys.stderr)

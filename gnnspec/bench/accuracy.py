@@ -18,9 +18,10 @@ import numpy as np
 import torch
 
 from gnnspec.bench import baselines
-from gnnspec.bench.collect import EnvSet, SiteSet
+from gnnspec.bench.collect import SiteSet
 from gnnspec.bench.spectral_features import seed_features
 from gnnspec.channels import CHANNELS
+from gnnspec.data.environment_set import EnvironmentSet
 from gnnspec.labels import CONTENT_ELEMENTS, DEFECTS
 from gnnspec.quantification import channel_element_index, channel_fractions
 from gnnspec.scoring import auroc, spectrum_metrics
@@ -82,7 +83,7 @@ def inverse_metrics(content_pred, defects_pred, content, defects) -> dict:
     return out
 
 
-def exact_quantification(envs: EnvSet, rows: np.ndarray, channels: list[str]) -> np.ndarray:
+def exact_quantification(envs: EnvironmentSet, rows: np.ndarray, channels: list[str]) -> np.ndarray:
     """``[len(rows), C]`` quantification of ``rows`` with only ``channels`` present (columns: ``envs.channels``)."""
     idx = [envs.channels.index(c) for c in channels]
     mask = torch.zeros(len(rows), len(envs.channels), dtype=torch.bool)
@@ -92,7 +93,7 @@ def exact_quantification(envs: EnvSet, rows: np.ndarray, channels: list[str]) ->
 
 
 @torch.no_grad()
-def gnn_inverse(model, envs: EnvSet, channels: list[str], rows: np.ndarray, quantified: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def gnn_inverse(model, envs: EnvironmentSet, channels: list[str], rows: np.ndarray, quantified: bool = False) -> tuple[np.ndarray, np.ndarray]:
     dtype = next(model.parameters()).dtype
     idx = [model.cfg.channels.index(c) for c in channels]
     x = torch.tensor(envs.y[rows], dtype=dtype)
@@ -102,7 +103,7 @@ def gnn_inverse(model, envs: EnvSet, channels: list[str], rows: np.ndarray, quan
     return model.property_answers(model.encode_spectra(x, mask, quant))
 
 
-def inverse_table(model, train: EnvSet, test: EnvSet, quick: bool) -> dict[str, dict[str, dict]]:
+def inverse_table(model, train: EnvironmentSet, test: EnvironmentSet, quick: bool) -> dict[str, dict[str, dict]]:
     """``{subset: {method: metrics}}`` for the gnnspec encoder and the seed method (XGBoost)."""
     table: dict[str, dict[str, dict]] = {}
     for name, chans in subsets(test.channels).items():

@@ -22,7 +22,7 @@ import time
 import numpy as np
 import torch
 
-from gnnspec.bench.collect import EnvSet
+from gnnspec.data.environment_set import EnvironmentSet
 from gnnspec.library.consensus import consensus_order, pool_size
 from gnnspec.library.index import build_index, choose_kind, rescored_search, resolve_params, search
 from gnnspec.models.environment_table import EnvironmentTable
@@ -37,22 +37,19 @@ def structure_embeddings(model, dataset) -> np.ndarray:
 
 
 @torch.no_grad()
-def spectrum_embeddings(
-    model, envs: EnvSet, quantified: bool = False, amounts: np.ndarray | None = None, coverage: np.ndarray | None = None
-) -> np.ndarray:
-    """Spectrum embeddings of every environment; ``quantified``: with its exact elemental quantification;
-    ``amounts [n, 5]``: with the quantification of these element amounts instead; ``coverage [n, C, K]``
-    (bool): the measured energies, for an encoder that reads them (ignored by one that does not)."""
+def spectrum_embeddings(model, envs: EnvironmentSet, amounts: np.ndarray | None = None, coverage: np.ndarray | None = None) -> np.ndarray:
+    """Spectrum embeddings of every environment; ``amounts [n, 5]``: with the quantification of these
+    element amounts (:meth:`EnvironmentSet.amounts`); ``coverage [n, C, K]`` (bool): the measured
+    energies, for an encoder that reads them (ignored by one that does not)."""
     dtype = next(model.parameters()).dtype
     x, mask = torch.tensor(envs.y, dtype=dtype), torch.tensor(envs.mask)
-    source = amounts if amounts is not None else (envs.content if quantified else None)
-    quant = None if source is None else channel_fractions(torch.tensor(source, dtype=dtype), mask, channel_element_index(model.cfg.channels))
+    quant = None if amounts is None else channel_fractions(torch.tensor(amounts, dtype=dtype), mask, channel_element_index(model.cfg.channels))
     cov = None if coverage is None else torch.as_tensor(coverage, dtype=torch.bool)
     return model.encode_spectra(x, mask, quant, cov).double().numpy()
 
 
 def label_match(
-    lib: EnvSet, lib_emb: np.ndarray, query: EnvSet, query_emb: np.ndarray, k: int = 5, pool: int | None = None
+    lib: EnvironmentSet, lib_emb: np.ndarray, query: EnvironmentSet, query_emb: np.ndarray, k: int = 5, pool: int | None = None
 ) -> dict:
     ok = query.mask.any(1)
     q_emb, q_content, q_defects = query_emb[ok], query.content[ok], query.defects[ok]

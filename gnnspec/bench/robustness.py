@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gnnspec.bench.collect import EnvSet
 from gnnspec.channels import CHANNELS
+from gnnspec.data.environment_set import EnvironmentSet
 from gnnspec.instrument import gaussian_resolution, partial_window, plural_scattering, poisson_noise
 
 #: name -> (FWHM eV, t/lambda on EELS channels, counts or None, measured fraction of the grid).
@@ -43,7 +43,7 @@ SETTINGS: dict[str, tuple[float, float, float | None, float]] = {
 }
 
 
-def degrade(envs: EnvSet, fwhm_ev: float, thickness: float, counts: float | None, seed: int = 0, window: float = 1.0) -> EnvSet:
+def degrade(envs: EnvironmentSet, fwhm_ev: float, thickness: float, counts: float | None, seed: int = 0, window: float = 1.0) -> EnvironmentSet:
     """A copy of ``envs`` with every present spectrum measured by one instrument, renormalised to unit mean.
 
     ``window < 1``: every present spectrum keeps only a window of that fraction of its grid
@@ -73,7 +73,7 @@ def degrade(envs: EnvSet, fwhm_ev: float, thickness: float, counts: float | None
 
 
 @torch.no_grad()
-def score(model, lib: EnvSet, lib_emb: np.ndarray, query: EnvSet) -> dict:
+def score(model, lib: EnvironmentSet, lib_emb: np.ndarray, query: EnvironmentSet) -> dict:
     """Defect AUROC, content MAE and retrieval of the encoder on ``query`` (spectra alone, with
     ``query.coverage`` where set)."""
     from gnnspec.bench.retrieval import label_match, spectrum_embeddings
@@ -91,18 +91,16 @@ def score(model, lib: EnvSet, lib_emb: np.ndarray, query: EnvSet) -> dict:
 
 def robustness(model, data: str) -> dict:
     """Every :data:`SETTINGS` row on the test split of ``data``, against a train + val library."""
-    from gnnspec.bench.collect import collect_envs
     from gnnspec.bench.retrieval import structure_embeddings
     from gnnspec.data.dataset import LMDBStructureDataset
 
     ds = {s: LMDBStructureDataset(data, s, cutoff=model.cfg.backbone.cutoff, channels=model.cfg.channels) for s in ("train", "val", "test")}
-    parts = [collect_envs(ds["train"]), collect_envs(ds["val"])]
-    lib = EnvSet(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("y", "mask", "content", "defects", "sid")), channels=parts[0].channels)
+    lib = EnvironmentSet.concat([EnvironmentSet.from_dataset(ds["train"]), EnvironmentSet.from_dataset(ds["val"])])
     lib_emb = np.concatenate([structure_embeddings(model, ds["train"]), structure_embeddings(model, ds["val"])])
-    return {"data": data, "split": "test", "settings": robustness_table(model, lib, lib_emb, collect_envs(ds["test"]))}
+    return {"data": data, "split": "test", "settings": robustness_table(model, lib, lib_emb, EnvironmentSet.from_dataset(ds["test"]))}
 
 
-def robustness_table(model, lib: EnvSet, lib_emb: np.ndarray, test: EnvSet) -> dict[str, dict]:
+def robustness_table(model, lib: EnvironmentSet, lib_emb: np.ndarray, test: EnvironmentSet) -> dict[str, dict]:
     """:func:`score` of ``test`` through every :data:`SETTINGS` instrument (setting ``k`` draws with seed ``k``)."""
     rows = {}
     for k, (name, (fwhm, t, counts, window)) in enumerate(SETTINGS.items()):

@@ -2,7 +2,8 @@
 
 Wherever a whole split is embedded at once (the alignment stage, calibration and the support
 check, the retrieval benchmark, TensorBoard's projector) the environments are gathered here,
-in graph order, once:
+in graph order, once (the data columns by :class:`gnnspec.data.environment_set.EnvironmentSet`,
+kept as ``envs``):
 
 * ``x [n, C, K]`` and ``mask [n, C]``: the FEFF environment spectra (means of member site
   spectra, see :mod:`gnnspec.structures.environments`) and which channels are present; or, with
@@ -21,6 +22,7 @@ from __future__ import annotations
 import torch
 
 from gnnspec.data import keys as K
+from gnnspec.data.environment_set import EnvironmentSet
 from gnnspec.quantification import channel_element_index, channel_fractions
 
 CHUNK = 1024  # environments per encoder call
@@ -29,42 +31,43 @@ CHUNK = 1024  # environments per encoder call
 class EnvironmentTable:
     """Environments of ``graphs`` (see the module docstring); tensors on ``device``.
 
-    ``limit``: stop after the graph that brings the environments with spectra to ``limit``.
+    The data columns come from :class:`gnnspec.data.environment_set.EnvironmentSet` (``envs``);
+    the table adds what needs the model. ``limit``: stop after the graph that brings the
+    environments with FEFF spectra to ``limit`` (not with ``spectra_tier``).
     """
 
     def __init__(self, model, graphs, device=None, features: bool = True, limit: int | None = None, spectra_tier: int | None = None):
+        if limit is not None and spectra_tier is not None:
+            raise ValueError("limit counts environments with FEFF spectra: give it without spectra_tier")
         p = next(model.parameters())
         device = p.device if device is None else device
-        cols: dict[str, list[torch.Tensor]] = {k: [] for k in ("x", "mask", "content", "defects", "sid", "centre_z", "features")}
-        n_with_spectra = 0
-        with torch.no_grad():
-            for i in range(len(graphs)):
-                if limit is not None and n_with_spectra >= limit:
-                    break
-                g = graphs[i].clone().to(device)
-                g.pos, g.edge_shift = g.pos.to(p.dtype), g.edge_shift.to(p.dtype)
-                centre = g[K.ENV_CENTRE_INDEX]
-                if features:
-                    scalars = model.run_backbone(g)["node_scalars"]
-                    cols["features"].append(model.env_embedding.features(scalars, g[K.ENV_MEMBER_INDEX], g[K.ENV_MEMBER_ENV], centre))
-                if spectra_tier is None:
-                    cols["x"].append(g[K.ENV_Y].to(p.dtype))
-                    cols["mask"].append(g[K.ENV_Y_MASK])
-                else:
-                    predicted, have = model.environment_spectra(model.forward_structure(g, embed=False, tier=spectra_tier), g)
-                    cols["x"].append(predicted.to(p.dtype))
-                    cols["mask"].append(have)
-                cols["content"].append(g[K.ENV_CONTENT].to(p.dtype))
-                cols["defects"].append(g[K.ENV_DEFECTS].to(p.dtype))
-                cols["sid"].append(torch.full((centre.numel(),), int(g[K.SID].reshape(-1)[0]), device=device))
-                cols["centre_z"].append(g[K.Z][centre])
-                n_with_spectra += int(cols["mask"][-1].any(dim=1).sum())
-        if not cols["x"]:
-            raise ValueError("no structures to tabulate")
-        self.x, self.mask = torch.cat(cols["x"]), torch.cat(cols["mask"])
-        self.content, self.defects = torch.cat(cols["content"]), torch.cat(cols["defects"])
-        self.sid, self.centre_z = torch.cat(cols["sid"]), torch.cat(cols["centre_z"])
-        self.features = torch.cat(cols["features"]) if features else None
+        self.envs = EnvironmentSet.from_graphs(graphs, model.cfg.channels, limit=limit)
+        predicted: dict[str, list[torch.Tensor]] = {"x": [], "mask": [], "features": []}
+        if features or spectra_tier is not None:
+            with torch.no_grad():
+                for i in range(self.envs.structures):
+                    g = graphs[i].clone().to(device)
+                    g.pos, g.edge_shift = g.pos.to(p.dtype), g.edge_shift.to(p.dtype)
+                    if features:
+                        scalars = model.run_backbone(g)["node_scalars"]
+                        predicted["features"].append(
+                            model.env_embedding.features(scalars, g[K.ENV_MEMBER_INDEX], g[K.ENV_MEMBER_ENV], g[K.ENV_CENTRE_INDEX])
+                        )
+                    if spectra_tier is not None:
+                        x, have = model.environment_spectra(model.forward_structure(g, embed=False, tier=spectra_tier), g)
+                        predicted["x"].append(x.to(p.dtype))
+                        predicted["mask"].append(have)
+
+        def column(a, dtype=None):
+            return torch.as_tensor(a, device=device, dtype=dtype)
+
+        if spectra_tier is None:
+            self.x, self.mask = column(self.envs.y, p.dtype), column(self.envs.mask)
+        else:
+            self.x, self.mask = torch.cat(predicted["x"]), torch.cat(predicted["mask"])
+        self.content, self.defects = column(self.envs.content, p.dtype), column(self.envs.defects, p.dtype)
+        self.sid, self.centre_z = column(self.envs.sid), column(self.envs.centre_z)
+        self.features = torch.cat(predicted["features"]) if features else None
         self.with_spectra = self.mask.any(dim=1).nonzero(as_tuple=True)[0]
 
     def __len__(self) -> int:
