@@ -29,7 +29,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--data", required=True, help=_DATA_HELP)
     b.add_argument("--model", default=None, help=_MODEL_HELP)
     b.add_argument("--out", required=True, help="library folder to create")
-    b.add_argument("--bulk", action="store_true", help="also add each whole structure as an entry (site -1)")
+    b.add_argument("--bulk", action="store_true", help="also add each whole structure as an entry (site -1; needs --vectors predicted)")
     b.add_argument(
         "--index",
         default="auto",
@@ -53,7 +53,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     a.add_argument("library", metavar="LIB", help="library folder")
     a.add_argument("--data", required=True, help=_DATA_HELP)
     a.add_argument("--model", default=None, help=_MODEL_HELP)
-    a.add_argument("--bulk", action="store_true", help="also add each whole structure as an entry (site -1)")
+    a.add_argument("--bulk", action="store_true", help="also add each whole structure as an entry (site -1; needs --vectors predicted)")
     a.add_argument("--split", default=None, help="only this split of an LMDB dataset; default: all")
     a.set_defaults(func=_add)
 

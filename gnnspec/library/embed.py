@@ -172,13 +172,12 @@ def structure_entries(
     n_sites = len(structure)
     if vector_source == "structure":
         vectors = _unit_rows(model.embed_environments(structure), n_sites, "embed_environments")
-        if include_bulk:
-            if not hasattr(model, "embed_bulk"):
-                raise InputError(
-                    f"{type(model).__name__} embeds site environments only (no embed_bulk); "
-                    "build bulk entries with predicted vectors (--vectors predicted) or leave out --bulk"
-                )
-            vectors = np.concatenate([vectors, _unit_rows(model.embed_bulk(structure), 1, "embed_bulk")])
+        if include_bulk:  # the structure-side embedding is trained on site environments, each with its centre atom
+            raise InputError(
+                "bulk entries (site -1) have no centre atom for the structure-side embedding; "
+                "build them with predicted vectors (--vectors predicted: the encoder on the whole structure's predicted spectra) "
+                "or leave out --bulk"
+            )
     else:
         spectra = predicted_environment_spectra(model, structure, [e.members for e in envs])
         empty = [e.centre for e, s in zip(envs, spectra) if not s]
