@@ -194,3 +194,25 @@ def test_a_multi_fidelity_model_learns_the_second_tier_from_a_few_sites(tmp_path
         assert main(["predict", str(cif), "--site", str(o), "--model", str(tmp_path / "run" / "best.pt"), "--tier", tier, "--out", str(tmp_path / f"{tier}.json")]) == 0
     assert main(["predict", str(cif), "--site", str(o), "--model", str(tmp_path / "run" / "best.pt"), "--tier", "ultra", "--out", str(tmp_path / "x.json")]) == 2
     assert "not 'ultra'" in capsys.readouterr().err
+
+
+def test_a_model_whose_first_tier_is_not_the_base_reads_that_tier_as_its_targets(tmp_path):
+    """``load_split(..., tier=)``: an scf-only model trains on the scf spectra (every third site
+    here), a default ``fast`` model on a dataset without that tier reads the base tier, and any
+    other missing tier is refused with the tiers the dataset holds."""
+    from gnnspec.train.data import load_split
+
+    data = write_synthetic_lmdb(tmp_path / "data", splits=("train",) * 2, extra_tier="scf")
+    channels = ("O-K-eels",)
+    base = load_split(str(data), "train", 4.0, channels)
+    scf = load_split(str(data), "train", 4.0, channels, tier="scf")
+    fast = load_split(str(data), "train", 4.0, channels, tier="fast")  # no such tier: the base one
+    for b, s, f in zip(base, scf, fast):
+        o_sites = (b.z == 8).nonzero().flatten()
+        assert b.site_y_mask[o_sites, 0].all()
+        assert set(s.site_y_mask[:, 0].nonzero().flatten().tolist()) == {i for i in o_sites.tolist() if i % 3 == 0}
+        i = next(i for i in o_sites.tolist() if i % 3 == 0)
+        assert not torch.allclose(s.site_y[i, 0], b.site_y[i, 0])  # the tilted scf spectrum, not the base one
+        assert torch.equal(f.site_y, b.site_y)
+    with pytest.raises(InputError, match="no ultra-tier spectra .it holds scf, synthetic"):
+        load_split(str(data), "train", 4.0, channels, tier="ultra")

@@ -66,7 +66,7 @@ def cmd_ensemble(args) -> int:
         align.epochs = args.epochs
     augment = from_dict(AugmentConfig, trained["augment"], f"{args.model}: augment")
     model = load_checkpoint(args.model)
-    splits = load_splits(args.data or trained["data"], model.cfg.backbone.cutoff, model.cfg.channels)
+    splits = load_splits(args.data or trained["data"], model.cfg.backbone.cutoff, model.cfg.channels, tier=model.cfg.tiers[0])
     record = build_ensemble(model, args.model, splits, align, augment, args.members)
     print(
         f"{args.model}: {len(record['members'])} encoders; spread k = {record['k_content']:.2f} (content), "

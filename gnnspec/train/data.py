@@ -36,24 +36,45 @@ class GraphList(Dataset):
 
 
 def load_split(
-    path: str, split: str, cutoff: float, channels: list[str] | tuple[str, ...], progress: bool = False, extra_tiers: tuple[str, ...] = ()
+    path: str,
+    split: str,
+    cutoff: float,
+    channels: list[str] | tuple[str, ...],
+    progress: bool = False,
+    extra_tiers: tuple[str, ...] = (),
+    tier: str | None = None,
 ) -> GraphList:
     """All graphs of ``split`` of the LMDB at ``path`` (built now, with edges up to ``cutoff`` A,
-    one row per channel of ``channels`` and the targets of ``extra_tiers``, the model's)."""
+    one row per channel of ``channels`` and the targets of ``extra_tiers``, the model's).
+
+    ``tier``: the model's base tier (its first), read as the site and environment spectra; None
+    reads the dataset's base tier, and so does ``fast`` on a dataset without it (imported
+    spectra, which a default single-tier model trains on). Another tier the dataset lacks is an
+    InputError."""
     from tqdm import tqdm
 
     from gnnspec.data.dataset import LMDBStructureDataset
 
     ds = LMDBStructureDataset(path, split=split, cutoff=cutoff, channels=channels, extra_tiers=extra_tiers)
+    if tier is not None and tier != ds.tier:
+        if tier in ds.store.tiers():
+            ds = LMDBStructureDataset(path, split=split, cutoff=cutoff, channels=channels, tier=tier, extra_tiers=extra_tiers)
+        elif tier != "fast":
+            raise InputError(f"{path}: no {tier}-tier spectra (it holds {', '.join(ds.store.tiers()) or 'none'}); the model's first tier must be one of them")
     graphs = [ds[i] for i in tqdm(range(len(ds)), desc=f"graphs ({split})", disable=not progress, file=sys.stderr, leave=False)]
     return GraphList(graphs)
 
 
 def load_splits(
-    path: str, cutoff: float, channels: list[str] | tuple[str, ...], progress: bool = False, extra_tiers: tuple[str, ...] = ()
+    path: str,
+    cutoff: float,
+    channels: list[str] | tuple[str, ...],
+    progress: bool = False,
+    extra_tiers: tuple[str, ...] = (),
+    tier: str | None = None,
 ) -> dict[str, GraphList]:
-    """``{"train", "val", "test"}`` graph lists; a missing or empty train split is an InputError."""
-    splits = {s: load_split(path, s, cutoff, channels, progress, extra_tiers) for s in ("train", "val", "test")}
+    """``{"train", "val", "test"}`` graph lists (:func:`load_split`); a missing or empty train split is an InputError."""
+    splits = {s: load_split(path, s, cutoff, channels, progress, extra_tiers, tier) for s in ("train", "val", "test")}
     if len(splits["train"]) == 0:
         raise InputError(f"{path}: the dataset has no training structures")
     return splits

@@ -429,7 +429,12 @@ def run_training(cfg: TrainConfig, resume: bool = False, step_callback=None, spl
             cfg.model = from_dict(ModelConfig, read_checkpoint(last)["model_config"], f"{last}: model_config")
         if splits is None:
             splits = load_splits(
-                cfg.data, cfg.model.backbone.cutoff, cfg.model.channels, cfg.log.progress and info.is_main, tuple(cfg.model.tiers[1:])
+                cfg.data,
+                cfg.model.backbone.cutoff,
+                cfg.model.channels,
+                cfg.log.progress and info.is_main,
+                tuple(cfg.model.tiers[1:]),
+                cfg.model.tiers[0],
             )
         stats = graph_statistics(splits["train"], cfg.model.spectra.r_readout)
         if cfg.model.backbone.avg_num_neighbors is None:
