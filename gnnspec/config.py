@@ -78,8 +78,8 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
     return value
 
 
-def load_config(path: str | Path, cls: type[T]) -> T:
-    """Read YAML file ``path`` into dataclass ``cls``."""
+def load_config(path: str | Path, cls: type[T], overrides: list[str] | tuple[str, ...] = ()) -> T:
+    """Read YAML file ``path`` into dataclass ``cls``, after ``overrides`` (:func:`apply_overrides`)."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such config file")
@@ -87,7 +87,38 @@ def load_config(path: str | Path, cls: type[T]) -> T:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise InputError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    return from_dict(cls, data, str(path))
+    data = apply_overrides(data or {}, overrides)
+    try:
+        return from_dict(cls, data, str(path))
+    except InputError as exc:
+        raise InputError(f"{exc} (after --set {' '.join(overrides)})" if overrides else str(exc)) from None
+
+
+def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...]) -> dict:
+    """``data`` with each ``"dotted.key=VALUE"`` set (VALUE read as YAML: ``model.tiers=[scf]``,
+    ``align.epochs=0``, ``max_minutes=null``). Intermediate mappings are created; the typed
+    config then rejects a key that is not a field, as it does for the file itself."""
+    data = dict(data)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise InputError(f"--set {item!r}: expected KEY=VALUE with a dotted KEY such as align.epochs=0")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise InputError(f"--set {item!r}: the value is not valid YAML ({str(exc).splitlines()[0]})") from None
+        node = data
+        *parents, leaf = key.split(".")
+        for i, part in enumerate(parents):
+            child = node.get(part)
+            if child is None:
+                child = {}
+            elif not isinstance(child, dict):
+                raise InputError(f"--set {item!r}: {'.'.join(parents[: i + 1])} is not a section")
+            node[part] = child = dict(child)
+            node = child
+        node[leaf] = value
+    return data
 
 
 def config_to_dict(cfg: Any) -> dict:

@@ -42,6 +42,28 @@ def test_unknown_config_key_is_rejected(tmp_path):
         load_train_config(bad)
 
 
+def test_set_overrides_are_typed_and_checked_like_the_file(tmp_path, capsys):
+    from gnnspec.cli import main
+
+    cpu = CONFIGS[0].parent / "cpu_multifidelity.yaml"
+    cfg = load_train_config(cpu, ["model.tiers=[scf]", "align.epochs=0", "max_minutes=null", "augment.instrument.counts=[10, 20]"])
+    assert cfg.model.tiers == ["scf"] and cfg.align.epochs == 0 and cfg.max_minutes is None
+    assert list(cfg.augment.instrument.counts) == [10.0, 20.0]
+    assert cfg.model.backbone.lmax == load_train_config(cpu).model.backbone.lmax  # the rest of the section is kept
+    with pytest.raises(InputError, match=r"unknown key.*n_layer.*\(after --set model.backbone.n_layer=3\)"):
+        load_train_config(cpu, ["model.backbone.n_layer=3"])
+    with pytest.raises(InputError, match="expected an integer"):
+        load_train_config(cpu, ["epochs=many"])
+    with pytest.raises(InputError, match="epochs is not a section"):
+        load_train_config(cpu, ["epochs.x=1"])
+    for bad in ("epochs", "=3", "align..epochs=1"):
+        with pytest.raises(InputError, match="expected KEY=VALUE"):
+            load_train_config(cpu, [bad])
+    # the CLI: a bad override is one line and exit 2, before any data is read
+    assert main(["train", str(cpu), "--set", "optim.lr=-1", "--out", str(tmp_path / "run")]) == 2
+    assert "optim" in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
 def test_invalid_model_configs():
     with pytest.raises(InputError, match="r_readout"):
         tiny_model_config(spectra={"r_readout": 9.0})

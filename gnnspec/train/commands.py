@@ -25,6 +25,14 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in the run folder from its last.pt")
     p.add_argument("--out", metavar="RUN_DIR", help="run folder (default: the config's run_dir, else runs/<config name>)")
     p.add_argument("--data", metavar="PATH", help="gnnspec LMDB dataset folder (overrides the config's data)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config entry, VALUE in YAML (repeatable): --set model.tiers=[scf] --set align.epochs=0",
+    )
     p.set_defaults(func=cmd_train)
 
     add_ensemble_parser(subparsers)
@@ -82,7 +90,7 @@ def cmd_train(args) -> int:
     from gnnspec.train.config import load_train_config
     from gnnspec.train.loop import run_training
 
-    cfg = load_train_config(args.config)
+    cfg = load_train_config(args.config, args.overrides)
     if args.out:
         cfg.run_dir = args.out
     if args.data:

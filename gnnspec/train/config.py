@@ -177,9 +177,10 @@ class TrainConfig:
             raise ValueError(f"loader_workers must be 0 or more, got {self.loader_workers}")
 
 
-def load_train_config(path: str | Path) -> TrainConfig:
-    """Read a training YAML into :class:`TrainConfig`; the run folder defaults to ``runs/<stem>``."""
-    cfg = load_config(path, TrainConfig)
+def load_train_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """Read a training YAML into :class:`TrainConfig` (``overrides``: ``KEY=VALUE`` strings,
+    :func:`gnnspec.config.apply_overrides`); the run folder defaults to ``runs/<stem>``."""
+    cfg = load_config(path, TrainConfig, overrides)
     if cfg.run_dir is None:
         cfg.run_dir = str(Path("runs") / Path(path).stem)
     return cfg
