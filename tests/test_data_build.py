@@ -323,3 +323,23 @@ def test_compact_leaves_no_lock_file_of_the_replaced_database(tmp_path):
     assert main(["data", "compact", str(tmp_path / "ds")]) == 0
     assert not (tmp_path / "ds" / "lock.mdb").exists()
     assert SpectraStore(tmp_path / "ds").get(b"x/49") == {"i": 49}
+
+
+def test_wide_supercells_are_appended_and_never_redraw_stored_ones(tmp_path):
+    """``wide_from`` switches the generator for the ids from there on; a resume may only place it
+    after the stored supercells (structures only, no FEFF)."""
+    out = tmp_path / "ds"
+    build_dataset(load_config(_recipe(tmp_path), BuildConfig), out, workers=1, progress=False, structures_only=True)
+    with pytest.raises(InputError, match="supercells 1-1 were drawn"):
+        build_dataset(load_config(_recipe(tmp_path, wide_from=1, n_structures=3), BuildConfig), out, workers=1, progress=False, structures_only=True)
+    before = SpectraStore(out).structure(1)
+    build_dataset(load_config(_recipe(tmp_path, wide_from=2, n_structures=4), BuildConfig), out, workers=1, progress=False, structures_only=True)
+    store = SpectraStore(out)
+    assert store.structure(1) == before
+    shipped, wide = store.structure(1)["params"], [store.structure(sid)["params"] for sid in (2, 3)]
+    assert "li_ordering" not in shipped or shipped["li_ordering"] == "random"
+    for p in wide:
+        assert p["tm_ratio_name"] == "triangle" or p["tm_ratio_name"].startswith("edge without")
+        assert 2.81 <= p["a"] <= 2.90 and 14.1 <= p["c"] <= 14.6 and p["li_ordering"] in ("random", "clustered", "layers", "rows")
+    with pytest.raises(InputError, match="wide_from must be"):
+        load_config(_recipe(tmp_path, wide_from=-1), BuildConfig)

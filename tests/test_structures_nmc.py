@@ -97,3 +97,59 @@ def test_generated_structure_roundtrips_through_dict():
     smp = generate_nmc(NMCParams(seed=5, n_o_vacancies=1))
     again = Structure.from_dict(smp.as_dict()["structure"])
     assert again.site_properties["site_type"] == smp.structure.site_properties["site_type"]
+
+
+def _li_vacancies(ordering, li=0.5, seed=3):
+    smp = generate_nmc(NMCParams(seed=seed, li_content=li, li_ordering=ordering, tm_ratio=TM_RATIOS["NMC532"]))
+    return np.array([v["frac_coords"] for v in smp.vacancies if v["site_type"] == "li_layer"]), smp.structure
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_li_orderings_place_the_vacancies_as_they_say(seed):
+    """13 Li vacancies of 27 (three layers of 9): ``layers`` empties one whole layer first,
+    ``rows`` whole in-plane rows of 3, ``clustered`` the sites nearest to one of them."""
+    from pymatgen.core import Lattice
+
+    for ordering in ("random", "clustered", "layers", "rows"):
+        vac, s = _li_vacancies(ordering, seed=seed)
+        assert len(vac) == 27 - round(0.5 * 27) and s.composition["Li"] == round(0.5 * 27)
+    layer_of = lambda f: np.round(f[:, 2] * 3).astype(int) % 3  # noqa: E731
+    vac, _ = _li_vacancies("layers", seed=seed)
+    assert sorted(np.bincount(layer_of(vac), minlength=3).tolist()) == [0, 4, 9]
+    vac, _ = _li_vacancies("rows", seed=seed)
+    counts = np.bincount(layer_of(vac), minlength=3)
+    assert sum(c % 3 for c in counts) == 1  # four whole rows of three and one started row
+    vac, s = _li_vacancies("clustered", seed=seed)
+    lat = Lattice(s.lattice.matrix)
+    span = max(lat.get_distance_and_image(a, b)[0] for a in vac for b in vac)
+    rand, _ = _li_vacancies("random", seed=seed)
+    span_random = max(lat.get_distance_and_image(a, b)[0] for a in rand for b in rand)
+    assert span < span_random  # a domain, not spread over the cell
+
+
+def test_the_random_ordering_draws_as_before():
+    """Supercells of the shipped recipe keep their structure: the default ordering is the old draw."""
+    a = generate_nmc(NMCParams(seed=5, li_content=0.6, n_o_vacancies=1))
+    b = generate_nmc(NMCParams(seed=5, li_content=0.6, n_o_vacancies=1, li_ordering="random"))
+    assert a.structure == b.structure and a.vacancies == b.vacancies
+    assert np.isclose(a.structure.lattice.a, 3 * 2.87) and np.isclose(a.structure.lattice.c, 14.2)
+    with pytest.raises(ValueError, match="unknown Li ordering"):
+        NMCParams(seed=0, li_ordering="diagonal")
+
+
+def test_wide_draws_cover_the_composition_triangle_and_keep_ni_for_antisites():
+    from gnnspec.structures.nmc import _ratio_counts, draw_wide_params
+
+    rng = np.random.default_rng(0)
+    draws = [draw_wide_params(rng, seed=i, case=("antisite", "pristine")[i % 2], relax=False) for i in range(400)]
+    ratios = np.array([p.tm_ratio for p in draws])
+    assert np.allclose(ratios.sum(1), 1.0)
+    assert (ratios.min(1) == 0).mean() > 0.2  # edges of the triangle
+    assert ratios[:, 0].max() > 0.9 and ratios[:, 1].max() > 0.9 and ratios[:, 2].max() > 0.9  # near every corner
+    assert {p.li_ordering for p in draws} == {"random", "clustered", "layers", "rows"}
+    for p in draws:
+        if p.n_antisites:
+            assert _ratio_counts(p.tm_ratio, 27)[0] >= p.n_antisites  # Ni sites of the 27
+        assert 2.81 <= p.a <= 2.90 and 0.5 <= p.li_content <= 1.0
+    s = generate_nmc(draws[1]).structure
+    assert np.isclose(s.lattice.a, 3 * draws[1].a) and np.isclose(s.lattice.c, draws[1].c)

@@ -80,10 +80,16 @@ class BuildConfig:
     channels: list[str] = field(default_factory=lambda: list(DEFAULT_CHANNELS))
     sites_per_structure: int = 0  # 0: every site; N: N random absorbing sites per element
     extra_tiers: list[TierConfig] = field(default_factory=list)
+    # supercells with id >= wide_from are drawn by gnnspec.structures.nmc.draw_wide_params (the
+    # whole TM composition triangle, Li vacancy orderings, lattice parameters and thermal
+    # displacements drawn per supercell); None: every supercell by draw_params
+    wide_from: int | None = None
 
     def __post_init__(self) -> None:
         from gnnspec.simulate.presets import PRESETS
 
+        if self.wide_from is not None and self.wide_from < 0:
+            raise ValueError(f"wide_from must be a supercell id >= 0, got {self.wide_from}")
         for c in self.cases:
             if c not in CASES:
                 raise ValueError(f"unknown defect case {c!r}; known: {', '.join(CASES)}")
@@ -106,11 +112,16 @@ def split_of(sid: int, n_cases: int) -> str:
 
 def structure_params(cfg: BuildConfig, sid: int):
     """The generator parameters of structure ``sid`` (deterministic in seed and sid)."""
-    from gnnspec.structures.nmc import draw_params
+    from gnnspec.structures.nmc import draw_params, draw_wide_params, ideal_cell
 
     rng = np.random.default_rng([cfg.seed, sid])
     case = cfg.cases[sid % len(cfg.cases)]
-    params = draw_params(rng, seed=int(rng.integers(2**31)), case=case, relax=cfg.relax, thermal_sigma=cfg.thermal_sigma)
+    seed = int(rng.integers(2**31))
+    if cfg.wide_from is not None and sid >= cfg.wide_from:
+        n_tm = (len(ideal_cell()) // 4) * int(np.prod(cfg.supercell))
+        params = draw_wide_params(rng, seed=seed, case=case, relax=cfg.relax, n_tm=n_tm)
+    else:
+        params = draw_params(rng, seed=seed, case=case, relax=cfg.relax, thermal_sigma=cfg.thermal_sigma)
     params.supercell = tuple(cfg.supercell)
     params.relax_fmax = cfg.relax_fmax
     params.relax_steps = cfg.relax_steps
@@ -310,12 +321,21 @@ def _open_for_build(cfg: BuildConfig, out: Path) -> SpectraStore:
         old = dict(meta.get("build_config", {}))
         for growable in ("n_structures", "channels", "extra_tiers"):
             old.pop(growable, None)
+        old_wide = old.pop("wide_from", None)
         diff = sorted(k for k in old if old[k] != cfg_dict.get(k))
         if diff:
             raise InputError(
                 f"{out}: existing dataset was built with a different config ({', '.join(diff)} differ); "
-                "only n_structures, channels and extra_tiers may change on resume"
+                "only n_structures, channels, extra_tiers and a wide_from past the stored supercells may change on resume"
             )
+        if old_wide != cfg.wide_from:
+            first = min(w for w in (old_wide, cfg.wide_from) if w is not None)
+            drawn = [sid for sid in store.structure_ids() if sid >= first]
+            if drawn:
+                raise InputError(
+                    f"{out}: wide_from {old_wide} -> {cfg.wide_from} would change how the stored supercells "
+                    f"{drawn[0]}-{drawn[-1]} were drawn; it may only start at or after supercell {max(store.structure_ids()) + 1}"
+                )
         for name, cards in presets.items():
             known = meta.get("presets", {}).get(name)
             if known is not None and known["hash"] != cards["hash"]:

@@ -15,6 +15,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed of every draw")
     p.add_argument("--ratio", default="NMC111", help="NMC111, NMC532, NMC622, NMC811 or Ni:Mn:Co fractions like 0.5:0.3:0.2")
     p.add_argument("--li", type=float, default=1.0, help="Li content 0.5-1.0 (delithiation as Li vacancies)")
+    p.add_argument(
+        "--li-ordering",
+        default="random",
+        help="how Li vacancies are placed: random, clustered (one Li-poor domain), layers (staged) or rows (in-plane rows)",
+    )
+    p.add_argument("--lattice", nargs=2, type=float, metavar=("A", "C"), help="hexagonal lattice parameters in Angstrom (default 2.87 14.2)")
     p.add_argument("--o-vacancies", type=int, default=0, help="number of O vacancies")
     p.add_argument("--antisites", type=int, default=0, help="number of Li/Ni antisite pairs")
     p.add_argument("--relax", action="store_true", help="relax positions with CHGNet (fmax 0.1 eV/A)")
@@ -25,7 +31,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from gnnspec.errors import InputError
-    from gnnspec.structures.nmc import TM_RATIOS, NMCParams, generate_nmc
+    from gnnspec.structures.nmc import A_HEX, C_HEX, LI_ORDERINGS, TM_RATIOS, NMCParams, generate_nmc
 
     if args.ratio in TM_RATIOS:
         ratio = TM_RATIOS[args.ratio]
@@ -37,11 +43,19 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"--ratio {args.ratio!r}: expected one of {', '.join(TM_RATIOS)} or three Ni:Mn:Co fractions") from None
     if not 0.0 <= args.li <= 1.0:
         raise InputError(f"--li must be within 0-1, got {args.li}")
+    if args.li_ordering not in LI_ORDERINGS:
+        raise InputError(f"--li-ordering {args.li_ordering!r}: expected one of {', '.join(LI_ORDERINGS)}")
+    a, c = args.lattice or (A_HEX, C_HEX)
+    if not (2.0 < a < 4.0 and 10.0 < c < 20.0):
+        raise InputError(f"--lattice {a} {c}: a layered oxide has a of about 2.8-2.9 A and c of about 14-14.6 A")
     params = NMCParams(
         seed=args.seed,
         tm_ratio=ratio,
         tm_ratio_name=args.ratio,
         li_content=args.li,
+        li_ordering=args.li_ordering,
+        a=a,
+        c=c,
         n_o_vacancies=args.o_vacancies,
         n_antisites=args.antisites,
         thermal_sigma=args.thermal_sigma,

@@ -49,12 +49,24 @@ class NMCParams:
     tm_ratio: tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3)
     tm_ratio_name: str = "NMC111"
     li_content: float = 1.0
+    li_ordering: str = "random"  # how Li vacancies are placed: one of LI_ORDERINGS
     n_o_vacancies: int = 0
     n_antisites: int = 0
     thermal_sigma: float = 0.0  # Angstrom, Gaussian displacement per Cartesian component
     relax: bool = False
     relax_fmax: float = 0.1  # eV/A
     relax_steps: int = 60
+    a: float = A_HEX  # hexagonal lattice parameters of the ideal cell, Angstrom
+    c: float = C_HEX
+    o_z: float = O_Z  # fractional z of O on 6c
+
+    def __post_init__(self) -> None:
+        if self.li_ordering not in LI_ORDERINGS:
+            raise ValueError(f"unknown Li ordering {self.li_ordering!r}; known: {', '.join(LI_ORDERINGS)}")
+
+
+#: How delithiation places the Li vacancies in the Li layers (:func:`li_vacancy_order`).
+LI_ORDERINGS = ("random", "clustered", "layers", "rows")
 
 
 @dataclass
@@ -78,7 +90,7 @@ class NMCSample:
 def generate_nmc(params: NMCParams) -> NMCSample:
     """Build one NMC supercell as ``params`` says (relaxation with CHGNet if ``params.relax``)."""
     rng = np.random.default_rng(params.seed)
-    s = ideal_cell()
+    s = ideal_cell(params.a, params.c, params.o_z)
     s.make_supercell(list(params.supercell))
     s.add_site_property("ideal_frac", [list(map(float, site.frac_coords)) for site in s])
     tm_idx = [i for i, site in enumerate(s) if site.properties["site_type"] == "tm_layer"]
@@ -106,7 +118,10 @@ def generate_nmc(params: NMCParams) -> NMCSample:
     n_li_keep = int(round(params.li_content * len(li_idx)))
     n_remove = max(0, len(li_in_layer) - n_li_keep + n_anti)
     n_remove = min(n_remove, len(li_in_layer))
-    remove_li = list(rng.choice(li_in_layer, size=n_remove, replace=False)) if n_remove else []
+    if params.li_ordering == "random":  # the shipped recipe's draw, kept as it was
+        remove_li = list(rng.choice(li_in_layer, size=n_remove, replace=False)) if n_remove else []
+    else:
+        remove_li = li_vacancy_order(s, li_in_layer, params.li_ordering, rng)[:n_remove] if n_remove else []
     remove_o = list(rng.choice(o_idx, size=params.n_o_vacancies, replace=False)) if params.n_o_vacancies else []
     vacancies = []
     for i in sorted(map(int, remove_li + remove_o)):
@@ -128,6 +143,42 @@ def generate_nmc(params: NMCParams) -> NMCSample:
         for i, d in enumerate(disp):
             s.translate_sites([i], d, frac_coords=False, to_unit_cell=True)
     return NMCSample(structure=s, params=params, vacancies=vacancies, relax_info=relax_info)
+
+
+def li_vacancy_order(s: Structure, candidates: list[int], ordering: str, rng: np.random.Generator) -> list[int]:
+    """The Li sites of ``candidates`` in the order delithiation empties them.
+
+    ``random``: a uniform random order (the shipped recipe's draw). ``clustered``: by periodic
+    distance from a random Li site, so the vacancies form one Li-poor domain. ``layers``: one
+    whole Li layer after another (in a random layer order), as in staged delithiation.
+    ``rows``: one in-plane row after another, the rows along a random one of the three in-plane
+    lattice directions of the supercell, as in the ordered Li(0.5) phases of layered oxides.
+    """
+    if ordering == "random":
+        return [int(i) for i in rng.choice(candidates, size=len(candidates), replace=False)]
+    if not candidates:
+        return []
+    idx = np.asarray(candidates)
+    frac = np.array([s[int(i)].frac_coords for i in idx]) % 1.0
+    tie = rng.permutation(len(idx))  # random order inside each group
+    if ordering == "clustered":
+        seed = idx[rng.integers(len(idx))]
+        key = np.array([s.get_distance(int(seed), int(i)) for i in idx])
+    elif ordering == "layers":
+        layer = np.round(frac[:, 2] * 3).astype(int) % 3  # Li layers at z = 0, 1/3, 2/3 of the hexagonal c
+        rank = rng.permutation(3)
+        key = rank[layer].astype(float)
+    elif ordering == "rows":
+        direction = int(rng.integers(3))  # rows along b, a or a - b
+        in_plane = frac[:, 0] if direction == 0 else frac[:, 1] if direction == 1 else (frac[:, 0] + frac[:, 1]) % 1.0
+        layer = np.round(frac[:, 2] * 3).astype(int) % 3
+        row = np.floor(in_plane * 6 + 0.5).astype(int) % 6  # finer than any supercell's row spacing
+        rank = rng.permutation(18)
+        key = rank[layer * 6 + row].astype(float)
+    else:
+        raise ValueError(f"unknown Li ordering {ordering!r}; known: {', '.join(LI_ORDERINGS)}")
+    order = np.lexsort((tie, key))
+    return [int(i) for i in idx[order]]
 
 
 def _ratio_counts(ratio: tuple[float, ...], n: int) -> list[int]:
@@ -185,4 +236,57 @@ def draw_params(rng: np.random.Generator, seed: int, case: str, relax: bool, the
         n_antisites=n_anti,
         thermal_sigma=thermal_sigma,
         relax=relax,
+    )
+
+
+#: Ranges of the wide generator (:func:`draw_wide_params`). Lattice parameters span layered
+#: NMC from lithiated LiNiO2/LiCoO2 to half-delithiated NMC (a 2.81-2.90 A, c 14.1-14.6 A).
+WIDE_RANGES = {
+    "a": (2.81, 2.90),
+    "c": (14.10, 14.60),
+    "o_z": (0.237, 0.245),
+    "li_content": (0.5, 1.0),
+    "thermal_sigma": (0.0, 0.06),
+}
+#: Probability of each Li ordering in the wide generator.
+WIDE_ORDERINGS = {"random": 0.4, "clustered": 0.2, "layers": 0.2, "rows": 0.2}
+
+
+def draw_wide_params(rng: np.random.Generator, seed: int, case: str, relax: bool, n_tm: int = 27) -> NMCParams:
+    """Generator parameters across the whole composition and ordering space (the widened data).
+
+    TM ratio: uniform over the Ni-Mn-Co triangle (Dirichlet(1, 1, 1)) for 70 % of the draws, on
+    one of its edges (one TM absent, the other two split uniformly) for 30 %; a case with
+    antisites keeps at least one Ni site per antisite. Li content uniform in 0.5-1.0 with a Li
+    vacancy ordering drawn from :data:`WIDE_ORDERINGS`; lattice parameters, O position and the
+    thermal displacement uniform in :data:`WIDE_RANGES`. ``n_tm``: TM sites of the supercell.
+    """
+    n_o = int(rng.integers(1, 3)) if case in ("o_vacancy", "combined") else 0
+    n_anti = int(rng.integers(1, 3)) if case in ("antisite", "combined") else 0
+    while True:
+        if rng.random() < 0.7:
+            ratio, name = rng.dirichlet([1.0, 1.0, 1.0]), "triangle"
+        else:
+            absent = int(rng.integers(3))
+            x = rng.random()
+            ratio = np.insert(np.array([x, 1.0 - x]), absent, 0.0)
+            name = f"edge without {TM_ELEMENTS[absent]}"
+        if _ratio_counts(tuple(ratio), n_tm)[0] >= n_anti:
+            break
+    uniform = {k: float(np.round(rng.uniform(*v), 4)) for k, v in WIDE_RANGES.items()}
+    orderings = list(WIDE_ORDERINGS)
+    ordering = orderings[rng.choice(len(orderings), p=list(WIDE_ORDERINGS.values()))]
+    return NMCParams(
+        seed=seed,
+        tm_ratio=tuple(float(x) for x in ratio),
+        tm_ratio_name=name,
+        li_content=float(np.round(uniform["li_content"], 3)),
+        li_ordering=ordering,
+        n_o_vacancies=n_o,
+        n_antisites=n_anti,
+        thermal_sigma=uniform["thermal_sigma"],
+        relax=relax,
+        a=uniform["a"],
+        c=uniform["c"],
+        o_z=uniform["o_z"],
     )

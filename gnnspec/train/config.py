@@ -94,7 +94,10 @@ class GeneratedConfig:
     enabled: bool = False
     n_structures: int = 16  # pool generated once (no relaxation)
     supercell: list[int] = field(default_factory=lambda: [3, 3, 1])
-    thermal_sigma: float = 0.03  # Angstrom
+    thermal_sigma: float = 0.03  # Angstrom (the shipped recipe's draws; wide draws their own)
+    # draw the pool across the whole TM composition triangle, Li orderings and lattice parameters
+    # (gnnspec.structures.nmc.draw_wide_params) instead of the shipped recipe's draws
+    wide: bool = False
     seed: int = 12345
     batch_size: int = 1
     every: int = 1  # add a generated batch every N optimizer steps

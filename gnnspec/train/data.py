@@ -81,19 +81,24 @@ def load_splits(
 
 
 def generated_pool(gcfg, cutoff: float, channels: list[str] | tuple[str, ...], progress: bool = False) -> GraphList:
-    """``gcfg.n_structures`` NMC supercells (no relaxation, no spectra), cycling the defect cases."""
+    """``gcfg.n_structures`` NMC supercells (no relaxation, no spectra), cycling the defect cases,
+    drawn as the shipped recipe draws them or, with ``gcfg.wide``, across the whole composition
+    triangle and Li orderings (:func:`gnnspec.structures.nmc.draw_wide_params`)."""
     from tqdm import tqdm
 
     from gnnspec.data.build import CASES
     from gnnspec.data.dataset import structure_graph
-    from gnnspec.structures.nmc import draw_params, generate_nmc
+    from gnnspec.structures.nmc import draw_params, draw_wide_params, generate_nmc, ideal_cell
 
     graphs = []
+    n_tm = (len(ideal_cell()) // 4) * int(np.prod(gcfg.supercell))
     for i in tqdm(range(gcfg.n_structures), desc="generated", disable=not progress, file=sys.stderr, leave=False):
         rng = np.random.default_rng([gcfg.seed, i])
-        params = draw_params(
-            rng, seed=int(rng.integers(2**31)), case=CASES[i % len(CASES)], relax=False, thermal_sigma=gcfg.thermal_sigma
-        )
+        seed, case = int(rng.integers(2**31)), CASES[i % len(CASES)]
+        if gcfg.wide:
+            params = draw_wide_params(rng, seed=seed, case=case, relax=False, n_tm=n_tm)
+        else:
+            params = draw_params(rng, seed=seed, case=case, relax=False, thermal_sigma=gcfg.thermal_sigma)
         params.supercell = tuple(gcfg.supercell)
         sample = generate_nmc(params)
         graphs.append(structure_graph(sample.structure, cutoff, sample.vacancies, sid=-1 - i, channels=tuple(channels)))
