@@ -142,6 +142,32 @@ def test_the_encoder_can_learn_from_the_forward_models_spectra(setup):
         align_embeddings(model, splits, align, cfg.augment, seed=0)
 
 
+def test_generated_structures_join_the_alignment_with_forward_model_spectra(setup):
+    """align.generated: the wide generated pool's environments are added to the training
+    environments (spectra from the forward model), and only with a spectra_tier."""
+    import copy
+
+    from gnnspec.models.environment_table import EnvironmentTable
+    from gnnspec.train.config import AlignConfig, GeneratedConfig
+    from gnnspec.train.data import generated_pool
+
+    cfg, splits, model = setup
+    model = copy.deepcopy(model)
+    pool = generated_pool(GeneratedConfig(enabled=True, n_structures=2, supercell=[1, 1, 1], wide=True), model.cfg.backbone.cutoff, model.cfg.channels)
+    n_train = len(EnvironmentTable(model, splits["train"], features=False, spectra_tier=0).with_spectra)
+    n_pool = len(EnvironmentTable(model, pool, features=False, spectra_tier=0).with_spectra)
+    assert n_pool > 0
+    align = copy.deepcopy(cfg.align)
+    align.spectra_tier, align.epochs, align.generated = model.cfg.tiers[0], 1, True
+    report = align_embeddings(model, splits, align, cfg.augment, seed=0, generated=pool)
+    assert report["environments"] == n_train + n_pool and report["generated_structures"] == 2
+    align.generated = False
+    report = align_embeddings(model, splits, align, cfg.augment, seed=0, generated=pool)
+    assert report["environments"] == n_train and report["generated_structures"] == 0
+    with pytest.raises(ValueError, match="needs align.spectra_tier"):
+        AlignConfig(epochs=1, generated=True)
+
+
 def test_alignment_draws_from_its_own_generators(setup):
     """The stage leaves torch's global generator where it was and repeats itself for a seed."""
     import copy
@@ -155,3 +181,25 @@ def test_alignment_draws_from_its_own_generators(setup):
     torch.manual_seed(999)  # another global state: the same stage all the same
     align_embeddings(b, splits, cfg.align, cfg.augment, seed=5)
     assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+
+
+def test_calibration_tables_hold_the_spectra_the_encoder_was_aligned_on(setup):
+    """A checkpoint aligned on forward-model spectra says so (``encoder_spectra_tier``), and the
+    tables calibration, support and ensemble read then hold those spectra, not FEFF's."""
+    import copy
+
+    from gnnspec.analysis.calibration import split_table
+    from gnnspec.models.environment_table import EnvironmentTable
+    from gnnspec.models.factory import encoder_spectra_tier
+
+    aligned = {"alignment": {"epochs": 2}, "train_config": {"align": {"spectra_tier": "scf"}}}
+    assert encoder_spectra_tier(aligned) == "scf" and encoder_spectra_tier({"trained": aligned}) == "scf"
+    assert encoder_spectra_tier({"train_config": {"align": {"spectra_tier": "scf"}}}) is None  # never aligned
+    assert encoder_spectra_tier({"alignment": {"epochs": 2}, "train_config": {"align": {"spectra_tier": None}}}) is None
+    cfg, splits, model = setup
+    model = copy.deepcopy(model)
+    feff = split_table(model, cfg.data, "val")
+    model.encoder_spectra_tier = model.cfg.tiers[0]
+    predicted = split_table(model, cfg.data, "val")
+    direct = EnvironmentTable(model, splits["val"], features=False, spectra_tier=0)
+    assert torch.equal(predicted.x, direct.x) and not torch.allclose(feff.x[feff.mask], predicted.x[feff.mask])

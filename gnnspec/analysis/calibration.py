@@ -28,7 +28,11 @@ from gnnspec.structures.environments import DEFECTS
 def split_table(model: Any, data: str, split: str, features: bool = False, need_spectra: bool = True):
     """The :class:`~gnnspec.models.environment_table.EnvironmentTable` of ``split`` (``features``:
     with the backbone features the structure embeddings come from); an InputError when the split
-    is empty or (``need_spectra``) has no environment with spectra."""
+    is empty or (``need_spectra``) has no environment with spectra.
+
+    Its spectra are those the model's encoder learned from: the forward model's in the tier of
+    ``model.encoder_spectra_tier`` when the encoder was aligned on them (so the calibration, the
+    support references and the ensemble see what the encoder saw), else the FEFF base tier."""
     from gnnspec.data.dataset import LMDBStructureDataset
     from gnnspec.errors import InputError
     from gnnspec.models.environment_table import EnvironmentTable
@@ -36,7 +40,8 @@ def split_table(model: Any, data: str, split: str, features: bool = False, need_
     ds = LMDBStructureDataset(data, split, cutoff=model.cfg.backbone.cutoff, channels=model.cfg.channels)
     if not len(ds):
         raise InputError(f"{data}: the {split} split has no structures")
-    table = EnvironmentTable(model, ds, features=features)
+    tier = getattr(model, "encoder_spectra_tier", None)
+    table = EnvironmentTable(model, ds, features=features, spectra_tier=None if tier is None else model.cfg.tier_index(tier))
     if need_spectra and table.with_spectra.numel() == 0:
         raise InputError(f"{data}: the {split} split has no environments with spectra")
     return table
@@ -120,7 +125,7 @@ def spectrum_embeddings_of_split(
 
 
 def table_channel_spectra(model: Any, table) -> dict[str, np.ndarray]:
-    """``{channel: [n, K]}`` FEFF environment spectra of ``table``, per channel of the model."""
+    """``{channel: [n, K]}`` environment spectra of ``table`` (:func:`split_table`), per channel of the model."""
     x, mask = table.x.double().cpu().numpy(), table.mask.cpu().numpy()
     return {name: x[mask[:, c], c] for c, name in enumerate(model.cfg.channels) if mask[:, c].any()}
 

@@ -24,11 +24,10 @@ def encoder_tier(path) -> str:
     """The FEFF tier of the spectra the encoder of the checkpoint at ``path`` was trained on: the
     alignment stage's ``spectra_tier`` when it trained on forward-model spectra of a higher tier,
     else the base tier (the first of the model's ``tiers``)."""
-    from gnnspec.models.factory import read_checkpoint
+    from gnnspec.models.factory import encoder_spectra_tier, read_checkpoint
 
     ckpt = read_checkpoint(path)
-    align = ((ckpt.get("trained") or {}).get("train_config") or {}).get("align") or {}
-    return align.get("spectra_tier") or (ckpt["model_config"].get("tiers") or ["fast"])[0]
+    return encoder_spectra_tier(ckpt) or (ckpt["model_config"].get("tiers") or ["fast"])[0]
 
 
 def shifted(spectra: SpectraSet, shifts: Mapping[str, float]) -> SpectraSet:

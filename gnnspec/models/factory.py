@@ -15,6 +15,8 @@ str, int, float, bool, lists and dicts, readable with ``torch.load(weights_only=
 Optional: ``structure_support`` (the trained elements and the structure-embedding support,
 :mod:`gnnspec.models.structure_support`); :func:`load_checkpoint` attaches it to the model as
 ``structure_support_record`` and :func:`model_payload` writes it back, so it survives a re-save.
+:func:`load_checkpoint` also sets ``encoder_spectra_tier`` (:func:`encoder_spectra_tier`): the
+tier whose forward-model spectra the encoder was aligned on, None for FEFF spectra.
 :func:`write_checkpoint_entry` adds or replaces one entry of a checkpoint file, leaving every
 other entry as it was.
 
@@ -147,4 +149,15 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     model = build_model(cfg)
     load_portable_state_dict(model, ckpt["model"])
     model.structure_support_record = ckpt.get(STRUCTURE_SUPPORT)
+    model.encoder_spectra_tier = encoder_spectra_tier(ckpt)
     return model.to(map_location).eval()
+
+
+def encoder_spectra_tier(ckpt: dict) -> str | None:
+    """The tier of forward-model environment spectra the checkpoint's encoder was aligned on
+    (``align.spectra_tier`` of a run whose alignment stage ran), or None: the encoder learned
+    the FEFF spectra of the dataset's base tier. Reads run checkpoints and exported ones."""
+    trained = ckpt.get("trained") or ckpt
+    if not trained.get("alignment"):
+        return None
+    return ((trained.get("train_config") or {}).get("align") or {}).get("spectra_tier")

@@ -15,7 +15,9 @@ once, and i.i.d. batches of ``align.batch_size`` environments from all training 
 The encoder's input spectra are the FEFF environment spectra of the dataset's base tier, or
 (``align.spectra_tier``) the frozen forward model's environment spectra in a higher tier for
 every environment: the forward model as the simulator of a tier whose FEFF runs cover only a
-few sites. Either way, with a label-aware contrastive loss (:func:`gnnspec.train.losses.label_contrastive`: a spectrum
+few sites. Then the structures of the joint stage's generated pool (``align.generated``, drawn
+across the composition triangle and Li orderings with ``generated.wide``) can join the training
+environments: they have no FEFF spectra, but the forward model simulates them. Either way, with a label-aware contrastive loss (:func:`gnnspec.train.losses.label_contrastive`: a spectrum
 embedding is pulled towards the structure embeddings of every environment with the same defect
 labels and element content, the retrieval criterion) plus the content and defect losses. The
 forward model's spectra and per-atom contributions are unchanged by this stage.
@@ -85,9 +87,11 @@ def _score_embeddings(model, query: EnvironmentTable, q, emb, lib, content_tol) 
     return {**out, **property_metrics(content, query.content[q].cpu().numpy(), prob, query.defects[q].cpu().numpy(), model.cfg.defects)}
 
 
-def align_embeddings(model, splits: dict, cfg, augment, seed: int = 0, log=None, should_stop=None) -> dict | None:
+def align_embeddings(model, splits: dict, cfg, augment, seed: int = 0, log=None, should_stop=None, generated=None) -> dict | None:
     """Run the alignment stage on ``model`` in place; returns a report, or None when stopped.
 
+    ``generated``: structure graphs without spectra whose environments join the training ones
+    when ``cfg.generated`` (needs ``cfg.spectra_tier``).
     ``cfg``: :class:`gnnspec.train.config.AlignConfig`; ``augment``: the joint stage's
     :class:`~gnnspec.train.config.AugmentConfig`. ``log(scalars, epoch)`` receives the losses and
     validation scores per epoch; ``should_stop()`` is asked between steps (Ctrl-C): the stage
@@ -96,7 +100,8 @@ def align_embeddings(model, splits: dict, cfg, augment, seed: int = 0, log=None,
     device = next(model.parameters()).device
     initial = copy.deepcopy(model.state_dict())
     tier = None if cfg.spectra_tier is None else model.cfg.tier_index(cfg.spectra_tier)
-    train = EnvironmentTable(model, splits["train"], device, spectra_tier=tier)
+    extra = list(generated) if cfg.generated and generated is not None else []
+    train = EnvironmentTable(model, list(splits["train"]) + extra, device, spectra_tier=tier)
     val = EnvironmentTable(model, splits["val"], device, spectra_tier=tier) if len(splits.get("val") or []) else None
     params = _set_trainable(model, True)
     gen = torch.Generator().manual_seed(seed)  # batch order
@@ -158,6 +163,7 @@ def align_embeddings(model, splits: dict, cfg, augment, seed: int = 0, log=None,
         "best_epoch": None if best is None else best["epoch"],
         "val": best,
         "environments": len(rows),
+        "generated_structures": len(extra),
         "spectra": "FEFF, base tier" if tier is None else f"forward model, tier {cfg.spectra_tier}",
     }
 

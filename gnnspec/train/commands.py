@@ -58,8 +58,8 @@ def add_ensemble_parser(subparsers) -> None:
 def cmd_ensemble(args) -> int:
     from gnnspec.config import from_dict
     from gnnspec.models.factory import load_checkpoint, read_checkpoint
-    from gnnspec.train.config import AlignConfig, AugmentConfig
-    from gnnspec.train.data import load_splits
+    from gnnspec.train.config import AlignConfig, AugmentConfig, GeneratedConfig
+    from gnnspec.train.data import generated_pool, load_splits
     from gnnspec.train.ensemble import build_ensemble
 
     if args.members < 3:
@@ -75,7 +75,11 @@ def cmd_ensemble(args) -> int:
     augment = from_dict(AugmentConfig, trained["augment"], f"{args.model}: augment")
     model = load_checkpoint(args.model)
     splits = load_splits(args.data or trained["data"], model.cfg.backbone.cutoff, model.cfg.channels, tier=model.cfg.tiers[0])
-    record = build_ensemble(model, args.model, splits, align, augment, args.members)
+    pool = None
+    if align.generated:  # the same generated structures as the first encoder's alignment
+        gcfg = from_dict(GeneratedConfig, trained.get("generated"), f"{args.model}: generated")
+        pool = generated_pool(gcfg, model.cfg.backbone.cutoff, model.cfg.channels)
+    record = build_ensemble(model, args.model, splits, align, augment, args.members, generated=pool)
     print(
         f"{args.model}: {len(record['members'])} encoders; spread k = {record['k_content']:.2f} (content), "
         f"{record['k_defects']:.2f} (defects); unscaled coverage {record['coverage_content_unscaled']:.2f} / "

@@ -125,10 +125,15 @@ class AlignConfig:
     # a tier of the model (such as scf), the forward model's environment spectra in that tier for
     # every environment (training and validation), as the encoder's simulator
     spectra_tier: str | None = None
+    # with spectra_tier: the environments of the joint stage's generated pool (``generated``, no
+    # FEFF spectra) join the training environments, with the forward model's spectra in that tier
+    generated: bool = False
 
     def __post_init__(self) -> None:
         if self.epochs < 0 or self.batch_size < 2 or self.lr <= 0 or self.temperature <= 0:
             raise ValueError("align needs epochs >= 0, batch_size >= 2, lr > 0 and temperature > 0")
+        if self.generated and self.spectra_tier is None:
+            raise ValueError("align.generated needs align.spectra_tier: generated structures have no FEFF spectra, only the forward model's")
 
 
 @dataclass

@@ -57,11 +57,12 @@ def reinitialise(model, seed: int) -> None:
                     module.reset_parameters()
 
 
-def train_member(model, splits: dict, align_cfg, augment, seed: int) -> dict[str, torch.Tensor]:
-    """One member: the embedding side re-initialised from ``seed`` and aligned; the model is not changed."""
+def train_member(model, splits: dict, align_cfg, augment, seed: int, generated=None) -> dict[str, torch.Tensor]:
+    """One member: the embedding side re-initialised from ``seed`` and aligned (with the generated
+    structures when ``align_cfg.generated``); the model is not changed."""
     m = copy.deepcopy(model)
     reinitialise(m, seed)
-    align_embeddings(m, splits, align_cfg, augment, seed=seed)
+    align_embeddings(m, splits, align_cfg, augment, seed=seed, generated=generated)
     return embedding_side(m)
 
 
@@ -114,9 +115,10 @@ def ensemble_answer(
     }
 
 
-def build_ensemble(model, model_path: str | Path, splits: dict, align_cfg, augment, members: int, log=print) -> dict:
+def build_ensemble(model, model_path: str | Path, splits: dict, align_cfg, augment, members: int, log=print, generated=None) -> dict:
     """Train the missing members of the checkpoint's ensemble (resumable: each member is written into
-    the checkpoint as it finishes), then fit ``k`` on the validation split; returns the record."""
+    the checkpoint as it finishes), then fit ``k`` on the validation split; returns the record.
+    ``generated``: the training run's generated pool, for an alignment with ``align_cfg.generated``."""
     from gnnspec.models.environment_table import EnvironmentTable
     from gnnspec.models.factory import read_checkpoint, write_checkpoint_entry
 
@@ -126,11 +128,12 @@ def build_ensemble(model, model_path: str | Path, splits: dict, align_cfg, augme
     while len(record["members"]) < members:
         seed = 1000 + len(record["members"])
         log(f"member {len(record['members'])}: alignment stage from seed {seed} ...")
-        record["members"].append(train_member(model, splits, align_cfg, augment, seed))
+        record["members"].append(train_member(model, splits, align_cfg, augment, seed, generated))
         record["seeds"].append(seed)
         record.pop("k_content", None), record.pop("k_defects", None)
         write_checkpoint_entry(model_path, ENTRY, record)
-    val = EnvironmentTable(model, splits["val"])
+    tier = align_cfg.spectra_tier
+    val = EnvironmentTable(model, splits["val"], spectra_tier=None if tier is None else model.cfg.tier_index(tier))
     rows = val.with_spectra
     contents, defects = member_predictions(model, record["members"][:members], val.x[rows], val.mask[rows])
     record["members"], record["seeds"] = record["members"][:members], record["seeds"][:members]

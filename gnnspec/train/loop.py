@@ -366,7 +366,7 @@ class Trainer:
             else:
                 model = load_checkpoint(best, self.device)
                 report = align_embeddings(
-                    model, self.splits, a, self.cfg.augment, self.cfg.seed, self.board.scalars, should_stop
+                    model, self.splits, a, self.cfg.augment, self.cfg.seed, self.board.scalars, should_stop, self.generated
                 )
                 if report is not None:
                     ckpt["model"] = portable_state_dict(model)
