@@ -181,6 +181,25 @@ def test_a_multi_fidelity_model_learns_the_second_tier_from_a_few_sites(tmp_path
     assert all(r["model_tier"]["mse"] != r["model_base"]["mse"] and np.isfinite(r["feff_base"]["cosine"]) for r in table.values())
     with pytest.raises(InputError, match="needs a higher tier"):
         fidelity_table(model, str(data), tier="synthetic")
+    # the both-tiers model against a base-only one, on the same scf sites (R^2 around their mean)
+    import copy
+
+    from gnnspec.bench.fidelity import render_comparison, tier_comparison
+    from gnnspec.models.factory import build_model
+
+    base_cfg = copy.deepcopy(model.cfg)
+    base_cfg.tiers = ["synthetic"]
+    base_only = build_model(base_cfg).eval()
+    comparison = tier_comparison({"both": model, "base": base_only}, str(data))
+    for name, r in comparison.items():
+        assert r["both"]["n"] == r["base"]["n"] == table[name]["model_tier"]["n"]
+        assert r["both"]["mse"] == pytest.approx(table[name]["model_tier"]["mse"], rel=1e-6)
+    scored = [r for r in comparison.values() if r["both"]["n"] > 1]
+    assert scored and all(r["both"]["r2"] > r["base"]["r2"] for r in scored)  # an untrained model is worse
+    text = render_comparison(comparison, {"both": "scf", "base": "synthetic"}, "scf", "test")
+    assert "both (scf head)" in text and "| mean |" in text
+    with pytest.raises(InputError, match="no ultra-tier spectra"):
+        tier_comparison({"both": model}, str(data), tier="ultra")
     from gnnspec.structures.nmc import NMCParams, generate_nmc
 
     s = generate_nmc(NMCParams(seed=9, supercell=(1, 1, 1))).structure

@@ -10,6 +10,11 @@ with:
 
 Run: ``python -m gnnspec.bench.fidelity --model runs/cpu_mf/best.pt`` (a model with
 ``model.tiers: [fast, scf]``); writes ``benchmarks/fidelity.md`` and its JSON.
+
+What training on both tiers buys (:func:`tier_comparison`): ``--compare scf=A.pt fast=B.pt
+both=C.pt`` scores several models on the same higher-tier sites, each with its prediction in
+that tier (a model without it: its highest tier), per channel R^2 around the channel's mean
+spectrum on those sites, cosine and MSE; writes ``benchmarks/multifidelity.md``.
 """
 
 from __future__ import annotations
@@ -74,6 +79,86 @@ def fidelity_table(model, data: str, split: str = "test", tier: str | None = Non
     return table
 
 
+@torch.no_grad()
+def tier_comparison(models: dict, data: str, split: str = "test", tier: str = "scf") -> dict[str, dict[str, dict]]:
+    """``{channel: {label: spectrum_metrics}}``: each model of ``models`` (``{label: model}``)
+    predicting the ``tier`` spectra of ``split``'s sites where FEFF computed that tier, in that
+    tier when it has it, else in its highest tier. Every model is scored on the same spectra."""
+    from torch_geometric.loader import DataLoader
+
+    from gnnspec.data.dataset import LMDBStructureDataset, base_tier
+    from gnnspec.data.store import SpectraStore
+
+    store = SpectraStore(data)
+    if tier not in store.tiers():
+        raise InputError(f"{data}: no {tier}-tier spectra (it holds {', '.join(store.tiers())})")
+    base = base_tier(store)
+    rows: dict[str, dict[str, list]] = {}
+    targets: dict[str, list] = {}
+    for label, model in models.items():
+        channels = tuple(model.cfg.channels)
+        ds = LMDBStructureDataset(data, split, cutoff=model.cfg.backbone.cutoff, channels=channels, tier=base, extra_tiers=(tier,))
+        t = model.cfg.tiers.index(tier) if tier in model.cfg.tiers else len(model.cfg.tiers) - 1
+        dtype = next(model.parameters()).dtype
+        model.eval()
+        rows[label] = {c: [] for c in channels}
+        first = not targets
+        for batch in DataLoader([ds[i] for i in range(len(ds))], batch_size=2, shuffle=False):
+            batch.pos, batch.edge_shift = batch.pos.to(dtype), batch.edge_shift.to(dtype)
+            sites = batch[K.SITE_Y_TIERS_MASK][:, 0].any(dim=1).nonzero(as_tuple=True)[0]
+            if sites.numel() == 0:
+                continue
+            out = model.forward_structure(batch, embed=False)
+            pred = model.tier_spectra(out, batch, sites, t)
+            have = (batch[K.SITE_Y_TIERS_MASK][sites, 0] & pred["spectra_mask"]).numpy()
+            for c, name in enumerate(channels):
+                rows[label][name].append((batch.sid[batch.batch[sites]].numpy()[have[:, c]], sites.numpy()[have[:, c]], pred["spectra"][:, c].double().numpy()[have[:, c]]))
+                if first:
+                    targets.setdefault(name, []).append(batch[K.SITE_Y_TIERS][sites, 0, c].double().numpy()[have[:, c]])
+    table: dict[str, dict[str, dict]] = {}
+    for name, parts in targets.items():
+        target = np.concatenate(parts)
+        if not len(target):
+            continue
+        table[name] = {}
+        for label in models:
+            if name not in rows[label]:
+                continue
+            keys = [(int(a), int(b)) for part in rows[label][name] for a, b in zip(part[0], part[1])]
+            reference = [(int(a), int(b)) for part in rows[next(iter(models))][name] for a, b in zip(part[0], part[1])]
+            if keys != reference:
+                raise InputError(f"{label}: scored on other {name} sites than {next(iter(models))}; the models must share the channel's masks")
+            table[name][label] = spectrum_metrics(np.concatenate([part[2] for part in rows[label][name]]), target)
+    if not table:
+        raise InputError(f"{data}: split {split!r} holds no {tier}-tier spectra")
+    return table
+
+
+def render_comparison(table: dict, tiers: dict[str, str], tier: str, caption: str) -> str:
+    """Markdown of :func:`tier_comparison`; ``tiers``: the tier each model predicted in."""
+    labels = list(next(iter(table.values())))
+    head = " | ".join(f"{lab} ({tiers[lab]} head)" for lab in labels)
+    lines = [
+        f"# Training on both FEFF tiers against either alone, scored on FEFF {tier}",
+        "",
+        f"*{caption}. Method: `gnnspec.bench.fidelity.tier_comparison`: the test split's sites where FEFF "
+        f"{tier} was computed, normalised spectra on the channel grids; R^2 around the channel's mean {tier} "
+        "spectrum on those sites.*",
+        "",
+        f"| channel | sites | R^2: {head} | cosine: {' | '.join(labels)} |",
+        "| --- | --- | " + " | ".join("---" for _ in labels) + " | " + " | ".join("---" for _ in labels) + " |",
+    ]
+    means = {lab: [] for lab in labels}
+    for name, r in table.items():
+        for lab in labels:
+            means[lab].append(r[lab]["r2"])
+        r2 = " | ".join(f"{r[lab]['r2']:.3f}" for lab in labels)
+        cos = " | ".join(f"{r[lab]['cosine']:.4f}" for lab in labels)
+        lines.append(f"| {name} | {r[labels[0]]['n']} | {r2} | {cos} |")
+    lines.append("| mean | | " + " | ".join(f"{np.mean(means[lab]):.3f}" for lab in labels) + " | " + " | ".join("" for _ in labels) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def render(table: dict, tier: str, base: str, caption: str) -> str:
     lines = [
         f"# The {tier} tier: FEFF {base}, the model's {base} head and its {tier} head against FEFF {tier}",
@@ -97,18 +182,38 @@ def main(argv: list[str] | None = None) -> int:
     from gnnspec.models.factory import load_model, model_path
 
     p = argparse.ArgumentParser(prog="python -m gnnspec.bench.fidelity", description=__doc__.splitlines()[0])
-    p.add_argument("--model", required=True, help="a multi-fidelity checkpoint")
+    p.add_argument("--model", help="a multi-fidelity checkpoint")
+    p.add_argument("--compare", nargs="+", metavar="LABEL=MODEL", help="score these models on the same higher-tier sites instead")
+    p.add_argument("--tier", default="scf", help="with --compare: the FEFF tier scored against (default scf)")
     p.add_argument("--data", default=None, help="dataset (default: the one the model was trained on)")
     p.add_argument("--split", default="test")
-    p.add_argument("--out", default="benchmarks/fidelity.md")
+    p.add_argument("--out", default=None, help="default benchmarks/fidelity.md, with --compare benchmarks/multifidelity.md")
     args = p.parse_args(argv)
+    if (args.model is None) == (args.compare is None):
+        p.error("give --model or --compare")
     torch.set_num_threads(1)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip() or "unknown"
+    if args.compare:
+        pairs = [item.partition("=") for item in args.compare]
+        if any(not sep or not label or not path for label, sep, path in pairs):
+            p.error("--compare takes LABEL=MODEL pairs, such as both=runs/mf/best.pt")
+        models = {label: load_model(path) for label, _, path in pairs}
+        data = args.data or training_data(model_path(pairs[0][2]))
+        table = tier_comparison(models, data, args.split, args.tier)
+        tiers = {lab: args.tier if args.tier in m.cfg.tiers else m.cfg.tiers[-1] for lab, m in models.items()}
+        caption = f"python -m gnnspec.bench.fidelity --compare at commit {commit}: " + ", ".join(
+            f"{label} = {Path(path).parent.name}/{Path(path).name} (tiers {models[label].cfg.tiers})" for label, _, path in pairs
+        )
+        out = Path(args.out or "benchmarks/multifidelity.md")
+        out.write_text(render_comparison(table, tiers, args.tier, caption))
+        out.with_suffix(".json").write_text(json.dumps({"tiers": tiers, "table": table}, indent=1) + "\n")
+        print(out.read_text())
+        return 0
     model = load_model(args.model)
     data = args.data or training_data(model_path(args.model))
     table = fidelity_table(model, data, args.split)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip() or "unknown"
     caption = f"python -m gnnspec.bench.fidelity at commit {commit}, model {Path(args.model).parent.name}/{Path(args.model).name}"
-    out = Path(args.out)
+    out = Path(args.out or "benchmarks/fidelity.md")
     out.write_text(render(table, model.cfg.tiers[-1], model.cfg.tiers[0], caption))
     out.with_suffix(".json").write_text(json.dumps(table, indent=1) + "\n")
     print(out.read_text())
