@@ -138,3 +138,33 @@ def test_inverse_table_gives_both_methods_the_quantification_of_a_model_that_rea
     assert plain["n"] == quantified["n"] and plain["mae_mean"] != quantified["mae_mean"]
     assert not np.allclose(retrieval.spectrum_embeddings(model, test), retrieval.spectrum_embeddings(model, test, amounts=test.amounts("exact")))
     assert "gnnspec" in inverse_table(tiny_model(), train, test, quick=True)["all channels"]
+
+
+def test_the_inverse_table_at_the_encoders_tier_reads_the_forward_models_spectra(tmp_path):
+    """simulated_set: labels and members as FEFF's set, spectra from the forward model for every
+    environment of an absorbing element; the tier sections of the report render from it."""
+    import torch
+    from model_fixtures import write_synthetic_lmdb
+    from test_library_helpers import tiny_model
+
+    from gnnspec.bench.accuracy import inverse_table
+    from gnnspec.bench.report import inverse_section
+    from gnnspec.data.dataset import LMDBStructureDataset
+    from gnnspec.data.environment_set import EnvironmentSet
+    from gnnspec.models.environment_table import simulated_set
+
+    torch.set_num_threads(1)
+    data = write_synthetic_lmdb(tmp_path / "synthetic", splits=("train",) * 3 + ("test",) * 2)
+    model = tiny_model()
+    ds = {s: LMDBStructureDataset(data, s) for s in ("train", "test")}
+    feff = {s: EnvironmentSet.from_dataset(d) for s, d in ds.items()}
+    sim = {s: simulated_set(model, d, model.cfg.tiers[0]) for s, d in ds.items()}
+    for s in ds:
+        assert np.array_equal(sim[s].content, feff[s].content) and np.array_equal(sim[s].sid, feff[s].sid)
+        assert sim[s].mask.sum() >= feff[s].mask.sum()
+        both = sim[s].mask & feff[s].mask
+        assert not np.allclose(sim[s].y[both], feff[s].y[both])
+    table = inverse_table(model, sim["train"], sim["test"], quick=True)
+    assert table["all channels"]["gnnspec"]["n"] == int(sim["test"].mask.any(1).sum())
+    text = "\n".join(inverse_section(table, title="## 2-3b. at scf fidelity", note="forward-model spectra"))
+    assert text.startswith("## 2-3b. at scf fidelity") and "forward-model spectra" in text and "| all channels |" in text

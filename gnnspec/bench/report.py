@@ -40,10 +40,11 @@ def forward_section(table: dict) -> list[str]:
     return lines + [""]
 
 
-def inverse_section(table: dict) -> list[str]:
+def inverse_section(table: dict, title: str = "## 2-3. Inverse accuracy and the multimodal table (test environments, FEFF spectra in)", note: str = "") -> list[str]:
     lines = [
-        "## 2-3. Inverse accuracy and the multimodal table (test environments, FEFF spectra in)",
+        title,
         "",
+        *([note, ""] if note else []),
         "Element-content MAE (atom fraction) and defect AUROC for every single channel, the XAS-only and "
         "EELS-only sets and all channels; `seed (XGBoost)` is the seed paper's method (gradient-boosted trees "
         "on CDF features and piecewise cubic fits per 5 eV window), trained on the same training split. Rows "
@@ -62,6 +63,24 @@ def inverse_section(table: dict) -> list[str]:
                 + " | ".join(_f(m[f"auroc_{d}"]) for d in DEFECTS)
                 + " |"
             )
+    return lines + [""]
+
+
+def tier_forward_section(table: dict, tier: str, base: str) -> list[str]:
+    """Forward accuracy in a higher tier (:func:`gnnspec.bench.fidelity.fidelity_table`)."""
+    lines = [
+        f"## 1b. Forward accuracy in the {tier} tier (test sites where FEFF {tier} was computed)",
+        "",
+        f"The model's {tier} head, its {base} head and FEFF's own {base} spectrum of the same site, each against "
+        f"FEFF {tier}: R^2 around the channel's mean {tier} spectrum on these sites, MSE and mean cosine "
+        "(`gnnspec.bench.fidelity`).",
+        "",
+        f"| channel | n | model {tier} R^2 / MSE / cos | model {base} R^2 / MSE / cos | FEFF {base} R^2 / MSE / cos |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for ch, r in table.items():
+        cells = [f"{_f(r[s]['r2'])} / {_f(r[s]['mse'], 4)} / {_f(r[s]['cosine'], 4)}" for s in ("model_tier", "model_base", "feff_base")]
+        lines.append(f"| {ch} | {r['model_tier']['n']} | " + " | ".join(cells) + " |")
     return lines + [""]
 
 

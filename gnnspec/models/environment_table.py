@@ -94,3 +94,14 @@ class EnvironmentTable:
             model.encode_spectra(self.x[r], self.mask[r], self.quantification(r, model) if quantified else None) for r in rows.split(CHUNK)
         ]
         return torch.cat(parts) if parts else self.x.new_zeros((0, model.cfg.embedding.dim))
+
+
+def simulated_set(model, graphs, tier: str) -> EnvironmentSet:
+    """The :class:`EnvironmentSet` of ``graphs`` with the forward model's environment spectra in
+    ``tier`` as ``y``/``mask`` (every environment of an absorbing element), labels and members
+    as FEFF's set has them: how a model whose encoder learned that tier is scored on a split
+    whose FEFF runs in that tier cover only a few sites."""
+    from dataclasses import replace
+
+    table = EnvironmentTable(model, graphs, features=False, spectra_tier=model.cfg.tier_index(tier))
+    return replace(table.envs, y=table.x.double().cpu().numpy(), mask=table.mask.cpu().numpy())
