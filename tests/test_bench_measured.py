@@ -38,3 +38,20 @@ def test_measured_references_land_on_the_channel_grid_with_their_edges():
     assert edge_position(CHANNELS["Mn-K-xas"].grid, y, 6539.0) == pytest.approx(6543.6, abs=0.3)
     y2, _ = measured_on_grid("Mn-K-xas", MEASURED["beta-MnO2"][0][2])
     assert edge_position(CHANNELS["Mn-K-xas"].grid, y2, 6539.0) - 6543.6 == pytest.approx(8.0, abs=0.5)
+
+
+@pytest.mark.skipif(not REFERENCE_DIR.is_dir(), reason="shared/data/experimental_reference is absent")
+def test_a_new_model_is_scored_beside_the_stored_feff_rows():
+    """with_model_rows keeps every FEFF row of a stored result and replaces the forward model's."""
+    from test_library_helpers import tiny_model
+
+    from gnnspec.bench.measured import model_label, with_model_rows
+
+    feff_row = {"compound": "MnO", "channel": "Mn-K-xas", "measured": "SSRL XDI", "method": "FEFF scf", "edge_simulated_eV": 6549.3, "edge_measured_eV": 6543.6}
+    old_model = dict(feff_row, method="forward model")
+    model = tiny_model()
+    result = with_model_rows({"rows": [feff_row, old_model]}, model)
+    methods = [r["method"] for r in result["rows"]]
+    assert "forward model" not in methods or model_label(model) == "forward model"
+    assert methods.count("FEFF scf") == 1 and methods.count(model_label(model)) == sum(len(v) for v in MEASURED.values())
+    assert model_label(model) in result["valence_order"]

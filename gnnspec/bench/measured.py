@@ -24,7 +24,8 @@ FEFF ``scf`` is the ceiling a surrogate of it can reach. The FEFF rows also fit 
 of each channel and tier (:mod:`gnnspec.edge_offsets`), which ``--write-offsets`` stores as the
 shipped table. Run alone: ``python -m gnnspec.bench.measured --out benchmarks/measured.md``
 (about 15 minutes: the scf runs); ``--from-json benchmarks/measured.json`` re-renders a previous
-run's rows (and refits the offsets) without running FEFF.
+run's rows (and refits the offsets) without running FEFF, and with ``--model`` recomputes only the
+forward model's rows.
 """
 
 from __future__ import annotations
@@ -110,9 +111,22 @@ def simulated_on_grid(structure, channel: str, model=None) -> dict[str, np.ndarr
                 rows.append(np.interp(ch.grid, sp.energy, sp.intensity))
             out[f"FEFF {tier}"] = np.tensordot(weights, np.array(rows), axes=1)
     if model is not None and channel in model.cfg.channels:
-        pred = model.predict_site_spectra(structure, [s for s, _ in sites])
-        out["forward model"] = np.tensordot(weights, np.array([pred[s][channel][1] for s, _ in sites]), axes=1)
+        out.update(model_on_grid(structure, channel, model))
     return out
+
+
+def model_label(model) -> str:
+    """The method name of the forward model's rows: with its tier when it predicts several."""
+    return "forward model" if len(model.cfg.tiers) == 1 else f"forward model ({model.cfg.tiers[-1]})"
+
+
+def model_on_grid(structure, channel: str, model) -> dict[str, np.ndarray]:
+    """``{model_label: spectrum}``: the forward model's multiplicity-weighted mean on the channel
+    grid, in its highest tier (the default of :meth:`predict_site_spectra`)."""
+    sites = inequivalent_sites(structure, CHANNELS[channel].element)
+    weights = np.array([m for _, m in sites], dtype=float) / sum(m for _, m in sites)
+    pred = model.predict_site_spectra(structure, [s for s, _ in sites])
+    return {model_label(model): np.tensordot(weights, np.array([pred[s][channel][1] for s, _ in sites]), axes=1)}
 
 
 def compare(grid: np.ndarray, measured: np.ndarray, simulated: np.ndarray, edge_energy: float) -> dict:
@@ -142,6 +156,30 @@ def measured_benchmark(model=None) -> dict:
             measured, info = measured_on_grid(channel, spec)
             for method, y in simulated.items():
                 rows.append({"compound": compound, "channel": channel, "measured": source, "method": method, **info, **compare(ch.grid, measured, y, ch.edge_energy)})
+    return summarise(rows)
+
+
+def with_model_rows(result: dict, model) -> dict:
+    """``result`` (a previous run's, FEFF rows kept) with the forward-model rows of ``model`` in place
+    of any earlier model's: a new model is scored without rerunning FEFF."""
+    from gnnspec.structures.references import reference_structure
+
+    rows = [r for r in result["rows"] if r["method"].startswith("FEFF ")]
+    out = []
+    for compound, entries in MEASURED.items():
+        channel = entries[0][0]
+        ch = CHANNELS[channel]
+        simulated = model_on_grid(reference_structure(compound), channel, model)
+        out += [r for r in rows if r["compound"] == compound]
+        for _, source, spec in entries:
+            measured, info = measured_on_grid(channel, spec)
+            for method, y in simulated.items():
+                out.append({"compound": compound, "channel": channel, "measured": source, "method": method, **info, **compare(ch.grid, measured, y, ch.edge_energy)})
+    return summarise(out)
+
+
+def summarise(rows: list[dict]) -> dict:
+    """The benchmark result of comparison ``rows``: the rows, the valence order per method and the measured edges."""
     order = {}
     for method in sorted({r["method"] for r in rows}):
         mn = {r["compound"]: r["edge_simulated_eV"] for r in rows if r["method"] == method and r["compound"] in VALENCE}
@@ -209,6 +247,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_json:
         result = json.loads(Path(args.from_json).read_text())
         caption = args.caption or f"rows of {args.from_json}, re-rendered at commit {commit}"
+        if args.model:  # the FEFF rows kept, the forward model's recomputed
+            from gnnspec.models.factory import load_model
+
+            result = with_model_rows(result, load_model(args.model))
+            caption = args.caption or f"FEFF rows of {args.from_json}; forward-model rows of {args.model} at commit {commit}"
+            Path(args.out).with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     else:
         if not REFERENCE_DIR.is_dir():
             print(f"no measured references at {REFERENCE_DIR}", file=sys.stderr)
