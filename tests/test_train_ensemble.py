@@ -82,3 +82,33 @@ def test_ensemble_command_builds_resumes_and_infer_reports_it(setup, tmp_path, c
     assert sum(ens["element_content"].values()) == pytest.approx(1.0)
     assert all(v >= 0 for v in ens["defects_spread"].values()) and "k = " in ens["spread"]
     assert main(["ensemble", str(path), "--members", "2"]) == 2
+
+
+def test_release_keeps_the_model_and_its_training_record_and_drops_the_resume_state(setup, tmp_path, capsys):
+    from gnnspec.cli import main
+    from gnnspec.models.factory import load_checkpoint
+    from gnnspec.train.checkpoint import RESUME_ONLY
+
+    cfg, _, model, _ = setup
+    train_config = config_to_dict(cfg)
+    train_config["align"]["spectra_tier"] = model.cfg.tiers[0]
+    run = {
+        **model_payload(model),
+        "optimizer": {"state": {}}, "scheduler": {}, "rng": [], "batch_in_epoch": 0, "raw_model": model.state_dict(),
+        "epoch": 7, "step": 70, "best_metric": 0.5, "train_config": train_config, "alignment": {"epochs": 2, "val": None},
+    }
+    torch.save(run, tmp_path / "best.pt")
+    assert main(["release", str(tmp_path / "best.pt"), "--out", str(tmp_path / "model.pt")]) == 0
+    assert "epoch 7" in capsys.readouterr().out
+    released = read_checkpoint(tmp_path / "model.pt")
+    assert not set(RESUME_ONLY) & set(released) and "train_config" not in released
+    assert released["trained"]["epoch"] == 7 and released["trained"]["alignment"]["epochs"] == 2
+    loaded = load_checkpoint(tmp_path / "model.pt")
+    assert loaded.encoder_spectra_tier == model.cfg.tiers[0]
+    for k, v in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v)
+    assert main(["release", str(tmp_path / "model.pt"), "--out", str(tmp_path / "again.pt")]) == 0  # released twice: the same
+    assert read_checkpoint(tmp_path / "again.pt").keys() == released.keys()
+    torch.save(model_payload(model), tmp_path / "bare.pt")
+    assert main(["release", str(tmp_path / "bare.pt"), "--out", str(tmp_path / "x.pt")]) == 2
+    assert "no train_config" in capsys.readouterr().err

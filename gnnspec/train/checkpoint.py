@@ -87,3 +87,32 @@ def restore_training(path: str | Path, model, optimizer, scheduler, ema=None, ra
     states = ckpt["rng"]
     set_rng_state(states[rank] if rank < len(states) else states[0])
     return {k: ckpt[k] for k in ("epoch", "step", "batch_in_epoch", "best_metric")}
+
+
+#: What a training checkpoint holds only to resume training; a released model drops it.
+RESUME_ONLY = ("raw_model", "ema_n_averaged", "optimizer", "scheduler", "batch_in_epoch", "rng")
+#: What describes how a released model was trained; it moves under ``trained``.
+TRAINING_RECORD = ("train_config", "epoch", "step", "best_metric", "alignment")
+
+
+def release_checkpoint(src: str | Path, dst: str | Path) -> dict:
+    """Write the model of the training checkpoint ``src`` as a released one at ``dst``: the model
+    payload and every attached entry (structure support, ensembles, training support) kept, the
+    training record under ``trained`` (config, epoch, step, best metric, alignment report), the
+    resume-only state dropped. ``gnnspec ensemble`` and ``gnnspec calibrate`` then work on ``dst``;
+    :func:`gnnspec.models.factory.load_checkpoint` reads both forms. Returns the released dict."""
+    ckpt = read_checkpoint(src)
+    if "trained" in ckpt:
+        released = dict(ckpt)
+    else:
+        if "train_config" not in ckpt:
+            from gnnspec.errors import InputError
+
+            raise InputError(f"{src}: no train_config; not a training checkpoint")
+        released = {k: v for k, v in ckpt.items() if k not in RESUME_ONLY + TRAINING_RECORD}
+        released["trained"] = {k: ckpt[k] for k in TRAINING_RECORD if k in ckpt}
+    dst = Path(dst)
+    tmp = dst.with_name(dst.name + ".tmp")
+    torch.save(released, tmp)
+    os.replace(tmp, dst)
+    return released

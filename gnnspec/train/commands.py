@@ -36,6 +36,15 @@ def add_parsers(subparsers) -> None:
     p.set_defaults(func=cmd_train)
 
     add_ensemble_parser(subparsers)
+    r = subparsers.add_parser(
+        "release",
+        help="a training checkpoint as a model to use and share (training state dropped)",
+        description="Write best.pt of a run as a released model: weights, config, channels and attached "
+        "calibration kept; the training record under 'trained'; optimizer and resume state dropped.",
+    )
+    r.add_argument("checkpoint", help="a run's best.pt (or last.pt)")
+    r.add_argument("--out", required=True, help="the released model file (.pt)")
+    r.set_defaults(func=cmd_release)
 
 
 def add_ensemble_parser(subparsers) -> None:
@@ -145,3 +154,13 @@ def metrics_text(m: dict, split: str) -> str:
             lines.append(f"  defect AUROC ({side}): " + ", ".join(f"{k} {v:.3f}" for k, v in d.items()))
         lines.append(f"  embedding alignment (mean cosine): {m['alignment_cosine']:.3f}")
     return "\n".join(lines)
+
+
+def cmd_release(args) -> int:
+    from gnnspec.train.checkpoint import release_checkpoint
+
+    released = release_checkpoint(args.checkpoint, args.out)
+    trained = released["trained"]
+    align = "aligned" if trained.get("alignment") else "not aligned"
+    print(f"wrote {args.out}: epoch {trained.get('epoch')}, tiers {released['model_config'].get('tiers')}, {align}")
+    return 0
