@@ -199,6 +199,62 @@ def test_channel_support_compares_a_broad_measurement_at_its_own_resolution():
     assert "not adapted" in old.check({"Ni-L23-eels": measured}, fwhm_ev=2.4)["Ni-L23-eels"]["resolution"]
 
 
+def test_noise_level_reads_white_noise_whatever_the_scale():
+    from gnnspec.analysis.support import noise_level
+
+    rng = np.random.default_rng(3)
+    e = np.linspace(0.0, 60.0, 241)
+    clean = 1.0 + 3.0 * np.exp(-0.5 * ((e - 10) / 1.2) ** 2) + 0.5 * (e > 10)
+    noisy = clean + 0.05 * rng.standard_normal((50, e.size))
+    assert noise_level(clean)[0] < 0.01  # a smooth spectrum is not noise
+    assert np.median(noise_level(noisy)) == pytest.approx(0.05 / clean.std(), rel=0.1)
+    assert np.allclose(noise_level(7.0 * noisy + 3.0), noise_level(noisy))
+
+
+def test_a_noisy_thick_measurement_of_a_training_like_spectrum_is_in_distribution():
+    """Counting noise and plural scattering (t/lambda 0.9) make a held-out spectrum foreign against
+    clean references; compared as measured (references and validation scattered alike, validation
+    given the query's noise) it is in distribution, and a spectrum of another channel measured the
+    same way stays foreign."""
+    import torch
+
+    from gnnspec.analysis.support import ChannelSupport
+    from gnnspec.channels import CHANNELS
+    from gnnspec.instrument import Instrument
+
+    rng = np.random.default_rng(4)
+    ch = CHANNELS["Ni-L23-eels"]
+    e = ch.grid - ch.grid[0]
+
+    def tm_edge(n):
+        l3 = 5.0 + 0.3 * rng.standard_normal((n, 1))
+        return 1.0 + 6 * np.exp(-0.5 * ((e - l3) / 0.9) ** 2) + 3 * np.exp(-0.5 * ((e - l3 - 17) / 0.9) ** 2) + 0.5 * (e > l3)
+
+    def o_edge(n):
+        return 1.0 + 2.0 * np.exp(-0.5 * ((e - 40 + rng.standard_normal((n, 1))) / 4.0) ** 2)
+
+    support = ChannelSupport.fit({ch.name: tm_edge(400)}, {ch.name: tm_edge(200)})
+    clean_p01 = float(support.val_quantiles[ch.name][0])
+    instrument = Instrument(thickness=0.9, counts=1e5)
+    measured = instrument.apply(ch.grid, tm_edge(1)[0], channel=ch.name, generator=torch.Generator().manual_seed(0))
+    plain = support.check({ch.name: measured})[ch.name]  # its noise is matched, its plural scattering not
+    as_measured = support.check({ch.name: measured}, thickness=0.9)[ch.name]
+    assert not plain["in_distribution"] and as_measured["in_distribution"]
+    assert "t/lambda 0.90" in as_measured["resolution"] and "noise" in as_measured["resolution"]
+    other = instrument.apply(ch.grid, o_edge(1)[0], channel=ch.name, generator=torch.Generator().manual_seed(1))
+    assert not support.check({ch.name: other}, thickness=0.9)[ch.name]["in_distribution"]
+    # noisier (1e4 counts, no plural scattering): the validation quantile drops with the query's noise
+    noisy = Instrument(counts=1e4).apply(ch.grid, tm_edge(1)[0], channel=ch.name, generator=torch.Generator().manual_seed(2))
+    verdict = support.check({ch.name: noisy})[ch.name]
+    assert verdict["in_distribution"] and verdict["validation_p01"] < clean_p01 - 0.01
+    # pure noise is too noisy to judge, whatever it correlates with
+    garbage = support.check({ch.name: rng.random(e.size)})[ch.name]
+    assert not garbage["in_distribution"] and "too noisy" in garbage["why"]
+    # a noiseless query adds no noise to the validation spectra: the quantile is the clean one
+    clean = support.check({ch.name: tm_edge(1)[0]})[ch.name]
+    assert "noise" not in clean["resolution"] and clean["validation_p01"] == pytest.approx(clean_p01, abs=1e-3)
+
+
 def test_query_resolution_sources():
     from gnnspec.analysis.commands import query_resolution
     from gnnspec.errors import InputError
@@ -206,7 +262,11 @@ def test_query_resolution_sources():
     meta = {"zero_loss": {"fwhm_eV": 2.4}, "channels": {"Mn-L23-eels": {"instrument": {"zero_loss_fwhm_ev": 2.2}}}}
     r = query_resolution(meta, ["Mn-L23-eels", "O-K-eels", "Ni-K-xas"], 1.0)
     assert r["Mn-L23-eels"]["fwhm_ev"] == 2.2 and r["O-K-eels"]["fwhm_ev"] == 2.4
-    assert r["Ni-K-xas"] == {"fwhm_ev": 1.0, "source": "--resolution"}
+    assert r["Ni-K-xas"] == {"fwhm_ev": 1.0, "source": "--resolution", "thickness": None}
     assert query_resolution({}, ["Ni-K-xas"], None)["Ni-K-xas"]["fwhm_ev"] is None
     with pytest.raises(InputError, match="--resolution must be a positive"):
         query_resolution({}, ["Ni-K-xas"], -1.0)
+    kept = {"instrument": {"zero_loss_fwhm_ev": 2.4, "thickness_t_over_lambda": 0.93, "plural_scattering": "recorded, not removed"}}
+    removed = {"instrument": {"zero_loss_fwhm_ev": 2.4, "thickness_t_over_lambda": 0.93, "plural_scattering": "removed by Fourier-ratio deconvolution"}}
+    r = query_resolution({"channels": {"O-K-eels": kept, "Mn-L23-eels": removed}}, ["O-K-eels", "Mn-L23-eels"], None)
+    assert r["O-K-eels"]["thickness"] == 0.93 and r["Mn-L23-eels"]["thickness"] is None

@@ -228,6 +228,7 @@ def spectra_support(
     resolution: dict[str, float] | None = None,
     embedding: np.ndarray | None = None,
     coverage: dict[str, np.ndarray] | None = None,
+    thickness: dict[str, float] | None = None,
 ) -> dict | None:
     """Whether ``spectra`` (``{channel: intensity on its grid}``) lie where the model was trained, or
     ``None`` when the checkpoint carries no training support (run ``gnnspec calibrate``).
@@ -238,7 +239,10 @@ def spectra_support(
     ``in_distribution`` is true only when both pass; ``why`` names the foreign channels.
     ``embedding``: the query's ``[1, dim]`` embedding, when the caller has it already. ``coverage``:
     ``{channel: bool [K]}``, the grid energies a partial window measured (:func:`gnnspec.spectra.grid_coverage`;
-    default: from ``spectra``'s own energies): each channel is compared on those."""
+    default: from ``spectra``'s own energies): each channel is compared on those. ``thickness``:
+    ``{channel: t/lambda}`` of EELS channels whose plural scattering is in the spectrum; the
+    validation spectra are measured alike, and with the query's own noise level
+    (:meth:`gnnspec.analysis.support.ChannelSupport.check`)."""
     support_arrays = read_arrays(model_path, SUPPORT)
     if support_arrays is None:
         return None
@@ -255,16 +259,22 @@ def spectra_support(
     per_channel = {}
     for name in spectra:
         row = x[0, model.cfg.channels.index(name)].cpu().numpy()
-        per_channel.update(channel_support.check({name: row}, fwhm_ev=resolution.get(name), coverage=covered))
+        per_channel.update(channel_support.check({name: row}, fwhm_ev=resolution.get(name), coverage=covered, thickness=(thickness or {}).get(name)))
     foreign = [name for name, c in per_channel.items() if not c["in_distribution"]]
     verdict["embedding_in_distribution"] = verdict["in_distribution"]
     verdict["channels"] = per_channel
     verdict["in_distribution"] = verdict["in_distribution"] and not foreign
     if foreign:
-        verdict["why"] = (
-            f"{', '.join(foreign)}: the spectrum's shape is further from every training spectrum of its channel "
-            "than twice the distance of 99 % of held-out simulated spectra"
-        )
+        noisy = [name for name in foreign if "why" in per_channel[name]]
+        far = [name for name in foreign if name not in noisy]
+        reasons = [f"{name}: {per_channel[name]['why']}" for name in noisy]
+        if far:
+            reasons.insert(
+                0,
+                f"{', '.join(far)}: the spectrum's shape is further from every training spectrum of its channel "
+                "than twice the distance of 99 % of held-out simulated spectra measured like it",
+            )
+        verdict["why"] = "; ".join(reasons)
     return verdict
 
 
@@ -275,6 +285,7 @@ def infer_with_uncertainty(
     quantification: dict[str, float] | None = None,
     resolution: dict[str, float] | None = None,
     coverage: dict[str, np.ndarray] | None = None,
+    thickness: dict[str, float] | None = None,
 ) -> dict:
     """``model.infer`` plus ``uncertainty`` (ensemble standard deviations), calibrated defect
     probabilities and ``support`` (:mod:`gnnspec.analysis.support`), from what the checkpoint carries
@@ -285,7 +296,7 @@ def infer_with_uncertainty(
     ``coverage``: ``{channel: bool [K]}``, the grid energies each channel measured (``model.infer``)."""
     result = model.infer(spectra, quantification, coverage)
     emb = model.embed_spectra(spectra, quantification, coverage)[None, :]
-    support = spectra_support(model, model_path, spectra, quantification, resolution, embedding=emb, coverage=coverage)
+    support = spectra_support(model, model_path, spectra, quantification, resolution, embedding=emb, coverage=coverage, thickness=thickness)
     if support is not None:
         result["support"] = support
     result["encoder_ensemble"] = encoder_ensemble_answer(model, model_path, spectra, quantification, coverage)

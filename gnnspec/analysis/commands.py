@@ -267,6 +267,7 @@ def cmd_infer(args) -> int:
         quantification,
         resolution={c: r["fwhm_ev"] for c, r in resolution.items() if r["fwhm_ev"]},
         coverage=grid_coverage(spectra, shift=shifts),  # a partial window: the energies it measured
+        thickness={c: r["thickness"] for c, r in resolution.items() if r.get("thickness")},
     )
     result["energy_scale"] = {"encoder_tier": tier, "channels": energy_record}
     result["resolution"] = resolution
@@ -331,13 +332,17 @@ def query_support(model, path, spectra, quantification: dict | None, resolution:
     from gnnspec.spectra import grid_coverage
 
     fwhm = {c: r["fwhm_ev"] for c, r in resolution.items() if r["fwhm_ev"]}
-    return spectra_support(model, path, spectra_grids(spectra), quantification, fwhm, coverage=grid_coverage(spectra))
+    thickness = {c: r["thickness"] for c, r in resolution.items() if r.get("thickness")}
+    return spectra_support(model, path, spectra_grids(spectra), quantification, fwhm, coverage=grid_coverage(spectra), thickness=thickness)
 
 
 def query_resolution(meta: dict, channels: list[str], fallback_ev: float | None) -> dict[str, dict]:
     """Per channel, the measurement's resolution (Gaussian FWHM, eV) and where it comes from: the
     file's ``meta.channels[c].instrument.zero_loss_fwhm_ev`` or ``meta.zero_loss.fwhm_eV`` (written
-    by ``gnnspec convert --zero-loss``) for EELS channels, else ``fallback_ev`` (``--resolution``)."""
+    by ``gnnspec convert --zero-loss``) for EELS channels, else ``fallback_ev`` (``--resolution``);
+    and ``thickness``, the t/lambda ``convert --low-loss`` recorded for an EELS channel whose plural
+    scattering it did not remove (None otherwise), with which the support check measures its
+    validation spectra."""
     from gnnspec.channels import CHANNELS
 
     if fallback_ev is not None and not fallback_ev > 0:
@@ -347,13 +352,17 @@ def query_resolution(meta: dict, channels: list[str], fallback_ev: float | None)
     out = {}
     for name in channels:
         inst = (per_channel.get(name) or {}).get("instrument") or {}
-        recorded = inst.get("zero_loss_fwhm_ev") if isinstance(inst, dict) else None
+        inst = inst if isinstance(inst, dict) else {}
+        recorded = inst.get("zero_loss_fwhm_ev")
         if CHANNELS[name].modality == "eels" and (recorded or zlp):
             out[name] = {"fwhm_ev": float(recorded or zlp), "source": "the file's zero-loss FWHM"}
         elif fallback_ev is not None:
             out[name] = {"fwhm_ev": float(fallback_ev), "source": "--resolution"}
         else:
             out[name] = {"fwhm_ev": None, "source": "not stated: compared with FEFF spectra as computed"}
+        t = inst.get("thickness_t_over_lambda")
+        kept = inst.get("plural_scattering") == "recorded, not removed"
+        out[name]["thickness"] = float(t) if CHANNELS[name].modality == "eels" and t and kept else None
     return out
 
 

@@ -37,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
+from gnnspec.channels import CHANNELS
+
 QUANTILES = (0.01, 0.05, 0.5)
 #: Training environment spectra kept per channel for the spectrum-space check.
 CHANNEL_REFERENCES = 600
@@ -146,7 +148,13 @@ class ChannelSupport:
     def _nearest(refs: np.ndarray, rows: np.ndarray) -> np.ndarray:
         return (_centred(rows) @ refs.astype(np.float32).T).max(axis=1)
 
-    def check(self, spectra: dict[str, np.ndarray], fwhm_ev: float | None = None, coverage: dict[str, np.ndarray] | None = None) -> dict:
+    def check(
+        self,
+        spectra: dict[str, np.ndarray],
+        fwhm_ev: float | None = None,
+        coverage: dict[str, np.ndarray] | None = None,
+        thickness: float | None = None,
+    ) -> dict:
         """``{channel: {"nearest_training_correlation", "validation_p01", "threshold", "in_distribution"}}``
         for the channels of ``spectra`` (on their grids) that the support knows.
 
@@ -163,7 +171,18 @@ class ChannelSupport:
         ``coverage``: ``{channel: bool [K]}``, the grid energies a partial window measured
         (:func:`gnnspec.spectra.grid_coverage`). The correlations, the query's and the validation
         quantile's alike, are then taken over those energies only (``window``), so the flat
-        extrapolation outside the window does not count against the query."""
+        extrapolation outside the window does not count against the query.
+
+        A measurement is noisy and, in EELS, plurally scattered; a held-out FEFF spectrum is
+        neither, so comparing the two quantiles alone would call every real measurement foreign.
+        With the query's ``thickness`` (t/lambda, EELS; recorded by ``gnnspec convert --low-loss``
+        and not removed) the training references and the validation spectra are plurally scattered
+        like it (as they are broadened to its resolution), and the validation spectra are given
+        white noise up to the query's own noise level (:func:`measured_like`; :func:`noise_level`,
+        estimated from the query itself; a noiseless simulated query adds none) before the quantile
+        is taken. A foreign shape stays foreign: noise at the query's level lowers the validation
+        correlations only as far as noise lowers any spectrum's; a channel noisier than
+        :data:`MAX_NOISE_TO_SIGNAL` is foreign whatever its correlation (``why``)."""
         out = {}
         for name, y in spectra.items():
             if name not in self.references:
@@ -182,20 +201,32 @@ class ChannelSupport:
                 refs, y = _centred(refs[:, window]), y[:, window]
                 val = None if val is None else val[:, window]
                 how += f"; compared on the {int(window.sum())} measured grid energies"
+            measured_as = None
+            if val is not None:
+                if thickness and CHANNELS[name].modality == "eels":
+                    refs, val = _centred(_scattered(refs, name, thickness)), _scattered(val, name, thickness)
+                    how += f"; both plurally scattered at the query's t/lambda {thickness:.2f}"
+                val, measured_as = measured_like(val, y[0])
+                if measured_as:
+                    how += f"; validation spectra given the query's {measured_as}"
             p01 = float(self.val_quantiles[name][0])
-            if val is not None and (fwhm_ev or partial):
+            if val is not None and (fwhm_ev or partial or measured_as):
                 p01 = float(np.quantile(self._nearest(refs, val), QUANTILES[0]))
             elif partial:
                 how += " (validation quantile of the full grid: no validation spectra stored)"
             corr = float(self._nearest(refs, y)[0])
             threshold = 1.0 - CHANNEL_TOLERANCE * (1.0 - p01)
+            noise = float(noise_level(y)[0])
             out[name] = {
                 "nearest_training_correlation": corr,
                 "validation_p01": p01,
                 "threshold": threshold,
-                "in_distribution": bool(corr >= threshold),
+                "noise_to_signal": noise,
+                "in_distribution": bool(corr >= threshold and noise <= MAX_NOISE_TO_SIGNAL),
                 "resolution": how,
             }
+            if noise > MAX_NOISE_TO_SIGNAL:
+                out[name]["why"] = f"too noisy to judge: noise-to-signal {noise:.2f} above {MAX_NOISE_TO_SIGNAL}"
         return out
 
     def arrays(self) -> dict[str, np.ndarray]:
@@ -216,6 +247,52 @@ class ChannelSupport:
             return None
         val = {n: np.asarray(f[f"channel_val/{n}"]) for n in names if f"channel_val/{n}" in f}
         return cls({n: np.asarray(f[f"channel_refs/{n}"]) for n in names}, {n: np.asarray(f[f"channel_quantiles/{n}"]) for n in names}, val)
+
+
+def noise_level(rows: np.ndarray) -> np.ndarray:
+    """Per row, a robust estimate of its white-noise standard deviation relative to its own
+    standard deviation (a noise-to-signal ratio, so any scale or offset of the row is the same):
+    ``1.4826 MAD(second differences) / sqrt(6)``, the second difference of white noise of
+    variance ``s^2`` having variance ``6 s^2``; the median keeps the few sharp features of a
+    spectrum from counting as noise."""
+    rows = np.atleast_2d(np.asarray(rows, dtype=np.float64))
+    d2 = np.diff(rows, n=2, axis=1)
+    mad = np.median(np.abs(d2 - np.median(d2, axis=1, keepdims=True)), axis=1)
+    return 1.4826 * mad / np.sqrt(6.0) / np.maximum(rows.std(axis=1), 1e-12)
+
+
+#: Seed of the noise given to validation spectra in :func:`measured_like` (the same verdict every run).
+MEASURED_LIKE_SEED = 0
+#: Beyond this noise-to-signal ratio (:func:`noise_level`) a channel is too noisy to judge, and foreign:
+#: noise of half the signal's spread hides the shape that the check and the encoder read.
+MAX_NOISE_TO_SIGNAL = 0.5
+
+
+def measured_like(val: np.ndarray, query: np.ndarray) -> tuple[np.ndarray, str | None]:
+    """Validation rows ``val [n, K]`` (any offset and scale) with white noise bringing each row's
+    :func:`noise_level` up to the ``query [K]``'s (rows already as noisy are left; seeded, so the
+    same query gets the same verdict). Returns the rows and what was done (None: nothing, the
+    query being no noisier than the validation spectra)."""
+    rows = np.asarray(val, dtype=np.float64)
+    target = float(noise_level(query[None, :])[0])
+    have = noise_level(rows)
+    extra = np.sqrt(np.maximum(target**2 - have**2, 0.0)) * rows.std(axis=1)
+    if not (target > 1.05 * float(np.median(have)) and extra.any()):
+        return rows, None
+    rng = np.random.default_rng(MEASURED_LIKE_SEED)
+    return rows + rng.normal(size=rows.shape) * extra[:, None], f"noise (noise-to-signal {target:.3f}, estimated from the query)"
+
+
+def _scattered(rows: np.ndarray, channel: str, thickness: float) -> np.ndarray:
+    """``rows`` (any offset; on ``channel``'s grid) plurally scattered at ``thickness`` t/lambda
+    (:func:`gnnspec.instrument.plural_scattering`: linear, without renormalisation)."""
+    import torch
+
+    from gnnspec.channels import CHANNELS
+    from gnnspec.instrument import plural_scattering
+
+    x = torch.from_numpy(np.asarray(rows, dtype=np.float64).copy())
+    return plural_scattering(x, CHANNELS[channel].step, float(thickness), renormalise=False).numpy()
 
 
 def _broadened(rows: np.ndarray, channel: str, fwhm_ev: float) -> np.ndarray:
