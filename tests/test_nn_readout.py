@@ -121,3 +121,25 @@ def test_a_multi_fidelity_readout_starts_at_the_base_tier_and_keeps_its_sums():
     with pytest.raises(ValueError, match="out of range"):
         model.forward_structure(data, embed=False, tier=2)
     assert _model().spectra_head.readout.n_tiers == 1 and not hasattr(_model().spectra_head.readout, "tier_embedding")
+
+
+def test_per_channel_fidelity_embeddings_correct_one_channel_alone():
+    """spectra.tier_per_channel: the scf correction of one channel leaves the others at the base tier."""
+    from model_fixtures import TINY_MODEL
+
+    model = _model(tiers=["fast", "scf"], spectra={**TINY_MODEL["spectra"], "tier_per_channel": True})
+    readout = model.spectra_head.readout
+    n_ch = len(model.cfg.channels)
+    assert readout.tier_embedding.weight.shape[0] == 2 * n_ch
+    data = random_cluster(6, seed=4)
+    fast = model.forward_structure(data, embed=False, tier=0)
+    assert torch.allclose(fast["spectra"], model.tier_spectra(fast, data, fast["absorber_index"], 1)["spectra"])
+    with torch.no_grad():
+        readout.tier_embedding.weight[n_ch + 0].normal_()  # scf tier, first channel only
+    scf = model.tier_spectra(fast, data, fast["absorber_index"], 1)
+    changed = ~torch.isclose(scf["spectra"], fast["spectra"]).all(dim=-1).all(dim=0)  # [C]
+    has = fast["spectra_mask"].any(dim=0)
+    assert changed[0] == has[0] and not changed[1:].any()
+    flat = torch.zeros_like(scf["spectra"])
+    flat.index_put_((scf["contribution_absorber"], scf["contribution_channel"]), scf["contributions"], accumulate=True)
+    assert torch.allclose(flat, scf["spectra"], atol=1e-10)

@@ -53,6 +53,10 @@ class SpectraHeadConfig:
     n_distance_basis: int = 32  # Gaussians on [0, r_readout]: fine distance resolution matters
     positive: bool = True  # softplus on every contribution (then every spectrum is positive)
     readout_norm: float | None = None  # mean pairs per absorber; None: estimated from density
+    # multi-fidelity models: one fidelity embedding per (tier, channel) instead of one per tier, so
+    # each edge learns its own correction (the scf tier changes TM L2,3 white lines, O K pre-edges
+    # and K edges differently)
+    tier_per_channel: bool = False
 
 
 @dataclass

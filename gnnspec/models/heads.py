@@ -50,6 +50,7 @@ class SpectraHead(nn.Module):
             positive=h.positive,
             norm=norm,
             n_tiers=len(cfg.tiers),
+            tier_per_channel=h.tier_per_channel,
         )
 
     def absorbers_of(self, z: torch.Tensor) -> torch.Tensor:

@@ -8,8 +8,9 @@ atoms). Each pair gets a contribution spectrum
 
 with ``s`` the invariant (0e) node features, ``B`` a Gaussian basis of the distance, ``film_c`` a
 FiLM modulation from a learned channel embedding (plus a learned fidelity embedding of the FEFF
-tier asked for, when the readout serves several tiers: zero at first, so every tier starts
-from the base tier's spectra and learns its correction), ``u`` the smooth polynomial envelope (so a
+tier asked for, when the readout serves several tiers, one per tier or, ``tier_per_channel``, one
+per tier and channel: zero at first, so every tier starts from the base tier's spectra and learns
+its correction), ``u`` the smooth polynomial envelope (so a
 contribution fades out at ``r_readout``), ``act`` softplus (positive spectra) or identity, and
 ``norm`` a fixed constant (the mean number of pairs per absorber). The spectrum is the plain
 sum of its contributions: ``spectrum(a, c) = sum_j contribution(a, j, c)``, so the
@@ -74,9 +75,11 @@ class ContributionReadout(nn.Module):
         positive: bool = True,
         norm: float = 1.0,
         n_tiers: int = 1,
+        tier_per_channel: bool = False,
     ):
         super().__init__()
         self.n_tiers = int(n_tiers)
+        self.tier_per_channel = bool(tier_per_channel)
         self.r_readout = float(r_readout)
         self.n_channels = n_channels
         self.n_energy = n_energy
@@ -91,7 +94,7 @@ class ContributionReadout(nn.Module):
         )
         self.channel_embedding = nn.Embedding(n_channels, channel_dim)
         if self.n_tiers > 1:
-            self.tier_embedding = nn.Embedding(self.n_tiers, channel_dim)
+            self.tier_embedding = nn.Embedding(self.n_tiers * (n_channels if self.tier_per_channel else 1), channel_dim)
             nn.init.zeros_(self.tier_embedding.weight)
         self.film = nn.Linear(channel_dim, 2 * hidden)
         self.out = nn.Sequential(nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, n_energy))
@@ -131,7 +134,7 @@ class ContributionReadout(nn.Module):
             raise ValueError(f"tier {tier} is out of range: the readout serves {self.n_tiers} tier(s)")
         embedding = self.channel_embedding(channel)
         if self.n_tiers > 1:
-            embedding = embedding + self.tier_embedding.weight[tier]
+            embedding = embedding + (self.tier_embedding(tier * self.n_channels + channel) if self.tier_per_channel else self.tier_embedding.weight[tier])
         gamma, beta = self.film(embedding).chunk(2, dim=-1)
         h = hidden[pair_row] * (1.0 + gamma) + beta
         contrib = self.out(h)
