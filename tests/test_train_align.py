@@ -203,3 +203,24 @@ def test_calibration_tables_hold_the_spectra_the_encoder_was_aligned_on(setup):
     predicted = split_table(model, cfg.data, "val")
     direct = EnvironmentTable(model, splits["val"], features=False, spectra_tier=0)
     assert torch.equal(predicted.x, direct.x) and not torch.allclose(feff.x[feff.mask], predicted.x[feff.mask])
+
+
+def test_an_alignment_on_forward_model_spectra_refits_the_input_standardisation(setup):
+    import copy
+
+    from gnnspec.models.environment_table import EnvironmentTable
+    from gnnspec.train.align import table_statistics
+    from gnnspec.train.data import spectra_statistics
+
+    cfg, splits, model = setup
+    model = copy.deepcopy(model)
+    feff = EnvironmentTable(model, splits["train"], features=False)
+    mean, std = table_statistics(feff.x, feff.mask)
+    ref_mean, ref_std = spectra_statistics(splits["train"], len(model.cfg.channels), model.cfg.n_energy)
+    assert torch.allclose(mean, ref_mean, atol=1e-5) and torch.allclose(std, ref_std, atol=1e-5)  # one definition
+    align = copy.deepcopy(cfg.align)
+    align.spectra_tier, align.epochs = model.cfg.tiers[0], 1
+    align_embeddings(model, splits, align, cfg.augment, seed=0)
+    predicted = EnvironmentTable(model, splits["train"], features=False, spectra_tier=0)
+    want_mean, want_std = table_statistics(predicted.x, predicted.mask)
+    assert torch.allclose(model.encoder.input_mean, want_mean) and torch.allclose(model.encoder.input_std, want_std.clamp(min=1e-4))

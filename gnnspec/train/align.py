@@ -15,7 +15,9 @@ once, and i.i.d. batches of ``align.batch_size`` environments from all training 
 The encoder's input spectra are the FEFF environment spectra of the dataset's base tier, or
 (``align.spectra_tier``) the frozen forward model's environment spectra in a higher tier for
 every environment: the forward model as the simulator of a tier whose FEFF runs cover only a
-few sites. Then the structures of the joint stage's generated pool (``align.generated``, drawn
+few sites. The encoder's input standardisation is then refitted to those spectra (a higher tier
+has white lines and pre-edges where the base tier's spread is small: standardised with the base
+tier's statistics they would be tens of standard deviations off). Then the structures of the joint stage's generated pool (``align.generated``, drawn
 across the composition triangle and Li orderings with ``generated.wide``) can join the training
 environments: they have no FEFF spectra, but the forward model simulates them. Either way, with a label-aware contrastive loss (:func:`gnnspec.train.losses.label_contrastive`: a spectrum
 embedding is pulled towards the structure embeddings of every environment with the same defect
@@ -87,6 +89,20 @@ def _score_embeddings(model, query: EnvironmentTable, q, emb, lib, content_tol) 
     return {**out, **property_metrics(content, query.content[q].cpu().numpy(), prob, query.defects[q].cpu().numpy(), model.cfg.defects)}
 
 
+def table_statistics(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per channel and energy, the mean and standard deviation ``[C, K]`` of the rows ``x [n, C, K]``
+    where ``mask [n, C]`` holds (channels with fewer than two rows: mean 0, std 1), as
+    :func:`gnnspec.train.data.spectra_statistics` gives them for FEFF spectra."""
+    w = mask.to(x.dtype).unsqueeze(-1)  # [n, C, 1]
+    counts = w.sum(0)  # [C, 1]
+    mean = (x * w).sum(0) / counts.clamp(min=1.0)
+    var = (((x - mean) ** 2) * w).sum(0) / counts.clamp(min=1.0)  # population variance, as masked_moments
+    have = counts > 1
+    mean = torch.where(have, mean, torch.zeros_like(mean))
+    var = torch.where(have, var, torch.ones_like(var))
+    return mean.float(), var.clamp(min=1e-8).sqrt().float()
+
+
 def align_embeddings(model, splits: dict, cfg, augment, seed: int = 0, log=None, should_stop=None, generated=None) -> dict | None:
     """Run the alignment stage on ``model`` in place; returns a report, or None when stopped.
 
@@ -103,6 +119,8 @@ def align_embeddings(model, splits: dict, cfg, augment, seed: int = 0, log=None,
     extra = list(generated) if cfg.generated and generated is not None else []
     train = EnvironmentTable(model, list(splits["train"]) + extra, device, spectra_tier=tier)
     val = EnvironmentTable(model, splits["val"], device, spectra_tier=tier) if len(splits.get("val") or []) else None
+    if tier is not None:  # the encoder standardises its inputs: with the statistics of the spectra it now learns
+        model.encoder.set_input_statistics(*table_statistics(train.x, train.mask))
     params = _set_trainable(model, True)
     gen = torch.Generator().manual_seed(seed)  # batch order
     draws = torch.Generator().manual_seed(seed + 1)  # augmentation, channel dropout, quantification: never the global RNG
