@@ -224,3 +224,20 @@ def test_an_alignment_on_forward_model_spectra_refits_the_input_standardisation(
     predicted = EnvironmentTable(model, splits["train"], features=False, spectra_tier=0)
     want_mean, want_std = table_statistics(predicted.x, predicted.mask)
     assert torch.allclose(model.encoder.input_mean, want_mean) and torch.allclose(model.encoder.input_std, want_std.clamp(min=1e-4))
+
+
+def test_evaluation_scores_the_spectrum_side_on_the_spectra_its_encoder_learned(setup):
+    import copy
+
+    from gnnspec.train.metrics import evaluate
+
+    cfg, splits, model = setup
+    model = copy.deepcopy(model)
+    feff = evaluate(model, splits["val"])
+    assert feff["spectrum_side_inputs"] == "FEFF environment spectra"
+    model.encoder_spectra_tier = model.cfg.tiers[0]
+    predicted = evaluate(model, splits["val"])
+    assert predicted["spectrum_side_inputs"].endswith(f"tier {model.cfg.tiers[0]}")
+    assert predicted["n_environments"] >= feff["n_environments"]  # every environment of an absorbing element
+    assert predicted["channels"] == feff["channels"]  # the forward scores do not change
+    assert predicted["content_mae"]["spectra"] != feff["content_mae"]["spectra"]

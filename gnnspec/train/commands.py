@@ -149,6 +149,7 @@ def metrics_text(m: dict, split: str) -> str:
     lines.append("  (R2 around the channel's mean spectrum; med R2: median of each spectrum's own R2)")
     if "content_mae" in m:
         c = m["content_mae"]
+        lines.append(f"  spectrum side reads: {m.get('spectrum_side_inputs', 'FEFF environment spectra')}")
         lines.append(f"  element content MAE: structure {c['structure']:.4f}, spectra {c['spectra']:.4f}")
         for side, d in m["defect_auroc"].items():
             lines.append(f"  defect AUROC ({side}): " + ", ".join(f"{k} {v:.3f}" for k, v in d.items()))

@@ -13,6 +13,8 @@ Metrics (returned as a nested dict, writable as JSON with :func:`write_metrics`)
 * ``content_mae``: element-content MAE (fraction, mean over the 5 elements), from the
   structure embedding and from the spectrum embedding (all available channels);
 * ``defect_auroc``: AUROC per defect from either side (NaN when only one class is present);
+  the spectrum side reads the spectra its encoder learned (``spectrum_side_inputs``): FEFF's
+  environment spectra, or the forward model's in the tier the encoder was aligned on;
 * ``alignment_cosine``: mean cosine between paired structure and spectrum embeddings.
 """
 
@@ -47,6 +49,8 @@ def evaluate(model, dataset, batch_size: int = 4, device: str | torch.device | N
     env: dict[str, list] = {k: [] for k in ("zs", "zp", "content", "defects", "cs", "cp", "ds", "dp", "cq", "dq")}
     quantified = model.encoder.takes_quantification
     element_index = channel_element_index(channels)
+    aligned = getattr(model, "encoder_spectra_tier", None)
+    encoder_tier = None if aligned is None else model.cfg.tier_index(aligned)
     n_structures = 0
     for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, generator=torch.Generator()):
         batch = batch.to(device)
@@ -72,10 +76,13 @@ def evaluate(model, dataset, batch_size: int = 4, device: str | torch.device | N
             for c in range(len(channels)):
                 tier_preds[tier][c].append(tpr[tmask[:, c], c])
                 tier_targets[tier][c].append(ttg[tmask[:, c], c])
-        ok = batch[K.ENV_Y_MASK].any(dim=1)
+        env_y, env_mask = batch[K.ENV_Y], batch[K.ENV_Y_MASK]
+        if encoder_tier is not None:  # the spectra the encoder learned: the forward model's in that tier
+            env_y, env_mask = model.environment_spectra(model.forward_structure(batch, embed=False, tier=encoder_tier), batch)
+        ok = env_mask.any(dim=1)
         if bool(ok.any()):
             zs = out["structure_embedding"][ok]
-            zp = model.encode_spectra(batch[K.ENV_Y][ok].to(p.dtype), batch[K.ENV_Y_MASK][ok])
+            zp = model.encode_spectra(env_y[ok].to(p.dtype), env_mask[ok])
             (cs, ds), (cp, dp) = model.property_answers(zs), model.property_answers(zp)
             env["zs"].append(zs.double().cpu().numpy())
             env["zp"].append(zp.double().cpu().numpy())
@@ -86,9 +93,8 @@ def evaluate(model, dataset, batch_size: int = 4, device: str | torch.device | N
             env["ds"].append(ds)
             env["dp"].append(dp)
             if quantified:  # the same spectra with the exact elemental quantification
-                env_mask = batch[K.ENV_Y_MASK][ok]
-                quant = channel_fractions(batch[K.ENV_CONTENT][ok].to(p.dtype), env_mask, element_index)
-                cq, dq = model.property_answers(model.encode_spectra(batch[K.ENV_Y][ok].to(p.dtype), env_mask, quant))
+                quant = channel_fractions(batch[K.ENV_CONTENT][ok].to(p.dtype), env_mask[ok], element_index)
+                cq, dq = model.property_answers(model.encode_spectra(env_y[ok].to(p.dtype), env_mask[ok], quant))
                 env["cq"].append(cq)
                 env["dq"].append(dq)
     model.train(was_training)
@@ -119,6 +125,7 @@ def evaluate(model, dataset, batch_size: int = 4, device: str | torch.device | N
             side: {name: auroc(e[key][:, j], e["defects"][:, j]) for j, name in enumerate(model.cfg.defects)} for side, key in sides
         }
         metrics["alignment_cosine"] = float((e["zs"] * e["zp"]).sum(1).mean())
+        metrics["spectrum_side_inputs"] = "FEFF environment spectra" if aligned is None else f"forward model's environment spectra, tier {aligned}"
     return metrics
 
 
