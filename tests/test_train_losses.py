@@ -261,3 +261,36 @@ def test_edge_shift_moves_named_channels_by_their_own_amplitude():
         augment_spectra(x, mask, step, cfg)
     with pytest.raises(ValueError, match="unknown channel"):
         AugmentConfig(edge_shift_ev={"Mn-K-eels": 1.0})
+
+
+def test_each_tier_can_weigh_its_channels_by_its_own_spread(tmp_path):
+    """loss.tier_scales: own gives a further tier per-channel weights from its own spectra (1 / their
+    spread), base the base tier's; an unknown value is refused."""
+    from model_fixtures import smoke_config, tiny_model_config, write_synthetic_lmdb
+
+    from gnnspec.channels import DEFAULT_CHANNELS
+    from gnnspec.data import keys as K
+    from gnnspec.errors import InputError
+    from gnnspec.models.factory import build_model
+    from gnnspec.train.data import channel_scales, load_split
+    from gnnspec.train.objective import Objective
+
+    data = write_synthetic_lmdb(tmp_path / "d", splits=("train",) * 3, extra_tier="scf")
+    graphs = load_split(str(data), "train", 4.0, DEFAULT_CHANNELS, False, ("scf",))
+    own = channel_scales(graphs, len(DEFAULT_CHANNELS), 0)
+    rows = torch.cat([g[K.SITE_Y_TIERS][:, 0] for g in graphs]).double()
+    mask = torch.cat([g[K.SITE_Y_TIERS_MASK][:, 0] for g in graphs])
+    c = DEFAULT_CHANNELS.index("O-K-eels")
+    o = rows[mask[:, c], c]
+    assert float(own[c]) == pytest.approx(1.0 / float(o.var(0, unbiased=False).mean()), rel=1e-5)
+    assert not torch.allclose(own, channel_scales(graphs, len(DEFAULT_CHANNELS)))
+    model = build_model(tiny_model_config(tiers=["synthetic", "scf"]))
+    cfg = smoke_config(data, tmp_path / "run")
+    base = torch.ones(len(DEFAULT_CHANNELS))
+    assert torch.equal(Objective(model, cfg, base).tier_channel_scale, base[None])  # default: the base tier's
+    assert torch.equal(Objective(model, cfg, base, own[None]).tier_channel_scale, own[None])
+    from gnnspec.config import from_dict
+    from gnnspec.train.config import LossConfig
+
+    with pytest.raises(InputError, match="tier_scales"):
+        from_dict(LossConfig, {"tier_scales": "mine"})

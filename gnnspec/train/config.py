@@ -41,10 +41,17 @@ class LossConfig:
     spectra: float = 1.0  # forward site spectra: MSE per channel, masked, mean over channels
     derivative: float = 1.0  # relative weight of the first-derivative MSE inside the spectra term
     tier_weight: float = 1.0  # relative weight of each further FEFF tier's spectra term (multi-fidelity models)
+    # per-channel weights of a further tier's spectra term: "own" (1 / that tier's spread per
+    # channel, gnnspec.train.data.channel_scales) or "base" (the base tier's, as runs before 2026-12-05)
+    tier_scales: str = "base"
     contrastive: float = 0.5  # symmetric InfoNCE between structure and spectrum embeddings
     content: float = 1.0  # element content (KL divergence of fractions), both sides
     defects: float = 0.5  # defect BCE, both sides
     max_envs: int = 256  # environments per step in the embedding losses (random subset)
+
+    def __post_init__(self) -> None:
+        if self.tier_scales not in ("own", "base"):
+            raise ValueError(f"loss.tier_scales must be 'own' or 'base', got {self.tier_scales!r}")
 
 
 @dataclass

@@ -173,12 +173,19 @@ def generated_batch(pool: GraphList, step: int, batch_size: int, seed: int):
     return Batch.from_data_list([pool[i] for i in idx])
 
 
-def masked_moments(dataset: Dataset, y_key: str, mask_key: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+def masked_moments(
+    dataset: Dataset, y_key: str, mask_key: str, tier_row: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
     """Per channel and energy, over every row of ``y_key`` ``[n, C, K]`` where ``mask_key`` ``[n, C]`` holds:
-    counts ``[C]``, mean ``[C, K]`` and variance ``[C, K]`` (float64); None for an empty dataset."""
+    counts ``[C]``, mean ``[C, K]`` and variance ``[C, K]`` (float64); None for an empty dataset.
+    ``tier_row``: read row ``tier_row`` of tier-stacked fields (``[n, T, C, K]``, ``[n, T, C]``)."""
     s1 = s2 = n = None
     for g in dataset:
+        if tier_row is not None and y_key not in g:
+            continue
         y, m = g[y_key].double(), g[mask_key].to(torch.float64)
+        if tier_row is not None:
+            y, m = y[:, tier_row], m[:, tier_row]
         a, b, c = (y * m[..., None]).sum(0), (y.pow(2) * m[..., None]).sum(0), m.sum(0)
         s1, s2, n = (a, b, c) if s1 is None else (s1 + a, s2 + b, n + c)
     if s1 is None:
@@ -187,12 +194,18 @@ def masked_moments(dataset: Dataset, y_key: str, mask_key: str) -> tuple[torch.T
     return n, mean, s2 / n.clamp(min=1.0)[:, None] - mean.pow(2)
 
 
-def channel_scales(dataset: Dataset, n_channels: int) -> torch.Tensor:
+def channel_scales(dataset: Dataset, n_channels: int, tier_row: int | None = None) -> torch.Tensor:
     """``[C]``: 1 / the mean squared deviation of each channel's site spectra from their mean spectrum.
 
-    Channels without spectra (or with constant spectra) get 1.
+    Channels without spectra (or with constant spectra) get 1. ``tier_row``: the same for the
+    site spectra of a further FEFF tier (row ``tier_row`` of ``site_y_tiers``), so each tier's
+    loss is weighed by its own spread: the scf tier's TM L2,3 spectra, with their white lines,
+    vary 50-65 times as much as the fast tier's and would otherwise drown its other channels.
     """
-    moments = masked_moments(dataset, K.SITE_Y, K.SITE_Y_MASK)
+    if tier_row is None:
+        moments = masked_moments(dataset, K.SITE_Y, K.SITE_Y_MASK)
+    else:
+        moments = masked_moments(dataset, K.SITE_Y_TIERS, K.SITE_Y_TIERS_MASK, tier_row)
     if moments is None:
         return torch.ones(n_channels)
     counts, _, var = moments

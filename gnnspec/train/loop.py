@@ -106,7 +106,14 @@ class Trainer:
             model.encoder.set_input_statistics(mean, std)
         self.model = model.to(self.device)
         self.channel_scale = channel_scales(splits["train"], len(model.cfg.channels))
-        self.objective = Objective(self.model, cfg, self.channel_scale).to(self.device)
+        n_ch = len(model.cfg.channels)
+        # each further tier's loss weighed by its own spread per channel (loss.tier_scales: own), or by the base tier's
+        self.tier_channel_scale = (
+            torch.stack([channel_scales(splits["train"], n_ch, t) for t in range(len(model.cfg.tiers) - 1)])
+            if cfg.loss.tier_scales == "own" and len(model.cfg.tiers) > 1
+            else None
+        )
+        self.objective = Objective(self.model, cfg, self.channel_scale, self.tier_channel_scale).to(self.device)
         self.ddp = (
             DistributedDataParallel(
                 self.objective,
@@ -131,7 +138,7 @@ class Trainer:
         )
         self.ema = EMA(self.model, o.ema_decay) if o.ema_decay > 0 else None
         self.eval_model = self.ema.module if self.ema is not None else self.model
-        self.eval_objective = Objective(self.eval_model, cfg, self.channel_scale).to(self.device)
+        self.eval_objective = Objective(self.eval_model, cfg, self.channel_scale, self.tier_channel_scale).to(self.device)
         self.use_amp = cfg.amp and self.device.type == "cuda"
         self.epoch, self.step, self.batch_in_epoch, self.best = 0, 0, 0, None
         self.board = Board(self.run_dir / "tb", enabled=self.info.is_main)

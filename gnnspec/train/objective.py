@@ -33,7 +33,9 @@ from gnnspec.train.losses import content_loss, defect_loss, info_nce, spectra_lo
 class Objective(nn.Module):
     """Wraps the joint model; ``forward`` computes every weighted loss term of one step."""
 
-    def __init__(self, model: nn.Module, cfg: TrainConfig, channel_scale: torch.Tensor | None = None):
+    def __init__(self, model: nn.Module, cfg: TrainConfig, channel_scale: torch.Tensor | None = None, tier_channel_scale: torch.Tensor | None = None):
+        """``channel_scale [C]``: per-channel weights of the base tier's spectra loss;
+        ``tier_channel_scale [T - 1, C]``: those of each further tier (default: the base tier's)."""
         super().__init__()
         self.model = model
         self.cfg = cfg
@@ -41,6 +43,9 @@ class Objective(nn.Module):
         self.eels = eels_channels(model.cfg.channels)  # plain attribute (CPU): no buffer for DDP to broadcast
         scale = torch.ones(len(model.cfg.channels)) if channel_scale is None else channel_scale.float()
         self.register_buffer("channel_scale", scale, persistent=False)
+        n_extra = len(model.cfg.tiers) - 1
+        tier_scale = scale.expand(n_extra, -1).clone() if tier_channel_scale is None else tier_channel_scale.float()
+        self.register_buffer("tier_channel_scale", tier_scale, persistent=False)
         self.register_buffer("element_index", channel_element_index(model.cfg.channels), persistent=False)
 
     def forward(self, batch, generated=None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -66,7 +71,11 @@ class Objective(nn.Module):
                 continue
             tout = self.model.tier_spectra(out, batch, sites, t)
             l_tier, _, _ = spectra_loss(
-                tout["spectra"].float(), batch[K.SITE_Y_TIERS][sites, t - 1].float(), tier_mask[sites] & tout["spectra_mask"], w.derivative, self.channel_scale
+                tout["spectra"].float(),
+                batch[K.SITE_Y_TIERS][sites, t - 1].float(),
+                tier_mask[sites] & tout["spectra_mask"],
+                w.derivative,
+                self.tier_channel_scale[t - 1],
             )
             logs[f"spectra_{tier}"] = l_tier.detach()
             loss = loss + w.spectra * w.tier_weight * l_tier
