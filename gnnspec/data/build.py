@@ -437,7 +437,10 @@ def build_dataset(
     try:
         while feff_queue or to_generate or in_flight:
             while len(in_flight) < max_in_flight and (feff_queue or to_generate):
-                want_structure = to_generate and (len(feff_queue) < 2 * max_in_flight) and (generating < 1 or structures_only)
+                # a new structure's base-tier runs come before any extra-tier run: generate the next
+                # structure as soon as the queue runs short or holds only extra-tier runs
+                base_ahead = bool(feff_queue) and feff_queue[0][2] == cfg.preset
+                want_structure = to_generate and (len(feff_queue) < 2 * max_in_flight or not base_ahead) and (generating < 1 or structures_only)
                 if want_structure or not feff_queue:
                     if not to_generate:
                         break
