@@ -255,6 +255,37 @@ def test_a_noisy_thick_measurement_of_a_training_like_spectrum_is_in_distributio
     assert "noise" not in clean["resolution"] and clean["validation_p01"] == pytest.approx(clean_p01, abs=1e-3)
 
 
+def test_reconstruction_flags_a_spectrum_placed_among_environments_that_look_different():
+    """Two kinds of training environment (embeddings near a or b, spectra of shape A or B): a
+    spectrum of shape A embedded near a reconstructs; the same spectrum embedded near b (the
+    encoder fooled) does not, though every training spectrum of shape A would pass the channel check."""
+    from gnnspec.analysis.reconstruction import ReconstructionSupport
+
+    rng = np.random.default_rng(5)
+    name = "Ni-L23-eels"
+    e = np.linspace(0.0, 60.0, 121)
+    shape = {"A": lambda c: 1 + 5 * np.exp(-0.5 * ((e - c) / 1.5) ** 2), "B": lambda c: 1 + 2 * np.exp(-0.5 * ((e - 40 - c) / 6.0) ** 2)}
+    axis = {"A": np.eye(8)[0], "B": np.eye(8)[1]}
+
+    def envs(n):
+        kinds = rng.choice(["A", "B"], size=n)
+        emb = np.array([axis[k] + 0.05 * rng.standard_normal(8) for k in kinds])
+        x = np.zeros((n, 1, e.size))
+        for i, k in enumerate(kinds):
+            x[i, 0] = shape[k](10 + rng.standard_normal())
+        return emb, x, np.ones((n, 1), dtype=bool)
+
+    support = ReconstructionSupport.fit(envs(400), envs(200), [name])
+    query = {name: shape["A"](10.3)}
+    right = support.check(axis["A"][None], query)[name]
+    wrong = support.check(axis["B"][None], query)[name]
+    assert right["in_distribution"] and right["reconstruction_correlation"] > 0.99
+    assert not wrong["in_distribution"] and wrong["reconstruction_correlation"] < right["threshold"]
+    again = ReconstructionSupport.from_arrays(support.arrays(), [name])
+    assert again.check(axis["B"][None], query) == support.check(axis["B"][None], query)
+    assert ReconstructionSupport.from_arrays({}, [name]) is None
+
+
 def test_query_resolution_sources():
     from gnnspec.analysis.commands import query_resolution
     from gnnspec.errors import InputError

@@ -145,7 +145,13 @@ def test_calibrate_covers_both_ways_of_querying_a_quantified_model(trained, stru
     channels = answer["support"]["channels"]
     assert channels
     assert set(channels) == set(json.loads(spectra.read_text())["channels"]) & set(report["support"]["channels_validation_p01_correlation"])
-    assert answer["support"]["in_distribution"] == (answer["support"]["embedding_in_distribution"] and all(c["in_distribution"] for c in channels.values()))
+    reconstruction = answer["support"]["reconstruction"]  # the training environments it is placed among, compared with it
+    assert set(reconstruction) == set(channels) and all(c["reconstruction_correlation"] is not None for c in reconstruction.values())
+    assert answer["support"]["in_distribution"] == (
+        answer["support"]["embedding_in_distribution"]
+        and all(c["in_distribution"] for c in channels.values())
+        and all(c["in_distribution"] for c in reconstruction.values())
+    )
     # what calibrate fitted lives inside the model file: a copy of the file alone answers the same
     assert not (tmp_path / "model.uncertainty.npz").exists() and not (tmp_path / "model.support.npz").exists()
     moved = tmp_path / "elsewhere"

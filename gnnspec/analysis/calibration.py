@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from gnnspec.analysis.attached import ENSEMBLE, SUPPORT, read_arrays, write_arrays
+from gnnspec.analysis.reconstruction import ReconstructionSupport
 from gnnspec.analysis.support import QUANTIFIED_INPUTS, ChannelSupport, TrainingSupport
 from gnnspec.analysis.uncertainty import PropertyEnsemble, calibrate, fit_ensemble
 from gnnspec.structures.environments import DEFECTS
@@ -157,7 +158,13 @@ def calibrate_model(model: Any, model_path: Path, data: str | None = None, membe
     write_arrays(model_path, ENSEMBLE, ens.arrays())
     support = TrainingSupport.fit(e_tr, e_va)
     channels = ChannelSupport.fit(table_channel_spectra(model, train), table_channel_spectra(model, val))
-    write_arrays(model_path, SUPPORT, support.arrays(quantified_support, channels))
+    rows = {"train": train.with_spectra, "val": val.with_spectra}
+    reconstruction = ReconstructionSupport.fit(
+        (e_tr, train.x[rows["train"]].double().cpu().numpy(), train.mask[rows["train"]].cpu().numpy()),
+        (e_va, val.x[rows["val"]].double().cpu().numpy(), val.mask[rows["val"]].cpu().numpy()),
+        model.cfg.channels,
+    )
+    write_arrays(model_path, SUPPORT, {**support.arrays(quantified_support, channels), **reconstruction.arrays()})
     structure = _save_structure_support(model, model_path, structure_support_entry(model, train, val, data))
     report = {
         "model": Path(model_path).name,
@@ -236,7 +243,10 @@ def spectra_support(
     Both checks of :mod:`gnnspec.analysis.support`: the spectrum embedding's nearest training
     cosine (``embedding_in_distribution``) and, per channel (``channels``), the nearest training
     spectrum of that channel, compared at the measurement's ``resolution`` (``{channel: FWHM eV}``).
-    ``in_distribution`` is true only when both pass; ``why`` names the foreign channels.
+    A support calibrated since the reconstruction check also holds ``reconstruction``: per channel,
+    whether the training environments nearest to the query in the embedding space have spectra
+    like it (:mod:`gnnspec.analysis.reconstruction`, at the same resolution, thickness and noise).
+    ``in_distribution`` is true only when every check passes; ``why`` names the foreign channels.
     ``embedding``: the query's ``[1, dim]`` embedding, when the caller has it already. ``coverage``:
     ``{channel: bool [K]}``, the grid energies a partial window measured (:func:`gnnspec.spectra.grid_coverage`;
     default: from ``spectra``'s own energies): each channel is compared on those. ``thickness``:
@@ -264,6 +274,14 @@ def spectra_support(
     verdict["embedding_in_distribution"] = verdict["in_distribution"]
     verdict["channels"] = per_channel
     verdict["in_distribution"] = verdict["in_distribution"] and not foreign
+    reconstruction = ReconstructionSupport.from_arrays(support_arrays, model.cfg.channels)
+    unlike: list[str] = []
+    if reconstruction is not None:  # the training environments the encoder places it among: do they look like it?
+        alone = embedding if quantification is None else model.embed_spectra(spectra, None, coverage)[None, :]
+        rows = {name: x[0, model.cfg.channels.index(name)].cpu().numpy() for name in spectra}
+        verdict["reconstruction"] = reconstruction.check(alone, rows, resolution, thickness, covered)
+        unlike = [name for name, c in verdict["reconstruction"].items() if not c["in_distribution"]]
+        verdict["in_distribution"] = verdict["in_distribution"] and not unlike
     if foreign:
         noisy = [name for name in foreign if "why" in per_channel[name]]
         far = [name for name in foreign if name not in noisy]
@@ -275,6 +293,12 @@ def spectra_support(
                 "than twice the distance of 99 % of held-out simulated spectra measured like it",
             )
         verdict["why"] = "; ".join(reasons)
+    if unlike:
+        reason = (
+            f"{', '.join(unlike)}: the training environments nearest to it in the embedding space have spectra further "
+            "from it than twice the distance held-out simulated spectra have from theirs (reconstruction check)"
+        )
+        verdict["why"] = f"{verdict['why']}; {reason}" if verdict.get("why") else reason
     return verdict
 
 
