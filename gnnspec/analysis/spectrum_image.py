@@ -83,17 +83,18 @@ def map_spectrum_image(
     for index in np.ndindex(*shape):
         where = f"{si_path} pixel {index}"
         record: dict = {"pixel": list(index)}
-        e = energy
+        e, fwhm = energy, None
         try:
             if zero_loss is not None:
                 fit = fit_zero_loss(zlp_energy, zlp_data[index], source=f"{zero_loss} pixel {index}")
-                e = energy - fit.centre
+                e, fwhm = energy - fit.centre, fit.fwhm
                 arrays["zero_loss_centre_eV"][index], arrays["zero_loss_fwhm_eV"][index] = fit.centre, fit.fwhm
             edges, skipped = cut_survey(e, data[index], source=where, modality="eels")
             spectra = {name: edge.spectrum() for name, edge in edges.items() if name in model.cfg.channels}
             if not spectra:
                 raise InputError(f"{where}: no edge of the model's channels found ({'; '.join(skipped.values()) or 'none in range'})")
-            result = infer_with_uncertainty(model, model_path, spectra)
+            # the pixel's own zero-loss FWHM is the resolution its support check compares at
+            result = infer_with_uncertainty(model, model_path, spectra, resolution=None if fwhm is None else {name: fwhm for name in spectra})
         except InputError as exc:
             record["error"] = str(exc)
             pixels.append(record)
