@@ -34,7 +34,7 @@ test: install lint
 test-all: install
 	$(PY) -m pytest -q
 
-## train on the shipped dataset: gpu.yaml with CUDA, cpu.yaml (about 28 min on 2 cores) otherwise
+## train on the shipped dataset: gpu.yaml with CUDA, cpu.yaml (about 55 min on 2 cores) otherwise
 train: install
 	@CFG="$(CONFIG)"; \
 	if [ -z "$$CFG" ]; then CFG=$$($(PY) -c "import torch; print('train_configs/gpu.yaml' if torch.cuda.is_available() else 'train_configs/cpu.yaml')"); fi; \

@@ -91,13 +91,13 @@ def test_infer_moves_an_absolute_mn_k_spectrum_by_the_offset(tmp_path):
     ch = CHANNELS["Mn-K-xas"]
     e = np.linspace(ch.grid[0] - 20, ch.grid[-1] + 20, 400)
     y = 1 / (1 + np.exp(-(e - ch.edge_energy - 8.0) / 1.5)) + 0.3 * np.exp(-0.5 * ((e - ch.edge_energy - 15.0) / 3.0) ** 2)
-    offset = read_edge_offsets()[("Mn-K-xas", "fast")].offset_eV  # the shipped model's encoder learned the fast tier
+    offset = read_edge_offsets()[("Mn-K-xas", "scf")].offset_eV  # the shipped model's encoder learned the scf tier
     write_spectra(tmp_path / "abs.json", {"Mn-K-xas": Spectrum("Mn-K-xas", e, y)}, {"channels": {"Mn-K-xas": {"energy": {"mode": "absolute"}}}})
     write_spectra(tmp_path / "feff.json", {"Mn-K-xas": Spectrum("Mn-K-xas", e - offset, y)})
     assert main(["infer", str(tmp_path / "abs.json"), "--out", str(tmp_path / "a.json")]) == 0
     assert main(["infer", str(tmp_path / "feff.json"), "--out", str(tmp_path / "b.json")]) == 0
     a, b = json.loads((tmp_path / "a.json").read_text()), json.loads((tmp_path / "b.json").read_text())
-    assert a["energy_scale"]["encoder_tier"] == "fast"
+    assert a["energy_scale"]["encoder_tier"] == "scf"
     assert a["energy_scale"]["channels"]["Mn-K-xas"]["shift_eV"] == pytest.approx(-offset)
     assert b["energy_scale"]["channels"]["Mn-K-xas"]["shift_eV"] == 0.0
     assert a["element_content"] == pytest.approx(b["element_content"], abs=1e-6)

@@ -45,7 +45,7 @@ def test_unknown_config_key_is_rejected(tmp_path):
 def test_set_overrides_are_typed_and_checked_like_the_file(tmp_path, capsys):
     from gnnspec.cli import main
 
-    cpu = CONFIGS[0].parent / "cpu_multifidelity.yaml"
+    cpu = CONFIGS[0].parent / "cpu.yaml"
     cfg = load_train_config(cpu, ["model.tiers=[scf]", "align.epochs=0", "max_minutes=null", "augment.instrument.counts=[10, 20]"])
     assert cfg.model.tiers == ["scf"] and cfg.align.epochs == 0 and cfg.max_minutes is None
     assert list(cfg.augment.instrument.counts) == [10.0, 20.0]
