@@ -55,3 +55,17 @@ def test_a_new_model_is_scored_beside_the_stored_feff_rows():
     assert "forward model" not in methods or model_label(model) == "forward model"
     assert methods.count("FEFF scf") == 1 and methods.count(model_label(model)) == sum(len(v) for v in MEASURED.values())
     assert model_label(model) in result["valence_order"]
+
+
+@pytest.mark.skipif(not (REFERENCE_DIR.parent / "experimental_eels_nmc").is_dir(), reason="shared/data/experimental_eels_nmc is absent")
+def test_the_shared_eels_goes_through_convert_and_infer_into_the_measured_report():
+    from gnnspec.bench.measured import render_eels, shared_eels_answer
+    from gnnspec.models.factory import DEFAULT_MODEL
+
+    answer = shared_eels_answer(DEFAULT_MODEL)
+    s = answer["support"]
+    assert set(s["channels"]) == {"O-K-eels", "Mn-L23-eels", "Ni-L23-eels"}
+    assert s["in_distribution"] is False  # the white lines of a measurement still sit further than held-out simulations
+    text = "\n".join(render_eels(answer))
+    assert "**out of distribution**" in text and "| Mn-L23-eels |" in text and "| antisite |" in text
+    assert render_eels(None) == []

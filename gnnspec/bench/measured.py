@@ -230,7 +230,67 @@ def render(result: dict, caption: str) -> str:
     for source, edges in result["measured_edges_eV"].items():
         lines.append(f"- measured ({source}): " + ", ".join(f"{k} {v:.1f}" for k, v in edges.items()))
     lines += render_offsets(result)
+    lines += render_eels(result.get("shared_eels"))
     return "\n".join(lines) + "\n"
+
+
+#: The shared NMC STEM-EELS (beside the references): edge files and the zero-loss spectrum.
+EELS_DIR = REFERENCE_DIR.parent / "experimental_eels_nmc"
+EELS_INPUTS = (("oxygen_edge.msa", "O-K-eels"), ("Mn_edge.msa", "Mn-L23-eels"), ("Ni_edge.msa", "Ni-L23-eels"))
+
+
+def shared_eels_answer(model_path) -> dict | None:
+    """The shared NMC EELS through ``gnnspec convert`` (zero-loss calibrated; its low loss, for the
+    resolution and t/lambda) and ``gnnspec infer`` with the model at ``model_path``, as a user runs
+    them: the answer's support verdict, per-channel similarities, defects and spreads. None when
+    the shared data are absent."""
+    from gnnspec.cli import main as cli
+
+    if not EELS_DIR.is_dir():
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        converted, answer = Path(tmp) / "nmc.json", Path(tmp) / "answer.json"
+        inputs = [f"{EELS_DIR / name}:{channel}" for name, channel in EELS_INPUTS]
+        zlp = str(EELS_DIR / "zero_loss.msa")
+        if cli(["convert", *inputs, "--zero-loss", zlp, "--low-loss", zlp, "--out", str(converted)]) != 0:
+            raise RuntimeError("gnnspec convert failed on the shared NMC EELS")
+        if cli(["infer", str(converted), "--model", str(model_path), "--out", str(answer)]) != 0:
+            raise RuntimeError("gnnspec infer failed on the shared NMC EELS")
+        return json.loads(answer.read_text())
+
+
+def render_eels(answer: dict | None) -> list[str]:
+    """The shared-EELS section of ``benchmarks/measured.md``."""
+    if answer is None:
+        return []
+    s = answer["support"]
+    lines = [
+        "",
+        "## The shared NMC STEM-EELS through convert and infer",
+        "",
+        f"O K, Mn L2,3 and Ni L2,3 EELS of `shared/data/experimental_eels_nmc` (`gnnspec convert` with its zero-loss "
+        f"spectrum as `--zero-loss` and `--low-loss`, then `gnnspec infer`; encoder tier {answer['energy_scale']['encoder_tier']}). "
+        f"Verdict: **{'in distribution' if s['in_distribution'] else 'out of distribution'}**"
+        + (f" ({s['why']})" if s.get("why") else "")
+        + f". Embedding: nearest training cosine {s['nearest_training_cosine']:.3f} against a validation 1st percentile of "
+        f"{s['validation_p01']:.3f}.",
+        "",
+        "| channel | noise-to-signal | nearest training correlation | threshold | reconstruction correlation | threshold |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, c in s.get("channels", {}).items():
+        r = (s.get("reconstruction") or {}).get(name) or {}
+        rc = r.get("reconstruction_correlation")
+        lines.append(
+            f"| {name} | {c.get('noise_to_signal', float('nan')):.3f} | {c['nearest_training_correlation']:.3f} | {c['threshold']:.3f} | "
+            + (f"{rc:.3f} | {r['threshold']:.3f} |" if rc is not None else "- | - |")
+        )
+    e = answer.get("encoder_ensemble") or {}
+    lines += ["", "| defect | probability (calibrated heads) | head bootstrap spread | encoder ensemble mean | its calibrated spread |", "| --- | --- | --- | --- | --- |"]
+    for d, p in answer["defects"].items():
+        std = (answer.get("uncertainty") or {}).get("defects_std", {}).get(d, float("nan"))
+        lines.append(f"| {d} | {p:.3f} | {std:.3f} | {e.get('defects', {}).get(d, float('nan')):.3f} | {e.get('defects_spread', {}).get(d, float('nan')):.3f} |")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -251,15 +311,17 @@ def main(argv: list[str] | None = None) -> int:
             from gnnspec.models.factory import load_model
 
             result = with_model_rows(result, load_model(args.model))
+            result["shared_eels"] = shared_eels_answer(args.model)
             caption = args.caption or f"FEFF rows of {args.from_json}; forward-model rows of {args.model} at commit {commit}"
             Path(args.out).with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     else:
         if not REFERENCE_DIR.is_dir():
             print(f"no measured references at {REFERENCE_DIR}", file=sys.stderr)
             return 2
-        from gnnspec.models.factory import load_model
+        from gnnspec.models.factory import load_model, model_path
 
         result = measured_benchmark(load_model(args.model))
+        result["shared_eels"] = shared_eels_answer(model_path(args.model))
         caption = args.caption or f"python -m gnnspec.bench.measured at commit {commit}"
         Path(args.out).with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     Path(args.out).write_text(render(result, caption))
@@ -274,3 +336,4 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
