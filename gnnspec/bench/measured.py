@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -242,21 +243,24 @@ EELS_INPUTS = (("oxygen_edge.msa", "O-K-eels"), ("Mn_edge.msa", "Mn-L23-eels"), 
 def shared_eels_answer(model_path) -> dict | None:
     """The shared NMC EELS through ``gnnspec convert`` (zero-loss calibrated; its low loss, for the
     resolution and t/lambda) and ``gnnspec infer`` with the model at ``model_path``, as a user runs
-    them: the answer's support verdict, per-channel similarities, defects and spreads. None when
-    the shared data are absent."""
-    from gnnspec.cli import main as cli
-
+    them (the command line in a child process: the bench sits below the CLI): the answer's support
+    verdict, per-channel similarities, defects and spreads. None when the shared data are absent."""
     if not EELS_DIR.is_dir():
         return None
     with tempfile.TemporaryDirectory() as tmp:
         converted, answer = Path(tmp) / "nmc.json", Path(tmp) / "answer.json"
         inputs = [f"{EELS_DIR / name}:{channel}" for name, channel in EELS_INPUTS]
         zlp = str(EELS_DIR / "zero_loss.msa")
-        if cli(["convert", *inputs, "--zero-loss", zlp, "--low-loss", zlp, "--out", str(converted)]) != 0:
-            raise RuntimeError("gnnspec convert failed on the shared NMC EELS")
-        if cli(["infer", str(converted), "--model", str(model_path), "--out", str(answer)]) != 0:
-            raise RuntimeError("gnnspec infer failed on the shared NMC EELS")
+        run_cli("convert", *inputs, "--zero-loss", zlp, "--low-loss", zlp, "--out", str(converted))
+        run_cli("infer", str(converted), "--model", str(model_path), "--out", str(answer))
         return json.loads(answer.read_text())
+
+
+def run_cli(*args: str) -> None:
+    """``gnnspec ARGS`` in a child process with this interpreter; its error message when it fails."""
+    done = subprocess.run([sys.executable, "-m", "gnnspec", *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"gnnspec {args[0]} failed on the shared NMC EELS: {done.stderr.strip()[-2000:]}")
 
 
 def render_eels(answer: dict | None) -> list[str]:
