@@ -31,12 +31,20 @@ def setup(tmp_path_factory):
 
 
 def brute_force_hit_at_1(
-    model, lib: Library, data, split: str, quantified: bool = False, centre_known: bool = False, k_factors: dict | None = None
+    model,
+    lib: Library,
+    data,
+    split: str,
+    quantified: bool = False,
+    centre_known: bool = False,
+    k_factors: dict | None = None,
+    env_spectra: np.ndarray | None = None,
 ) -> tuple[float, int]:
     """The same number computed the long way: exact cosine search over the stored vectors
     (``quantified``: each query with its environment's exact elemental quantification;
     ``centre_known``: only entries centred on the query's centre element; ``k_factors``: each
-    query with the amounts computed here from its own raw site spectra)."""
+    query with the amounts computed here from its own raw site spectra; ``env_spectra``: every
+    environment's spectra [n, C, K] in dataset order, used in place of FEFF's on FEFF's channels)."""
     from gnnspec.quantification.intensities import environment_amounts, site_integrals
 
     vectors = np.asarray(lib.vectors, dtype=np.float64)
@@ -45,11 +53,14 @@ def brute_force_hit_at_1(
     defects = np.array([[float(e["defects"][d]) for d in DEFECTS] for e in entries])
     ds = LMDBStructureDataset(data, split)
     hits = []
+    row = 0
     for i in range(len(ds)):
         g = ds[i]
+        y = g.env_y.double().numpy() if env_spectra is None else env_spectra[row : row + g.env_y.shape[0]]
+        row += g.env_y.shape[0]
         integrals = site_integrals(ds.raw_runs(i)) if k_factors is not None else None
         for e in np.nonzero(g.env_y_mask.numpy().any(1))[0]:
-            spectra = {name: g.env_y[e, c].double().numpy() for c, name in enumerate(ds.channels) if g.env_y_mask[e, c]}
+            spectra = {name: y[e, c] for c, name in enumerate(ds.channels) if g.env_y_mask[e, c]}
             quant = dict(zip(CONTENT_ELEMENTS, g.env_content[e].tolist())) if quantified else None
             if k_factors is not None:
                 quant = environment_amounts(integrals, g.env_member_index[g.env_member_env == e].numpy(), spectra, k_factors)
@@ -172,3 +183,30 @@ def test_queries_can_carry_the_quantification_their_own_intensities_hold(setup, 
     # both sources at once are refused
     assert main([*argv, "--intensity-quantification", str(tmp_path / "k.json"), "--quantification-error", "0.1"]) == 2
     assert "not both" in capsys.readouterr().err
+
+
+def test_queries_can_carry_the_forward_models_spectra(setup, tmp_path):
+    """``--spectra model``: the same environments and channels as FEFF's, with the model's own
+    spectra (what an encoder aligned on a forward-model tier learned); ``auto`` keeps FEFF's for
+    a model whose encoder learned FEFF's."""
+    from gnnspec.models.environment_table import simulated_set
+
+    s = setup
+    argv = ["library", "evaluate", str(s["lib"]), "--data", str(s["data"]), "--split", "test", "--model", str(s["ckpt"])]
+    reports = {}
+    for choice in ("auto", "model"):
+        out = tmp_path / f"{choice}.json"
+        assert main([*argv, "--spectra", choice, "--out", str(out)]) == 0
+        reports[choice] = json.loads(out.read_text())
+    assert reports["auto"]["query_spectra"] == "FEFF (dataset base tier)"
+    assert reports["model"]["query_spectra"] == "forward model, tier fast"
+    assert reports["model"]["queries"] == reports["auto"]["queries"]
+    lib = Library.open(s["lib"], model=s["ckpt"])
+    ds = LMDBStructureDataset(s["data"], "test", cutoff=lib.model.cfg.backbone.cutoff, channels=lib.model.cfg.channels)
+    predicted = simulated_set(lib.model, ds, "fast").y
+    expected, _ = brute_force_hit_at_1(lib.model, lib, s["data"], "test", env_spectra=predicted)
+    assert reports["model"]["hit@1"] == pytest.approx(expected)
+    feff, _ = brute_force_hit_at_1(lib.model, lib, s["data"], "test")
+    assert reports["auto"]["hit@1"] == pytest.approx(feff)
+    first, present = ds[0].env_y.double().numpy(), ds[0].env_y_mask.numpy()
+    assert not np.allclose(predicted[: len(first)][present], first[present])  # the model's spectra, not FEFF's

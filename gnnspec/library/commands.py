@@ -67,7 +67,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     i.set_defaults(func=_info)
     e = lsub.add_parser(
         "evaluate",
-        help="label-match hit@k of the library for the FEFF spectra of a dataset",
+        help="label-match hit@k of the library for the spectra of a dataset's environments",
         description="Query LIB with the spectra of every environment of a gnnspec LMDB dataset (embedded by the library's "
         "model) and report how often the retrieved environment shares the query's labels: the same defect labels and "
         "element content within 0.05. For an honest number, use structures the model and library never saw.",
@@ -101,6 +101,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "gnnspec data k-factors on the shipped train split)",
     )
     e.add_argument(
+        "--spectra",
+        choices=("auto", "feff", "model"),
+        default="auto",
+        help="the queries' spectra: the dataset's FEFF spectra (feff), or the model's forward-model spectra of the same "
+        "environments in the tier its encoder learned from (model); auto (default): model when the encoder learned a "
+        "forward-model tier, else feff",
+    )
+    e.add_argument(
         "--centre-known",
         action="store_true",
         help="restrict each query's hits to environments centred on the query's own centre element (gnnspec query --centre)",
@@ -111,14 +119,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=lambda args: p.print_help() or 2)
 
 
-def _progress(label: str):
+def _progress(label: str, unit: str = "structures"):
     state = {"last": -1}
 
     def report(done: int, total: int) -> None:
         tenth = 10 * done // max(total, 1)
         if tenth != state["last"] or done == total:
             state["last"] = tenth
-            print(f"{label}: {done}/{total} structures", file=sys.stderr, flush=True)
+            print(f"{label}: {done}/{total} {unit}", file=sys.stderr, flush=True)
 
     return report
 
@@ -223,14 +231,16 @@ def _evaluate(args: argparse.Namespace) -> int:
         split=args.split,
         k=args.k,
         pool=args.pool,
-        progress=_progress("queries"),
+        progress=_progress("queries", "environments"),
         quantification_error=args.quantification_error,
         centre_known=args.centre_known,
         intensity_k_factors=_k_factors_path(args.intensity_quantification),
+        spectra=args.spectra,
     )
     k = r["k"]
     print(f"library      {r['library']} ({r['library_entries']} entries)")
     print(f"queries      {r['queries']} environments of {r['query_structures']} structures ({r['data']}, split {r['split']})")
+    print(f"spectra      {r['query_spectra']}")
     if r["query_structures_in_library"]:
         print(f"WARNING      {r['query_structures_in_library']} query structures are in the library: not an unseen check")
     print(f"match        same defect labels, element content within {r['content_tol']}")

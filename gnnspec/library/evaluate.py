@@ -27,17 +27,27 @@ own centre element (``gnnspec query --centre``), as when a user asks which envir
 element explain the spectra.
 The honest check queries structures that neither the model nor the library has seen, so the
 report also counts query structures the library already holds (by structure hash).
+
+Which spectra a query carries (``spectra``): ``feff``, the dataset's FEFF spectra in its base
+tier; ``model``, the library model's forward-model spectra of the same environments and channels
+in the tier its encoder learned from (``encoder_spectra_tier``, else its base tier), as the
+calibration and the benchmarks score such a model (the dataset's higher tiers cover only sampled
+sites); ``auto`` (default): ``model`` when the encoder learned a forward-model tier, else
+``feff``. The intensity quantification always comes from the FEFF runs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from ase.data import chemical_symbols
 
+from gnnspec.channels import CHANNELS
+from gnnspec.data.environment_set import EnvironmentSet
 from gnnspec.data.store import DATA_FILE
 from gnnspec.errors import InputError
 from gnnspec.labels import CONTENT_ELEMENTS, DEFECTS
@@ -45,11 +55,21 @@ from gnnspec.library.build import source_kind
 from gnnspec.library.consensus import check_ranking, entry_labels, pool_size
 from gnnspec.library.library import Library
 from gnnspec.library.store import structure_hash
-from gnnspec.quantification import perturb_amounts
-from gnnspec.quantification.intensities import environment_amounts, site_integrals
+from gnnspec.models.environment_table import simulated_set
 from gnnspec.quantification.k_factors import read_k_factors
 from gnnspec.scoring import hit_rates
 from gnnspec.structures.environments import CONTENT_TOL, labels_match
+
+#: sources of the query spectra (module docstring)
+QUERY_SPECTRA = ("auto", "feff", "model")
+
+
+def query_source(model, spectra: str = "auto") -> tuple[str, str | None]:
+    """(``feff`` or ``model``, the forward-model tier or None) of a ``spectra`` choice for ``model``."""
+    learned = getattr(model, "encoder_spectra_tier", None)
+    if spectra == "feff" or (spectra == "auto" and learned is None):
+        return "feff", None
+    return "model", learned or model.cfg.tiers[0]
 
 
 def defect_class(defects: np.ndarray) -> str:
@@ -106,6 +126,7 @@ def evaluate_library(
     quantification_error: float | None = None,
     centre_known: bool = False,
     intensity_k_factors: str | Path | None = None,
+    spectra: str = "auto",
 ) -> dict:
     """Label-match retrieval report of ``lib`` for the environments of dataset ``data`` (module docstring)."""
     from gnnspec.data import schema
@@ -121,50 +142,54 @@ def evaluate_library(
     generator = torch.Generator().manual_seed(0)  # the same draws every run
     schema.check_split(split)
     k_factors = None if intensity_k_factors is None else read_k_factors(intensity_k_factors)
-    log_errors: list[np.ndarray] = []
     if source_kind(data) != "lmdb":
         raise InputError(f"{data}: not a gnnspec LMDB dataset (no {DATA_FILE})")
-    ds = LMDBStructureDataset(data, split, channels=lib.model.cfg.channels)
+    if spectra not in QUERY_SPECTRA:
+        raise InputError(f"unknown query spectra {spectra!r}: expected one of {', '.join(QUERY_SPECTRA)}")
+    model = lib.model
+    ds = LMDBStructureDataset(data, split, cutoff=model.cfg.backbone.cutoff, channels=model.cfg.channels)
     if len(ds) == 0:
         raise InputError(f"{data}: no structures{'' if split is None else f' in the {split} split'}")
-    model, known = lib.model, lib.structure_hashes()
+    try:
+        envs = EnvironmentSet.from_dataset(ds, k_factors)
+    except KeyError as exc:  # a channel of the data without a k-factor
+        raise InputError(f"{data} with {intensity_k_factors}: {exc.args[0]}") from None
+    source, tier = query_source(model, spectra)
+    if source == "model":  # the same environments and channels, with the forward model's spectra
+        envs = replace(envs, y=simulated_set(model, ds, tier).y)
+    queries = envs.with_spectra
+    if k_factors is not None:
+        amounts = envs.amounts("intensities")
+    elif quantification_error is not None:
+        amounts = envs.rows(queries).amounts("perturbed", quantification_error, generator)
+        amounts = dict(zip(queries.tolist(), amounts))
+    known = lib.structure_hashes()
+    overlap = sum(structure_hash(ds.record(i)["structure"]) in known for i in range(len(ds)))
     rows: list[dict] = []
-    overlap = 0
-    for i in range(len(ds)):
-        g, rec = ds[i], ds.record(i)
-        overlap += structure_hash(rec["structure"]) in known
-        y, mask = g.env_y.double().numpy(), g.env_y_mask.numpy()
-        centres = g.z[g.env_centre_index].tolist()
-        if k_factors is not None:
-            integrals = site_integrals(ds.raw_runs(i))
-            member_index, member_env = g.env_member_index.numpy(), g.env_member_env.numpy()
-        for e in np.nonzero(mask.any(1))[0]:
-            spectra = {name: y[e, c] for c, name in enumerate(model.cfg.channels) if mask[e, c]}
-            if k_factors is not None:
-                try:
-                    measured = environment_amounts(integrals, member_index[member_env == e], spectra, k_factors)
-                except KeyError as exc:
-                    raise InputError(f"{data}: structure {ds.sids[i]}: {exc.args[0]}") from None
-                truth = g.env_content[e].double().numpy()
-                got = np.array(list(measured.values()))
-                want = np.array([truth[CONTENT_ELEMENTS.index(el)] for el in measured])
-                log_errors.append(np.log(got / got.sum()) - np.log(want / want.sum()))
-                vector = model.embed_spectra(spectra, quantification=measured)
-            elif quantification_error is None:
-                vector = model.embed_spectra(spectra)
-            else:
-                amounts = perturb_amounts(g.env_content[e : e + 1].double(), quantification_error, 0.0, generator)[0].tolist()
-                vector = model.embed_spectra(spectra, quantification=dict(zip(CONTENT_ELEMENTS, amounts)))
-            rows.append(
-                {
-                    "vector": np.asarray(vector, dtype=np.float64).reshape(-1),
-                    "content": g.env_content[e].double().numpy(),
-                    "defects": g.env_defects[e].double().numpy(),
-                    "centre": chemical_symbols[int(centres[e])],
-                }
-            )
+    log_errors: list[np.ndarray] = []
+    for done, e in enumerate(queries.tolist()):
+        present = [name for c, name in enumerate(envs.channels) if envs.mask[e, c]]
+        query = {name: envs.y[e, envs.channels.index(name)] for name in present}
+        quantification = None
+        if k_factors is not None:  # the elements a present channel measures, as the intensities hold them
+            measured = list(dict.fromkeys(CHANNELS[name].element for name in present))
+            got = np.array([amounts[e, CONTENT_ELEMENTS.index(el)] for el in measured])
+            want = np.array([envs.content[e, CONTENT_ELEMENTS.index(el)] for el in measured])
+            log_errors.append(np.log(got / got.sum()) - np.log(want / want.sum()))
+            quantification = dict(zip(measured, got.tolist()))
+        elif quantification_error is not None:
+            quantification = dict(zip(CONTENT_ELEMENTS, amounts[e].tolist()))
+        vector = model.embed_spectra(query, quantification=quantification)
+        rows.append(
+            {
+                "vector": np.asarray(vector, dtype=np.float64).reshape(-1),
+                "content": envs.content[e],
+                "defects": envs.defects[e],
+                "centre": chemical_symbols[int(envs.centre_z[e])],
+            }
+        )
         if progress is not None:
-            progress(i + 1, len(ds))
+            progress(done + 1, len(queries))
     if not rows:
         raise InputError(f"{data}: no environment with spectra to query")
     vectors = np.stack([r["vector"] for r in rows])
@@ -176,6 +201,7 @@ def evaluate_library(
         "library_entries": lib.count,
         "data": str(data),
         "split": split or "all",
+        "query_spectra": "FEFF (dataset base tier)" if source == "feff" else f"forward model, tier {tier}",
         "query_structures": len(ds),
         "query_structures_in_library": int(overlap),
         "queries": len(rows),
