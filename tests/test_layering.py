@@ -61,3 +61,14 @@ def test_library_code_leaves_the_users_matplotlib_backend_alone():
     """Figures go through matplotlib.figure.Figure: no module switches the backend or uses pyplot's global state."""
     offenders = [str(p.relative_to(PACKAGE.parent)) for p in PACKAGE.rglob("*.py") if "matplotlib.use(" in p.read_text() or "pyplot" in p.read_text()]
     assert not offenders, offenders
+
+
+def test_a_script_guard_is_its_modules_last_statement():
+    """``python -m gnnspec.X`` runs the module top to bottom: a function defined below the
+    ``if __name__ == "__main__"`` guard does not exist yet when ``main`` calls it."""
+    late = []
+    for path in PACKAGE.rglob("*.py"):
+        body = ast.parse(path.read_text()).body
+        guards = [i for i, node in enumerate(body) if isinstance(node, ast.If) and "__main__" in ast.unparse(node.test)]
+        late += [str(path.relative_to(PACKAGE.parent)) for i in guards if i != len(body) - 1]
+    assert not late, late

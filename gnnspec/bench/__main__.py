@@ -292,10 +292,6 @@ def claim(inverse: dict) -> list[str]:
     return lines + [""]
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def inference_rows(inf: dict | None) -> list[str]:
     """Table rows of :func:`gnnspec.bench.gpu.inference_throughput`: per device, one call per structure against batched."""
     from gnnspec.bench.report import _f
@@ -330,3 +326,7 @@ def scf_cost_rows(cost: dict | None, gnn_s_per_spectrum: float | None = None) ->
             f"{_f(cost['seconds_per_run'] / gnn_s_per_spectrum, 0)}x or more |"
         )
     return rows
+
+
+if __name__ == "__main__":
+    sys.exit(main())
