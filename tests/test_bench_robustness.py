@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from gnnspec.bench.robustness import SETTINGS, degrade, render, score
+from gnnspec.bench.robustness import SETTINGS, clean_test_set, degrade, render, score
 from gnnspec.channels import CHANNELS, DEFAULT_CHANNELS
 from gnnspec.data.environment_set import EnvironmentSet
 
@@ -30,7 +30,7 @@ def _envs(n=6, seed=0):
 
 def test_clean_setting_changes_nothing():
     envs = _envs()
-    fwhm, t, counts, window = SETTINGS["clean (FEFF)"]
+    fwhm, t, counts, window = SETTINGS["clean"]
     clean = degrade(envs, fwhm, t, counts, window=window)
     assert np.allclose(clean.y, envs.y, rtol=1e-12, atol=0) and clean.coverage is None
 
@@ -61,8 +61,8 @@ def test_score_and_render_on_a_small_model():
     r = score(model, lib, lib_emb, envs)
     assert r["queries"] == 12 and 0.0 <= r["hit@1"] <= r["hit@5"] <= 1.0
     assert 0.0 <= r["auroc_o_vacancy"] <= 1.0 and r["content_mae"] > 0
-    text = render({"settings": {"clean (FEFF)": {**r}}}, "test")
-    assert "| clean (FEFF) |" in text and f"{r['hit@1']:.3f}" in text
+    text = render({"spectra": "FEFF, dataset base tier", "settings": {"clean": {**r}}}, "test")
+    assert "| clean |" in text and "(FEFF, dataset base tier)" in text and f"{r['hit@1']:.3f}" in text
 
 
 def test_partial_window_is_flat_outside_and_reaches_a_coverage_encoder():
@@ -96,3 +96,22 @@ def test_partial_window_is_flat_outside_and_reaches_a_coverage_encoder():
 def test_settings_are_physical(name):
     fwhm, t, counts, window = SETTINGS[name]
     assert 0 <= fwhm <= 2.5 and 0 <= t <= 1 and (counts is None or counts >= 1e2) and 0.5 <= window <= 1
+
+
+def test_the_clean_set_holds_the_spectra_the_encoder_learned(tmp_path):
+    """FEFF's base tier for an encoder trained on it; the forward model's spectra of the same
+    environments for one aligned on a forward-model tier."""
+    from model_fixtures import write_synthetic_lmdb
+    from test_library_helpers import tiny_model
+
+    from gnnspec.data.dataset import LMDBStructureDataset
+
+    data = write_synthetic_lmdb(tmp_path / "data", splits=("test",))
+    model = tiny_model()
+    ds = LMDBStructureDataset(data, "test", cutoff=model.cfg.backbone.cutoff, channels=model.cfg.channels)
+    feff, what = clean_test_set(model, ds)
+    assert what == "FEFF, dataset base tier" and np.array_equal(feff.y, EnvironmentSet.from_dataset(ds).y)
+    model.encoder_spectra_tier = "fast"
+    simulated, what = clean_test_set(model, ds)
+    assert what == "forward model, tier fast" and simulated.y.shape == feff.y.shape
+    assert np.array_equal(simulated.content, feff.content) and not np.allclose(simulated.y[feff.mask], feff.y[feff.mask])

@@ -146,8 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     print("robustness ...", file=sys.stderr)
     from gnnspec.bench import robustness
 
-    results["robustness"] = robustness.robustness_table(model, lib, lib_emb, envs["test"])
-    (out / "robustness.md").write_text(robustness.render({"settings": results["robustness"]}, caption))
+    clean, spectra = robustness.clean_test_set(model, ds["test"])
+    results["robustness"] = robustness.robustness_table(model, lib, lib_emb, clean)
+    (out / "robustness.md").write_text(robustness.render({"spectra": spectra, "settings": results["robustness"]}, caption))
     from gnnspec.bench import measured
 
     if not args.quick and measured.REFERENCE_DIR.is_dir():  # about 15 minutes: FEFF scf runs of the reference oxides

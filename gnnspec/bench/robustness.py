@@ -1,6 +1,8 @@
 """How the spectrum encoder holds up when its input looks measured.
 
-The test split's environment spectra (FEFF, on the channel grids) pass through fixed
+The test split's environment spectra (on the channel grids: those the encoder learned from, the
+forward model's in ``encoder_spectra_tier`` for an encoder aligned on them, else FEFF's base
+tier; :func:`clean_test_set`) pass through fixed
 instruments of :mod:`gnnspec.instrument` (resolution FWHM in eV, EELS thickness t/lambda,
 counts, and the measured part of the grid: a window of that fraction of each channel's range at
 a random position, flat outside it as ``gnnspec convert`` reads a narrow scan; each row
@@ -34,7 +36,7 @@ from gnnspec.instrument import gaussian_resolution, partial_window, plural_scatt
 
 #: name -> (FWHM eV, t/lambda on EELS channels, counts or None, measured fraction of the grid).
 SETTINGS: dict[str, tuple[float, float, float | None, float]] = {
-    "clean (FEFF)": (0.0, 0.0, None, 1.0),
+    "clean": (0.0, 0.0, None, 1.0),
     "0.5 eV, t/lambda 0.3, 1e5 counts": (0.5, 0.3, 1e5, 1.0),
     "1.0 eV, t/lambda 0.5, 1e4 counts": (1.0, 0.5, 1e4, 1.0),
     "2.4 eV, t/lambda 0.9, 1e3 counts": (2.4, 0.9, 1e3, 1.0),
@@ -97,7 +99,20 @@ def robustness(model, data: str) -> dict:
     ds = {s: LMDBStructureDataset(data, s, cutoff=model.cfg.backbone.cutoff, channels=model.cfg.channels) for s in ("train", "val", "test")}
     lib = EnvironmentSet.concat([EnvironmentSet.from_dataset(ds["train"]), EnvironmentSet.from_dataset(ds["val"])])
     lib_emb = np.concatenate([structure_embeddings(model, ds["train"]), structure_embeddings(model, ds["val"])])
-    return {"data": data, "split": "test", "settings": robustness_table(model, lib, lib_emb, EnvironmentSet.from_dataset(ds["test"]))}
+    test, spectra = clean_test_set(model, ds["test"])
+    return {"data": data, "split": "test", "spectra": spectra, "settings": robustness_table(model, lib, lib_emb, test)}
+
+
+def clean_test_set(model, test_ds) -> tuple[EnvironmentSet, str]:
+    """The test environments with the spectra the encoder learned from, and their description:
+    the forward model's in ``model.encoder_spectra_tier`` when the encoder was aligned on them
+    (FEFF ran that tier on a few sites only), else the dataset's FEFF base tier."""
+    tier = getattr(model, "encoder_spectra_tier", None)
+    if tier is None:
+        return EnvironmentSet.from_dataset(test_ds), "FEFF, dataset base tier"
+    from gnnspec.models.environment_table import simulated_set
+
+    return simulated_set(model, test_ds, tier), f"forward model, tier {tier}"
 
 
 def robustness_table(model, lib: EnvironmentSet, lib_emb: np.ndarray, test: EnvironmentSet) -> dict[str, dict]:
@@ -113,7 +128,7 @@ def render(result: dict, caption: str) -> str:
     lines = [
         "# The encoder on measured-looking spectra",
         "",
-        f"*{caption}. Method: `gnnspec/bench/robustness.py` (test-split environment spectra through fixed instruments of "
+        f"*{caption}. Method: `gnnspec/bench/robustness.py` (test-split environment spectra ({result.get('spectra', 'FEFF')}) through fixed instruments of "
         "`gnnspec/instrument.py`; plural scattering on EELS channels only; partial windows at a random position, "
         "the coverage mask given to an encoder that reads one; spectra alone, no quantification).*",
         "",
