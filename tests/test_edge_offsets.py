@@ -56,8 +56,8 @@ def test_shipped_table_is_the_fit_of_the_measured_benchmark():
     refit = fit_edge_offsets(edge_offset_rows(result))
     shipped = read_edge_offsets()
     assert shipped.keys() == refit.keys()
-    for k in refit:
-        assert shipped[k].offset_eV == pytest.approx(refit[k].offset_eV, abs=1e-9)
+    for k in refit:  # a make bench rerun moves FEFF's edges by up to 5e-4 eV (the run at aa9e8cb against the one before)
+        assert shipped[k].offset_eV == pytest.approx(refit[k].offset_eV, abs=5e-3)
     scf = shipped[("Mn-K-xas", "scf")]
     # an offset removes most of the scf tier's error (what is left is what one constant cannot fix)
     assert scf.n_compounds == 5 and scf.loco_rms_eV < 0.6 * scf.raw_rms_eV
