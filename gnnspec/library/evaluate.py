@@ -160,9 +160,9 @@ def evaluate_library(
     queries = envs.with_spectra
     if k_factors is not None:
         amounts = envs.amounts("intensities")
-    elif quantification_error is not None:
-        amounts = envs.rows(queries).amounts("perturbed", quantification_error, generator)
-        amounts = dict(zip(queries.tolist(), amounts))
+    elif quantification_error is not None:  # drawn for the queries only, in their order
+        amounts = np.full_like(envs.content, np.nan)
+        amounts[queries] = envs.rows(queries).amounts("perturbed", quantification_error, generator)
     known = lib.structure_hashes()
     overlap = sum(structure_hash(ds.record(i)["structure"]) in known for i in range(len(ds)))
     rows: list[dict] = []
