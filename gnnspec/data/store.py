@@ -158,13 +158,26 @@ class SpectraStore:
         return sorted(found, key=lambda t: (order.index(t) if t in order else len(order), t))
 
     def compact_copy(self, dest: str | Path) -> None:
-        """Write a compacted copy of the database to folder ``dest``."""
+        """Write a repacked copy of the database to folder ``dest``: same keys, same value bytes.
+
+        LMDB's own compacting copy only drops free pages; a B-tree filled in build order keeps
+        its half-full leaf pages (spectrum records of about 1.3 kB sat 1.7 to a 4 kB page).
+        Appending every record in key order into a fresh file fills each leaf page before the
+        next one starts, which about halves the file.
+        """
         dest = Path(dest)
         dest.mkdir(parents=True, exist_ok=True)
         for f in (DATA_FILE, "lock.mdb"):
             if (dest / f).exists():
                 (dest / f).unlink()
-        self.env.copy(str(dest), compact=True)
+        out = lmdb.open(str(dest), map_size=self.map_size, subdir=True, readahead=False)
+        try:
+            with self.env.begin() as src, out.begin(write=True) as txn:
+                for key, raw in src.cursor():
+                    txn.put(key, raw, append=True)
+            out.sync(True)
+        finally:
+            out.close()
 
 
 def migrate(path: str | Path) -> int:
