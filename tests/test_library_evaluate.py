@@ -210,3 +210,19 @@ def test_queries_can_carry_the_forward_models_spectra(setup, tmp_path):
     assert reports["auto"]["hit@1"] == pytest.approx(feff)
     first, present = ds[0].env_y.double().numpy(), ds[0].env_y_mask.numpy()
     assert not np.allclose(predicted[: len(first)][present], first[present])  # the model's spectra, not FEFF's
+
+
+def test_one_rule_names_the_spectra_an_encoder_learned():
+    """The shipped encoder was aligned on the forward model's scf spectra: ``auto`` and ``model``
+    name that tier, ``feff`` the dataset's FEFF spectra; an encoder that learned FEFF's spectra
+    gets them under ``auto`` and its model's base tier under ``model``."""
+    from gnnspec.models.environment_table import encoder_learned_tier
+    from gnnspec.models.factory import DEFAULT_MODEL, load_checkpoint
+
+    model = load_checkpoint(DEFAULT_MODEL)
+    assert model.encoder_spectra_tier == "scf"
+    assert [encoder_learned_tier(model, s) for s in ("auto", "model", "feff")] == ["scf", "scf", None]
+    model.encoder_spectra_tier = None
+    assert [encoder_learned_tier(model, s) for s in ("auto", "model", "feff")] == [None, "fast", None]
+    with pytest.raises(ValueError, match="unknown spectra source"):
+        encoder_learned_tier(model, "measured")

@@ -36,12 +36,12 @@ def split_table(model: Any, data: str, split: str, features: bool = False, need_
     support references and the ensemble see what the encoder saw), else the FEFF base tier."""
     from gnnspec.data.dataset import LMDBStructureDataset
     from gnnspec.errors import InputError
-    from gnnspec.models.environment_table import EnvironmentTable
+    from gnnspec.models.environment_table import EnvironmentTable, encoder_learned_tier
 
     ds = LMDBStructureDataset(data, split, cutoff=model.cfg.backbone.cutoff, channels=model.cfg.channels)
     if not len(ds):
         raise InputError(f"{data}: the {split} split has no structures")
-    tier = getattr(model, "encoder_spectra_tier", None)
+    tier = encoder_learned_tier(model)
     table = EnvironmentTable(model, ds, features=features, spectra_tier=None if tier is None else model.cfg.tier_index(tier))
     if need_spectra and table.with_spectra.numel() == 0:
         raise InputError(f"{data}: the {split} split has no environments with spectra")

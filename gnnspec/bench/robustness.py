@@ -107,10 +107,11 @@ def clean_test_set(model, test_ds) -> tuple[EnvironmentSet, str]:
     """The test environments with the spectra the encoder learned from, and their description:
     the forward model's in ``model.encoder_spectra_tier`` when the encoder was aligned on them
     (FEFF ran that tier on a few sites only), else the dataset's FEFF base tier."""
-    tier = getattr(model, "encoder_spectra_tier", None)
+    from gnnspec.models.environment_table import encoder_learned_tier, simulated_set
+
+    tier = encoder_learned_tier(model)
     if tier is None:
         return EnvironmentSet.from_dataset(test_ds), "FEFF, dataset base tier"
-    from gnnspec.models.environment_table import simulated_set
 
     return simulated_set(model, test_ds, tier), f"forward model, tier {tier}"
 

@@ -55,21 +55,10 @@ from gnnspec.library.build import source_kind
 from gnnspec.library.consensus import check_ranking, entry_labels, pool_size
 from gnnspec.library.library import Library
 from gnnspec.library.store import structure_hash
-from gnnspec.models.environment_table import simulated_set
+from gnnspec.models.environment_table import SPECTRA_SOURCES, encoder_learned_tier, simulated_set
 from gnnspec.quantification.k_factors import read_k_factors
 from gnnspec.scoring import hit_rates
 from gnnspec.structures.environments import CONTENT_TOL, labels_match
-
-#: sources of the query spectra (module docstring)
-QUERY_SPECTRA = ("auto", "feff", "model")
-
-
-def query_source(model, spectra: str = "auto") -> tuple[str, str | None]:
-    """(``feff`` or ``model``, the forward-model tier or None) of a ``spectra`` choice for ``model``."""
-    learned = getattr(model, "encoder_spectra_tier", None)
-    if spectra == "feff" or (spectra == "auto" and learned is None):
-        return "feff", None
-    return "model", learned or model.cfg.tiers[0]
 
 
 def defect_class(defects: np.ndarray) -> str:
@@ -144,8 +133,8 @@ def evaluate_library(
     k_factors = None if intensity_k_factors is None else read_k_factors(intensity_k_factors)
     if source_kind(data) != "lmdb":
         raise InputError(f"{data}: not a gnnspec LMDB dataset (no {DATA_FILE})")
-    if spectra not in QUERY_SPECTRA:
-        raise InputError(f"unknown query spectra {spectra!r}: expected one of {', '.join(QUERY_SPECTRA)}")
+    if spectra not in SPECTRA_SOURCES:
+        raise InputError(f"unknown query spectra {spectra!r}: expected one of {', '.join(SPECTRA_SOURCES)}")
     model = lib.model
     ds = LMDBStructureDataset(data, split, cutoff=model.cfg.backbone.cutoff, channels=model.cfg.channels)
     if len(ds) == 0:
@@ -154,8 +143,8 @@ def evaluate_library(
         envs = EnvironmentSet.from_dataset(ds, k_factors)
     except KeyError as exc:  # a channel of the data without a k-factor
         raise InputError(f"{data} with {intensity_k_factors}: {exc.args[0]}") from None
-    source, tier = query_source(model, spectra)
-    if source == "model":  # the same environments and channels, with the forward model's spectra
+    tier = encoder_learned_tier(model, spectra)
+    if tier is not None:  # the same environments and channels, with the forward model's spectra
         envs = replace(envs, y=simulated_set(model, ds, tier).y)
     queries = envs.with_spectra
     if k_factors is not None:
@@ -201,7 +190,7 @@ def evaluate_library(
         "library_entries": lib.count,
         "data": str(data),
         "split": split or "all",
-        "query_spectra": "FEFF (dataset base tier)" if source == "feff" else f"forward model, tier {tier}",
+        "query_spectra": "FEFF (dataset base tier)" if tier is None else f"forward model, tier {tier}",
         "query_structures": len(ds),
         "query_structures_in_library": int(overlap),
         "queries": len(rows),

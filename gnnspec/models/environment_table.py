@@ -96,6 +96,29 @@ class EnvironmentTable:
         return torch.cat(parts) if parts else self.x.new_zeros((0, model.cfg.embedding.dim))
 
 
+#: Where the spectra that score an encoder come from (:func:`encoder_learned_tier`).
+SPECTRA_SOURCES = ("auto", "feff", "model")
+
+
+def encoder_learned_tier(model, source: str = "auto") -> str | None:
+    """The forward-model tier whose environment spectra an evaluation of ``model``'s encoder feeds
+    it, or None for the dataset's FEFF spectra in its base tier.
+
+    ``auto``: ``model.encoder_spectra_tier`` when the encoder was aligned on the forward model's
+    spectra of that tier (FEFF ran it on sampled sites only, too few to give every environment
+    its spectra), else None: the encoder learned FEFF's. ``feff``: None. ``model``: that tier, or
+    the model's base tier for an encoder that learned FEFF's spectra. This one rule decides the
+    spectra of the calibration and support data, the training metrics, the robustness benchmark
+    and ``library evaluate``.
+    """
+    if source not in SPECTRA_SOURCES:
+        raise ValueError(f"unknown spectra source {source!r}: expected one of {', '.join(SPECTRA_SOURCES)}")
+    learned = getattr(model, "encoder_spectra_tier", None)
+    if source == "feff" or (source == "auto" and learned is None):
+        return None
+    return learned or model.cfg.tiers[0]
+
+
 def simulated_set(model, graphs, tier: str) -> EnvironmentSet:
     """The :class:`EnvironmentSet` of ``graphs`` with the forward model's environment spectra in
     ``tier`` as ``y``/``mask`` (every environment of an absorbing element), labels and members

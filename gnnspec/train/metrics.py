@@ -27,6 +27,7 @@ import torch
 
 from gnnspec.data import keys as K
 from gnnspec.jsonio import write_json
+from gnnspec.models.environment_table import encoder_learned_tier
 from gnnspec.quantification import channel_element_index, channel_fractions
 from gnnspec.scoring import auroc, spectrum_metrics
 
@@ -49,7 +50,7 @@ def evaluate(model, dataset, batch_size: int = 4, device: str | torch.device | N
     env: dict[str, list] = {k: [] for k in ("zs", "zp", "content", "defects", "cs", "cp", "ds", "dp", "cq", "dq")}
     quantified = model.encoder.takes_quantification
     element_index = channel_element_index(channels)
-    aligned = getattr(model, "encoder_spectra_tier", None)
+    aligned = encoder_learned_tier(model)
     encoder_tier = None if aligned is None else model.cfg.tier_index(aligned)
     n_structures = 0
     for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, generator=torch.Generator()):
