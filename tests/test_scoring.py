@@ -25,3 +25,22 @@ def test_property_metrics_by_hand():
     assert np.isnan(out["auroc_antisite"])  # one class only
     three = property_metrics(np.zeros((3, 2)), np.zeros((3, 2)), prob, defects, ["o_vacancy", "antisite"])
     assert three["auroc_o_vacancy"] == 1.0 and three["auroc_antisite"] == 1.0
+
+
+def test_edge_position_metrics_find_a_known_shift():
+    """Predictions that are the targets moved 1.5 eV down: every fitted shift is +1.5 eV and the
+    aligned R^2 is about 1 while the plain one is far below."""
+    from gnnspec.scoring import edge_position_metrics, spectrum_metrics
+
+    step = 0.5
+    e = np.arange(-10, 50, step)
+    centres = np.array([0.0, 1.0, 2.5, 4.0])
+    target = np.stack([1 / (1 + np.exp(-(e - c) / 0.8)) + 2 * np.exp(-((e - c - 3) ** 2) / 2) for c in centres])
+    pred = np.stack([np.interp(e + 1.5, e, t) for t in target])  # the same spectra, 1.5 eV too low
+    m = edge_position_metrics(pred, target, step)
+    assert m["shift_mean_ev"] == pytest.approx(1.5, abs=1e-9)
+    assert m["shift_rms_ev"] == pytest.approx(1.5, abs=1e-9)
+    assert m["r2_aligned"] > 0.999
+    assert spectrum_metrics(pred, target)["r2"] < 0.8
+    exact = edge_position_metrics(target, target, step)
+    assert exact["shift_rms_ev"] == 0.0 and exact["r2_aligned"] == pytest.approx(1.0)

@@ -179,6 +179,11 @@ def test_a_multi_fidelity_model_learns_the_second_tier_from_a_few_sites(tmp_path
     table = fidelity_table(model, str(data))  # the test split's scf sites, three ways
     assert set(table) and all(r["feff_base"]["n"] == r["model_tier"]["n"] > 0 for r in table.values())
     assert all(r["model_tier"]["mse"] != r["model_base"]["mse"] and np.isfinite(r["feff_base"]["cosine"]) for r in table.values())
+    assert all(0 <= r["model_tier"]["shift_rms_ev"] <= 5 and not r["model_tier"]["r2_aligned"] < r["model_tier"]["r2"] - 1e-9 for r in table.values())  # NaN on one site
+    from gnnspec.bench.fidelity import render
+    from gnnspec.bench.report import tier_forward_section
+
+    assert "aligned" in render(table, "scf", "synthetic", "test") and "aligned R^2" in "\n".join(tier_forward_section(table, "scf", "synthetic"))
     with pytest.raises(InputError, match="needs a higher tier"):
         fidelity_table(model, str(data), tier="synthetic")
     # the both-tiers model against a base-only one, on the same scf sites (R^2 around their mean)

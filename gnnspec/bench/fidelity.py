@@ -6,7 +6,9 @@ with:
 
 * ``feff_base``: the base-tier FEFF spectrum of the same site (what a base-tier dataset offers);
 * ``model_base``: the model's base-tier prediction (what a base-tier surrogate can reach);
-* ``model_tier``: the model's prediction in the higher tier (:meth:`JointModel.tier_spectra`).
+* ``model_tier``: the model's prediction in the higher tier (:meth:`JointModel.tier_spectra`),
+  also split into the edge's position and the rest (:func:`gnnspec.scoring.edge_position_metrics`:
+  the shift that best aligns each prediction with FEFF, R^2 after it).
 
 Run: ``python -m gnnspec.bench.fidelity --model runs/cpu_mf/best.pt`` (a model with
 ``model.tiers: [fast, scf]``); writes ``benchmarks/fidelity.md`` and its JSON.
@@ -27,9 +29,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gnnspec.channels import CHANNELS
 from gnnspec.data import keys as K
 from gnnspec.errors import InputError
-from gnnspec.scoring import spectrum_metrics
+from gnnspec.scoring import edge_position_metrics, spectrum_metrics
 
 SOURCES = ("feff_base", "model_base", "model_tier")
 
@@ -74,6 +77,7 @@ def fidelity_table(model, data: str, split: str = "test", tier: str | None = Non
         target = np.concatenate(rows["target"][name])
         if len(target):
             table[name] = {s: spectrum_metrics(np.concatenate(rows[s][name]), target) for s in SOURCES}
+            table[name]["model_tier"].update(edge_position_metrics(np.concatenate(rows["model_tier"][name]), target, CHANNELS[name].step))
     if not table:
         raise InputError(f"{data}: split {split!r} holds no {tier}-tier spectra")
     return table
@@ -164,16 +168,22 @@ def render(table: dict, tier: str, base: str, caption: str) -> str:
         f"# The {tier} tier: FEFF {base}, the model's {base} head and its {tier} head against FEFF {tier}",
         "",
         f"*{caption}. Method: `gnnspec/bench/fidelity.py` (sites of the test split where FEFF {tier} was computed; "
-        "normalised spectra on the channel grids). R^2 is left out: with a few sites per channel the spread around "
-        "the mean spectrum is too small to divide by.*",
+        f"normalised spectra on the channel grids). R^2 around the channel's mean {tier} spectrum on these sites (a few "
+        "sites per channel: read it with the cosine and MSE). Edge position: the rigid shift that best aligns each "
+        f"model {tier} spectrum with FEFF's (positive: the model's edge lies too low), its RMS and mean over the sites, "
+        "and R^2 after that shift (`gnnspec.scoring.edge_position_metrics`).*",
         "",
-        f"| channel | sites | cosine: FEFF {base} | model {base} | model {tier} | MSE: FEFF {base} | model {base} | model {tier} |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        f"| channel | sites | R^2: FEFF {base} | model {base} | model {tier} | model {tier} aligned | edge shift RMS / mean (eV) "
+        f"| cosine: FEFF {base} | model {base} | model {tier} | MSE: FEFF {base} | model {base} | model {tier} |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, r in table.items():
+        r2 = " | ".join(f"{r[s]['r2']:.3f}" for s in SOURCES)
         cos = " | ".join(f"{r[s]['cosine']:.4f}" for s in SOURCES)
         mse = " | ".join(f"{r[s]['mse']:.4f}" for s in SOURCES)
-        lines.append(f"| {name} | {r['feff_base']['n']} | {cos} | {mse} |")
+        m = r["model_tier"]
+        edge = f"{m['r2_aligned']:.3f} | {m['shift_rms_ev']:.2f} / {m['shift_mean_ev']:+.2f}"
+        lines.append(f"| {name} | {r['feff_base']['n']} | {r2} | {edge} | {cos} | {mse} |")
     return "\n".join(lines) + "\n"
 
 

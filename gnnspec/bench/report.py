@@ -74,12 +74,24 @@ def tier_forward_section(table: dict, tier: str, base: str) -> list[str]:
         f"The model's {tier} head, its {base} head and FEFF's own {base} spectrum of the same site, each against "
         f"FEFF {tier}: R^2 around the channel's mean {tier} spectrum on these sites, MSE and mean cosine "
         "(`gnnspec.bench.fidelity`).",
+    ]
+    edges = all("r2_aligned" in r["model_tier"] for r in table.values())
+    if edges:
+        lines += [
+            f"Edge position of the {tier} head: the rigid shift that best aligns each prediction with FEFF (RMS over the "
+            "sites; positive mean: the model's edge lies too low) and R^2 after it (`gnnspec.scoring.edge_position_metrics`)."
+        ]
+    lines += [
         "",
-        f"| channel | n | model {tier} R^2 / MSE / cos | model {base} R^2 / MSE / cos | FEFF {base} R^2 / MSE / cos |",
-        "| --- | --- | --- | --- | --- |",
+        f"| channel | n | model {tier} R^2 / MSE / cos | model {base} R^2 / MSE / cos | FEFF {base} R^2 / MSE / cos |"
+        + (f" {tier} aligned R^2 / shift RMS / mean (eV) |" if edges else ""),
+        "| --- | --- | --- | --- | --- |" + (" --- |" if edges else ""),
     ]
     for ch, r in table.items():
         cells = [f"{_f(r[s]['r2'])} / {_f(r[s]['mse'], 4)} / {_f(r[s]['cosine'], 4)}" for s in ("model_tier", "model_base", "feff_base")]
+        if edges:
+            m = r["model_tier"]
+            cells.append(f"{_f(m['r2_aligned'])} / {m['shift_rms_ev']:.2f} / {m['shift_mean_ev']:+.2f}")
         lines.append(f"| {ch} | {r['model_tier']['n']} | " + " | ".join(cells) + " |")
     return lines + [""]
 
