@@ -78,6 +78,7 @@ def test_rerun_check_compares_accuracy_numbers_and_timings():
         "command": "make bench",
         "model_sha256": "abc",
         "data": "d",
+        "data_sha256": "f00",
         "commit": "c1",
         "forward": {"O-K-xas": {"gnnspec": {"r2": 0.77, "n": 213}}},
         "inverse": {"all channels": {"gnnspec": {"auroc_antisite": 0.89}}},
@@ -86,6 +87,8 @@ def test_rerun_check_compares_accuracy_numbers_and_timings():
     }
     again = json.loads(json.dumps(run)) | {"commit": "c2", "retrieval": {"hit@1": 0.68}, "training": {"structures_per_s": 3.3}}
     assert comparable(run, again) and not comparable(run, again | {"model_sha256": "other"}) and not comparable(None, run)
+    assert not comparable(run, again | {"data_sha256": "grown"})  # the same path, other data
+    assert not comparable({k: v for k, v in run.items() if k != "data_sha256"}, run)
     check = compare_runs(run, again)
     assert check["compared"] == 4 and check["max_diff_at"] == "retrieval/hit@1"
     assert abs(check["max_abs_diff"] - 0.01) < 1e-12

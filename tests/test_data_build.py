@@ -339,12 +339,17 @@ def test_compact_keeps_every_record_and_fills_the_pages(tmp_path):
     with s.env.begin() as txn:
         raw_before = dict(txn.cursor())
     pages_before = s.env.stat()["leaf_pages"]
+    fingerprint = s.fingerprint()
     s.close()
     assert main(["data", "compact", str(tmp_path / "ds")]) == 0
     after = SpectraStore(tmp_path / "ds")
     with after.env.begin() as txn:
         assert dict(txn.cursor()) == raw_before
     assert after.env.stat()["leaf_pages"] < 0.75 * pages_before
+    assert after.fingerprint() == fingerprint
+    grown = SpectraStore(tmp_path / "ds", readonly=False)
+    grown.put_many({b"spectrum/999999/0000/fast/Ni-K-xas": {"energy": np.zeros(3)}})
+    assert grown.fingerprint() != fingerprint
     np.testing.assert_array_equal(after.get(next(iter(written)))["energy"], next(iter(written.values()))["energy"])
 
 

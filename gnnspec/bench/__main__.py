@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     from gnnspec.data.dataset import LMDBStructureDataset
     from gnnspec.data.environment_set import EnvironmentSet
     from gnnspec.data.inspect import dataset_info
+    from gnnspec.data.store import SpectraStore
     from gnnspec.models.factory import DEFAULT_MODEL, load_checkpoint
 
     out = Path(args.out)
@@ -66,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": os.path.relpath(model_path),
         "model_sha256": sha256_of(Path(model_path)),
         "data": args.data,
+        "data_sha256": SpectraStore(args.data).fingerprint(),
         "hardware": speed.hardware(),
     }
 
@@ -174,7 +176,8 @@ def render(r: dict, info: dict, caption: str) -> str:
         "# gnnspec benchmarks",
         "",
         f"Produced by `{r['command']}` at commit `{r['commit']}`; model `{r['model']}`; dataset `{r['data']}` "
-        f"({info['structures']} supercells, {info['spectra']} FEFF10 spectra, splits {info['splits']}). "
+        + (f"(data sha256 `{r['data_sha256'][:12]}`, " if r.get("data_sha256") else "(")
+        + f"{info['structures']} supercells, {info['spectra']} FEFF10 spectra, splits {info['splits']}). "
         f"Hardware: {', '.join(f'{k} {v}' for k, v in r['hardware'].items())}. Wall time {r['wall_s'] / 60:.1f} min. "
         "Timings are wall-clock on that machine; a rerun of the same command with the same model is compared in section 6.",
         "",

@@ -1,7 +1,8 @@
 """Rerun check: compare a benchmark run with the previous one written to the same folder.
 
 When the previous ``results.json`` was made by the same command with the same model file (sha256)
-and dataset, every accuracy number (forward table, inverse table, retrieval hit@k) should come
+and the same data (:meth:`gnnspec.data.store.SpectraStore.fingerprint`: a dataset that grew is
+not the same), every accuracy number (forward table, inverse table, retrieval hit@k) should come
 out the same up to floating-point noise, and timings within the machine's noise. The report
 states the largest accuracy difference and the timing ratios, so "reproduced by a rerun" is a
 number rather than a claim.
@@ -31,8 +32,10 @@ def _leaves(obj, prefix: str = ""):
 
 
 def comparable(previous: dict | None, current: dict) -> bool:
-    """Same command, model file and dataset: the accuracy numbers must agree."""
-    return bool(previous) and all(previous.get(k) == current.get(k) for k in ("command", "model_sha256", "data"))
+    """Same command, model file and data (a run that recorded no data fingerprint compares with none):
+    the accuracy numbers must agree."""
+    keys = ("command", "model_sha256", "data_sha256")
+    return bool(previous) and current.get("data_sha256") is not None and all(previous.get(k) == current.get(k) for k in keys)
 
 
 def compare_runs(previous: dict, current: dict) -> dict:
@@ -58,8 +61,8 @@ def rerun_section(check: dict | None) -> list[str]:
         return [
             "## 6. Rerun check",
             "",
-            "No previous run of the same command, model file (sha256) and dataset to compare with: this is the first "
-            "run of this model; the next `make bench` of it is compared here.",
+            "No previous run of the same command, model file and data (sha256 of each) to compare with: this is the "
+            "first run of this model on these data; the next `make bench` of both is compared here.",
             "",
         ]
     lines = [

@@ -157,6 +157,19 @@ class SpectraStore:
         order = list((self.metadata() or {}).get("presets", {}))
         return sorted(found, key=lambda t: (order.index(t) if t in order else len(order), t))
 
+    def fingerprint(self) -> str:
+        """sha256 (hex) over every data record's key and value bytes in key order: structures,
+        spectra and failures, not the metadata (whose build timings change with every session).
+        Equal fingerprints mean the same data; compaction keeps it."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        with self.env.begin() as txn:
+            for key, raw in txn.cursor():
+                if key != schema.METADATA_KEY:
+                    digest.update(len(key).to_bytes(4, "little") + key + len(raw).to_bytes(8, "little") + raw)
+        return digest.hexdigest()
+
     def compact_copy(self, dest: str | Path) -> None:
         """Write a repacked copy of the database to folder ``dest``: same keys, same value bytes.
 
