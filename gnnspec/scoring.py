@@ -8,6 +8,8 @@ Training metrics (:mod:`gnnspec.train.metrics`), the alignment stage, ``gnnspec 
   cosine of predicted spectra (normalised intensity, :mod:`gnnspec.channels`);
 * :func:`edge_position_metrics`: how much of a spectrum error is the edge's position: the energy
   shift that best aligns each prediction with its target, and R^2 after that shift;
+* :func:`paired_r2_bootstrap`: confidence intervals of several predictions' R^2 on the same few
+  spectra, and of their differences to a reference, resampling the spectra together;
 * :func:`property_metrics`: element-content MAE (atom fraction, mean over elements) and AUROC per
   defect (:mod:`gnnspec.labels`);
 * :func:`hit_rates`: retrieval hit@1 and hit@k from a query-by-rank matrix of label matches
@@ -42,6 +44,12 @@ def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float(u / (n_pos * n_neg))
 
 
+def _r2(pred: np.ndarray, target: np.ndarray) -> float:
+    """R^2 of ``pred`` around the mean of ``target`` over rows (NaN when the rows are all equal)."""
+    tot = ((target - target.mean(axis=0, keepdims=True)) ** 2).sum()
+    return float(1.0 - ((pred - target) ** 2).sum() / tot) if tot > 0 else float("nan")
+
+
 def spectrum_metrics(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
     """Metrics of predicted spectra ``pred`` against ``target`` (``[n, K]``, one row per spectrum).
 
@@ -53,13 +61,12 @@ def spectrum_metrics(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
     if len(pred) == 0:
         return {"mse": float("nan"), "r2": float("nan"), "r2_median": float("nan"), "cosine": float("nan"), "n": 0}
     sq = (pred - target) ** 2
-    res, res_each = sq.sum(), sq.sum(1)
-    tot = ((target - target.mean(axis=0, keepdims=True)) ** 2).sum()
+    res_each = sq.sum(1)
     tot_each = ((target - target.mean(1, keepdims=True)) ** 2).sum(1)
     cos = (pred * target).sum(1) / np.maximum(np.linalg.norm(pred, axis=1) * np.linalg.norm(target, axis=1), 1e-12)
     return {
         "mse": float(sq.mean()),
-        "r2": float(1.0 - res / tot) if tot > 0 else float("nan"),
+        "r2": _r2(pred, target),
         "r2_median": float(np.median(1 - res_each / np.maximum(tot_each, 1e-12))),
         "cosine": float(cos.mean()),
         "n": int(len(pred)),
@@ -90,13 +97,43 @@ def edge_position_metrics(pred: np.ndarray, target: np.ndarray, step_ev: float, 
         moved = np.stack([np.interp(x - s / step_ev, x, p) for s in shifts])
         j = int(((moved - t) ** 2).sum(1).argmin())
         best[i], aligned[i] = shifts[j], moved[j]
-    tot = ((target - target.mean(axis=0, keepdims=True)) ** 2).sum()
     return {
         "shift_mean_ev": float(best.mean()),
         "shift_rms_ev": float(np.sqrt((best**2).mean())),
         "shift_median_abs_ev": float(np.median(np.abs(best))),
-        "r2_aligned": float(1.0 - ((aligned - target) ** 2).sum() / tot) if tot > 0 else float("nan"),
+        "r2_aligned": _r2(aligned, target),
     }
+
+
+def paired_r2_bootstrap(
+    preds: dict[str, np.ndarray], target: np.ndarray, reference: str, n_boot: int = 2000, seed: int = 0, level: float = 0.95
+) -> dict[str, dict[str, float]]:
+    """Percentile bootstrap of R^2 around the mean spectrum for each prediction in ``preds``
+    (``{label: [n, K]}``, all of the same ``target`` rows), resampling the rows with replacement,
+    the same draws for every label (paired), ``n_boot`` draws from ``numpy.random.default_rng(seed)``.
+
+    Per label: ``r2`` (all rows), ``r2_low``/``r2_high`` (the ``level`` interval), and against
+    ``reference``: ``diff`` (R^2 minus the reference's), ``diff_low``/``diff_high``. With a few
+    spectra per channel, the interval says whether one model beating another is more than the
+    draw of test sites.
+    """
+    target = np.asarray(target, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(target), size=(n_boot, len(target)))
+    boot = {lab: np.array([_r2(np.asarray(p)[d], target[d]) for d in draws]) for lab, p in preds.items()}
+    lo, hi = 100 * (1 - level) / 2, 100 * (1 + level) / 2
+    out = {}
+    for lab, p in preds.items():
+        diff = boot[lab] - boot[reference]
+        out[lab] = {
+            "r2": _r2(np.asarray(p), target),
+            "r2_low": float(np.nanpercentile(boot[lab], lo)),
+            "r2_high": float(np.nanpercentile(boot[lab], hi)),
+            "diff": _r2(np.asarray(p), target) - _r2(np.asarray(preds[reference]), target),
+            "diff_low": float(np.nanpercentile(diff, lo)),
+            "diff_high": float(np.nanpercentile(diff, hi)),
+        }
+    return out
 
 
 def property_metrics(

@@ -44,3 +44,18 @@ def test_edge_position_metrics_find_a_known_shift():
     assert spectrum_metrics(pred, target)["r2"] < 0.8
     exact = edge_position_metrics(target, target, step)
     assert exact["shift_rms_ev"] == 0.0 and exact["r2_aligned"] == pytest.approx(1.0)
+
+
+def test_paired_bootstrap_separates_a_real_difference_from_noise():
+    """Two predictions of 30 spectra: one with a fifth of the other's error. The paired interval of
+    the difference excludes 0; a prediction against itself differs by exactly 0."""
+    from gnnspec.scoring import paired_r2_bootstrap, spectrum_metrics
+
+    rng = np.random.default_rng(1)
+    target = rng.normal(size=(30, 40))
+    good, bad = target + 0.1 * rng.normal(size=target.shape), target + 0.5 * rng.normal(size=target.shape)
+    b = paired_r2_bootstrap({"bad": bad, "good": good, "same": bad}, target, reference="bad", n_boot=500)
+    assert b["good"]["r2"] == pytest.approx(spectrum_metrics(good, target)["r2"])
+    assert b["good"]["r2_low"] < b["good"]["r2"] < b["good"]["r2_high"]
+    assert 0 < b["good"]["diff_low"] < b["good"]["diff"] < b["good"]["diff_high"]
+    assert b["same"]["diff"] == b["same"]["diff_low"] == b["same"]["diff_high"] == 0.0

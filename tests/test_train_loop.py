@@ -201,8 +201,9 @@ def test_a_multi_fidelity_model_learns_the_second_tier_from_a_few_sites(tmp_path
         assert r["both"]["mse"] == pytest.approx(table[name]["model_tier"]["mse"], rel=1e-6)
     scored = [r for r in comparison.values() if r["both"]["n"] > 1]
     assert scored and all(r["both"]["r2"] > r["base"]["r2"] for r in scored)  # an untrained model is worse
+    assert all(r["base"]["diff_high"] < 0 and r["both"]["diff"] == 0 for r in scored)  # reference: the first label
     text = render_comparison(comparison, {"both": "scf", "base": "synthetic"}, "scf", "test")
-    assert "both (scf head)" in text and "| mean |" in text
+    assert "both (scf head)" in text and "| mean |" in text and "| base - both |" in text
     with pytest.raises(InputError, match="no ultra-tier spectra"):
         tier_comparison({"both": model}, str(data), tier="ultra")
     from gnnspec.structures.nmc import NMCParams, generate_nmc

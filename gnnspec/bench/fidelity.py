@@ -32,7 +32,7 @@ import torch
 from gnnspec.channels import CHANNELS
 from gnnspec.data import keys as K
 from gnnspec.errors import InputError
-from gnnspec.scoring import edge_position_metrics, spectrum_metrics
+from gnnspec.scoring import edge_position_metrics, paired_r2_bootstrap, spectrum_metrics
 
 SOURCES = ("feff_base", "model_base", "model_tier")
 
@@ -84,10 +84,14 @@ def fidelity_table(model, data: str, split: str = "test", tier: str | None = Non
 
 
 @torch.no_grad()
-def tier_comparison(models: dict, data: str, split: str = "test", tier: str = "scf") -> dict[str, dict[str, dict]]:
+def tier_comparison(models: dict, data: str, split: str = "test", tier: str = "scf", reference: str | None = None) -> dict[str, dict[str, dict]]:
     """``{channel: {label: spectrum_metrics}}``: each model of ``models`` (``{label: model}``)
     predicting the ``tier`` spectra of ``split``'s sites where FEFF computed that tier, in that
-    tier when it has it, else in its highest tier. Every model is scored on the same spectra."""
+    tier when it has it, else in its highest tier. Every model is scored on the same spectra.
+
+    Each entry also holds the paired bootstrap of :func:`gnnspec.scoring.paired_r2_bootstrap`
+    (95 % intervals of R^2 and of its difference to ``reference``, default the first label;
+    2,000 draws of the sites, seed 0)."""
     from torch_geometric.loader import DataLoader
 
     from gnnspec.data.dataset import LMDBStructureDataset, base_tier
@@ -119,6 +123,9 @@ def tier_comparison(models: dict, data: str, split: str = "test", tier: str = "s
                 rows[label][name].append((batch.sid[batch.batch[sites]].numpy()[have[:, c]], sites.numpy()[have[:, c]], pred["spectra"][:, c].double().numpy()[have[:, c]]))
                 if first:
                     targets.setdefault(name, []).append(batch[K.SITE_Y_TIERS][sites, 0, c].double().numpy()[have[:, c]])
+    reference = reference or next(iter(models))
+    if reference not in models:
+        raise InputError(f"reference {reference!r} is none of the compared models ({', '.join(models)})")
     table: dict[str, dict[str, dict]] = {}
     for name, parts in targets.items():
         target = np.concatenate(parts)
@@ -129,10 +136,14 @@ def tier_comparison(models: dict, data: str, split: str = "test", tier: str = "s
             if name not in rows[label]:
                 continue
             keys = [(int(a), int(b)) for part in rows[label][name] for a, b in zip(part[0], part[1])]
-            reference = [(int(a), int(b)) for part in rows[next(iter(models))][name] for a, b in zip(part[0], part[1])]
-            if keys != reference:
+            first_keys = [(int(a), int(b)) for part in rows[next(iter(models))][name] for a, b in zip(part[0], part[1])]
+            if keys != first_keys:
                 raise InputError(f"{label}: scored on other {name} sites than {next(iter(models))}; the models must share the channel's masks")
             table[name][label] = spectrum_metrics(np.concatenate([part[2] for part in rows[label][name]]), target)
+        preds = {label: np.concatenate([part[2] for part in rows[label][name]]) for label in table[name]}
+        if reference in preds and len(target) > 1:
+            for label, ci in paired_r2_bootstrap(preds, target, reference).items():
+                table[name][label].update(ci, reference=reference)
     if not table:
         raise InputError(f"{data}: split {split!r} holds no {tier}-tier spectra")
     return table
@@ -153,13 +164,38 @@ def render_comparison(table: dict, tiers: dict[str, str], tier: str, caption: st
         "| --- | --- | " + " | ".join("---" for _ in labels) + " | " + " | ".join("---" for _ in labels) + " |",
     ]
     means = {lab: [] for lab in labels}
+
+    def interval(entry: dict, key: str, sign: str = "") -> str:
+        value = f"{entry[key]:{sign}.3f}"
+        return f"{value} [{entry[key + '_low']:{sign}.2f}, {entry[key + '_high']:{sign}.2f}]" if key + "_low" in entry else value
+
     for name, r in table.items():
         for lab in labels:
             means[lab].append(r[lab]["r2"])
-        r2 = " | ".join(f"{r[lab]['r2']:.3f}" for lab in labels)
+        r2 = " | ".join(interval(r[lab], "r2") for lab in labels)
         cos = " | ".join(f"{r[lab]['cosine']:.4f}" for lab in labels)
         lines.append(f"| {name} | {r[labels[0]]['n']} | {r2} | {cos} |")
     lines.append("| mean | | " + " | ".join(f"{np.mean(means[lab]):.3f}" for lab in labels) + " | " + " | ".join("" for _ in labels) + " |")
+    reference = next((e["reference"] for r in table.values() for e in r.values() if "reference" in e), None)
+    if reference is not None:
+        others = [lab for lab in labels if lab != reference]
+        lines += [
+            "",
+            f"R^2 minus {reference}'s on the same sites, with its 95 % paired bootstrap interval in brackets (2,000 draws "
+            "of the sites; `gnnspec.scoring.paired_r2_bootstrap`); * where the interval excludes 0.",
+            "",
+            "| channel | " + " | ".join(f"{lab} - {reference}" for lab in others) + " |",
+            "| --- | " + " | ".join("---" for _ in others) + " |",
+        ]
+        for name, r in table.items():
+            cells = []
+            for lab in others:
+                e = r[lab]
+                if "diff" not in e:
+                    cells.append("")
+                    continue
+                cells.append(interval(e, "diff", "+") + (" *" if e["diff_low"] > 0 or e["diff_high"] < 0 else ""))
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -187,6 +223,12 @@ def render(table: dict, tier: str, base: str, caption: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _data_label(data: str) -> str:
+    from gnnspec.data.store import SpectraStore
+
+    return f"data {data} (sha256 {SpectraStore(data).fingerprint()[:12]})"
+
+
 def main(argv: list[str] | None = None) -> int:
     from gnnspec.analysis.calibration import training_data
     from gnnspec.models.factory import load_model, model_path
@@ -195,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", help="a multi-fidelity checkpoint")
     p.add_argument("--compare", nargs="+", metavar="LABEL=MODEL", help="score these models on the same higher-tier sites instead")
     p.add_argument("--tier", default="scf", help="with --compare: the FEFF tier scored against (default scf)")
+    p.add_argument("--reference", default=None, help="with --compare: the label the others' R^2 is compared with (default: the first)")
     p.add_argument("--data", default=None, help="dataset (default: the one the model was trained on)")
     p.add_argument("--split", default="test")
     p.add_argument("--out", default=None, help="default benchmarks/fidelity.md, with --compare benchmarks/multifidelity.md")
@@ -209,9 +252,9 @@ def main(argv: list[str] | None = None) -> int:
             p.error("--compare takes LABEL=MODEL pairs, such as both=runs/mf/best.pt")
         models = {label: load_model(path) for label, _, path in pairs}
         data = args.data or training_data(model_path(pairs[0][2]))
-        table = tier_comparison(models, data, args.split, args.tier)
+        table = tier_comparison(models, data, args.split, args.tier, args.reference)
         tiers = {lab: args.tier if args.tier in m.cfg.tiers else m.cfg.tiers[-1] for lab, m in models.items()}
-        caption = f"python -m gnnspec.bench.fidelity --compare at commit {commit}: " + ", ".join(
+        caption = f"python -m gnnspec.bench.fidelity --compare at commit {commit}, {_data_label(data)}: " + ", ".join(
             f"{label} = {Path(path).parent.name}/{Path(path).name} (tiers {models[label].cfg.tiers})" for label, _, path in pairs
         )
         out = Path(args.out or "benchmarks/multifidelity.md")
@@ -222,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     model = load_model(args.model)
     data = args.data or training_data(model_path(args.model))
     table = fidelity_table(model, data, args.split)
-    caption = f"python -m gnnspec.bench.fidelity at commit {commit}, model {Path(args.model).parent.name}/{Path(args.model).name}"
+    caption = f"python -m gnnspec.bench.fidelity at commit {commit}, model {Path(args.model).parent.name}/{Path(args.model).name}, {_data_label(data)}"
     out = Path(args.out or "benchmarks/fidelity.md")
     out.write_text(render(table, model.cfg.tiers[-1], model.cfg.tiers[0], caption))
     out.with_suffix(".json").write_text(json.dumps(table, indent=1) + "\n")
