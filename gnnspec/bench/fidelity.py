@@ -88,6 +88,8 @@ def tier_comparison(models: dict, data: str, split: str = "test", tier: str = "s
     """``{channel: {label: spectrum_metrics}}``: each model of ``models`` (``{label: model}``)
     predicting the ``tier`` spectra of ``split``'s sites where FEFF computed that tier, in that
     tier when it has it, else in its highest tier. Every model is scored on the same spectra.
+    A label may stand for a list of models (same channels and cutoff): their mean prediction,
+    each member in its own tier index, is scored (an ensemble of forward models).
 
     Each entry also holds the paired bootstrap of :func:`gnnspec.scoring.paired_r2_bootstrap`
     (95 % intervals of R^2 and of its difference to ``reference``, default the first label;
@@ -103,24 +105,33 @@ def tier_comparison(models: dict, data: str, split: str = "test", tier: str = "s
     base = base_tier(store)
     rows: dict[str, dict[str, list]] = {}
     targets: dict[str, list] = {}
-    for label, model in models.items():
+    for label, entry in models.items():
+        members = list(entry) if isinstance(entry, (list, tuple)) else [entry]
+        model = members[0]
         channels = tuple(model.cfg.channels)
+        if any(tuple(m.cfg.channels) != channels or m.cfg.backbone.cutoff != model.cfg.backbone.cutoff for m in members):
+            raise InputError(f"{label}: the members of an ensemble must share their channels and cutoff")
         ds = LMDBStructureDataset(data, split, cutoff=model.cfg.backbone.cutoff, channels=channels, tier=base, extra_tiers=(tier,))
-        t = model.cfg.tiers.index(tier) if tier in model.cfg.tiers else len(model.cfg.tiers) - 1
-        dtype = next(model.parameters()).dtype
-        model.eval()
         rows[label] = {c: [] for c in channels}
         first = not targets
+        for m in members:
+            m.eval()
         for batch in DataLoader([ds[i] for i in range(len(ds))], batch_size=2, shuffle=False):
-            batch.pos, batch.edge_shift = batch.pos.to(dtype), batch.edge_shift.to(dtype)
             sites = batch[K.SITE_Y_TIERS_MASK][:, 0].any(dim=1).nonzero(as_tuple=True)[0]
             if sites.numel() == 0:
                 continue
-            out = model.forward_structure(batch, embed=False)
-            pred = model.tier_spectra(out, batch, sites, t)
-            have = (batch[K.SITE_Y_TIERS_MASK][sites, 0] & pred["spectra_mask"]).numpy()
+            spectra, have = [], batch[K.SITE_Y_TIERS_MASK][sites, 0]
+            for m in members:
+                t = m.cfg.tiers.index(tier) if tier in m.cfg.tiers else len(m.cfg.tiers) - 1
+                dtype = next(m.parameters()).dtype
+                b = batch.clone()
+                b.pos, b.edge_shift = b.pos.to(dtype), b.edge_shift.to(dtype)
+                pred = m.tier_spectra(m.forward_structure(b, embed=False), b, sites, t)
+                spectra.append(pred["spectra"].double())
+                have = have & pred["spectra_mask"]
+            mean, have = torch.stack(spectra).mean(0).numpy(), have.numpy()
             for c, name in enumerate(channels):
-                rows[label][name].append((batch.sid[batch.batch[sites]].numpy()[have[:, c]], sites.numpy()[have[:, c]], pred["spectra"][:, c].double().numpy()[have[:, c]]))
+                rows[label][name].append((batch.sid[batch.batch[sites]].numpy()[have[:, c]], sites.numpy()[have[:, c]], mean[:, c][have[:, c]]))
                 if first:
                     targets.setdefault(name, []).append(batch[K.SITE_Y_TIERS][sites, 0, c].double().numpy()[have[:, c]])
     reference = reference or next(iter(models))
@@ -235,7 +246,12 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(prog="python -m gnnspec.bench.fidelity", description=__doc__.splitlines()[0])
     p.add_argument("--model", help="a multi-fidelity checkpoint")
-    p.add_argument("--compare", nargs="+", metavar="LABEL=MODEL", help="score these models on the same higher-tier sites instead")
+    p.add_argument(
+        "--compare",
+        nargs="+",
+        metavar="LABEL=MODEL",
+        help="score these models on the same higher-tier sites instead; LABEL=A.pt,B.pt scores the mean of several models",
+    )
     p.add_argument("--tier", default="scf", help="with --compare: the FEFF tier scored against (default scf)")
     p.add_argument("--reference", default=None, help="with --compare: the label the others' R^2 is compared with (default: the first)")
     p.add_argument("--data", default=None, help="dataset (default: the one the model was trained on)")
@@ -250,12 +266,17 @@ def main(argv: list[str] | None = None) -> int:
         pairs = [item.partition("=") for item in args.compare]
         if any(not sep or not label or not path for label, sep, path in pairs):
             p.error("--compare takes LABEL=MODEL pairs, such as both=runs/mf/best.pt")
-        models = {label: load_model(path) for label, _, path in pairs}
+        models = {label: [load_model(q) for q in path.split(",")] if "," in path else load_model(path) for label, _, path in pairs}
         data = args.data or training_data(model_path(pairs[0][2]))
         table = tier_comparison(models, data, args.split, args.tier, args.reference)
-        tiers = {lab: args.tier if args.tier in m.cfg.tiers else m.cfg.tiers[-1] for lab, m in models.items()}
+        def tier_of(m) -> str:
+            return args.tier if args.tier in m.cfg.tiers else m.cfg.tiers[-1]
+
+        tiers = {lab: "/".join(dict.fromkeys(tier_of(m) for m in (e if isinstance(e, list) else [e]))) for lab, e in models.items()}
         caption = f"python -m gnnspec.bench.fidelity --compare at commit {commit}, {_data_label(data)}: " + ", ".join(
-            f"{label} = {Path(path).parent.name}/{Path(path).name} (tiers {models[label].cfg.tiers})" for label, _, path in pairs
+            f"{label} = " + " + ".join(f"{Path(q).parent.name}/{Path(q).name}" for q in path.split(","))
+            + f" (tiers {[m.cfg.tiers for m in models[label]] if isinstance(models[label], list) else models[label].cfg.tiers})"
+            for label, _, path in pairs
         )
         out = Path(args.out or "benchmarks/multifidelity.md")
         out.write_text(render_comparison(table, tiers, args.tier, caption))
