@@ -263,6 +263,8 @@ def test_extra_tier_sites_cover_defects_first_and_are_deterministic(full_build):
         s = Structure.from_dict(rec["structure"])
         sites = tier_sites(rec, tier, cfg.seed, 0)
         assert sites == tier_sites(rec, tier, cfg.seed, 0)
+        more = tier_sites(rec, TierConfig("scf", 3, tier.channels), cfg.seed, 0)  # a recipe that raises sites_per_element
+        assert set(sites) < set(more)  # keeps every site already computed
         assert sorted(s[i].specie.symbol for i in sites) == sorted({"O", "Co", "Li"} & {x.specie.symbol for x in s})
         defective = {e.centre for e in environments(s, rec["vacancies"], include_bulk=False) if np.any(e.defects)}
         for i in sites:  # a defect-adjacent site is taken whenever the element has one
