@@ -203,7 +203,7 @@ def test_a_multi_fidelity_model_learns_the_second_tier_from_a_few_sites(tmp_path
     assert scored and all(r["both"]["r2"] > r["base"]["r2"] for r in scored)  # an untrained model is worse
     assert all(r["base"]["diff_high"] < 0 and r["both"]["diff"] == 0 for r in scored)  # reference: the first label
     twice = tier_comparison({"both": model, "twice": [model, model], "pair": [model, base_only]}, str(data))
-    for name, r in twice.items():  # the mean of a model with itself is the model; with an untrained one it differs
+    for r in twice.values():  # the mean of a model with itself is the model; with an untrained one it differs
         assert r["twice"]["mse"] == pytest.approx(r["both"]["mse"], rel=1e-9) and r["pair"]["mse"] != pytest.approx(r["both"]["mse"])
     text = render_comparison(comparison, {"both": "scf", "base": "synthetic"}, "scf", "test")
     assert "both (scf head)" in text and "| mean |" in text and "| base - both |" in text
