@@ -121,15 +121,16 @@ def paired_r2_bootstrap(
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, len(target), size=(n_boot, len(target)))
     boot = {lab: np.array([_r2(np.asarray(p)[d], target[d]) for d in draws]) for lab, p in preds.items()}
+    full = {lab: _r2(np.asarray(p), target) for lab, p in preds.items()}
     lo, hi = 100 * (1 - level) / 2, 100 * (1 + level) / 2
     out = {}
-    for lab, p in preds.items():
+    for lab in preds:
         diff = boot[lab] - boot[reference]
         out[lab] = {
-            "r2": _r2(np.asarray(p), target),
+            "r2": full[lab],
             "r2_low": float(np.nanpercentile(boot[lab], lo)),
             "r2_high": float(np.nanpercentile(boot[lab], hi)),
-            "diff": _r2(np.asarray(p), target) - _r2(np.asarray(preds[reference]), target),
+            "diff": full[lab] - full[reference],
             "diff_low": float(np.nanpercentile(diff, lo)),
             "diff_high": float(np.nanpercentile(diff, hi)),
         }

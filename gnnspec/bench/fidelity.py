@@ -37,6 +37,11 @@ from gnnspec.scoring import edge_position_metrics, paired_r2_bootstrap, spectrum
 SOURCES = ("feff_base", "model_base", "model_tier")
 
 
+def predicted_tier(model, tier: str) -> int:
+    """Row of ``tier`` in the model's tiers, or its highest tier's when it does not predict ``tier``."""
+    return model.cfg.tiers.index(tier) if tier in model.cfg.tiers else len(model.cfg.tiers) - 1
+
+
 @torch.no_grad()
 def fidelity_table(model, data: str, split: str = "test", tier: str | None = None) -> dict[str, dict[str, dict]]:
     """``{channel: {source: spectrum_metrics}}`` on ``split``'s sites of ``tier`` (default: the model's last)."""
@@ -76,8 +81,9 @@ def fidelity_table(model, data: str, split: str = "test", tier: str | None = Non
     for name in channels:
         target = np.concatenate(rows["target"][name])
         if len(target):
-            table[name] = {s: spectrum_metrics(np.concatenate(rows[s][name]), target) for s in SOURCES}
-            table[name]["model_tier"].update(edge_position_metrics(np.concatenate(rows["model_tier"][name]), target, CHANNELS[name].step))
+            preds = {s: np.concatenate(rows[s][name]) for s in SOURCES}
+            table[name] = {s: spectrum_metrics(preds[s], target) for s in SOURCES}
+            table[name]["model_tier"].update(edge_position_metrics(preds["model_tier"], target, CHANNELS[name].step))
     if not table:
         raise InputError(f"{data}: split {split!r} holds no {tier}-tier spectra")
     return table
@@ -122,7 +128,7 @@ def tier_comparison(models: dict, data: str, split: str = "test", tier: str = "s
                 continue
             spectra, have = [], batch[K.SITE_Y_TIERS_MASK][sites, 0]
             for m in members:
-                t = m.cfg.tiers.index(tier) if tier in m.cfg.tiers else len(m.cfg.tiers) - 1
+                t = predicted_tier(m, tier)
                 dtype = next(m.parameters()).dtype
                 b = batch.clone()
                 b.pos, b.edge_shift = b.pos.to(dtype), b.edge_shift.to(dtype)
@@ -142,16 +148,17 @@ def tier_comparison(models: dict, data: str, split: str = "test", tier: str = "s
         target = np.concatenate(parts)
         if not len(target):
             continue
-        table[name] = {}
+        first_label = next(iter(models))
+        first_keys = [(int(a), int(b)) for part in rows[first_label][name] for a, b in zip(part[0], part[1])]
+        preds = {}
         for label in models:
             if name not in rows[label]:
                 continue
             keys = [(int(a), int(b)) for part in rows[label][name] for a, b in zip(part[0], part[1])]
-            first_keys = [(int(a), int(b)) for part in rows[next(iter(models))][name] for a, b in zip(part[0], part[1])]
             if keys != first_keys:
-                raise InputError(f"{label}: scored on other {name} sites than {next(iter(models))}; the models must share the channel's masks")
-            table[name][label] = spectrum_metrics(np.concatenate([part[2] for part in rows[label][name]]), target)
-        preds = {label: np.concatenate([part[2] for part in rows[label][name]]) for label in table[name]}
+                raise InputError(f"{label}: scored on other {name} sites than {first_label}; the models must share the channel's masks")
+            preds[label] = np.concatenate([part[2] for part in rows[label][name]])
+        table[name] = {label: spectrum_metrics(pred, target) for label, pred in preds.items()}
         if reference in preds and len(target) > 1:
             for label, ci in paired_r2_bootstrap(preds, target, reference).items():
                 table[name][label].update(ci, reference=reference)
@@ -266,16 +273,13 @@ def main(argv: list[str] | None = None) -> int:
         pairs = [item.partition("=") for item in args.compare]
         if any(not sep or not label or not path for label, sep, path in pairs):
             p.error("--compare takes LABEL=MODEL pairs, such as both=runs/mf/best.pt")
-        models = {label: [load_model(q) for q in path.split(",")] if "," in path else load_model(path) for label, _, path in pairs}
+        models = {label: [load_model(q) for q in path.split(",")] for label, _, path in pairs}  # a label's members
         data = args.data or training_data(model_path(pairs[0][2]))
         table = tier_comparison(models, data, args.split, args.tier, args.reference)
-        def tier_of(m) -> str:
-            return args.tier if args.tier in m.cfg.tiers else m.cfg.tiers[-1]
-
-        tiers = {lab: "/".join(dict.fromkeys(tier_of(m) for m in (e if isinstance(e, list) else [e]))) for lab, e in models.items()}
+        tiers = {lab: "/".join(dict.fromkeys(m.cfg.tiers[predicted_tier(m, args.tier)] for m in members)) for lab, members in models.items()}
         caption = f"python -m gnnspec.bench.fidelity --compare at commit {commit}, {_data_label(data)}: " + ", ".join(
             f"{label} = " + " + ".join(f"{Path(q).parent.name}/{Path(q).name}" for q in path.split(","))
-            + f" (tiers {[m.cfg.tiers for m in models[label]] if isinstance(models[label], list) else models[label].cfg.tiers})"
+            + f" (tiers {models[label][0].cfg.tiers if len(models[label]) == 1 else [m.cfg.tiers for m in models[label]]})"
             for label, _, path in pairs
         )
         out = Path(args.out or "benchmarks/multifidelity.md")
