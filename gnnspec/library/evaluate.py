@@ -55,7 +55,7 @@ from gnnspec.library.build import source_kind
 from gnnspec.library.consensus import check_ranking, entry_labels, pool_size
 from gnnspec.library.library import Library
 from gnnspec.library.store import structure_hash
-from gnnspec.models.environment_table import SPECTRA_SOURCES, encoder_learned_tier, simulated_set
+from gnnspec.models.environment_table import encoder_learned_tier, simulated_set
 from gnnspec.quantification.k_factors import read_k_factors
 from gnnspec.scoring import hit_rates
 from gnnspec.structures.environments import CONTENT_TOL, labels_match
@@ -133,9 +133,8 @@ def evaluate_library(
     k_factors = None if intensity_k_factors is None else read_k_factors(intensity_k_factors)
     if source_kind(data) != "lmdb":
         raise InputError(f"{data}: not a gnnspec LMDB dataset (no {DATA_FILE})")
-    if spectra not in SPECTRA_SOURCES:
-        raise InputError(f"unknown query spectra {spectra!r}: expected one of {', '.join(SPECTRA_SOURCES)}")
     model = lib.model
+    tier = encoder_learned_tier(model, spectra)  # an InputError for an unknown choice, before any data is read
     ds = LMDBStructureDataset(data, split, cutoff=model.cfg.backbone.cutoff, channels=model.cfg.channels)
     if len(ds) == 0:
         raise InputError(f"{data}: no structures{'' if split is None else f' in the {split} split'}")
@@ -143,7 +142,6 @@ def evaluate_library(
         envs = EnvironmentSet.from_dataset(ds, k_factors)
     except KeyError as exc:  # a channel of the data without a k-factor
         raise InputError(f"{data} with {intensity_k_factors}: {exc.args[0]}") from None
-    tier = encoder_learned_tier(model, spectra)
     if tier is not None:  # the same environments and channels, with the forward model's spectra
         envs = replace(envs, y=simulated_set(model, ds, tier).y)
     queries = envs.with_spectra

@@ -23,6 +23,7 @@ import torch
 
 from gnnspec.data import keys as K
 from gnnspec.data.environment_set import EnvironmentSet
+from gnnspec.errors import InputError
 from gnnspec.quantification import channel_element_index, channel_fractions
 
 CHUNK = 1024  # environments per encoder call
@@ -112,7 +113,7 @@ def encoder_learned_tier(model, source: str = "auto") -> str | None:
     and ``library evaluate``.
     """
     if source not in SPECTRA_SOURCES:
-        raise ValueError(f"unknown spectra source {source!r}: expected one of {', '.join(SPECTRA_SOURCES)}")
+        raise InputError(f"unknown spectra source {source!r}: expected one of {', '.join(SPECTRA_SOURCES)}")
     learned = getattr(model, "encoder_spectra_tier", None)
     if source == "feff" or (source == "auto" and learned is None):
         return None
