@@ -23,6 +23,7 @@ from gnnspec.bench.spectral_features import seed_features
 from gnnspec.channels import CHANNELS
 from gnnspec.data.environment_set import EnvironmentSet
 from gnnspec.labels import CONTENT_ELEMENTS, DEFECTS
+from gnnspec.models.forward_ensemble import ensemble_pass
 from gnnspec.quantification import channel_element_index, channel_fractions
 from gnnspec.scoring import auroc, spectrum_metrics
 
@@ -48,7 +49,7 @@ def gnn_site_predictions(model, dataset, test: SiteSet) -> dict[str, np.ndarray]
         absorbers = g.site_y_mask.any(1).nonzero(as_tuple=True)[0]
         if absorbers.numel() == 0:
             continue
-        out = model.forward_structure(g, absorbers=absorbers, embed=False)
+        out = ensemble_pass(model, g, absorbers, 0)  # the base tier; the member mean with a forward ensemble
         spectra = out["spectra"].double().numpy()
         for r, site in enumerate(absorbers.tolist()):
             for c, name in enumerate(model.cfg.channels):

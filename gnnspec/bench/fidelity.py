@@ -6,7 +6,7 @@ with:
 
 * ``feff_base``: the base-tier FEFF spectrum of the same site (what a base-tier dataset offers);
 * ``model_base``: the model's base-tier prediction (what a base-tier surrogate can reach);
-* ``model_tier``: the model's prediction in the higher tier (:meth:`JointModel.tier_spectra`),
+* ``model_tier``: the model's prediction in the higher tier (the member mean with a forward ensemble, :mod:`gnnspec.models.forward_ensemble`),
   also split into the edge's position and the rest (:func:`gnnspec.scoring.edge_position_metrics`:
   the shift that best aligns each prediction with FEFF, R^2 after it).
 
@@ -32,6 +32,7 @@ import torch
 from gnnspec.channels import CHANNELS
 from gnnspec.data import keys as K
 from gnnspec.errors import InputError
+from gnnspec.models.forward_ensemble import ensemble_pass, member_count
 from gnnspec.scoring import edge_position_metrics, paired_r2_bootstrap, spectrum_metrics
 
 SOURCES = ("feff_base", "model_base", "model_tier")
@@ -57,21 +58,21 @@ def fidelity_table(model, data: str, split: str = "test", tier: str | None = Non
     channels = model.cfg.channels
     graphs = load_split(data, split, model.cfg.backbone.cutoff, channels, False, tuple(tiers[1:]))
     dtype = next(model.parameters()).dtype
-    rows: dict[str, dict[str, list]] = {s: {c: [] for c in channels} for s in (*SOURCES, "target")}
+    rows: dict[str, dict[str, list]] = {s: {c: [] for c in channels} for s in (*SOURCES, "target", "spread")}
     model.eval()
     for batch in DataLoader(graphs, batch_size=2, shuffle=False):
         batch.pos, batch.edge_shift = batch.pos.to(dtype), batch.edge_shift.to(dtype)
-        out = model.forward_structure(batch, embed=False)
         sites = batch[K.SITE_Y_TIERS_MASK][:, t - 1].any(dim=1).nonzero(as_tuple=True)[0]
         if sites.numel() == 0:
             continue
-        base, high = model.tier_spectra(out, batch, sites, 0), model.tier_spectra(out, batch, sites, t)
+        base, high = ensemble_pass(model, batch, sites, 0), ensemble_pass(model, batch, sites, t)
         have = (batch[K.SITE_Y_TIERS_MASK][sites, t - 1] & batch[K.SITE_Y_MASK][sites] & high["spectra_mask"]).numpy()
         arrays = {
             "target": batch[K.SITE_Y_TIERS][sites, t - 1],
             "feff_base": batch[K.SITE_Y][sites],
             "model_base": base["spectra"],
             "model_tier": high["spectra"],
+            "spread": high.get("spectra_spread", torch.zeros_like(high["spectra"])),
         }
         for source, values in arrays.items():
             values = values.double().numpy()
@@ -84,6 +85,9 @@ def fidelity_table(model, data: str, split: str = "test", tier: str | None = Non
             preds = {s: np.concatenate(rows[s][name]) for s in SOURCES}
             table[name] = {s: spectrum_metrics(preds[s], target) for s in SOURCES}
             table[name]["model_tier"].update(edge_position_metrics(preds["model_tier"], target, CHANNELS[name].step))
+            spread = np.concatenate(rows["spread"][name])
+            if spread.any():  # a forward ensemble: how often FEFF lies within its calibrated spread
+                table[name]["model_tier"]["spread_coverage"] = float(np.mean(np.abs(preds["model_tier"] - target) <= spread))
     if not table:
         raise InputError(f"{data}: split {split!r} holds no {tier}-tier spectra")
     return table
@@ -132,7 +136,7 @@ def tier_comparison(models: dict, data: str, split: str = "test", tier: str = "s
                 dtype = next(m.parameters()).dtype
                 b = batch.clone()
                 b.pos, b.edge_shift = b.pos.to(dtype), b.edge_shift.to(dtype)
-                pred = m.tier_spectra(m.forward_structure(b, embed=False), b, sites, t)
+                pred = ensemble_pass(m, b, sites, t)
                 spectra.append(pred["spectra"].double())
                 have = have & pred["spectra_mask"]
             mean, have = torch.stack(spectra).mean(0).numpy(), have.numpy()
@@ -225,11 +229,13 @@ def render(table: dict, tier: str, base: str, caption: str) -> str:
         f"normalised spectra on the channel grids). R^2 around the channel's mean {tier} spectrum on these sites (a few "
         "sites per channel: read it with the cosine and MSE). Edge position: the rigid shift that best aligns each "
         f"model {tier} spectrum with FEFF's (positive: the model's edge lies too low), its RMS and mean over the sites, "
-        "and R^2 after that shift (`gnnspec.scoring.edge_position_metrics`).*",
+        "and R^2 after that shift (`gnnspec.scoring.edge_position_metrics`). With a forward ensemble the model's spectra "
+        f"are the member mean, and the last column is how often FEFF {tier} lies within the calibrated spread (fitted on "
+        "validation for 68 %).*",
         "",
         f"| channel | sites | R^2: FEFF {base} | model {base} | model {tier} | model {tier} aligned | edge shift RMS / mean (eV) "
-        f"| cosine: FEFF {base} | model {base} | model {tier} | MSE: FEFF {base} | model {base} | model {tier} |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        f"| cosine: FEFF {base} | model {base} | model {tier} | MSE: FEFF {base} | model {base} | model {tier} | within spread |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, r in table.items():
         r2 = " | ".join(f"{r[s]['r2']:.3f}" for s in SOURCES)
@@ -237,8 +243,14 @@ def render(table: dict, tier: str, base: str, caption: str) -> str:
         mse = " | ".join(f"{r[s]['mse']:.4f}" for s in SOURCES)
         m = r["model_tier"]
         edge = f"{m['r2_aligned']:.3f} | {m['shift_rms_ev']:.2f} / {m['shift_mean_ev']:+.2f}"
-        lines.append(f"| {name} | {r['feff_base']['n']} | {r2} | {edge} | {cos} | {mse} |")
+        within = f"{m['spread_coverage']:.2f}" if "spread_coverage" in m else "-"
+        lines.append(f"| {name} | {r['feff_base']['n']} | {r2} | {edge} | {cos} | {mse} | {within} |")
     return "\n".join(lines) + "\n"
+
+
+def _members_note(model) -> str:
+    """`` (mean of N forward models)`` for a model with a forward ensemble, else empty."""
+    return f" (mean of {member_count(model)} forward models)" if member_count(model) > 1 else ""
 
 
 def _data_label(data: str) -> str:
@@ -259,6 +271,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="LABEL=MODEL",
         help="score these models on the same higher-tier sites instead; LABEL=A.pt,B.pt scores the mean of several models",
     )
+    p.add_argument(
+        "--own-forward",
+        nargs="+",
+        default=[],
+        metavar="LABEL",
+        help="with --compare: these labels' models predict with their own forward side only (their forward ensemble left out)",
+    )
     p.add_argument("--tier", default="scf", help="with --compare: the FEFF tier scored against (default scf)")
     p.add_argument("--reference", default=None, help="with --compare: the label the others' R^2 is compared with (default: the first)")
     p.add_argument("--data", default=None, help="dataset (default: the one the model was trained on)")
@@ -273,12 +292,17 @@ def main(argv: list[str] | None = None) -> int:
         pairs = [item.partition("=") for item in args.compare]
         if any(not sep or not label or not path for label, sep, path in pairs):
             p.error("--compare takes LABEL=MODEL pairs, such as both=runs/mf/best.pt")
-        models = {label: [load_model(q) for q in path.split(",")] for label, _, path in pairs}  # a label's members
+        unknown = set(args.own_forward) - {label for label, _, _ in pairs}
+        if unknown:
+            p.error(f"--own-forward names labels that --compare does not: {', '.join(sorted(unknown))}")
+        models = {  # a label's models; each one's own forward ensemble too unless --own-forward names the label
+            label: [load_model(q, forward_ensemble=label not in args.own_forward) for q in path.split(",")] for label, _, path in pairs
+        }
         data = args.data or training_data(model_path(pairs[0][2]))
         table = tier_comparison(models, data, args.split, args.tier, args.reference)
         tiers = {lab: "/".join(dict.fromkeys(m.cfg.tiers[predicted_tier(m, args.tier)] for m in members)) for lab, members in models.items()}
         caption = f"python -m gnnspec.bench.fidelity --compare at commit {commit}, {_data_label(data)}: " + ", ".join(
-            f"{label} = " + " + ".join(f"{Path(q).parent.name}/{Path(q).name}" for q in path.split(","))
+            f"{label} = " + " + ".join(f"{Path(q).parent.name}/{Path(q).name}" + _members_note(m) for q, m in zip(path.split(","), models[label]))
             + f" (tiers {models[label][0].cfg.tiers if len(models[label]) == 1 else [m.cfg.tiers for m in models[label]]})"
             for label, _, path in pairs
         )
@@ -290,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     model = load_model(args.model)
     data = args.data or training_data(model_path(args.model))
     table = fidelity_table(model, data, args.split)
-    caption = f"python -m gnnspec.bench.fidelity at commit {commit}, model {Path(args.model).parent.name}/{Path(args.model).name}, {_data_label(data)}"
+    caption = f"python -m gnnspec.bench.fidelity at commit {commit}, model {Path(args.model).parent.name}/{Path(args.model).name}{_members_note(model)}, {_data_label(data)}"
     out = Path(args.out or "benchmarks/fidelity.md")
     out.write_text(render(table, model.cfg.tiers[-1], model.cfg.tiers[0], caption))
     out.with_suffix(".json").write_text(json.dumps(table, indent=1) + "\n")

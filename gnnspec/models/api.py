@@ -17,6 +17,7 @@ import torch
 
 from gnnspec.channels import CHANNEL_NAMES, CHANNELS, normalise
 from gnnspec.errors import InputError
+from gnnspec.models.forward_ensemble import ensemble_pass
 from gnnspec.spectra import Spectrum, grid_coverage, spectra_on_grids
 
 
@@ -26,6 +27,10 @@ class ModelAPI:
     #: The checkpoint's structure-support record (:mod:`gnnspec.models.structure_support`), set by
     #: :func:`gnnspec.models.factory.load_checkpoint`; None for a model built afresh.
     structure_support_record: dict | None = None
+    #: Forward members whose spectra the predictions average (:mod:`gnnspec.models.forward_ensemble`),
+    #: and the record of them (sources, calibrated spread); set by ``load_checkpoint``.
+    forward_members: list | None = None
+    forward_ensemble_record: dict | None = None
 
     # -- helpers ---------------------------------------------------------------------
     def _param(self) -> torch.Tensor:
@@ -57,15 +62,26 @@ class ModelAPI:
 
     # -- forward: structure -> spectra -------------------------------------------------
     @torch.no_grad()
-    def predict_site_spectra(self, structure: Any, sites: list[int] | int, return_contributions: bool = False, tier: str | None = None):
+    def predict_site_spectra(
+        self,
+        structure: Any,
+        sites: list[int] | int,
+        return_contributions: bool = False,
+        tier: str | None = None,
+        return_spread: bool = False,
+    ):
         """Spectra of every channel of each site's element: ``{site: {channel: (energy_eV, intensity)}}``.
 
         ``tier``: the FEFF tier to predict (one of ``cfg.tiers``; default the model's highest
-        fidelity, the last). Contributions sum to the spectrum in every tier.
+        fidelity, the last). Contributions sum to the spectrum in every tier. With a forward
+        ensemble (:mod:`gnnspec.models.forward_ensemble`) spectra and contributions are the
+        member means.
 
         With ``return_contributions`` also returns ``{site: {channel: {"atom_index" [n],
         "distance" [n] (Angstrom), "intensity" [n, K]}}}``: the per-atom contributions, which
-        sum to the site's spectrum (the absorber itself is the first row).
+        sum to the site's spectrum (the absorber itself is the first row). With
+        ``return_spread`` also (last) ``{site: {channel: spread [K]}}``: the forward ensemble's
+        calibrated spread at each energy (empty without an ensemble).
         """
         self.eval()
         try:
@@ -82,11 +98,12 @@ class ModelAPI:
                 have = sorted({CHANNELS[c].element for c in self.cfg.channels})
                 raise InputError(f"site {site} is {s[site].specie.symbol}, which has no channel; absorbers: {', '.join(have)}")
         absorbers = torch.tensor(sorted(set(sites)), dtype=torch.long, device=g.z.device)
-        out = self.forward_structure(g, absorbers=absorbers, embed=False, tier=tier_row)
+        out = ensemble_pass(self, g, absorbers, tier_row)
         row = {int(a): i for i, a in enumerate(absorbers.tolist())}
         spectra = out["spectra"].double().cpu().numpy()
         mask = out["spectra_mask"].cpu().numpy()
         result, contributions = {}, {}
+        spread = _spread_by_site(out, sites, row, self.cfg.channels) if return_spread else {}
         for site in sites:
             r = row[site]
             result[site] = {
@@ -103,18 +120,26 @@ class ModelAPI:
                         "distance": out["contribution_distance"][sel].double().cpu().numpy(),
                         "intensity": out["contributions"][sel].double().cpu().numpy(),
                     }
-        return (result, contributions) if return_contributions else result
+        answer = (result,) + ((contributions,) if return_contributions else ()) + ((spread,) if return_spread else ())
+        return answer if len(answer) > 1 else result
 
     @torch.no_grad()
     def predict_many(
-        self, structures: list[Any], sites: list[list[int] | None] | None = None, batch_size: int = 8, tier: str | None = None
-    ) -> list[dict[int, dict[str, tuple[np.ndarray, np.ndarray]]]]:
+        self,
+        structures: list[Any],
+        sites: list[list[int] | None] | None = None,
+        batch_size: int = 8,
+        tier: str | None = None,
+        return_spread: bool = False,
+    ):
         """:meth:`predict_site_spectra` for many structures, ``batch_size`` structures per forward pass.
 
         ``sites[i]``: the sites of structure i to predict (None: every site with a channel); the
         result's item i is ``{site: {channel: (energy_eV, intensity)}}`` as for one structure, and
         equals it (same model, same numbers up to float rounding). Batching is what makes a GPU
-        (or many CPU cores) worth it: one small graph per call leaves them idle.
+        (or many CPU cores) worth it: one small graph per call leaves them idle. With
+        ``return_spread``: ``(results, spreads)``, ``spreads[i]`` ``{site: {channel: spread [K]}}``
+        as in :meth:`predict_site_spectra`.
         """
         from torch_geometric.data import Batch
 
@@ -130,6 +155,7 @@ class ModelAPI:
             raise InputError(f"{len(structures)} structures but {len(sites)} site lists")
         table = self.spectra_head.table
         results: list[dict] = []
+        spreads: list[dict] = []
         for start in range(0, len(structures), batch_size):
             graphs, wanted = [], []
             for s_in, want in zip(structures[start : start + batch_size], sites[start : start + batch_size]):
@@ -145,17 +171,20 @@ class ModelAPI:
             batch = Batch.from_data_list(graphs)
             offsets = batch.ptr[:-1].tolist()
             absorbers = torch.tensor([o + x for o, w in zip(offsets, wanted) for x in w], dtype=torch.long, device=batch.z.device)
-            out = self.forward_structure(batch, absorbers=absorbers, embed=False, tier=tier_row)
+            out = ensemble_pass(self, batch, absorbers, tier_row)
             spectra = out["spectra"].double().cpu().numpy()
             mask = out["spectra_mask"].cpu().numpy()
             r = 0
             for w in wanted:
-                item = {}
+                item, rows = {}, {}
                 for site in w:
                     item[site] = {name: (CHANNELS[name].grid.copy(), spectra[r, c]) for c, name in enumerate(self.cfg.channels) if mask[r, c]}
+                    rows[site] = r
                     r += 1
                 results.append(item)
-        return results
+                if return_spread:
+                    spreads.append(_spread_by_site(out, w, rows, self.cfg.channels))
+        return (results, spreads) if return_spread else results
 
     def predict_spectra(self, structure: Any, site: int, tier: str | None = None) -> dict:
         """Spectra of every channel of ``site``'s element in ``tier`` (default: the model's highest
@@ -285,3 +314,11 @@ class ModelAPI:
             "grid_coverage": {c: float(np.mean(covered[c])) for c in self.cfg.channels if c in spectra},
             "coverage_used": cov is not None,
         }
+
+
+def _spread_by_site(out: dict, sites: list[int], row: dict[int, int], channels: list[str]) -> dict[int, dict[str, np.ndarray]]:
+    """``{site: {channel: spread [K]}}`` of a forward pass with an ensemble's ``spectra_spread``; empty without."""
+    if "spectra_spread" not in out:
+        return {}
+    spread, mask = out["spectra_spread"].double().cpu().numpy(), out["spectra_mask"].cpu().numpy()
+    return {site: {name: spread[row[site], c] for c, name in enumerate(channels) if mask[row[site], c]} for site in sites}

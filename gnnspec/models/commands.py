@@ -10,7 +10,9 @@ fast as batches, see ``make bench``, on a GPU batches are what keep it busy); :f
 (:mod:`gnnspec.channels`), intensities normalised to unit mean over the grid. Every record's
 ``meta.structure_support`` holds its site's structure-side verdict
 (:mod:`gnnspec.models.structure_support`); sites outside the training distribution also get a
-one-line warning on stderr (their spectra are still written, exit code 0).
+one-line warning on stderr (their spectra are still written, exit code 0). A model with a
+forward ensemble (:mod:`gnnspec.models.forward_ensemble`) writes the member mean and, in each
+record's ``meta.spread``, the calibrated spread per channel and energy.
 """
 
 from __future__ import annotations
@@ -19,6 +21,11 @@ import sys
 from pathlib import Path
 
 from gnnspec.errors import InputError
+
+SPREAD_MEANING = (
+    "meta.spread: per channel and energy, the forward ensemble's calibrated spread (k times the members' "
+    "standard deviation; FEFF's spectrum inside it at 68 % of validation energies); spectra are the member mean"
+)
 
 
 def add_parsers(subparsers) -> None:
@@ -50,6 +57,7 @@ def add_parsers(subparsers) -> None:
 def cmd_predict(args) -> int:
     """Predict and write the spectra (see the module docstring)."""
     from gnnspec.models.factory import load_model, model_path
+    from gnnspec.models.forward_ensemble import member_count
     from gnnspec.models.structure_support import warning_lines
     from gnnspec.spectra import Spectrum, write_spectra, write_spectra_batch
     from gnnspec.structures.io import read_structure, structure_files
@@ -72,16 +80,19 @@ def cmd_predict(args) -> int:
     model = load_model(args.model, device)
     batch_size = args.batch_size or (16 if device.type == "cuda" else 1)
     sites = None if args.site is None else [[args.site]] * len(structures)
-    predicted = model.predict_many(structures, sites, batch_size=batch_size, tier=args.tier)
+    predicted, spreads = model.predict_many(structures, sites, batch_size=batch_size, tier=args.tier, return_spread=True)
     base = {
         "source": "gnnspec predict",
         "tier": model.cfg.tiers[model.cfg.tier_index(args.tier)],
         "model": str(model_path(args.model)),
         "energy_unit": "eV (absolute)",
         "normalisation": "unit mean over the channel grid",
+        "forward_models": member_count(model),
     }
+    if member_count(model) > 1:
+        base["spread_meaning"] = SPREAD_MEANING
     records, flagged = [], 0
-    for f, s, by_site in zip(files, structures, predicted):
+    for f, s, by_site, spread in zip(files, structures, predicted, spreads):
         report = model.structure_support(s, sorted(by_site)) if by_site else {"sites": []}
         verdicts = {r["site"]: r for r in report["sites"]}
         for site, spectra in by_site.items():
@@ -90,6 +101,8 @@ def cmd_predict(args) -> int:
                 flagged += 1
                 print(line, file=sys.stderr)
             meta = {"structure": str(f), "site": site, "element": s[site].specie.symbol, "structure_support": support}
+            if site in spread:
+                meta["spread"] = {name: [round(float(v), 6) for v in values] for name, values in spread[site].items()}
             records.append((f"{f.stem}:{site}", [Spectrum(name, e, y) for name, (e, y) in spectra.items()], meta))
     if single:
         _, spectra, meta = records[0]

@@ -15,6 +15,8 @@ str, int, float, bool, lists and dicts, readable with ``torch.load(weights_only=
 Optional: ``structure_support`` (the trained elements and the structure-embedding support,
 :mod:`gnnspec.models.structure_support`); :func:`load_checkpoint` attaches it to the model as
 ``structure_support_record`` and :func:`model_payload` writes it back, so it survives a re-save.
+Optional: ``forward_ensemble`` (forward members, :mod:`gnnspec.models.forward_ensemble`), attached
+as ``forward_members`` (their mean is what the model predicts) and ``forward_ensemble_record``.
 :func:`load_checkpoint` also sets ``encoder_spectra_tier`` (:func:`encoder_spectra_tier`): the
 tier whose forward-model spectra the encoder was aligned on, None for FEFF spectra.
 :func:`write_checkpoint_entry` adds or replaces one entry of a checkpoint file, leaving every
@@ -38,6 +40,8 @@ from gnnspec.channels import CHANNELS
 from gnnspec.config import config_to_dict, from_dict
 from gnnspec.errors import InputError
 from gnnspec.models.config import ModelConfig
+from gnnspec.models.forward_ensemble import ENTRY as FORWARD_ENSEMBLE
+from gnnspec.models.forward_ensemble import build_members
 from gnnspec.models.joint import JointModel
 from gnnspec.models.structure_support import ENTRY as STRUCTURE_SUPPORT
 
@@ -136,13 +140,16 @@ def model_path(path: str | Path | None = None) -> Path:
     return DEFAULT_MODEL
 
 
-def load_model(path: str | Path | None = None, map_location: str | torch.device = "cpu") -> nn.Module:
+def load_model(path: str | Path | None = None, map_location: str | torch.device = "cpu", forward_ensemble: bool = True) -> nn.Module:
     """The model of :func:`model_path` (``path`` or the shipped default), in eval mode."""
-    return load_checkpoint(model_path(path), map_location)
+    return load_checkpoint(model_path(path), map_location, forward_ensemble)
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild the model saved in ``path`` (no training config needed), in eval mode."""
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", forward_ensemble: bool = True) -> nn.Module:
+    """Rebuild the model saved in ``path`` (no training config needed), in eval mode.
+
+    ``forward_ensemble``: attach the checkpoint's forward members (:mod:`gnnspec.models.forward_ensemble`)
+    as ``model.forward_members``, so its spectra are the member mean; False: the model's own only."""
     ckpt = read_checkpoint(path, map_location)
     cfg = from_dict(ModelConfig, ckpt["model_config"], f"{path}: model_config")
     cfg.compile = False
@@ -150,7 +157,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     load_portable_state_dict(model, ckpt["model"])
     model.structure_support_record = ckpt.get(STRUCTURE_SUPPORT)
     model.encoder_spectra_tier = encoder_spectra_tier(ckpt)
-    return model.to(map_location).eval()
+    model = model.to(map_location).eval()
+    record = ckpt.get(FORWARD_ENSEMBLE) if forward_ensemble else None
+    if record:
+        model.forward_members = build_members(model, record, str(path))
+        model.forward_ensemble_record = {k: v for k, v in record.items() if k != "members"} | {
+            "members": [{k: v for k, v in m.items() if k != "weights"} for m in record["members"]]
+        }
+    return model
 
 
 def encoder_spectra_tier(ckpt: dict) -> str | None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from gnnspec.errors import InputError
 
 
@@ -51,16 +53,25 @@ def add_ensemble_parser(subparsers) -> None:
     """``gnnspec ensemble``: an ensemble of independently trained encoders inside the checkpoint."""
     p = subparsers.add_parser(
         "ensemble",
-        help="train an ensemble of spectrum encoders for an uncertainty that varies the embedding (resumable)",
-        description="Re-initialise and retrain the model's embedding side (structure projection, spectrum encoder, property "
-        "heads) with the alignment stage from N-1 further seeds, backbone and forward head frozen; member 0 is the model's "
-        "own. The spread is calibrated on validation and the ensemble is written into the checkpoint, member by member: "
-        "rerun to resume. gnnspec infer reports it.",
+        help="ensembles inside a checkpoint: spectrum encoders (trained here, resumable) or forward models (--forward-from)",
+        description="Encoders (default): re-initialise and retrain the model's embedding side (structure projection, spectrum "
+        "encoder, property heads) with the alignment stage from N-1 further seeds, backbone and forward head frozen; member 0 "
+        "is the model's own. The spread is calibrated on validation and the ensemble is written into the checkpoint, member by "
+        "member: rerun to resume. gnnspec infer reports it. Forward models (--forward-from RUN.pt ...): the forward side of "
+        "other training runs of the same channels and tiers joins the model's own; predict and explain then give the member "
+        "mean with a spread calibrated on validation.",
     )
     p.add_argument("model", help="checkpoint (.pt) to add the ensemble to (rewritten in place)")
     p.add_argument("--members", type=int, default=5, help="members including the model's own encoder (default 5, at least 3)")
     p.add_argument("--epochs", type=int, default=None, help="alignment epochs per member (default: the model's own training)")
     p.add_argument("--data", metavar="LMDB", help="dataset (default: the one the model was trained on)")
+    p.add_argument(
+        "--forward-from",
+        nargs="+",
+        metavar="RUN_PT",
+        help="trained checkpoints whose forward side (backbone, spectra head) join the model's as forward members "
+        "(replaces the model's forward ensemble; the encoder ensemble is untouched)",
+    )
     p.set_defaults(func=cmd_ensemble)
 
 
@@ -71,6 +82,8 @@ def cmd_ensemble(args) -> int:
     from gnnspec.train.data import generated_pool, load_splits
     from gnnspec.train.ensemble import build_ensemble
 
+    if args.forward_from:
+        return forward_ensemble(args)
     if args.members < 3:
         raise InputError(f"--members must be at least 3 (the spread is calibrated leaving one out), got {args.members}")
     trained = (read_checkpoint(args.model).get("trained") or {}).get("train_config")
@@ -94,6 +107,22 @@ def cmd_ensemble(args) -> int:
         f"{record['k_defects']:.2f} (defects); unscaled coverage {record['coverage_content_unscaled']:.2f} / "
         f"{record['coverage_defects_unscaled']:.2f}; true content inside the spread for {record['truth_inside_content']:.0%} of validation outputs"
     )
+    return 0
+
+
+def forward_ensemble(args) -> int:
+    """``gnnspec ensemble MODEL --forward-from RUN.pt ...``: attach, calibrate, print the spread factors."""
+    from gnnspec.models.forward_ensemble import attach_members
+
+    record = attach_members(args.model, args.forward_from, args.data)
+    print(f"{args.model}: {1 + len(record['members'])} forward models (the model's own and {', '.join(record['members'])})")
+    for tier, ks in record["spread_k"].items():
+        cover = record["coverage_unscaled"][tier]
+        print(
+            f"  {tier}: spread k "
+            + ", ".join(f"{c} {k:.2f}" for c, k in ks.items())
+            + f"; one member std covers FEFF at {np.mean(list(cover.values())):.0%} of {record['split']} energies"
+        )
     return 0
 
 

@@ -1,0 +1,242 @@
+"""An ensemble of forward models inside one checkpoint: member-mean spectra, contributions and spread.
+
+The scf tier has about 80 training sites per channel, and one trained forward model fits them
+(train R^2 0.89-0.97) far better than sites it never saw (test 0.0-0.84): the error on a new
+site is mostly the variance of one training run. Averaging the spectra of several
+independently trained forward models cuts that variance, and the spread of their spectra says
+where they disagree (``docs/2026-12-06-scf-accuracy.md``, ``benchmarks/fidelity.md``).
+
+A member is the forward side (:data:`FORWARD`: the backbone and the spectra head) of another
+trained checkpoint, with that checkpoint's own model config: members may differ in training
+settings and seed. Every member must predict the model's channels and tiers on the same graph
+and readout pairs (same ``backbone.cutoff``, ``spectra.r_readout`` and energy grids), so that
+its per-atom contributions line up with the model's, pair by pair. The model itself is member 0.
+
+What a prediction is, with an ensemble attached:
+
+* spectrum: the mean of the members' spectra;
+* per-atom contributions: the mean of the members' contributions of each (absorber, atom) pair,
+  which sums to the mean spectrum exactly (every member's contributions sum to its spectrum);
+* spread: ``k`` times the members' standard deviation at each energy (``ddof=1``), ``k`` per
+  (tier, channel) fitted on the validation sites of that tier so that FEFF's spectrum lies
+  within the spread at 68 % of the energies (:func:`calibrate_spread`). It says how much the
+  answer depends on the training run; it does not cover what every member shares (the FEFF
+  tier's own convergence, the training structures).
+
+Stored as the checkpoint entry ``forward_ensemble`` (:data:`ENTRY`): ``members`` (each with its
+``source`` name, ``model_config``, forward ``weights`` and what it was trained with), ``spread_k``
+and ``coverage``. :func:`gnnspec.models.factory.load_checkpoint` attaches the members as
+``model.forward_members``; ``gnnspec ensemble MODEL --forward-from RUN.pt ...`` writes the entry.
+Training, the encoder's alignment and the structure embeddings use the model's own forward side
+only: the ensemble serves predictions (``predict``, ``explain``, the benchmarks).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from gnnspec.errors import InputError
+
+ENTRY = "forward_ensemble"
+FORWARD = ("backbone", "spectra_head")
+COVERAGE = 0.68
+NOT_COVERED = "errors every member shares: the FEFF tier's own convergence and the structures all members learned from"
+#: Output tensors whose member mean is the ensemble's answer.
+AVERAGED = ("spectra", "contributions")
+#: Output tensors that must be identical across members (the readout pairs and masks).
+SHARED = ("spectra_mask", "contribution_absorber", "contribution_atom", "contribution_channel", "absorber_index")
+
+
+def forward_side(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The forward model's weights (backbone and spectra head), on the CPU, portable."""
+    from gnnspec.models.factory import portable_state_dict
+
+    return {k: v for k, v in portable_state_dict(model).items() if k.split(".")[0] in FORWARD}
+
+
+def check_compatible(cfg, member_cfg, source: str) -> None:
+    """Refuse a member whose spectra or contributions would not line up with the model's."""
+    checks = {
+        "channels": (list(cfg.channels), list(member_cfg.channels)),
+        "tiers": (list(cfg.tiers), list(member_cfg.tiers)),
+        "backbone.cutoff": (cfg.backbone.cutoff, member_cfg.backbone.cutoff),
+        "spectra.r_readout": (cfg.spectra.r_readout, member_cfg.spectra.r_readout),
+        "n_energy": (cfg.n_energy, member_cfg.n_energy),
+    }
+    for name, (own, theirs) in checks.items():
+        if own != theirs:
+            raise InputError(f"{source}: its {name} is {theirs}, the model's is {own}; a forward member must match it")
+
+
+def member_record(path: str | Path) -> dict:
+    """The forward side of the checkpoint at ``path`` as an ensemble member: its run folder and file
+    name as ``source``, model config, forward weights and its training record (the whole training
+    config, so ``gnnspec train`` can make the member again, and the epoch)."""
+    from gnnspec.models.factory import load_checkpoint, read_checkpoint
+
+    ckpt = read_checkpoint(path)
+    trained = ckpt.get("trained") or ckpt
+    cfg = trained.get("train_config") or {}
+    model = load_checkpoint(path)
+    return {
+        "source": Path(path).parent.name + "/" + Path(path).name,
+        "model_config": ckpt["model_config"],
+        "weights": forward_side(model),
+        "trained": {"train_config": cfg, "epoch": trained.get("epoch")},
+    }
+
+
+def build_members(model: nn.Module, record: dict, where: str = "forward_ensemble") -> list[nn.Module]:
+    """The members of ``record`` (beyond the model itself) as models in eval mode, on the model's
+    device and dtype; each holds only its forward side's trained weights."""
+    from gnnspec.config import from_dict
+    from gnnspec.models.config import ModelConfig
+    from gnnspec.models.factory import build_model, load_portable_state_dict
+
+    param = next(model.parameters())
+    members = []
+    for i, m in enumerate(record.get("members", [])):
+        source = f"{where}: member {i + 1} ({m.get('source', '?')})"
+        cfg = from_dict(ModelConfig, m["model_config"], f"{source}: model_config")
+        cfg.compile = False
+        check_compatible(model.cfg, cfg, source)
+        member = build_model(cfg)
+        own = forward_side(member)
+        if set(m["weights"]) != set(own):
+            lacking = sorted(set(own) ^ set(m["weights"]))
+            raise InputError(
+                f"{source}: its forward weights do not fit its config ({len(lacking)} entries differ, first {lacking[0]})"
+            )
+        state = {k: v.detach().cpu() for k, v in member.state_dict().items()}
+        state.update(m["weights"])
+        load_portable_state_dict(member, state)
+        members.append(member.to(param.device, param.dtype).eval())
+    return members
+
+
+def ensemble_pass(model: nn.Module, data, absorbers: torch.Tensor | None, tier: int) -> dict[str, torch.Tensor]:
+    """The forward head's output for ``absorbers`` of ``data`` in tier row ``tier``: with members
+    attached (``model.forward_members``), the member mean of spectra and contributions, plus
+    ``spectra_spread [A, C, K]`` (calibrated spread, zero without a calibration) and
+    ``spectra_std`` (the members' raw standard deviation); without, the model's own output."""
+    out = model.forward_structure(data, absorbers=absorbers, embed=False, tier=tier)
+    members = getattr(model, "forward_members", None) or []
+    if not members:
+        return out
+    outs = [out] + [m.forward_structure(data, absorbers=absorbers, embed=False, tier=tier) for m in members]
+    for name in SHARED:
+        for i, o in enumerate(outs[1:], start=1):
+            if not torch.equal(o[name], out[name]):
+                raise RuntimeError(f"forward member {i} gave other {name} than the model: its readout does not line up")
+    merged = dict(out)
+    for name in AVERAGED:
+        merged[name] = torch.stack([o[name] for o in outs]).mean(0)
+    std = torch.stack([o["spectra"] for o in outs]).std(0, unbiased=True)
+    merged["spectra_std"] = std
+    k = spread_factors(model, tier)
+    merged["spectra_spread"] = std * k.to(std.device, std.dtype)[None, :, None]
+    return merged
+
+
+def spread_factors(model: nn.Module, tier: int) -> torch.Tensor:
+    """``[C]``: the calibrated spread factor of each channel in tier row ``tier`` (0 where none was fitted)."""
+    record = getattr(model, "forward_ensemble_record", None) or {}
+    by_channel = (record.get("spread_k") or {}).get(model.cfg.tiers[tier], {})
+    return torch.tensor([float(by_channel.get(c, 0.0)) for c in model.cfg.channels], dtype=torch.float64)
+
+
+def member_count(model: nn.Module) -> int:
+    """How many forward models a prediction averages (1 without an ensemble)."""
+    return 1 + len(getattr(model, "forward_members", None) or [])
+
+
+@torch.no_grad()
+def calibrate_spread(model: nn.Module, data: str, split: str = "val") -> dict:
+    """Fit the spread factor ``k`` of every (tier, channel) on ``split``'s sites where FEFF computed
+    that tier: the 68th percentile of ``|mean - FEFF| / std`` over their energies. Returns
+    ``{"spread_k": {tier: {channel: k}}, "coverage_unscaled": {tier: {channel: fraction within
+    one std}}, "n_spectra": {tier: {channel: n}}, "split": split}``."""
+    from torch_geometric.loader import DataLoader
+
+    from gnnspec.data import keys as K
+    from gnnspec.data.dataset import LMDBStructureDataset
+
+    if member_count(model) < 2:
+        raise InputError("the model has no forward members to calibrate (attach some with gnnspec ensemble --forward-from)")
+    tiers, channels = list(model.cfg.tiers), list(model.cfg.channels)
+    ds = LMDBStructureDataset(
+        data, split, cutoff=model.cfg.backbone.cutoff, channels=tuple(channels), tier=tiers[0], extra_tiers=tuple(tiers[1:])
+    )
+    ratios: dict[str, dict[str, list]] = {t: {c: [] for c in channels} for t in tiers}
+    dtype = next(model.parameters()).dtype
+    for batch in DataLoader([ds[i] for i in range(len(ds))], batch_size=2, shuffle=False):
+        batch.pos, batch.edge_shift = batch.pos.to(dtype), batch.edge_shift.to(dtype)
+        for t, tier in enumerate(tiers):
+            if t == 0:
+                target, have = batch[K.SITE_Y], batch[K.SITE_Y_MASK]
+            else:
+                target, have = batch[K.SITE_Y_TIERS][:, t - 1], batch[K.SITE_Y_TIERS_MASK][:, t - 1]
+            sites = have.any(dim=1).nonzero(as_tuple=True)[0]
+            if sites.numel() == 0:
+                continue
+            out = ensemble_pass(model, batch, sites, t)
+            ok = (have[sites] & out["spectra_mask"]).numpy()
+            err = (out["spectra"].double() - target[sites].double()).abs().numpy()
+            std = out["spectra_std"].double().numpy()
+            for c, name in enumerate(channels):
+                e, s = err[ok[:, c], c], std[ok[:, c], c]
+                ratios[tier][name].append(e[s > 0] / s[s > 0])
+    result: dict = {
+        "spread_k": {},
+        "coverage_unscaled": {},
+        "n_spectra": {},
+        "split": split,
+        "coverage": COVERAGE,
+        "not_covered": NOT_COVERED,
+    }
+    for tier in tiers:
+        for name in channels:
+            if not ratios[tier][name]:
+                continue
+            z = np.concatenate(ratios[tier][name])
+            if z.size == 0:
+                continue
+            result["spread_k"].setdefault(tier, {})[name] = float(np.quantile(z, COVERAGE))
+            result["coverage_unscaled"].setdefault(tier, {})[name] = float(np.mean(z <= 1.0))
+            result["n_spectra"].setdefault(tier, {})[name] = int(sum(len(r) for r in ratios[tier][name]) // model.cfg.n_energy)
+    return result
+
+
+def attach_members(model_path: str | Path, sources: list[str | Path], data: str | None = None, split: str = "val") -> dict:
+    """Write the forward ensemble of ``sources`` (trained checkpoints) into the checkpoint at
+    ``model_path`` and calibrate its spread on ``split`` of ``data`` (default: the dataset the
+    model was trained on); returns the written record (weights left out)."""
+    from gnnspec.models.factory import load_checkpoint, read_checkpoint, write_checkpoint_entry
+
+    if not sources:
+        raise InputError("name at least one trained checkpoint to add as a forward member")
+    ckpt = read_checkpoint(model_path)
+    data = data or ((ckpt.get("trained") or ckpt).get("train_config") or {}).get("data")
+    if not data:
+        raise InputError(f"{model_path}: it records no training dataset; pass the dataset to calibrate the spread on")
+    model = load_checkpoint(model_path)
+    from gnnspec.data.store import SpectraStore
+
+    record = {"members": [member_record(p) for p in sources]}
+    seen = [("the model's own (member 0)", forward_side(model))]
+    for m in record["members"]:
+        for name, weights in seen:
+            if m["weights"].keys() == weights.keys() and all(torch.equal(m["weights"][k], weights[k]) for k in weights):
+                raise InputError(
+                    f"{m['source']}: its forward weights are those of {name}; each member must be another training run"
+                )
+        seen.append((m["source"], m["weights"]))
+    model.forward_members = build_members(model, record, str(model_path))
+    model.forward_ensemble_record = record
+    record.update(calibrate_spread(model, data, split), data=str(data), data_sha256=SpectraStore(data).fingerprint())
+    write_checkpoint_entry(model_path, ENTRY, record)
+    return {k: v for k, v in record.items() if k != "members"} | {"members": [m["source"] for m in record["members"]]}

@@ -1,0 +1,151 @@
+"""The forward ensemble: member means of spectra and contributions, a calibrated spread, in the checkpoint."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+from model_fixtures import smoke_config, write_synthetic_lmdb
+
+from gnnspec.config import config_to_dict
+from gnnspec.errors import InputError
+from gnnspec.models.factory import build_model, load_checkpoint, load_model, model_payload, read_checkpoint
+from gnnspec.models.forward_ensemble import ENTRY, attach_members, ensemble_pass, forward_side, member_count
+from gnnspec.spectra import spectra_from_dict
+from gnnspec.structures import read_structure
+from gnnspec.train.data import graph_statistics, load_splits
+
+torch.set_num_threads(1)
+
+
+def _save(model, cfg, path, seed):
+    torch.save({**model_payload(model), "trained": {"train_config": {**config_to_dict(cfg), "seed": seed}}}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A two-tier model and three further 'training runs' of the same config (other seeds)."""
+    tmp = tmp_path_factory.mktemp("fwd")
+    data = write_synthetic_lmdb(tmp / "synthetic", extra_tier="hi")
+    cfg = smoke_config(data, tmp / "runs")
+    cfg.model.tiers = ["synthetic", "hi"]
+    splits = load_splits(cfg.data, cfg.model.backbone.cutoff, cfg.model.channels)
+    cfg.model.backbone.avg_num_neighbors = graph_statistics(splits["train"], cfg.model.spectra.r_readout)["avg_num_neighbors"]
+    paths = []
+    for seed in range(4):
+        torch.manual_seed(seed)
+        paths.append(_save(build_model(cfg.model).eval(), cfg, tmp / f"run{seed}.pt", seed))
+    return cfg, data, paths
+
+
+@pytest.fixture
+def ensemble(setup, tmp_path):
+    cfg, data, paths = setup
+    model_file = tmp_path / "model.pt"
+    model_file.write_bytes(paths[0].read_bytes())
+    record = attach_members(model_file, paths[1:], str(data))
+    return model_file, record
+
+
+def test_attached_members_live_in_the_checkpoint_and_calibrate_on_validation(setup, ensemble):
+    cfg, data, paths = setup
+    model_file, record = ensemble
+    assert record["members"] == [f"{p.parent.name}/{p.name}" for p in paths[1:]]
+    ckpt = read_checkpoint(model_file)
+    assert [m["trained"]["train_config"]["seed"] for m in ckpt[ENTRY]["members"]] == [1, 2, 3]
+    for tier in ("synthetic", "hi"):  # a factor for every channel with validation spectra in that tier
+        assert set(record["spread_k"][tier]) == set(record["n_spectra"][tier])
+        assert all(k > 0 for k in record["spread_k"][tier].values())
+    model = load_checkpoint(model_file)
+    assert member_count(model) == 4
+    own = load_checkpoint(model_file, forward_ensemble=False)
+    assert member_count(own) == 1
+    # member i's forward weights are run i's
+    for member, path in zip(model.forward_members, paths[1:]):
+        want = forward_side(load_checkpoint(path))
+        got = forward_side(member)
+        assert all(torch.equal(want[k], got[k]) for k in want)
+
+
+def test_prediction_is_the_member_mean_and_contributions_still_sum(setup, ensemble, licoo2):
+    _, _, paths = setup
+    model_file, _ = ensemble
+    model = load_checkpoint(model_file)
+    singles = [load_checkpoint(p) for p in paths]
+    site = 0
+    for tier in ("synthetic", "hi"):
+        spectra, contrib, spread = model.predict_site_spectra(licoo2, [site], return_contributions=True, tier=tier, return_spread=True)
+        each = [m.predict_site_spectra(licoo2, [site], tier=tier)[site] for m in singles]
+        for name, (_, y) in spectra[site].items():
+            stack = np.stack([e[name][1] for e in each])
+            np.testing.assert_allclose(y, stack.mean(0), rtol=1e-6, atol=1e-9)
+            np.testing.assert_allclose(contrib[site][name]["intensity"].sum(0), y, rtol=1e-6, atol=1e-9)
+            k = model.forward_ensemble_record["spread_k"][tier].get(name, 0.0)
+            np.testing.assert_allclose(spread[site][name], k * stack.std(0, ddof=1), rtol=1e-6, atol=1e-9)
+            assert spread[site][name].max() > 0 or k == 0
+    # predict_many gives the same answer and spread
+    many, spreads = model.predict_many([licoo2], [[site]], return_spread=True)
+    spectra, spread = model.predict_site_spectra(licoo2, [site], return_spread=True)
+    for name, (_, y) in spectra[site].items():
+        np.testing.assert_allclose(many[0][site][name][1], y, rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(spreads[0][site][name], spread[site][name], rtol=1e-6, atol=1e-9)
+    # without an ensemble: no spread, the same single answer as before
+    own = load_checkpoint(paths[0])
+    spectra, spread = own.predict_site_spectra(licoo2, [site], return_spread=True)
+    assert spread == {}
+
+
+def test_predict_cli_writes_the_spread(ensemble, tmp_path, licoo2):
+    from gnnspec.cli import main
+
+    model_file, _ = ensemble
+    cif = tmp_path / "licoo2.cif"
+    licoo2.to(filename=str(cif))
+    out = tmp_path / "pred.json"
+    assert main(["predict", str(cif), "--site", "0", "--model", str(model_file), "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["meta"]["forward_models"] == 4 and "member mean" in doc["meta"]["spread_meaning"]
+    spectra, meta = spectra_from_dict(doc, str(out))
+    assert set(meta["spread"]) == set(spectra)
+    assert all(len(meta["spread"][name]) == len(s.energy) for name, s in spectra.items())
+
+
+def test_refuses_members_that_do_not_line_up_or_repeat(setup, tmp_path):
+    cfg, data, paths = setup
+    model_file = tmp_path / "model.pt"
+    model_file.write_bytes(paths[0].read_bytes())
+    with pytest.raises(InputError, match="member 0"):
+        attach_members(model_file, [paths[0]], str(data))
+    with pytest.raises(InputError, match="those of"):
+        attach_members(model_file, [paths[1], paths[1]], str(data))
+    other = dataclasses.replace(cfg.model, spectra=dataclasses.replace(cfg.model.spectra, r_readout=cfg.model.spectra.r_readout - 0.5))
+    torch.manual_seed(9)
+    odd = _save(build_model(other).eval(), cfg, tmp_path / "odd.pt", 9)
+    with pytest.raises(InputError, match="r_readout"):
+        attach_members(model_file, [odd], str(data))
+    assert ENTRY not in read_checkpoint(model_file)  # nothing written on a refusal
+
+
+def test_ensemble_cli_attaches(setup, tmp_path, capsys):
+    from gnnspec.cli import main
+
+    _, data, paths = setup
+    model_file = tmp_path / "model.pt"
+    model_file.write_bytes(paths[0].read_bytes())
+    rc = main(["ensemble", str(model_file), "--forward-from", *map(str, paths[1:3]), "--data", str(data)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "3 forward models" in text and "spread k" in text
+    assert member_count(load_model(model_file)) == 3
+
+
+def test_ensemble_pass_without_members_is_the_model(setup, licoo2):
+    _, _, paths = setup
+    model = load_checkpoint(paths[0])
+    s, g = model._graph(read_structure(licoo2), environments=False)
+    absorbers = torch.arange(len(s))
+    out = ensemble_pass(model, g, absorbers, 1)
+    ref = model.forward_structure(g, absorbers=absorbers, embed=False, tier=1)
+    assert torch.equal(out["spectra"], ref["spectra"]) and "spectra_spread" not in out
