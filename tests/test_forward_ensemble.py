@@ -149,3 +149,22 @@ def test_ensemble_pass_without_members_is_the_model(setup, licoo2):
     out = ensemble_pass(model, g, absorbers, 1)
     ref = model.forward_structure(g, absorbers=absorbers, embed=False, tier=1)
     assert torch.equal(out["spectra"], ref["spectra"]) and "spectra_spread" not in out
+
+
+def test_fidelity_bench_scores_the_member_mean_and_its_spread(setup, ensemble):
+    from gnnspec.bench.fidelity import fidelity_table
+    from gnnspec.bench.report import tier_forward_section
+
+    _, data, paths = setup
+    model_file, record = ensemble
+    with_members = fidelity_table(load_checkpoint(model_file), str(data))
+    own = fidelity_table(load_checkpoint(model_file, forward_ensemble=False), str(data))
+    calibrated = {name for name, k in record["spread_k"]["hi"].items() if k > 0}
+    assert calibrated & set(with_members)
+    for name, r in with_members.items():  # a coverage where validation gave the channel a spread factor
+        assert ("spread_coverage" in r["model_tier"]) == (name in calibrated)
+        assert 0.0 <= r["model_tier"].get("spread_coverage", 0.0) <= 1.0
+        assert "spread_coverage" not in own[name]["model_tier"]
+        assert r["model_tier"]["mse"] != own[name]["model_tier"]["mse"]  # the mean of four models, not the first
+    assert "within spread" in "\n".join(tier_forward_section(with_members, "hi", "synthetic"))
+    assert "within spread" not in "\n".join(tier_forward_section(own, "hi", "synthetic"))

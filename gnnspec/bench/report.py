@@ -76,6 +76,12 @@ def tier_forward_section(table: dict, tier: str, base: str) -> list[str]:
         "(`gnnspec.bench.fidelity`).",
     ]
     edges = all("r2_aligned" in r["model_tier"] for r in table.values())
+    spread = any("spread_coverage" in r["model_tier"] for r in table.values())
+    if spread:
+        lines += [
+            f"The model predicts the mean of its forward ensemble; `within spread`: the fraction of energies where FEFF {tier} "
+            "lies within its calibrated spread (fitted on validation for 0.68; `gnnspec.models.forward_ensemble`)."
+        ]
     if edges:
         lines += [
             f"Edge position of the {tier} head: the rigid shift that best aligns each prediction with FEFF (RMS over the "
@@ -84,14 +90,17 @@ def tier_forward_section(table: dict, tier: str, base: str) -> list[str]:
     lines += [
         "",
         f"| channel | n | model {tier} R^2 / MSE / cos | model {base} R^2 / MSE / cos | FEFF {base} R^2 / MSE / cos |"
-        + (f" {tier} aligned R^2 / shift RMS / mean (eV) |" if edges else ""),
-        "| --- | --- | --- | --- | --- |" + (" --- |" if edges else ""),
+        + (f" {tier} aligned R^2 / shift RMS / mean (eV) |" if edges else "")
+        + (" within spread |" if spread else ""),
+        "| --- | --- | --- | --- | --- |" + (" --- |" if edges else "") + (" --- |" if spread else ""),
     ]
     for ch, r in table.items():
         cells = [f"{_f(r[s]['r2'])} / {_f(r[s]['mse'], 4)} / {_f(r[s]['cosine'], 4)}" for s in ("model_tier", "model_base", "feff_base")]
         if edges:
             m = r["model_tier"]
             cells.append(f"{_f(m['r2_aligned'])} / {m['shift_rms_ev']:.2f} / {m['shift_mean_ev']:+.2f}")
+        if spread:
+            cells.append(_f(r["model_tier"].get("spread_coverage", float("nan"))))
         lines.append(f"| {ch} | {r['model_tier']['n']} | " + " | ".join(cells) + " |")
     return lines + [""]
 
