@@ -168,3 +168,16 @@ def test_fidelity_bench_scores_the_member_mean_and_its_spread(setup, ensemble):
         assert r["model_tier"]["mse"] != own[name]["model_tier"]["mse"]  # the mean of four models, not the first
     assert "within spread" in "\n".join(tier_forward_section(with_members, "hi", "synthetic"))
     assert "within spread" not in "\n".join(tier_forward_section(own, "hi", "synthetic"))
+
+
+def test_explain_reports_member_mean_contributions_and_the_spread(ensemble, licoo2, tmp_path):
+    from gnnspec.analysis.explain import explain_site, write_explanation
+
+    model_file, record = ensemble
+    model = load_checkpoint(model_file)
+    channel = next(name for name, k in record["spread_k"]["hi"].items() if k > 0 and name.startswith("Li"))
+    result = explain_site(model, licoo2, 0, channel, warn=False)
+    assert result["forward_models"] == 4 and len(result["spread"]) == len(result["energy"])
+    np.testing.assert_allclose(result["contributions"].sum(0), result["spectrum"], rtol=1e-6, atol=1e-9)
+    doc = json.loads(next(f for f in write_explanation(result, tmp_path / "ex") if f.suffix == ".json").read_text())
+    assert doc["forward_models"] == 4 and len(doc["spread"]) == len(doc["energy"])

@@ -28,11 +28,14 @@ def explain_site(model: Any, structure: Any, site: int, channel: str, warn: bool
 
     Returns ``{"energy" [K] eV, "spectrum" [K], "atoms": [{"index", "element", "distance"
     (Angstrom), "share", "position" (Angstrom, relative to the site)}], "contributions" [n, K],
-    "structure_support"}``, atoms sorted by distance. ``structure_support`` is the site's
+    "structure_support", "forward_models", "spread" [K] or None}``, atoms sorted by distance. With a
+    forward ensemble (:mod:`gnnspec.models.forward_ensemble`) spectrum and contributions are the
+    mean of ``forward_models`` models and ``spread`` their calibrated spread. ``structure_support`` is the site's
     structure-side verdict (:mod:`gnnspec.models.structure_support`; None for a model without
     the check); with ``warn`` a site outside the training distribution gets a one-line warning
     on stderr (the explanation is still made).
     """
+    from gnnspec.models.forward_ensemble import member_count
     from gnnspec.models.structure_support import warning_lines
     from gnnspec.structures import read_structure
 
@@ -41,7 +44,7 @@ def explain_site(model: Any, structure: Any, site: int, channel: str, warn: bool
     except KeyError as exc:
         raise InputError(exc.args[0]) from None
     s = read_structure(structure)
-    spectra, contrib = model.predict_site_spectra(s, [site], return_contributions=True)
+    spectra, contrib, spread = model.predict_site_spectra(s, [site], return_contributions=True, return_spread=True)
     if channel not in spectra[site]:
         raise InputError(f"site {site} is {s[site].specie.symbol}; channel {channel} needs a {ch.element} absorber")
     energy, spectrum = spectra[site][channel]
@@ -74,6 +77,8 @@ def explain_site(model: Any, structure: Any, site: int, channel: str, warn: bool
         "atoms": atoms,
         "contributions": intensity,
         "structure_support": support,
+        "forward_models": member_count(model),
+        "spread": spread.get(site, {}).get(channel),
     }
 
 
@@ -105,6 +110,8 @@ def write_explanation(result: dict, out_dir: str | Path) -> list[Path]:
                 "atoms": result["atoms"],
                 "contributions": result["contributions"].tolist(),
                 "structure_support": result.get("structure_support"),
+                "forward_models": result.get("forward_models", 1),
+                "spread": None if result.get("spread") is None else np.asarray(result["spread"]).tolist(),
             }
         )
     )
