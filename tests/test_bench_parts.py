@@ -171,3 +171,23 @@ def test_the_inverse_table_at_the_encoders_tier_reads_the_forward_models_spectra
     assert table["all channels"]["gnnspec"]["n"] == int(sim["test"].mask.any(1).sum())
     text = "\n".join(inverse_section(table, title="## 2-3b. at scf fidelity", note="forward-model spectra"))
     assert text.startswith("## 2-3b. at scf fidelity") and "forward-model spectra" in text and "| all channels |" in text
+
+
+def test_convergence_geometry_row_moves_atoms_reproducibly_and_measures_edge_shifts(licoo2):
+    from gnnspec.bench.convergence import DISPLACEMENT_A, REFERENCE, VARIATIONS, displaced, edge_shift
+
+    d = licoo2.as_dict()
+    assert displaced(d, 0.0, 1) is d
+    a, b, c = displaced(d, DISPLACEMENT_A, 1), displaced(d, DISPLACEMENT_A, 1), displaced(d, DISPLACEMENT_A, 2)
+    from pymatgen.core import Structure
+
+    moved = [x.distance(y) for x, y in zip(Structure.from_dict(a), licoo2)]  # nearest periodic image
+    assert a == b and a != c and 0 < np.mean(moved) < 5 * DISPLACEMENT_A
+    assert REFERENCE["geometry"] in {label for row, label, *_ in VARIATIONS if row == "geometry"}
+    e = np.linspace(0.0, 40.0, 401)
+
+    def step(e0):
+        return {"energy": e.tolist(), "intensity": (1.0 / (1.0 + np.exp(-(e - e0) / 0.8))).tolist()}
+
+    assert edge_shift(step(20.0), step(20.7)) == pytest.approx(0.7, abs=0.11)
+    assert edge_shift(step(20.0), step(19.5)) == pytest.approx(-0.5, abs=0.11)

@@ -6,14 +6,18 @@ one at the largest setting of its row:
 
 * SCF radius 3, 4 (the tier), 5 A;
 * FMS radius 4 (the tier), 5, 6 A;
-* core hole FSR against RPA (the tier).
+* core hole FSR against RPA (the tier);
+* geometry: every atom moved at random by :data:`DISPLACEMENT_A` (two seeded draws) against the
+  stored structure, at the tier's cards: how much of a spectrum is numerical sensitivity rather
+  than structure (a change this small caps what any model can learn).
 
 The change is the relative L2 norm ``|y - y_ref| / |y_ref|`` on the reference's energy axis
 (after interpolation; both raw, same units). The tier itself is never changed: a better level
 goes beside it under a new name (:mod:`gnnspec.simulate.presets`).
 
 Run: ``python -m gnnspec.bench.convergence DATA --out benchmarks/convergence.json --workers N``
-(6 distinct FEFF runs per run kind, 1-4 minutes each; meant for a machine with many cores).
+(8 distinct FEFF runs per run kind, 1-4 minutes each; meant for a machine with many cores);
+``--settings geometry`` runs one row only.
 """
 
 from __future__ import annotations
@@ -28,7 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-#: Settings varied around the scf tier: (row, label, card replaced, new card).
+#: Random displacement of every atom (Angstrom, per Cartesian component) of the geometry row.
+DISPLACEMENT_A = 0.01
+#: Settings varied around the scf tier: (row, label, card replaced, new card[, displacement A, draw]).
 VARIATIONS = [
     ("SCF radius", "3 A", "SCF 4.0 0 30 0.1 1", "SCF 3.0 0 30 0.1 1"),
     ("SCF radius", "4 A (tier)", None, None),
@@ -38,9 +44,26 @@ VARIATIONS = [
     ("FMS radius", "6 A", "FMS 4.0 0", "FMS 6.0 0"),
     ("core hole", "FSR", "COREHOLE RPA", "COREHOLE FSR"),
     ("core hole", "RPA (tier)", None, None),
+    ("geometry", "as stored (tier)", None, None),
+    ("geometry", f"moved {DISPLACEMENT_A} A, draw 1", None, None, DISPLACEMENT_A, 1),
+    ("geometry", f"moved {DISPLACEMENT_A} A, draw 2", None, None, DISPLACEMENT_A, 2),
 ]
 #: The reference of each row: its largest (or the tier's) setting.
-REFERENCE = {"SCF radius": "5 A", "FMS radius": "6 A", "core hole": "RPA (tier)"}
+REFERENCE = {"SCF radius": "5 A", "FMS radius": "6 A", "core hole": "RPA (tier)", "geometry": "as stored (tier)"}
+
+
+def displaced(structure_dict: dict, sigma_a: float, draw: int) -> dict:
+    """``structure_dict`` with every atom moved by a Gaussian ``sigma_a`` A per Cartesian component,
+    from ``numpy.random.default_rng(draw)`` (the stored structure itself for ``sigma_a == 0``)."""
+    from pymatgen.core import Structure
+
+    if sigma_a == 0:
+        return structure_dict
+    s = Structure.from_dict(structure_dict)
+    moves = np.random.default_rng(draw).normal(0.0, sigma_a, (len(s), 3))
+    for i, move in enumerate(moves):
+        s.translate_sites([i], move, frac_coords=False, to_unit_cell=True)
+    return s.as_dict()
 
 
 def _variant(old: str | None, new: str | None):
@@ -52,7 +75,7 @@ def _variant(old: str | None, new: str | None):
     return dataclasses.replace(preset, name="scf-variant", common=tuple(new if c == old else c for c in preset.common))
 
 
-def _run(structure_dict: dict, site: int, run: str, old: str | None, new: str | None) -> dict:
+def _run(structure_dict: dict, site: int, run: str, old: str | None, new: str | None, sigma_a: float = 0.0, draw: int = 0) -> dict:
     from pymatgen.core import Structure
 
     from gnnspec.simulate.engine import run_feff_text
@@ -60,7 +83,7 @@ def _run(structure_dict: dict, site: int, run: str, old: str | None, new: str | 
 
     preset = _variant(old, new)
     el, edge, kind = run.split("-")
-    text = build_feff_input(Structure.from_dict(structure_dict), site, edge, kind, preset)
+    text = build_feff_input(Structure.from_dict(displaced(structure_dict, sigma_a, draw)), site, edge, kind, preset)
     with tempfile.TemporaryDirectory() as tmp:
         spectra, seconds = run_feff_text(text, kind, preset.stage_timeout_s, Path(tmp) / "feff.log")
     modality = "eels" if kind == "elnes" else "xas"
@@ -68,8 +91,11 @@ def _run(structure_dict: dict, site: int, run: str, old: str | None, new: str | 
     return {"energy": energy.tolist(), "intensity": intensity.tolist(), "seconds": seconds}
 
 
-def convergence_table(data: str, workers: int, runs: tuple[str, ...] = ("O-K-elnes", "Ni-K-xanes", "Ni-L3-elnes", "Ni-L2-elnes")) -> list[dict]:
-    """One row per (run, setting): relative L2 change against the row's reference, and seconds."""
+def convergence_table(
+    data: str, workers: int, runs: tuple[str, ...] = ("O-K-elnes", "Ni-K-xanes", "Ni-L3-elnes", "Ni-L2-elnes"), settings: tuple[str, ...] | None = None
+) -> list[dict]:
+    """One row per (run, setting): relative L2 change against the row's reference, and seconds.
+    ``settings``: the rows to run (default all: SCF radius, FMS radius, core hole, geometry)."""
     from gnnspec.data.dataset import LMDBStructureDataset
 
     ds = LMDBStructureDataset(data, "test")
@@ -79,10 +105,13 @@ def convergence_table(data: str, workers: int, runs: tuple[str, ...] = ("O-K-eln
     with cf.ProcessPoolExecutor(max_workers=workers) as pool:
         for run in runs:
             site = species.index(run.split("-")[0])
-            for row, label, old, new in VARIATIONS:
-                if (run, old, new) not in unique:  # the tier's own cards appear in every row: run them once
-                    unique[(run, old, new)] = pool.submit(_run, record["structure"], site, run, old, new)
-                jobs[(run, row, label)] = (site, unique[(run, old, new)])
+            for row, label, old, new, *move in VARIATIONS:
+                if settings is not None and row not in settings:
+                    continue
+                key = (run, old, new, *move) if move and move[0] else (run, old, new)
+                if key not in unique:  # the tier's own cards on the stored structure appear in every row: run them once
+                    unique[key] = pool.submit(_run, record["structure"], site, run, old, new, *move)
+                jobs[(run, row, label)] = (site, unique[key])
         done = {key: (site, fut.result()) for key, (site, fut) in jobs.items()}
     table = []
     for (run, row, label), (site, res) in done.items():
@@ -90,21 +119,47 @@ def convergence_table(data: str, workers: int, runs: tuple[str, ...] = ("O-K-eln
         y_ref = np.asarray(ref["intensity"])
         y = np.interp(ref["energy"], res["energy"], res["intensity"])
         change = float(np.linalg.norm(y - y_ref) / np.linalg.norm(y_ref))
-        table.append({"run": run, "site": site, "setting": row, "value": label, "relative_l2_change": change, "seconds": res["seconds"]})
+        table.append(
+            {
+                "run": run,
+                "site": site,
+                "setting": row,
+                "value": label,
+                "relative_l2_change": change,
+                "edge_shift_ev": edge_shift(ref, res),
+                "seconds": res["seconds"],
+            }
+        )
     return table
+
+
+def edge_shift(ref: dict, res: dict, step_ev: float = 0.1) -> float:
+    """The rigid energy shift (eV, positive: ``res`` lies higher) that best aligns ``res`` with
+    ``ref``, both on ``ref``'s energy range at ``step_ev`` and scaled to unit mean
+    (:func:`gnnspec.scoring.edge_position_metrics`)."""
+    from gnnspec.scoring import edge_position_metrics
+
+    grid = np.arange(ref["energy"][0], ref["energy"][-1], step_ev)
+    y_ref, y = (np.interp(grid, r["energy"], r["intensity"]) for r in (ref, res))
+    y_ref, y = y_ref / y_ref.mean(), y / y.mean()
+    return -edge_position_metrics(y[None], y_ref[None], step_ev)["shift_mean_ev"]
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m gnnspec.bench.convergence", description=__doc__.split("\n\n")[0])
     p.add_argument("data", help="dataset folder (its first test supercell supplies the sites)")
-    p.add_argument("--out", required=True, help="JSON file for the table")
+    p.add_argument("--out", required=True, help="JSON file for the table (rows of runs and settings not rerun are kept)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--runs", nargs="+", default=["O-K-elnes", "Ni-K-xanes", "Ni-L3-elnes", "Ni-L2-elnes"], help="FEFF runs to vary (default: O K, Ni K, Ni L3, Ni L2)")
+    p.add_argument("--settings", nargs="+", choices=sorted(REFERENCE), default=None, help="rows to run (default: all)")
     args = p.parse_args(argv)
-    table = convergence_table(args.data, args.workers, tuple(args.runs))
-    Path(args.out).write_text(json.dumps({"rows": table}, indent=1) + "\n")
+    table = convergence_table(args.data, args.workers, tuple(args.runs), tuple(args.settings) if args.settings else None)
+    out = Path(args.out)
+    new = {(r["run"], r["setting"]) for r in table}
+    kept = [r for r in json.loads(out.read_text())["rows"] if (r["run"], r["setting"]) not in new] if out.exists() else []
+    out.write_text(json.dumps({"rows": kept + table}, indent=1) + "\n")  # rows of other runs and settings kept
     for r in table:
-        print(f"{r['run']:12s} {r['setting']:11s} {r['value']:11s} change {r['relative_l2_change']:.3f}  {r['seconds']:6.1f} s")
+        print(f"{r['run']:12s} {r['setting']:11s} {r['value']:24s} change {r['relative_l2_change']:.3f}  edge {r['edge_shift_ev']:+.2f} eV  {r['seconds']:6.1f} s")
     return 0
 
 
