@@ -5,8 +5,12 @@
 predicting ``scf`` unless asked otherwise) and a spectrum encoder aligned on its scf-tier
 spectra; the default of every command and API call that needs a model.
 It carries its property-head ensemble with calibrated temperatures, its training support
-(``gnnspec calibrate``, :mod:`gnnspec.analysis.attached`), its structure support and its encoder
-ensemble. ``model.calibration.json``: the report of its calibration.
+(``gnnspec calibrate``, :mod:`gnnspec.analysis.attached`), its structure support, its encoder
+ensemble and its forward ensemble (:mod:`gnnspec.models.forward_ensemble`: the forward side of
+six more training runs, same channels and tiers: four of the multi-fidelity study with other loss
+settings, two of this model's own config with seeds 1 and 2; predictions are the mean of the
+seven with a spread calibrated on validation; docs/2026-12-06-forward-ensemble.md).
+``model.calibration.json``: the report of its calibration.
 """
 
 from pathlib import Path
