@@ -51,11 +51,9 @@ def split_table(model: Any, data: str, split: str, features: bool = False, need_
 def training_data(model_path: str | Path) -> str:
     """The dataset the checkpoint says it was trained on (``trained.train_config.data`` or
     ``train_config.data``), else the shipped dataset."""
-    from gnnspec.models.factory import read_checkpoint
+    from gnnspec.models.factory import read_checkpoint, trained_config
 
-    ckpt = read_checkpoint(model_path)
-    cfg = (ckpt.get("trained") or {}).get("train_config") or ckpt.get("train_config") or {}
-    return cfg.get("data") or "datasets/nmc_feff10_fast"
+    return trained_config(read_checkpoint(model_path)).get("data") or "datasets/nmc_feff10_fast"
 
 
 @torch.no_grad()

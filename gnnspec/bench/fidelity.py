@@ -32,7 +32,7 @@ import torch
 from gnnspec.channels import CHANNELS
 from gnnspec.data import keys as K
 from gnnspec.errors import InputError
-from gnnspec.models.forward_ensemble import ensemble_pass, member_count
+from gnnspec.models.forward_ensemble import ensemble_pass, ensemble_passes, member_count
 from gnnspec.scoring import edge_position_metrics, paired_r2_bootstrap, spectrum_metrics
 
 SOURCES = ("feff_base", "model_base", "model_tier")
@@ -65,7 +65,7 @@ def fidelity_table(model, data: str, split: str = "test", tier: str | None = Non
         sites = batch[K.SITE_Y_TIERS_MASK][:, t - 1].any(dim=1).nonzero(as_tuple=True)[0]
         if sites.numel() == 0:
             continue
-        base, high = ensemble_pass(model, batch, sites, 0), ensemble_pass(model, batch, sites, t)
+        base, high = ensemble_passes(model, batch, [(sites, 0), (sites, t)])  # one backbone pass per member
         have = (batch[K.SITE_Y_TIERS_MASK][sites, t - 1] & batch[K.SITE_Y_MASK][sites] & high["spectra_mask"]).numpy()
         arrays = {
             "target": batch[K.SITE_Y_TIERS][sites, t - 1],

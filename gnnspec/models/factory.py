@@ -167,6 +167,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     return model
 
 
+def trained_config(ckpt: dict) -> dict:
+    """The training config a checkpoint records: ``trained.train_config`` of a released model,
+    ``train_config`` of a run's checkpoint, else empty."""
+    return (ckpt.get("trained") or {}).get("train_config") or ckpt.get("train_config") or {}
+
+
 def encoder_spectra_tier(ckpt: dict) -> str | None:
     """The tier of forward-model environment spectra the checkpoint's encoder was aligned on
     (``align.spectra_tier`` of a run whose alignment stage ran), or None: the encoder learned

@@ -45,8 +45,6 @@ ENTRY = "forward_ensemble"
 FORWARD = ("backbone", "spectra_head")
 COVERAGE = 0.68
 NOT_COVERED = "errors every member shares: the FEFF tier's own convergence and the structures all members learned from"
-#: Output tensors whose member mean is the ensemble's answer.
-AVERAGED = ("spectra", "contributions")
 #: Output tensors that must be identical across members (the readout pairs and masks).
 SHARED = ("spectra_mask", "contribution_absorber", "contribution_atom", "contribution_channel", "absorber_index")
 
@@ -76,17 +74,14 @@ def member_record(path: str | Path) -> dict:
     """The forward side of the checkpoint at ``path`` as an ensemble member: its run folder and file
     name as ``source``, model config, forward weights and its training record (the whole training
     config, so ``gnnspec train`` can make the member again, and the epoch)."""
-    from gnnspec.models.factory import load_checkpoint, read_checkpoint
+    from gnnspec.models.factory import load_checkpoint, read_checkpoint, trained_config
 
     ckpt = read_checkpoint(path)
-    trained = ckpt.get("trained") or ckpt
-    cfg = trained.get("train_config") or {}
-    model = load_checkpoint(path)
     return {
         "source": Path(path).parent.name + "/" + Path(path).name,
         "model_config": ckpt["model_config"],
-        "weights": forward_side(model),
-        "trained": {"train_config": cfg, "epoch": trained.get("epoch")},
+        "weights": forward_side(load_checkpoint(path, forward_ensemble=False)),
+        "trained": {"train_config": trained_config(ckpt), "epoch": (ckpt.get("trained") or ckpt).get("epoch")},
     }
 
 
@@ -118,24 +113,39 @@ def build_members(model: nn.Module, record: dict, where: str = "forward_ensemble
     return members
 
 
-def ensemble_pass(model: nn.Module, data, absorbers: torch.Tensor | None, tier: int) -> dict[str, torch.Tensor]:
+def ensemble_pass(model: nn.Module, data, absorbers: torch.Tensor, tier: int) -> dict[str, torch.Tensor]:
     """The forward head's output for ``absorbers`` of ``data`` in tier row ``tier``: with members
     attached (``model.forward_members``), the member mean of spectra and contributions, plus
     ``spectra_spread [A, C, K]`` (calibrated spread, zero without a calibration) and
     ``spectra_std`` (the members' raw standard deviation); without, the model's own output."""
-    out = model.forward_structure(data, absorbers=absorbers, embed=False, tier=tier)
-    members = getattr(model, "forward_members", None) or []
-    if not members:
+    return ensemble_passes(model, data, [(absorbers, tier)])[0]
+
+
+def ensemble_passes(model: nn.Module, data, requests: list[tuple[torch.Tensor, int]]) -> list[dict[str, torch.Tensor]]:
+    """:func:`ensemble_pass` for several ``(absorbers, tier row)`` requests on one graph or batch,
+    with one backbone pass per member for all of them."""
+    models = [model] + list(getattr(model, "forward_members", None) or [])
+    per_model = []
+    for m in models:
+        backbone = m.forward_structure(data, embed=False, spectra=False)
+        per_model.append([m.tier_spectra(backbone, data, absorbers, tier) for absorbers, tier in requests])
+    return [_member_mean(model, [outs[i] for outs in per_model], tier) for i, (_, tier) in enumerate(requests)]
+
+
+def _member_mean(model: nn.Module, outs: list[dict[str, torch.Tensor]], tier: int) -> dict[str, torch.Tensor]:
+    """The members' outputs (the model's first) for one request merged as :func:`ensemble_pass` says."""
+    out = outs[0]
+    if len(outs) == 1:
         return out
-    outs = [out] + [m.forward_structure(data, absorbers=absorbers, embed=False, tier=tier) for m in members]
     for name in SHARED:
         for i, o in enumerate(outs[1:], start=1):
             if not torch.equal(o[name], out[name]):
                 raise RuntimeError(f"forward member {i} gave other {name} than the model: its readout does not line up")
     merged = dict(out)
-    for name in AVERAGED:
-        merged[name] = torch.stack([o[name] for o in outs]).mean(0)
-    std = torch.stack([o["spectra"] for o in outs]).std(0, unbiased=True)
+    spectra = torch.stack([o["spectra"] for o in outs])
+    merged["spectra"] = spectra.mean(0)
+    merged["contributions"] = torch.stack([o["contributions"] for o in outs]).mean(0)
+    std = spectra.std(0, unbiased=True)
     merged["spectra_std"] = std
     k = spread_factors(model, tier)
     merged["spectra_spread"] = std * k.to(std.device, std.dtype)[None, :, None]
@@ -172,24 +182,23 @@ def calibrate_spread(model: nn.Module, data: str, split: str = "val") -> dict:
         data, split, cutoff=model.cfg.backbone.cutoff, channels=tuple(channels), tier=tiers[0], extra_tiers=tuple(tiers[1:])
     )
     ratios: dict[str, dict[str, list]] = {t: {c: [] for c in channels} for t in tiers}
+    counts: dict[str, dict[str, int]] = {t: dict.fromkeys(channels, 0) for t in tiers}
     dtype = next(model.parameters()).dtype
     for batch in DataLoader([ds[i] for i in range(len(ds))], batch_size=2, shuffle=False):
         batch.pos, batch.edge_shift = batch.pos.to(dtype), batch.edge_shift.to(dtype)
-        for t, tier in enumerate(tiers):
-            if t == 0:
-                target, have = batch[K.SITE_Y], batch[K.SITE_Y_MASK]
-            else:
-                target, have = batch[K.SITE_Y_TIERS][:, t - 1], batch[K.SITE_Y_TIERS_MASK][:, t - 1]
-            sites = have.any(dim=1).nonzero(as_tuple=True)[0]
-            if sites.numel() == 0:
-                continue
-            out = ensemble_pass(model, batch, sites, t)
+        targets = [(batch[K.SITE_Y], batch[K.SITE_Y_MASK])]
+        targets += [(batch[K.SITE_Y_TIERS][:, t - 1], batch[K.SITE_Y_TIERS_MASK][:, t - 1]) for t in range(1, len(tiers))]
+        wanted = [(t, have.any(dim=1).nonzero(as_tuple=True)[0]) for t, (_, have) in enumerate(targets)]
+        wanted = [(t, sites) for t, sites in wanted if sites.numel()]
+        for (t, sites), out in zip(wanted, ensemble_passes(model, batch, [(sites, t) for t, sites in wanted])):
+            target, have = targets[t]
             ok = (have[sites] & out["spectra_mask"]).numpy()
             err = (out["spectra"].double() - target[sites].double()).abs().numpy()
             std = out["spectra_std"].double().numpy()
             for c, name in enumerate(channels):
                 e, s = err[ok[:, c], c], std[ok[:, c], c]
-                ratios[tier][name].append(e[s > 0] / s[s > 0])
+                ratios[tiers[t]][name].append(e[s > 0] / s[s > 0])
+                counts[tiers[t]][name] += int(ok[:, c].sum())
     result: dict = {
         "spread_k": {},
         "coverage_unscaled": {},
@@ -207,7 +216,7 @@ def calibrate_spread(model: nn.Module, data: str, split: str = "val") -> dict:
                 continue
             result["spread_k"].setdefault(tier, {})[name] = float(np.quantile(z, COVERAGE))
             result["coverage_unscaled"].setdefault(tier, {})[name] = float(np.mean(z <= 1.0))
-            result["n_spectra"].setdefault(tier, {})[name] = int(sum(len(r) for r in ratios[tier][name]) // model.cfg.n_energy)
+            result["n_spectra"].setdefault(tier, {})[name] = counts[tier][name]
     return result
 
 
@@ -215,17 +224,15 @@ def attach_members(model_path: str | Path, sources: list[str | Path], data: str 
     """Write the forward ensemble of ``sources`` (trained checkpoints) into the checkpoint at
     ``model_path`` and calibrate its spread on ``split`` of ``data`` (default: the dataset the
     model was trained on); returns the written record (weights left out)."""
-    from gnnspec.models.factory import load_checkpoint, read_checkpoint, write_checkpoint_entry
+    from gnnspec.data.store import SpectraStore
+    from gnnspec.models.factory import load_checkpoint, read_checkpoint, trained_config, write_checkpoint_entry
 
     if not sources:
         raise InputError("name at least one trained checkpoint to add as a forward member")
-    ckpt = read_checkpoint(model_path)
-    data = data or ((ckpt.get("trained") or ckpt).get("train_config") or {}).get("data")
+    data = data or trained_config(read_checkpoint(model_path)).get("data")
     if not data:
         raise InputError(f"{model_path}: it records no training dataset; pass the dataset to calibrate the spread on")
-    model = load_checkpoint(model_path)
-    from gnnspec.data.store import SpectraStore
-
+    model = load_checkpoint(model_path, forward_ensemble=False)  # the members attached below replace any earlier ones
     record = {"members": [member_record(p) for p in sources]}
     seen = [("the model's own (member 0)", forward_side(model))]
     for m in record["members"]:
