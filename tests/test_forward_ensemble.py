@@ -110,6 +110,16 @@ def test_predict_cli_writes_the_spread(ensemble, tmp_path, licoo2):
     spectra, meta = spectra_from_dict(doc, str(out))
     assert set(meta["spread"]) == set(spectra)
     assert all(len(meta["spread"][name]) == len(s.energy) for name, s in spectra.items())
+    # --own-forward: the checkpoint's own forward model, no spread
+    own_out = tmp_path / "own.json"
+    assert main(["predict", str(cif), "--site", "0", "--model", str(model_file), "--own-forward", "--out", str(own_out)]) == 0
+    own_doc = json.loads(own_out.read_text())
+    assert own_doc["meta"]["forward_models"] == 1 and "spread" not in own_doc["meta"] and "spread_meaning" not in own_doc["meta"]
+    own_spectra, _ = spectra_from_dict(own_doc, str(own_out))
+    want = load_checkpoint(model_file, forward_ensemble=False).predict_site_spectra(licoo2, [0])[0]
+    for name, s in own_spectra.items():
+        np.testing.assert_allclose(s.intensity, want[name][1], rtol=1e-5, atol=1e-7)
+    assert any(not np.allclose(s.intensity, spectra[name].intensity) for name, s in own_spectra.items())
 
 
 def test_refuses_members_that_do_not_line_up_or_repeat(setup, tmp_path):

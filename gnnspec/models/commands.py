@@ -12,7 +12,8 @@ fast as batches, see ``make bench``, on a GPU batches are what keep it busy); :f
 (:mod:`gnnspec.models.structure_support`); sites outside the training distribution also get a
 one-line warning on stderr (their spectra are still written, exit code 0). A model with a
 forward ensemble (:mod:`gnnspec.models.forward_ensemble`) writes the member mean and, in each
-record's ``meta.spread``, the calibrated spread per channel and energy.
+record's ``meta.spread``, the calibrated spread per channel and energy; ``--own-forward`` predicts
+with the checkpoint's own forward model only (about nine times faster on the CPU, no spread).
 """
 
 from __future__ import annotations
@@ -50,6 +51,11 @@ def add_parsers(subparsers) -> None:
         default=None,
         help="structures per forward pass (default: 1 on the CPU, where batching measured no faster, 16 on CUDA)",
     )
+    p.add_argument(
+        "--own-forward",
+        action="store_true",
+        help="the checkpoint's own forward model only, not its forward ensemble (faster; no meta.spread)",
+    )
     p.add_argument("--out", required=True, help="output: .json for one structure and --site, else .jsonl")
     p.set_defaults(func=cmd_predict)
 
@@ -77,7 +83,7 @@ def cmd_predict(args) -> int:
             if not 0 <= args.site < len(s):
                 raise InputError(f"{f}: site {args.site} is out of range (the structure has {len(s)} sites)")
     device = _device(args.device)
-    model = load_model(args.model, device)
+    model = load_model(args.model, device, forward_ensemble=not args.own_forward)
     batch_size = args.batch_size or (16 if device.type == "cuda" else 1)
     sites = None if args.site is None else [[args.site]] * len(structures)
     predicted, spreads = model.predict_many(structures, sites, batch_size=batch_size, tier=args.tier, return_spread=True)
