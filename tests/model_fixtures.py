@@ -181,3 +181,31 @@ def scalar_series(tb_dir: str | Path, tag: str) -> list[float]:
     ea = EventAccumulator(str(tb_dir))
     ea.Reload()
     return [e.value for e in ea.Scalars(tag)]
+
+
+def two_tier_runs(tmp: Path, n: int):
+    """A synthetic two-tier LMDB (tiers ``synthetic`` and ``hi``) and ``n`` untrained 'training runs'
+    of one two-tier smoke config with seeds 0..n-1, saved as checkpoints. Returns (cfg, data, paths)."""
+    from gnnspec.models.factory import build_model
+    from gnnspec.train.data import graph_statistics, load_splits
+
+    data = write_synthetic_lmdb(tmp / "synthetic", extra_tier="hi")
+    cfg = smoke_config(data, tmp / "runs")
+    cfg.model.tiers = ["synthetic", "hi"]
+    splits = load_splits(cfg.data, cfg.model.backbone.cutoff, cfg.model.channels)
+    cfg.model.backbone.avg_num_neighbors = graph_statistics(splits["train"], cfg.model.spectra.r_readout)["avg_num_neighbors"]
+    paths = []
+    for seed in range(n):
+        torch.manual_seed(seed)
+        model = build_model(cfg.model).eval()
+        paths.append(save_run(model, cfg, tmp / f"run{seed}.pt", seed))
+    return cfg, data, paths
+
+
+def save_run(model, cfg, path: Path, seed: int) -> Path:
+    """``model`` saved as a training run of ``cfg`` with ``seed`` would be (model and training config)."""
+    from gnnspec.config import config_to_dict
+    from gnnspec.models.factory import model_payload
+
+    torch.save({**model_payload(model), "trained": {"train_config": {**config_to_dict(cfg), "seed": seed}}}, path)
+    return path

@@ -6,38 +6,21 @@ import json
 import numpy as np
 import pytest
 import torch
-from model_fixtures import smoke_config, write_synthetic_lmdb
+from model_fixtures import save_run, two_tier_runs
 
-from gnnspec.config import config_to_dict
 from gnnspec.errors import InputError
-from gnnspec.models.factory import build_model, load_checkpoint, load_model, model_payload, read_checkpoint
+from gnnspec.models.factory import build_model, load_checkpoint, load_model, read_checkpoint
 from gnnspec.models.forward_ensemble import ENTRY, attach_members, ensemble_pass, forward_side, member_count
 from gnnspec.spectra import spectra_from_dict
 from gnnspec.structures import read_structure
-from gnnspec.train.data import graph_statistics, load_splits
 
 torch.set_num_threads(1)
-
-
-def _save(model, cfg, path, seed):
-    torch.save({**model_payload(model), "trained": {"train_config": {**config_to_dict(cfg), "seed": seed}}}, path)
-    return path
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     """A two-tier model and three further 'training runs' of the same config (other seeds)."""
-    tmp = tmp_path_factory.mktemp("fwd")
-    data = write_synthetic_lmdb(tmp / "synthetic", extra_tier="hi")
-    cfg = smoke_config(data, tmp / "runs")
-    cfg.model.tiers = ["synthetic", "hi"]
-    splits = load_splits(cfg.data, cfg.model.backbone.cutoff, cfg.model.channels)
-    cfg.model.backbone.avg_num_neighbors = graph_statistics(splits["train"], cfg.model.spectra.r_readout)["avg_num_neighbors"]
-    paths = []
-    for seed in range(4):
-        torch.manual_seed(seed)
-        paths.append(_save(build_model(cfg.model).eval(), cfg, tmp / f"run{seed}.pt", seed))
-    return cfg, data, paths
+    return two_tier_runs(tmp_path_factory.mktemp("fwd"), 4)
 
 
 @pytest.fixture
@@ -132,7 +115,7 @@ def test_refuses_members_that_do_not_line_up_or_repeat(setup, tmp_path):
         attach_members(model_file, [paths[1], paths[1]], str(data))
     other = dataclasses.replace(cfg.model, spectra=dataclasses.replace(cfg.model.spectra, r_readout=cfg.model.spectra.r_readout - 0.5))
     torch.manual_seed(9)
-    odd = _save(build_model(other).eval(), cfg, tmp_path / "odd.pt", 9)
+    odd = save_run(build_model(other).eval(), cfg, tmp_path / "odd.pt", 9)
     with pytest.raises(InputError, match="r_readout"):
         attach_members(model_file, [odd], str(data))
     assert ENTRY not in read_checkpoint(model_file)  # nothing written on a refusal

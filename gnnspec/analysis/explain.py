@@ -28,14 +28,17 @@ def explain_site(model: Any, structure: Any, site: int, channel: str, warn: bool
 
     Returns ``{"energy" [K] eV, "spectrum" [K], "atoms": [{"index", "element", "distance"
     (Angstrom), "share", "position" (Angstrom, relative to the site)}], "contributions" [n, K],
-    "structure_support", "forward_models", "spread" [K] or None}``, atoms sorted by distance. With a
-    forward ensemble (:mod:`gnnspec.models.forward_ensemble`) spectrum and contributions are the
-    mean of ``forward_models`` models and ``spread`` their calibrated spread. ``structure_support`` is the site's
+    "structure_support", "forward_models", "linear_heads", "spread" [K] or None}``, atoms sorted by
+    distance. With a forward ensemble (:mod:`gnnspec.models.forward_ensemble`) spectrum and
+    contributions are the mean of ``forward_models`` models (and of ``linear_heads`` linear tier
+    heads, :mod:`gnnspec.models.linear_tier_heads`, whose contributions may be negative) and
+    ``spread`` their calibrated spread. ``structure_support`` is the site's
     structure-side verdict (:mod:`gnnspec.models.structure_support`; None for a model without
     the check); with ``warn`` a site outside the training distribution gets a one-line warning
     on stderr (the explanation is still made).
     """
     from gnnspec.models.forward_ensemble import member_count
+    from gnnspec.models.linear_tier_heads import head_count
     from gnnspec.models.structure_support import warning_lines
     from gnnspec.structures import read_structure
 
@@ -78,6 +81,7 @@ def explain_site(model: Any, structure: Any, site: int, channel: str, warn: bool
         "contributions": intensity,
         "structure_support": support,
         "forward_models": member_count(model),
+        "linear_heads": head_count(model, model.cfg.tiers[model.cfg.tier_index(None)]),
         "spread": spread.get(site, {}).get(channel),
     }
 
@@ -111,6 +115,7 @@ def write_explanation(result: dict, out_dir: str | Path) -> list[Path]:
                 "contributions": result["contributions"].tolist(),
                 "structure_support": result.get("structure_support"),
                 "forward_models": result.get("forward_models", 1),
+                "linear_heads": result.get("linear_heads", 0),
                 "spread": None if result.get("spread") is None else np.asarray(result["spread"]).tolist(),
             }
         )

@@ -249,8 +249,12 @@ def render(table: dict, tier: str, base: str, caption: str) -> str:
 
 
 def _members_note(model) -> str:
-    """`` (mean of N forward models)`` for a model with a forward ensemble, else empty."""
-    return f" (mean of {member_count(model)} forward models)" if member_count(model) > 1 else ""
+    """`` (mean of N forward models[, M linear heads])`` for a model with a forward ensemble, else empty."""
+    from gnnspec.models.linear_tier_heads import head_count
+
+    linear = {t: head_count(model, t) for t in model.cfg.tiers[1:] if head_count(model, t)}
+    heads = "".join(f", {n} linear {t} heads" for t, n in linear.items())
+    return f" (mean of {member_count(model)} forward models{heads})" if member_count(model) > 1 or linear else ""
 
 
 def _data_label(data: str) -> str:

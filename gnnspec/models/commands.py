@@ -25,7 +25,8 @@ from gnnspec.errors import InputError
 
 SPREAD_MEANING = (
     "meta.spread: per channel and energy, the forward ensemble's calibrated spread (k times the members' "
-    "standard deviation; FEFF's spectrum inside it at 68 % of validation energies); spectra are the member mean"
+    "standard deviation; FEFF's spectrum inside it at 68 % of validation energies); spectra are the member mean "
+    "(with linear_heads > 0: of the forward models' tier heads and their linear tier heads)"
 )
 
 
@@ -64,6 +65,7 @@ def cmd_predict(args) -> int:
     """Predict and write the spectra (see the module docstring)."""
     from gnnspec.models.factory import load_model, model_path
     from gnnspec.models.forward_ensemble import member_count
+    from gnnspec.models.linear_tier_heads import head_count
     from gnnspec.models.structure_support import warning_lines
     from gnnspec.spectra import Spectrum, write_spectra, write_spectra_batch
     from gnnspec.structures.io import read_structure, structure_files
@@ -87,15 +89,17 @@ def cmd_predict(args) -> int:
     batch_size = args.batch_size or (16 if device.type == "cuda" else 1)
     sites = None if args.site is None else [[args.site]] * len(structures)
     predicted, spreads = model.predict_many(structures, sites, batch_size=batch_size, tier=args.tier, return_spread=True)
+    tier = model.cfg.tiers[model.cfg.tier_index(args.tier)]
     base = {
         "source": "gnnspec predict",
-        "tier": model.cfg.tiers[model.cfg.tier_index(args.tier)],
+        "tier": tier,
         "model": str(model_path(args.model)),
         "energy_unit": "eV (absolute)",
         "normalisation": "unit mean over the channel grid",
         "forward_models": member_count(model),
+        "linear_heads": head_count(model, tier),
     }
-    if member_count(model) > 1:
+    if member_count(model) + head_count(model, tier) > 1:
         base["spread_meaning"] = SPREAD_MEANING
     records, flagged = [], 0
     for f, s, by_site, spread in zip(files, structures, predicted, spreads):

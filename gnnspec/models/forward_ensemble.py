@@ -23,10 +23,15 @@ What a prediction is, with an ensemble attached:
   answer depends on the training run; it does not cover what every member shares (the FEFF
   tier's own convergence, the training structures).
 
+In a tier above the base, each forward model may also carry a linear tier head
+(:mod:`gnnspec.models.linear_tier_heads`: a ridge map from its base-tier output to that tier);
+the mean and the spread then run over the trained tier heads and the linear heads together.
+
 Stored as the checkpoint entry ``forward_ensemble`` (:data:`ENTRY`): ``members`` (each with its
-``source`` name, ``model_config``, forward ``weights`` and what it was trained with), ``spread_k``
-and ``coverage``. :func:`gnnspec.models.factory.load_checkpoint` attaches the members as
-``model.forward_members``; ``gnnspec ensemble MODEL --forward-from RUN.pt ...`` writes the entry.
+``source`` name, ``model_config``, forward ``weights`` and what it was trained with), ``spread_k``,
+``coverage`` and, when fitted, ``linear_heads``. :func:`gnnspec.models.factory.load_checkpoint` attaches the members as
+``model.forward_members``; ``gnnspec ensemble MODEL --forward-from RUN.pt ... [--linear-heads]``
+writes the entry.
 Training, the encoder's alignment and the structure embeddings use the model's own forward side
 only: the ensemble serves predictions (``predict``, ``explain``, the benchmarks).
 """
@@ -123,13 +128,28 @@ def ensemble_pass(model: nn.Module, data, absorbers: torch.Tensor, tier: int) ->
 
 def ensemble_passes(model: nn.Module, data, requests: list[tuple[torch.Tensor, int]]) -> list[dict[str, torch.Tensor]]:
     """:func:`ensemble_pass` for several ``(absorbers, tier row)`` requests on one graph or batch,
-    with one backbone pass per member for all of them."""
+    with one backbone pass per member for all of them. In a tier with linear heads
+    (:mod:`gnnspec.models.linear_tier_heads`), each forward model's linear head joins the mean
+    beside its trained tier head."""
+    from gnnspec.models.linear_tier_heads import KEY as LINEAR
+    from gnnspec.models.linear_tier_heads import head_output
+
     models = [model] + list(getattr(model, "forward_members", None) or [])
-    per_model = []
-    for m in models:
+    linear = ((getattr(model, "forward_ensemble_record", None) or {}).get(LINEAR) or {}).get("tiers") or {}
+    channels = list(model.cfg.channels)
+    per_request: list[list[dict[str, torch.Tensor]]] = [[] for _ in requests]
+    for i, m in enumerate(models):
         backbone = m.forward_structure(data, embed=False, spectra=False)
-        per_model.append([m.tier_spectra(backbone, data, absorbers, tier) for absorbers, tier in requests])
-    return [_member_mean(model, [outs[i] for outs in per_model], tier) for i, (_, tier) in enumerate(requests)]
+        base: dict[int, dict[str, torch.Tensor]] = {}  # the base-tier readout of each absorber set
+        for outs, (absorbers, tier) in zip(per_request, requests):
+            out = m.tier_spectra(backbone, data, absorbers, tier)
+            outs.append(out)
+            heads = linear.get(model.cfg.tiers[tier]) if tier > 0 else None
+            if heads and i < len(heads):
+                if id(absorbers) not in base:
+                    base[id(absorbers)] = m.tier_spectra(backbone, data, absorbers, 0)
+                outs.append(head_output(heads[i], channels, base[id(absorbers)], backbone["node_scalars"], out))
+    return [_member_mean(model, outs, tier) for outs, (_, tier) in zip(per_request, requests)]
 
 
 def _member_mean(model: nn.Module, outs: list[dict[str, torch.Tensor]], tier: int) -> dict[str, torch.Tensor]:
@@ -174,8 +194,9 @@ def calibrate_spread(model: nn.Module, data: str, split: str = "val") -> dict:
 
     from gnnspec.data import keys as K
     from gnnspec.data.dataset import LMDBStructureDataset
+    from gnnspec.models.linear_tier_heads import head_count
 
-    if member_count(model) < 2:
+    if member_count(model) < 2 and not any(head_count(model, t) for t in model.cfg.tiers[1:]):
         raise InputError("the model has no forward members to calibrate (attach some with gnnspec ensemble --forward-from)")
     tiers, channels = list(model.cfg.tiers), list(model.cfg.channels)
     ds = LMDBStructureDataset(
@@ -191,6 +212,8 @@ def calibrate_spread(model: nn.Module, data: str, split: str = "val") -> dict:
         wanted = [(t, have.any(dim=1).nonzero(as_tuple=True)[0]) for t, (_, have) in enumerate(targets)]
         wanted = [(t, sites) for t, sites in wanted if sites.numel()]
         for (t, sites), out in zip(wanted, ensemble_passes(model, batch, [(sites, t) for t, sites in wanted])):
+            if "spectra_std" not in out:  # one prediction only in this tier (no members, no linear heads)
+                continue
             target, have = targets[t]
             ok = (have[sites] & out["spectra_mask"]).numpy()
             err = (out["spectra"].double() - target[sites].double()).abs().numpy()
@@ -220,18 +243,18 @@ def calibrate_spread(model: nn.Module, data: str, split: str = "val") -> dict:
     return result
 
 
-def attach_members(model_path: str | Path, sources: list[str | Path], data: str | None = None, split: str = "val") -> dict:
+def attach_members(
+    model_path: str | Path, sources: list[str | Path], data: str | None = None, split: str = "val", linear_heads: bool = False
+) -> dict:
     """Write the forward ensemble of ``sources`` (trained checkpoints) into the checkpoint at
     ``model_path`` and calibrate its spread on ``split`` of ``data`` (default: the dataset the
-    model was trained on); returns the written record (weights left out)."""
-    from gnnspec.data.store import SpectraStore
-    from gnnspec.models.factory import load_checkpoint, read_checkpoint, trained_config, write_checkpoint_entry
+    model was trained on); ``linear_heads``: fit every forward model's linear tier heads first
+    (:mod:`gnnspec.models.linear_tier_heads`). Returns the written record (weights left out)."""
+    from gnnspec.models.factory import load_checkpoint
 
     if not sources:
         raise InputError("name at least one trained checkpoint to add as a forward member")
-    data = data or trained_config(read_checkpoint(model_path)).get("data")
-    if not data:
-        raise InputError(f"{model_path}: it records no training dataset; pass the dataset to calibrate the spread on")
+    data = _dataset_of(model_path, data)
     model = load_checkpoint(model_path, forward_ensemble=False)  # the members attached below replace any earlier ones
     record = {"members": [member_record(p) for p in sources]}
     seen = [("the model's own (member 0)", forward_side(model))]
@@ -243,7 +266,47 @@ def attach_members(model_path: str | Path, sources: list[str | Path], data: str 
                 )
         seen.append((m["source"], m["weights"]))
     model.forward_members = build_members(model, record, str(model_path))
+    return _fit_and_write(model, model_path, record, data, split, linear_heads)
+
+
+def attach_linear_heads(model_path: str | Path, data: str | None = None, split: str = "val") -> dict:
+    """Fit linear tier heads for the forward models the checkpoint at ``model_path`` already holds
+    (its own and any forward members), recalibrate the spread on ``split`` and write both."""
+    from gnnspec.models.factory import load_checkpoint, read_checkpoint
+
+    data = _dataset_of(model_path, data)
+    record = dict(read_checkpoint(model_path).get(ENTRY) or {"members": []})
+    model = load_checkpoint(model_path)
+    model.forward_members = list(getattr(model, "forward_members", None) or [])
+    return _fit_and_write(model, model_path, record, data, split, True)
+
+
+def _dataset_of(model_path: str | Path, data: str | None) -> str:
+    from gnnspec.models.factory import read_checkpoint, trained_config
+
+    data = data or trained_config(read_checkpoint(model_path)).get("data")
+    if not data:
+        raise InputError(f"{model_path}: it records no training dataset; pass the dataset to calibrate the spread on")
+    return str(data)
+
+
+def _fit_and_write(model: nn.Module, model_path: str | Path, record: dict, data: str, split: str, linear_heads: bool) -> dict:
+    """Fit the linear heads (when asked), calibrate the spread, write the record; its summary."""
+    from gnnspec.data.store import SpectraStore
+    from gnnspec.models.factory import write_checkpoint_entry
+    from gnnspec.models.linear_tier_heads import KEY as LINEAR
+    from gnnspec.models.linear_tier_heads import fit_linear_heads
+
+    record.pop(LINEAR, None)
     model.forward_ensemble_record = record
-    record.update(calibrate_spread(model, data, split), data=str(data), data_sha256=SpectraStore(data).fingerprint())
+    if linear_heads:
+        record[LINEAR] = fit_linear_heads([model, *model.forward_members], data)
+    record.update(calibrate_spread(model, data, split), data=data, data_sha256=SpectraStore(data).fingerprint())
     write_checkpoint_entry(model_path, ENTRY, record)
-    return {k: v for k, v in record.items() if k != "members"} | {"members": [m["source"] for m in record["members"]]}
+    summary = {k: v for k, v in record.items() if k not in ("members", LINEAR)} | {"members": [m["source"] for m in record["members"]]}
+    if linear_heads:
+        summary[LINEAR] = {
+            tier: {c: [h[c]["val_r2"] for h in heads if c in h] for c in model.cfg.channels}
+            for tier, heads in record[LINEAR]["tiers"].items()
+        }
+    return summary

@@ -72,6 +72,12 @@ def add_ensemble_parser(subparsers) -> None:
         help="trained checkpoints whose forward side (backbone, spectra head) join the model's as forward members "
         "(replaces the model's forward ensemble; the encoder ensemble is untouched)",
     )
+    p.add_argument(
+        "--linear-heads",
+        action="store_true",
+        help="fit each forward model's linear tier heads (a ridge map from its base-tier output to each higher tier, "
+        "alpha chosen on validation) and recalibrate the spread; with or without --forward-from",
+    )
     p.set_defaults(func=cmd_ensemble)
 
 
@@ -82,7 +88,7 @@ def cmd_ensemble(args) -> int:
     from gnnspec.train.data import generated_pool, load_splits
     from gnnspec.train.ensemble import build_ensemble
 
-    if args.forward_from:
+    if args.forward_from or args.linear_heads:
         return forward_ensemble(args)
     if args.members < 3:
         raise InputError(f"--members must be at least 3 (the spread is calibrated leaving one out), got {args.members}")
@@ -111,11 +117,20 @@ def cmd_ensemble(args) -> int:
 
 
 def forward_ensemble(args) -> int:
-    """``gnnspec ensemble MODEL --forward-from RUN.pt ...``: attach, calibrate, print the spread factors."""
-    from gnnspec.models.forward_ensemble import attach_members
+    """``gnnspec ensemble MODEL [--forward-from RUN.pt ...] [--linear-heads]``: attach, fit, calibrate, print."""
+    from gnnspec.models.forward_ensemble import attach_linear_heads, attach_members
 
-    record = attach_members(args.model, args.forward_from, args.data)
-    print(f"{args.model}: {1 + len(record['members'])} forward models (the model's own and {', '.join(record['members'])})")
+    if args.forward_from:
+        record = attach_members(args.model, args.forward_from, args.data, linear_heads=args.linear_heads)
+    else:
+        record = attach_linear_heads(args.model, args.data)
+    others = f" and {', '.join(record['members'])}" if record["members"] else ""
+    print(f"{args.model}: {1 + len(record['members'])} forward models (the model's own{others})")
+    for tier, by_channel in record.get("linear_heads", {}).items():
+        print(
+            f"  {tier}: linear heads, validation R^2 (mean over forward models) "
+            + ", ".join(f"{c} {np.mean(r2):.2f}" for c, r2 in by_channel.items() if r2)
+        )
     for tier, ks in record["spread_k"].items():
         cover = record["coverage_unscaled"][tier]
         print(

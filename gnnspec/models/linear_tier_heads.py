@@ -1,0 +1,173 @@
+"""Linear tier heads: a ridge map from a forward model's base-tier output to a higher FEFF tier.
+
+The scf tier has about 90 training sites per channel; the base (``fast``) tier has every site.
+A forward model's scf head, trained on those few sites, fits them (R^2 0.89-0.97) far better
+than new ones. A linear map from what the model already predicts well to the scf spectrum,
+fitted with a ridge penalty chosen on the validation sites, generalises better: on the test
+split it beats the trained scf heads of the same seven models (``docs/2026-12-06-linear-tier-heads.md``).
+
+For one forward model, one tier above the base and one channel ``c``, the head predicts
+
+    y_tier = ym + ((s - mu_s) / sd_s) @ W_s + ((f - mu_f) / sd_f) @ W_f
+
+with ``s`` the absorber's invariant node features (``backbone.scalar_dim`` numbers) and ``f``
+the model's base-tier spectrum of ``c`` on the channel grid (``n_energy`` numbers, the
+normalisation of :func:`gnnspec.channels.normalise`); ``mu``, ``sd`` standardise each feature
+over the training sites; ``W`` and ``ym`` are the ridge solution with penalty ``alpha``, chosen
+from :data:`ALPHAS` for the highest R^2 (around the validation mean) on the validation sites.
+
+Per-atom contributions stay first class: the base-tier spectrum is a sum of contributions
+``f = sum_j c_j``, so the head gives atom ``j`` the contribution ``(c_j / sd_f) @ W_f`` and the
+absorber itself, in addition, the constant and absorber-feature terms
+``ym - (mu_f / sd_f) @ W_f + ((s - mu_s) / sd_s) @ W_s``; they sum to ``y_tier`` exactly.
+Contributions of a linear head may be negative (the map mixes energies).
+
+The heads live in the forward ensemble record (:mod:`gnnspec.models.forward_ensemble`) under
+``linear_heads``: one set per forward model (the model's own first), so a prediction in that
+tier averages the trained tier heads and the linear heads of every forward model.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+from torch_geometric.utils import scatter
+
+KEY = "linear_heads"
+ALPHAS = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0)
+FEATURES = "absorber node scalars and the model's base-tier spectrum of the channel, each standardised over the training sites"
+
+
+def r2_around_mean(y: np.ndarray, pred: np.ndarray) -> float:
+    """R^2 of ``pred [n, K]`` against ``y [n, K]`` around the mean spectrum of ``y``."""
+    total = float(((y - y.mean(0)) ** 2).sum())
+    return 1.0 - float(((y - pred) ** 2).sum()) / total if total > 0 else float("nan")
+
+
+def ridge_fit(x: np.ndarray, y: np.ndarray, alpha: float) -> dict[str, np.ndarray]:
+    """Ridge regression of ``y [n, K]`` on standardised ``x [n, F]`` (intercept unpenalised)."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    mu, sd = x.mean(0), x.std(0) + 1e-6
+    z = (x - mu) / sd
+    ym = y.mean(0)
+    w = np.linalg.solve(z.T @ z + alpha * np.eye(z.shape[1]), z.T @ (y - ym))
+    return {"mu": mu, "sd": sd, "W": w, "ym": ym}
+
+
+def ridge_apply(fit: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+    return ((np.asarray(x, np.float64) - fit["mu"]) / fit["sd"]) @ fit["W"] + fit["ym"]
+
+
+def fit_channel(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray]) -> dict:
+    """The head of one channel: the alpha of :data:`ALPHAS` with the best validation R^2."""
+    scores = {a: r2_around_mean(val[1], ridge_apply(ridge_fit(*train, a), val[0])) for a in ALPHAS}
+    alpha = max(scores, key=lambda a: -np.inf if np.isnan(scores[a]) else scores[a])
+    fit = ridge_fit(*train, alpha)
+    return {
+        **{k: torch.from_numpy(v.astype(np.float32)) for k, v in fit.items()},
+        "alpha": float(alpha),
+        "val_r2": float(scores[alpha]),
+        "n_train": int(len(train[0])),
+        "n_val": int(len(val[0])),
+    }
+
+
+@torch.no_grad()
+def site_features(models: list[nn.Module], data: str, split: str, tier: str) -> list[dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """For each forward model: ``{channel: (features [n, F], FEFF spectra [n, K])}`` over the sites
+    of ``split`` that hold ``tier`` spectra (the same sites, in the same order, for every model)."""
+    from torch_geometric.loader import DataLoader
+
+    from gnnspec.data import keys as K
+    from gnnspec.data.dataset import LMDBStructureDataset
+
+    cfg = models[0].cfg
+    tiers, channels = list(cfg.tiers), list(cfg.channels)
+    row = tiers.index(tier)
+    ds = LMDBStructureDataset(data, split, cutoff=cfg.backbone.cutoff, channels=tuple(channels), tier=tiers[0], extra_tiers=tuple(tiers[1:]))
+    rows: list[dict[str, list]] = [{c: [] for c in channels} for _ in models]
+    targets: dict[str, list] = {c: [] for c in channels}
+    dtype = next(models[0].parameters()).dtype
+    graphs = [g for g in (ds[i] for i in range(len(ds))) if g[K.SITE_Y_TIERS_MASK][:, row - 1].any()] if row > 0 else []
+    for batch in DataLoader(graphs, batch_size=2, shuffle=False):
+        batch.pos, batch.edge_shift = batch.pos.to(dtype), batch.edge_shift.to(dtype)
+        have = batch[K.SITE_Y_TIERS_MASK][:, row - 1]
+        sites = have.any(dim=1).nonzero(as_tuple=True)[0]
+        for i, m in enumerate(models):
+            out = m.forward_structure(batch, embed=False, spectra=False)
+            x = features(m.tier_spectra(out, batch, sites, 0), out["node_scalars"])
+            for c, name in enumerate(channels):
+                ok = have[sites, c]
+                rows[i][name].append(x[ok, c].double().numpy())
+                if i == 0:
+                    targets[name].append(batch[K.SITE_Y_TIERS][sites[ok], row - 1, c].double().numpy())
+    return [
+        {c: (np.concatenate(r[c]), np.concatenate(targets[c])) for c in channels if targets[c] and sum(len(t) for t in targets[c])}
+        for r in rows
+    ]
+
+
+def features(base_out: dict[str, torch.Tensor], node_scalars: torch.Tensor) -> torch.Tensor:
+    """``[A, C, F]``: each absorber's node scalars next to its base-tier spectrum of each channel."""
+    spectra = base_out["spectra"]
+    scalars = node_scalars[base_out["absorber_index"]]
+    return torch.cat([scalars[:, None, :].expand(-1, spectra.shape[1], -1), spectra], dim=-1)
+
+
+def fit_linear_heads(models: list[nn.Module], data: str, tiers: list[str] | None = None) -> dict:
+    """Fit the heads of every forward model (the model's own first) for every tier above the base
+    (or ``tiers``) on the training sites of ``data``, alpha by validation. Returns the record
+    stored under :data:`KEY`: ``{"features", "alphas", "tiers": {tier: [per model {channel: head}]}}``."""
+    from gnnspec.errors import InputError
+
+    cfg = models[0].cfg
+    tiers = list(cfg.tiers[1:]) if tiers is None else tiers
+    record: dict = {"features": FEATURES, "alphas": list(ALPHAS), "tiers": {}}
+    for tier in tiers:
+        if tier not in cfg.tiers[1:]:
+            raise InputError(f"tier {tier!r}: linear heads map the base tier {cfg.tiers[0]!r} to one of {list(cfg.tiers[1:])}")
+        train, val = site_features(models, data, "train", tier), site_features(models, data, "val", tier)
+        heads = []
+        for tr, va in zip(train, val):
+            heads.append({c: fit_channel(tr[c], va[c]) for c in tr if c in va and len(tr[c][0]) >= 3 and len(va[c][0]) >= 2})
+        if not any(heads):
+            raise InputError(f"{data}: no channel has {tier!r} spectra on both training and validation sites to fit a linear head on")
+        record["tiers"][tier] = heads
+    return record
+
+
+def head_output(heads: dict[str, dict], channels: list[str], base_out: dict[str, torch.Tensor], node_scalars: torch.Tensor, fallback: dict) -> dict:
+    """One model's linear-head prediction in a tier, shaped as the readout's output.
+
+    ``base_out``: the model's base-tier readout of the absorbers (its contributions are mapped);
+    ``fallback``: the model's trained head in that tier, whose spectra and contributions a channel
+    without a linear head keeps."""
+    contrib = fallback["contributions"].clone()
+    channel = base_out["contribution_channel"]
+    absorber = base_out["contribution_absorber"]
+    is_self = base_out["contribution_distance"] == 0
+    scalars = node_scalars[base_out["absorber_index"]]
+    n_s = scalars.shape[1]
+    dtype = contrib.dtype
+    for c, name in enumerate(channels):
+        head = heads.get(name)
+        rows = (channel == c).nonzero(as_tuple=True)[0]
+        if head is None or rows.numel() == 0:
+            continue
+        mu, sd, w, ym = (head[k].to(contrib.device, dtype) for k in ("mu", "sd", "W", "ym"))
+        w_s, w_f = w[:n_s], w[n_s:]
+        mapped = (base_out["contributions"][rows] / sd[n_s:]) @ w_f
+        own = rows[is_self[rows]]
+        const = ym - (mu[n_s:] / sd[n_s:]) @ w_f + ((scalars[absorber[own]] - mu[:n_s]) / sd[:n_s]) @ w_s
+        mapped[is_self[rows]] += const
+        contrib[rows] = mapped
+    n_abs, n_c = base_out["spectra_mask"].shape
+    flat = scatter(contrib, absorber * n_c + channel, dim=0, dim_size=n_abs * n_c, reduce="sum")
+    return {**base_out, "contributions": contrib, "spectra": flat.view(n_abs, n_c, -1)}
+
+
+def head_count(model: nn.Module, tier: str) -> int:
+    """How many linear heads join a prediction in ``tier`` (0 without them)."""
+    record = (getattr(model, "forward_ensemble_record", None) or {}).get(KEY) or {}
+    return len((record.get("tiers") or {}).get(tier, []))

@@ -1,0 +1,132 @@
+"""Linear tier heads: a ridge map from each forward model's base-tier output to a higher tier."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from model_fixtures import two_tier_runs
+
+from gnnspec.errors import InputError
+from gnnspec.models.factory import load_checkpoint, read_checkpoint
+from gnnspec.models.forward_ensemble import ENTRY, attach_members, ensemble_pass
+from gnnspec.models.linear_tier_heads import ALPHAS, KEY, features, fit_channel, head_count, ridge_apply, ridge_fit, site_features
+from gnnspec.spectra import spectra_from_dict
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    return two_tier_runs(tmp_path_factory.mktemp("lin"), 3)
+
+
+@pytest.fixture
+def with_heads(setup, tmp_path):
+    """The model (run 0) with runs 1 and 2 as forward members and linear heads for tier ``hi``."""
+    _, data, paths = setup
+    model_file = tmp_path / "model.pt"
+    model_file.write_bytes(paths[0].read_bytes())
+    summary = attach_members(model_file, paths[1:], str(data), linear_heads=True)
+    return model_file, summary
+
+
+def test_ridge_recovers_a_linear_map_and_alpha_is_chosen_on_validation():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 5))
+    w = rng.normal(size=(5, 4))
+    y = x @ w + 0.3
+    fit = ridge_fit(x, y, 1e-6)
+    np.testing.assert_allclose(ridge_apply(fit, x), y, atol=1e-4)
+    noisy = y + rng.normal(scale=3.0, size=y.shape)  # much noise, few sites: a large penalty wins
+    head = fit_channel((x[:12], noisy[:12]), (x[12:], y[12:]))
+    assert head["alpha"] in ALPHAS and head["alpha"] > ALPHAS[0]
+    assert head["n_train"] == 12 and head["n_val"] == 48 and np.isfinite(head["val_r2"])
+
+
+def test_heads_are_stored_per_forward_model_and_fitted_on_training_sites(setup, with_heads):
+    cfg, data, paths = setup
+    model_file, summary = with_heads
+    record = read_checkpoint(model_file)[ENTRY]
+    heads = record[KEY]["tiers"]["hi"]
+    assert len(heads) == 3  # the model's own and two members
+    own = [load_checkpoint(paths[0])]
+    train, val = (site_features(own, str(data), split, "hi")[0] for split in ("train", "val"))
+    fitted = {c for c in train if c in val and len(train[c][0]) >= 3 and len(val[c][0]) >= 2}  # enough sites to fit and choose
+    assert fitted and {c for c, r2 in summary[KEY]["hi"].items() if r2} == set(heads[0]) == fitted
+    model = load_checkpoint(model_file)
+    assert head_count(model, "hi") == 3 and head_count(model, "synthetic") == 0
+    # member 1's head is the ridge fit of member 1's own features on the training sites
+    train = site_features([model, *model.forward_members], str(data), "train", "hi")
+    for name, head in heads[1].items():
+        x, y = train[1][name]
+        fit = ridge_fit(x, y, head["alpha"])
+        np.testing.assert_allclose(head["W"].numpy(), fit["W"], rtol=1e-4, atol=1e-5)
+        assert head["n_train"] == len(x)
+
+
+@torch.no_grad()
+def test_prediction_averages_trained_and_linear_heads_and_contributions_sum(setup, with_heads, licoo2):
+    _, _, paths = setup
+    model_file, _ = with_heads
+    model = load_checkpoint(model_file)
+    _, graph = model._graph(licoo2, environments=False)
+    absorbers = torch.arange(len(licoo2))
+    absorbers = absorbers[model.spectra_head.table[graph.z[absorbers]].any(1)]
+    out = ensemble_pass(model, graph, absorbers, 1)
+    heads = model.forward_ensemble_record[KEY]["tiers"]["hi"]
+    want = []
+    for m, head in zip([model, *model.forward_members], heads):
+        bb = m.forward_structure(graph, embed=False, spectra=False)
+        want.append(m.tier_spectra(bb, graph, absorbers, 1)["spectra"])
+        x = features(m.tier_spectra(bb, graph, absorbers, 0), bb["node_scalars"]).double().numpy()
+        lin = want[-1].double().numpy().copy()  # a channel without a linear head keeps the trained head's
+        for c, name in enumerate(model.cfg.channels):
+            if name in head:
+                fit = {k: head[name][k].double().numpy() for k in ("mu", "sd", "W", "ym")}
+                lin[:, c] = ridge_apply(fit, x[:, c])
+        want.append(torch.from_numpy(lin).to(want[0].dtype))
+    assert 0 < len(heads[0]) < len(model.cfg.channels)  # some channels lack hi sites on training or validation sites
+    mask = out["spectra_mask"]
+    mean = torch.stack(want).mean(0)
+    torch.testing.assert_close(out["spectra"][mask], mean[mask], rtol=1e-4, atol=1e-4)
+    # the contributions (periodic images of the absorber included) still sum to each spectrum
+    n_c = mask.shape[1]
+    sums = torch.zeros_like(out["spectra"]).view(-1, out["spectra"].shape[-1])
+    sums.index_add_(0, out["contribution_absorber"] * n_c + out["contribution_channel"], out["contributions"])
+    torch.testing.assert_close(sums.view_as(out["spectra"]), out["spectra"], rtol=1e-5, atol=1e-5)
+    # the base tier is untouched: the mean of the three trained heads
+    base = ensemble_pass(model, graph, absorbers, 0)
+    singles = [load_checkpoint(p).forward_structure(graph, absorbers) for p in paths]
+    torch.testing.assert_close(base["spectra"], torch.stack([s["spectra"] for s in singles]).mean(0), rtol=1e-5, atol=1e-6)
+
+
+def test_cli_fits_heads_on_a_model_without_members_and_predict_uses_them(setup, tmp_path, licoo2):
+    from gnnspec.cli import main
+
+    _, data, paths = setup
+    model_file = tmp_path / "single.pt"
+    model_file.write_bytes(paths[0].read_bytes())
+    assert main(["ensemble", str(model_file), "--linear-heads", "--data", str(data)]) == 0
+    model = load_checkpoint(model_file)
+    assert head_count(model, "hi") == 1 and not model.forward_members
+    cif = tmp_path / "licoo2.cif"
+    licoo2.to(filename=str(cif))
+    out, own = tmp_path / "hi.json", tmp_path / "own.json"
+    assert main(["predict", str(cif), "--site", "0", "--model", str(model_file), "--tier", "hi", "--out", str(out)]) == 0
+    assert main(["predict", str(cif), "--site", "0", "--model", str(model_file), "--tier", "hi", "--own-forward", "--out", str(own)]) == 0
+    doc, own_doc = json.loads(out.read_text()), json.loads(own.read_text())
+    assert "spread" in doc["meta"] and "spread" not in own_doc["meta"]
+    assert (doc["meta"]["forward_models"], doc["meta"]["linear_heads"], own_doc["meta"]["linear_heads"]) == (1, 1, 0)
+    got, _ = spectra_from_dict(doc, str(out))
+    plain, _ = spectra_from_dict(own_doc, str(own))
+    assert any(not np.allclose(got[c].intensity, plain[c].intensity) for c in got)
+
+
+def test_refuses_a_model_without_a_higher_tier(setup, tmp_path):
+    from gnnspec.models.linear_tier_heads import fit_linear_heads
+
+    _, data, paths = setup
+    model = load_checkpoint(paths[0])
+    with pytest.raises(InputError, match="linear heads map the base tier"):
+        fit_linear_heads([model], str(data), tiers=["synthetic"])
