@@ -112,15 +112,20 @@ def test_cli_fits_heads_on_a_model_without_members_and_predict_uses_them(setup, 
     assert head_count(model, "hi") == 1 and not model.forward_members
     cif = tmp_path / "licoo2.cif"
     licoo2.to(filename=str(cif))
-    out, own = tmp_path / "hi.json", tmp_path / "own.json"
-    assert main(["predict", str(cif), "--site", "0", "--model", str(model_file), "--tier", "hi", "--out", str(out)]) == 0
-    assert main(["predict", str(cif), "--site", "0", "--model", str(model_file), "--tier", "hi", "--own-forward", "--out", str(own)]) == 0
-    doc, own_doc = json.loads(out.read_text()), json.loads(own.read_text())
-    assert "spread" in doc["meta"] and "spread" not in own_doc["meta"]
-    assert (doc["meta"]["forward_models"], doc["meta"]["linear_heads"], own_doc["meta"]["linear_heads"]) == (1, 1, 0)
-    got, _ = spectra_from_dict(doc, str(out))
-    plain, _ = spectra_from_dict(own_doc, str(own))
-    assert any(not np.allclose(got[c].intensity, plain[c].intensity) for c in got)
+    docs = {}
+    for label, model_path, extra in (("both", model_file, []), ("own", model_file, ["--own-forward"]), ("gnn", paths[0], [])):
+        out = tmp_path / f"{label}.json"
+        assert main(["predict", str(cif), "--site", "0", "--model", str(model_path), "--tier", "hi", *extra, "--out", str(out)]) == 0
+        docs[label] = json.loads(out.read_text())
+    meta = {k: d["meta"] for k, d in docs.items()}
+    assert (meta["both"]["linear_heads"], meta["own"]["linear_heads"], meta["gnn"]["linear_heads"]) == (1, 1, 0)
+    # the spread is calibrated for the trained head and the linear head together; the own forward
+    # side (the same two heads, as the model has no members) predicts the same without a spread
+    assert "spread" in meta["both"] and "spread" not in meta["own"] and "spread" not in meta["gnn"]
+    spectra = {k: spectra_from_dict(d, k)[0] for k, d in docs.items()}
+    for c, s in spectra["both"].items():
+        np.testing.assert_allclose(spectra["own"][c].intensity, s.intensity, rtol=1e-6, atol=1e-9)
+    assert any(not np.allclose(spectra["gnn"][c].intensity, s.intensity) for c, s in spectra["both"].items())
 
 
 def test_refuses_a_model_without_a_higher_tier(setup, tmp_path):

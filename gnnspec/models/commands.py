@@ -13,7 +13,7 @@ fast as batches, see ``make bench``, on a GPU batches are what keep it busy); :f
 one-line warning on stderr (their spectra are still written, exit code 0). A model with a
 forward ensemble (:mod:`gnnspec.models.forward_ensemble`) writes the member mean and, in each
 record's ``meta.spread``, the calibrated spread per channel and energy; ``--own-forward`` predicts
-with the checkpoint's own forward model only (about nine times faster on the CPU, no spread).
+with the checkpoint's own forward model only (one backbone pass instead of seven, no spread).
 """
 
 from __future__ import annotations
@@ -55,7 +55,8 @@ def add_parsers(subparsers) -> None:
     p.add_argument(
         "--own-forward",
         action="store_true",
-        help="the checkpoint's own forward model only, not its forward ensemble (faster; no meta.spread)",
+        help="the checkpoint's own forward model only (its trained heads and its own linear tier heads), not its "
+        "forward ensemble (faster; no meta.spread)",
     )
     p.add_argument("--out", required=True, help="output: .json for one structure and --site, else .jsonl")
     p.set_defaults(func=cmd_predict)

@@ -41,7 +41,7 @@ from gnnspec.config import config_to_dict, from_dict
 from gnnspec.errors import InputError
 from gnnspec.models.config import ModelConfig
 from gnnspec.models.forward_ensemble import ENTRY as FORWARD_ENSEMBLE
-from gnnspec.models.forward_ensemble import build_members
+from gnnspec.models.forward_ensemble import build_members, own_linear_heads
 from gnnspec.models.joint import JointModel
 from gnnspec.models.structure_support import ENTRY as STRUCTURE_SUPPORT
 
@@ -149,7 +149,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     """Rebuild the model saved in ``path`` (no training config needed), in eval mode.
 
     ``forward_ensemble``: attach the checkpoint's forward members (:mod:`gnnspec.models.forward_ensemble`)
-    as ``model.forward_members``, so its spectra are the member mean; False: the model's own only."""
+    as ``model.forward_members``, so its spectra are the member mean; False: the model's own forward
+    side only (its trained heads and, where fitted, its own linear tier heads; no spread)."""
     ckpt = read_checkpoint(path, map_location)
     cfg = from_dict(ModelConfig, ckpt["model_config"], f"{path}: model_config")
     cfg.compile = False
@@ -158,8 +159,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     model.structure_support_record = ckpt.get(STRUCTURE_SUPPORT)
     model.encoder_spectra_tier = encoder_spectra_tier(ckpt)
     model = model.to(map_location).eval()
-    record = ckpt.get(FORWARD_ENSEMBLE) if forward_ensemble else None
-    if record:
+    record = ckpt.get(FORWARD_ENSEMBLE)
+    if record and not forward_ensemble:
+        model.forward_ensemble_record = own_linear_heads(record)
+    elif record:
         model.forward_members = build_members(model, record, str(path))
         model.forward_ensemble_record = {k: v for k, v in record.items() if k != "members"} | {
             "members": [{k: v for k, v in m.items() if k != "weights"} for m in record["members"]]

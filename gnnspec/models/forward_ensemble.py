@@ -168,15 +168,30 @@ def _member_mean(model: nn.Module, outs: list[dict[str, torch.Tensor]], tier: in
     std = spectra.std(0, unbiased=True)
     merged["spectra_std"] = std
     k = spread_factors(model, tier)
-    merged["spectra_spread"] = std * k.to(std.device, std.dtype)[None, :, None]
+    if k is not None:
+        merged["spectra_spread"] = std * k.to(std.device, std.dtype)[None, :, None]
     return merged
 
 
-def spread_factors(model: nn.Module, tier: int) -> torch.Tensor:
-    """``[C]``: the calibrated spread factor of each channel in tier row ``tier`` (0 where none was fitted)."""
+def spread_factors(model: nn.Module, tier: int) -> torch.Tensor | None:
+    """``[C]``: the calibrated spread factor of each channel in tier row ``tier`` (0 where none was
+    fitted); None where the model holds no calibration for that tier (no spread is given)."""
     record = getattr(model, "forward_ensemble_record", None) or {}
-    by_channel = (record.get("spread_k") or {}).get(model.cfg.tiers[tier], {})
+    by_channel = (record.get("spread_k") or {}).get(model.cfg.tiers[tier])
+    if by_channel is None:
+        return None
     return torch.tensor([float(by_channel.get(c, 0.0)) for c in model.cfg.channels], dtype=torch.float64)
+
+
+def own_linear_heads(record: dict) -> dict:
+    """The part of a forward ensemble record that belongs to the model's own forward side: its own
+    linear tier heads (member 0's), without the members or a spread calibrated for all of them."""
+    from gnnspec.models.linear_tier_heads import KEY as LINEAR
+
+    linear = record.get(LINEAR)
+    if not linear:
+        return {}
+    return {LINEAR: {**linear, "tiers": {t: heads[:1] for t, heads in linear["tiers"].items()}}}
 
 
 def member_count(model: nn.Module) -> int:
