@@ -172,6 +172,11 @@ def test_a_multi_fidelity_model_learns_the_second_tier_from_a_few_sites(tmp_path
     assert len(scf_loss) == 12 and np.mean(scf_loss[-3:]) < 0.6 * np.mean(scf_loss[:3])  # measured: 78 -> 28
     model = load_checkpoint(tmp_path / "run" / "best.pt")
     assert model.cfg.tiers == ["synthetic", "scf"]
+    from gnnspec.models.linear_tier_heads import head_count
+
+    # the delivered checkpoint carries its own linear scf heads (fitted after training)
+    assert head_count(model, "scf") == 1 and any(summary["linear_heads"]["scf"].values())
+    assert "linear scf heads fitted" in capsys.readouterr().out
     scf_test = summary["test_metrics"]["tiers"]["scf"]
     assert scf_test["n_site_spectra"] > 0 and np.isfinite(scf_test["spectra"]["mse"])
     from gnnspec.bench.fidelity import fidelity_table

@@ -175,6 +175,9 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     threads: int | None = None  # torch CPU threads (None: torch's default)
     monitor: str = "val/loss"  # metric for best.pt (lower is better)
+    # after training a model of several FEFF tiers on an LMDB: fit its own linear tier heads into
+    # the delivered checkpoint (gnnspec.models.linear_tier_heads; ridge, alpha on validation)
+    linear_heads: bool = True
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)

@@ -434,6 +434,7 @@ def run_training(cfg: TrainConfig, resume: bool = False, step_callback=None, spl
             from gnnspec.models.factory import read_checkpoint
 
             cfg.model = from_dict(ModelConfig, read_checkpoint(last)["model_config"], f"{last}: model_config")
+        from_data = splits is None
         if splits is None:
             splits = load_splits(
                 cfg.data,
@@ -459,6 +460,21 @@ def run_training(cfg: TrainConfig, resume: bool = False, step_callback=None, spl
         model = build_model(cfg.model)
         torch.manual_seed(cfg.seed + 1 + info.rank)
         trainer = Trainer(cfg, run_dir, model, splits, gen, resume, info, step_callback)
-        return trainer.fit()
+        summary = trainer.fit()
+        if info.is_main and from_data and cfg.linear_heads and len(cfg.model.tiers) > 1 and not summary["interrupted"]:
+            summary["linear_heads"] = _fit_linear_heads(Path(summary["checkpoint"]), cfg.data)
+        return summary
     finally:
         D.teardown(info)
+
+
+def _fit_linear_heads(checkpoint: Path, data: str) -> dict:
+    """Fit the delivered checkpoint's own linear tier heads (and the spread of its trained and
+    linear heads) on ``data``; print and return their validation R^2 per tier and channel."""
+    from gnnspec.models.forward_ensemble import attach_linear_heads
+
+    by_tier = attach_linear_heads(checkpoint, data)["linear_heads"]
+    for tier, by_channel in by_tier.items():
+        fitted = ", ".join(f"{c} {r2[0]:.2f}" for c, r2 in by_channel.items() if r2)
+        print(f"{checkpoint}: linear {tier} heads fitted, validation R^2 {fitted}")
+    return by_tier
