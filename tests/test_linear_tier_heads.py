@@ -135,3 +135,39 @@ def test_refuses_a_model_without_a_higher_tier(setup, tmp_path):
     model = load_checkpoint(paths[0])
     with pytest.raises(InputError, match="linear heads map the base tier"):
         fit_linear_heads([model], str(data), tiers=["synthetic"])
+
+
+def test_the_baseline_is_shared_as_the_base_tier_spectrum_is_made():
+    """Atom j gets the mapped contribution plus its share c_j / f of the baseline at each energy;
+    where an absorber's base-tier contributions are not all positive, the absorber takes it."""
+    from gnnspec.models.linear_tier_heads import head_output
+
+    c = torch.tensor([[1.0, 2.0, 1.0], [1.0, 1.0, -0.5], [2.0, 1.0, 1.5]], dtype=torch.float64)  # self, two neighbours
+    base = {
+        "contributions": c,
+        "contribution_channel": torch.zeros(3, dtype=torch.long),
+        "contribution_absorber": torch.zeros(3, dtype=torch.long),
+        "contribution_distance": torch.tensor([0.0, 2.0, 3.0], dtype=torch.float64),
+        "spectra": c.sum(0).view(1, 1, 3),
+        "spectra_mask": torch.ones(1, 1, dtype=torch.bool),
+        "absorber_index": torch.tensor([0]),
+    }
+    scalars = torch.tensor([[0.5, -1.0]], dtype=torch.float64)
+    n_f = 3
+    head = {
+        "mu": torch.zeros(2 + n_f),
+        "sd": torch.ones(2 + n_f),
+        "W": torch.zeros(2 + n_f, 3),
+        "ym": torch.tensor([1.0, 2.0, 3.0]),
+    }
+    out = head_output({"X-K-xas": head}, ["X-K-xas"], base, scalars, base)
+    f = c.sum(0)
+    want = head["ym"].double() * c / f
+    want[:, 2] = torch.tensor([3.0, 0.0, 0.0], dtype=torch.float64)  # a negative contribution at the third energy
+    torch.testing.assert_close(out["contributions"], want)
+    # a map and absorber features: the contributions still sum to the head's closed form
+    head["W"] = torch.arange(15, dtype=torch.float32).view(5, 3) / 10
+    out = head_output({"X-K-xas": head}, ["X-K-xas"], base, scalars, base)
+    x = torch.cat([scalars[0], f]).double()
+    torch.testing.assert_close(out["spectra"][0, 0], x @ head["W"].double() + head["ym"].double())
+    torch.testing.assert_close(out["contributions"].sum(0), out["spectra"][0, 0])

@@ -17,10 +17,14 @@ over the training sites; ``W`` and ``ym`` are the ridge solution with penalty ``
 from :data:`ALPHAS` for the highest R^2 (around the validation mean) on the validation sites.
 
 Per-atom contributions stay first class: the base-tier spectrum is a sum of contributions
-``f = sum_j c_j``, so the head gives atom ``j`` the contribution ``(c_j / sd_f) @ W_f`` and the
-absorber itself, in addition, the constant and absorber-feature terms
-``ym - (mu_f / sd_f) @ W_f + ((s - mu_s) / sd_s) @ W_s``; they sum to ``y_tier`` exactly.
-Contributions of a linear head may be negative (the map mixes energies).
+``f = sum_j c_j``, so the head gives atom ``j`` the contribution
+
+    (c_j / sd_f) @ W_f + b * c_j / f,    b = ym - (mu_f / sd_f) @ W_f + ((s - mu_s) / sd_s) @ W_s
+
+at every energy: the mapped contribution plus atom ``j``'s share of the base-tier spectrum at that
+energy of the remaining (baseline) term ``b``, so the baseline is made by the same atoms in the same
+proportions as the base-tier spectrum (where ``f`` is not positive the absorber takes it). The
+contributions sum to ``y_tier`` exactly; they may be negative (the map mixes energies).
 
 The heads live in the forward ensemble record (:mod:`gnnspec.models.forward_ensemble`) under
 ``linear_heads``: one set per forward model (the model's own first), so a prediction in that
@@ -157,11 +161,16 @@ def head_output(heads: dict[str, dict], channels: list[str], base_out: dict[str,
             continue
         mu, sd, w, ym = (head[k].to(contrib.device, dtype) for k in ("mu", "sd", "W", "ym"))
         w_s, w_f = w[:n_s], w[n_s:]
-        mapped = (base_out["contributions"][rows] / sd[n_s:]) @ w_f
-        own = rows[is_self[rows]]
-        const = ym - (mu[n_s:] / sd[n_s:]) @ w_f + ((scalars[absorber[own]] - mu[:n_s]) / sd[:n_s]) @ w_s
-        mapped[is_self[rows]] += const
-        contrib[rows] = mapped
+        part = base_out["contributions"][rows]
+        baseline = ym - (mu[n_s:] / sd[n_s:]) @ w_f + ((scalars - mu[:n_s]) / sd[:n_s]) @ w_s  # [A, K]
+        total = base_out["spectra"][:, c]  # [A, K], the sum of the base-tier contributions
+        share = part / total[absorber[rows]].clamp_min(torch.finfo(dtype).tiny)
+        # where an absorber's base-tier contributions are not all >= 0 with a positive sum (a readout
+        # without positive contributions), the absorber alone takes the baseline at that energy
+        negative = scatter((part < 0).to(dtype), absorber[rows], dim=0, dim_size=total.shape[0], reduce="sum")
+        alone = ((total <= 0) | (negative > 0))[absorber[rows]]
+        share = torch.where(alone, is_self[rows, None].to(dtype).expand_as(share), share)
+        contrib[rows] = (part / sd[n_s:]) @ w_f + baseline[absorber[rows]] * share
     n_abs, n_c = base_out["spectra_mask"].shape
     flat = scatter(contrib, absorber * n_c + channel, dim=0, dim_size=n_abs * n_c, reduce="sum")
     return {**base_out, "contributions": contrib, "spectra": flat.view(n_abs, n_c, -1)}
