@@ -122,6 +122,7 @@ def test_cli_fits_heads_on_a_model_without_members_and_predict_uses_them(setup, 
     # the spread is calibrated for the trained head and the linear head together; the own forward
     # side (the same two heads, as the model has no members) predicts the same without a spread
     assert "spread" in meta["both"] and "spread" not in meta["own"] and "spread" not in meta["gnn"]
+    assert "spread_meaning" in meta["both"] and "spread_meaning" not in meta["own"]
     spectra = {k: spectra_from_dict(d, k)[0] for k, d in docs.items()}
     for c, s in spectra["both"].items():
         np.testing.assert_allclose(spectra["own"][c].intensity, s.intensity, rtol=1e-6, atol=1e-9)

@@ -100,7 +100,7 @@ def cmd_predict(args) -> int:
         "forward_models": member_count(model),
         "linear_heads": head_count(model, tier),
     }
-    if member_count(model) + head_count(model, tier) > 1:
+    if any(spreads):  # a calibrated spread (a forward ensemble; not the own forward side)
         base["spread_meaning"] = SPREAD_MEANING
     records, flagged = [], 0
     for f, s, by_site, spread in zip(files, structures, predicted, spreads):
