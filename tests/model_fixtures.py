@@ -209,3 +209,13 @@ def save_run(model, cfg, path: Path, seed: int) -> Path:
 
     torch.save({**model_payload(model), "trained": {"train_config": {**config_to_dict(cfg), "seed": seed}}}, path)
     return path
+
+
+def model_with_members(tmp: Path, data: Path, paths: list[Path], **attach_kwargs):
+    """A copy of run ``paths[0]`` in ``tmp`` with the other runs attached as its forward members
+    (:func:`gnnspec.models.forward_ensemble.attach_members`); returns (model file, summary)."""
+    from gnnspec.models.forward_ensemble import attach_members
+
+    model_file = tmp / "model.pt"
+    model_file.write_bytes(paths[0].read_bytes())
+    return model_file, attach_members(model_file, paths[1:], str(data), **attach_kwargs)

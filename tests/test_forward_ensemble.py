@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from model_fixtures import save_run, two_tier_runs
+from model_fixtures import model_with_members, save_run, two_tier_runs
 
 from gnnspec.errors import InputError
 from gnnspec.models.factory import build_model, load_checkpoint, load_model, read_checkpoint
@@ -25,11 +25,8 @@ def setup(tmp_path_factory):
 
 @pytest.fixture
 def ensemble(setup, tmp_path):
-    cfg, data, paths = setup
-    model_file = tmp_path / "model.pt"
-    model_file.write_bytes(paths[0].read_bytes())
-    record = attach_members(model_file, paths[1:], str(data))
-    return model_file, record
+    _, data, paths = setup
+    return model_with_members(tmp_path, data, paths)
 
 
 def test_attached_members_live_in_the_checkpoint_and_calibrate_on_validation(setup, ensemble):

@@ -5,11 +5,11 @@ import json
 import numpy as np
 import pytest
 import torch
-from model_fixtures import two_tier_runs
+from model_fixtures import model_with_members, two_tier_runs
 
 from gnnspec.errors import InputError
 from gnnspec.models.factory import load_checkpoint, read_checkpoint
-from gnnspec.models.forward_ensemble import ENTRY, attach_members, ensemble_pass
+from gnnspec.models.forward_ensemble import ENTRY, ensemble_pass
 from gnnspec.models.linear_tier_heads import ALPHAS, KEY, features, fit_channel, head_count, ridge_apply, ridge_fit, site_features
 from gnnspec.spectra import spectra_from_dict
 
@@ -25,10 +25,7 @@ def setup(tmp_path_factory):
 def with_heads(setup, tmp_path):
     """The model (run 0) with runs 1 and 2 as forward members and linear heads for tier ``hi``."""
     _, data, paths = setup
-    model_file = tmp_path / "model.pt"
-    model_file.write_bytes(paths[0].read_bytes())
-    summary = attach_members(model_file, paths[1:], str(data), linear_heads=True)
-    return model_file, summary
+    return model_with_members(tmp_path, data, paths, linear_heads=True)
 
 
 def test_ridge_recovers_a_linear_map_and_alpha_is_chosen_on_validation():

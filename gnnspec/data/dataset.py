@@ -172,3 +172,17 @@ class LMDBStructureDataset(torch.utils.data.Dataset):
                 tier_spectra=extra or None,
             )
         return self._cache[idx]
+
+
+def tier_batches(path: str | Path, split: str, cutoff: float, channels, tiers, dtype: torch.dtype, keep=None, batch_size: int = 2):
+    """Batches of ``split``'s supercells as a model of FEFF tiers ``tiers`` reads them: ``site_y`` in
+    the first tier, ``site_y_tiers`` in the others, positions and shifts in ``dtype``; ``keep``: an
+    optional predicate on each graph (say, holding a higher tier's spectra)."""
+    from torch_geometric.loader import DataLoader
+
+    tiers = list(tiers)
+    ds = LMDBStructureDataset(path, split, cutoff=cutoff, channels=tuple(channels), tier=tiers[0], extra_tiers=tuple(tiers[1:]))
+    graphs = [g for g in (ds[i] for i in range(len(ds))) if keep is None or keep(g)]
+    for batch in DataLoader(graphs, batch_size=batch_size, shuffle=False):
+        batch.pos, batch.edge_shift = batch.pos.to(dtype), batch.edge_shift.to(dtype)
+        yield batch

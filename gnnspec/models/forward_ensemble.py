@@ -144,6 +144,8 @@ def ensemble_passes(model: nn.Module, data, requests: list[tuple[torch.Tensor, i
         for outs, (absorbers, tier) in zip(per_request, requests):
             out = m.tier_spectra(backbone, data, absorbers, tier)
             outs.append(out)
+            if tier == 0:  # a base-tier request's readout serves a linear head of the same absorbers
+                base[id(absorbers)] = out
             heads = linear.get(model.cfg.tiers[tier]) if tier > 0 else None
             if heads and i < len(heads):
                 if id(absorbers) not in base:
@@ -205,23 +207,17 @@ def calibrate_spread(model: nn.Module, data: str, split: str = "val") -> dict:
     that tier: the 68th percentile of ``|mean - FEFF| / std`` over their energies. Returns
     ``{"spread_k": {tier: {channel: k}}, "coverage_unscaled": {tier: {channel: fraction within
     one std}}, "n_spectra": {tier: {channel: n}}, "split": split}``."""
-    from torch_geometric.loader import DataLoader
-
     from gnnspec.data import keys as K
-    from gnnspec.data.dataset import LMDBStructureDataset
+    from gnnspec.data.dataset import tier_batches
     from gnnspec.models.linear_tier_heads import head_count
 
     if member_count(model) < 2 and not any(head_count(model, t) for t in model.cfg.tiers[1:]):
         raise InputError("the model has no forward members to calibrate (attach some with gnnspec ensemble --forward-from)")
     tiers, channels = list(model.cfg.tiers), list(model.cfg.channels)
-    ds = LMDBStructureDataset(
-        data, split, cutoff=model.cfg.backbone.cutoff, channels=tuple(channels), tier=tiers[0], extra_tiers=tuple(tiers[1:])
-    )
     ratios: dict[str, dict[str, list]] = {t: {c: [] for c in channels} for t in tiers}
     counts: dict[str, dict[str, int]] = {t: dict.fromkeys(channels, 0) for t in tiers}
     dtype = next(model.parameters()).dtype
-    for batch in DataLoader([ds[i] for i in range(len(ds))], batch_size=2, shuffle=False):
-        batch.pos, batch.edge_shift = batch.pos.to(dtype), batch.edge_shift.to(dtype)
+    for batch in tier_batches(data, split, model.cfg.backbone.cutoff, channels, tiers, dtype):
         targets = [(batch[K.SITE_Y], batch[K.SITE_Y_MASK])]
         targets += [(batch[K.SITE_Y_TIERS][:, t - 1], batch[K.SITE_Y_TIERS_MASK][:, t - 1]) for t in range(1, len(tiers))]
         wanted = [(t, have.any(dim=1).nonzero(as_tuple=True)[0]) for t, (_, have) in enumerate(targets)]

@@ -81,21 +81,17 @@ def fit_channel(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.
 def site_features(models: list[nn.Module], data: str, split: str, tier: str) -> list[dict[str, tuple[np.ndarray, np.ndarray]]]:
     """For each forward model: ``{channel: (features [n, F], FEFF spectra [n, K])}`` over the sites
     of ``split`` that hold ``tier`` spectra (the same sites, in the same order, for every model)."""
-    from torch_geometric.loader import DataLoader
-
     from gnnspec.data import keys as K
-    from gnnspec.data.dataset import LMDBStructureDataset
+    from gnnspec.data.dataset import tier_batches
 
     cfg = models[0].cfg
     tiers, channels = list(cfg.tiers), list(cfg.channels)
     row = tiers.index(tier)
-    ds = LMDBStructureDataset(data, split, cutoff=cfg.backbone.cutoff, channels=tuple(channels), tier=tiers[0], extra_tiers=tuple(tiers[1:]))
     rows: list[dict[str, list]] = [{c: [] for c in channels} for _ in models]
     targets: dict[str, list] = {c: [] for c in channels}
     dtype = next(models[0].parameters()).dtype
-    graphs = [g for g in (ds[i] for i in range(len(ds))) if g[K.SITE_Y_TIERS_MASK][:, row - 1].any()] if row > 0 else []
-    for batch in DataLoader(graphs, batch_size=2, shuffle=False):
-        batch.pos, batch.edge_shift = batch.pos.to(dtype), batch.edge_shift.to(dtype)
+    batches = tier_batches(data, split, cfg.backbone.cutoff, channels, tiers, dtype, keep=lambda g: bool(g[K.SITE_Y_TIERS_MASK][:, row - 1].any()))
+    for batch in batches if row > 0 else []:
         have = batch[K.SITE_Y_TIERS_MASK][:, row - 1]
         sites = have.any(dim=1).nonzero(as_tuple=True)[0]
         for i, m in enumerate(models):
