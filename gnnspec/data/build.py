@@ -193,7 +193,7 @@ def split_progress(sid: int, n_structures: int, n_cases: int) -> float:
 
 
 def run_order(cfg: BuildConfig, tier_order: list[str]):
-    """Sort key of queued FEFF runs ``(structure, sid, tier, site, run, raws)``: the base tier by
+    """Sort key of queued FEFF tasks ``(structure, sid, tier, site, runs)``: the base tier by
     supercell id, each extra tier after it with its supercells interleaved across the splits."""
     progress = {sid: split_progress(sid, cfg.n_structures, len(cfg.cases)) for sid in range(cfg.n_structures)}
 
@@ -258,40 +258,70 @@ def generate_task(cfg_dict: dict, sid: int) -> dict:
     }
 
 
-def feff_task(
-    structure_dict: dict, sid: int, site: int, run: str, channels: list[str], preset: str, log_dir: str, work_root: str | None = None
-) -> dict:
-    """One FEFF run in tier ``preset``: ``{"spectra": {raw spectrum: record}}`` or ``{"failure": message}``.
+def site_tasks(runs: list[tuple[str, int, str, list[str]]]) -> list[tuple[str, int, list[tuple[str, list[str]]]]]:
+    """Pending runs ``(tier, site, run, raws)`` as FEFF tasks ``(tier, site, [(run, raws), ...])``.
 
-    ``channels``: the raw run spectra to keep (such as ``["Ni-L2-xas", "Ni-L2-eels"]``);
-    ``work_root``: where the run's FEFF work folder goes (removed after the run)."""
+    In a tier whose runs share one SCF per site (:attr:`Preset.shares_ground_state`), a site's
+    runs form one task, so its first run's potentials serve the others; else one run a task."""
+    from gnnspec.simulate.presets import get_preset
+
+    tasks: list[tuple[str, int, list[tuple[str, list[str]]]]] = []
+    grouped: dict[tuple[str, int], list[tuple[str, list[str]]]] = {}
+    for tier, site, run, raws in runs:
+        if get_preset(tier).shares_ground_state:
+            if (tier, site) not in grouped:
+                grouped[(tier, site)] = []
+                tasks.append((tier, site, grouped[(tier, site)]))
+            grouped[(tier, site)].append((run, raws))
+        else:
+            tasks.append((tier, site, [(run, raws)]))
+    return tasks
+
+
+def feff_task(
+    structure_dict: dict, sid: int, site: int, runs: list[tuple[str, list[str]]], preset: str, log_dir: str, work_root: str | None = None
+) -> dict:
+    """The FEFF runs of one site in tier ``preset``, one after the other (sharing one SCF where
+    the tier allows): ``{"sid", "site", "tier", "runs": [{"run", "spectra": {raw: record}} or
+    {"run", "failure": message}, ...]}``.
+
+    ``runs``: ``(run, raw spectra to keep)`` such as ``("Ni-L2-elnes", ["Ni-L2-xas", "Ni-L2-eels"])``;
+    ``work_root``: where each run's FEFF work folder goes (removed after the run)."""
     from pymatgen.core import Structure
 
+    from gnnspec.simulate.ground_state import GroundState
     from gnnspec.simulate.runner import FeffRunError, run_feff_site
 
     _worker_init()
     structure = Structure.from_dict(structure_dict)
     log = Path(log_dir) / f"feff_{os.getpid()}.log"
-    element, edge, _ = run.split("-")
-    wanted = [c.name for c in channels_for_element(element) if any(r in channels for r in c.runs)]
-    try:
-        spectra = run_feff_site(structure, site, wanted, preset=preset, log_path=log, workdir_root=work_root, runs=[run])
-    except (FeffRunError, InputError) as exc:
-        return {"sid": sid, "site": site, "run": run, "tier": preset, "failure": str(exc)}
-    out = {}
-    for name, sp in spectra.items():
-        if name not in channels:
+    ground_state = GroundState()
+    results = []
+    for run, channels in runs:
+        element = run.split("-")[0]
+        wanted = [c.name for c in channels_for_element(element) if any(r in channels for r in c.runs)]
+        try:
+            spectra = run_feff_site(structure, site, wanted, preset=preset, log_path=log, workdir_root=work_root, runs=[run], ground_state=ground_state)
+        except (FeffRunError, InputError) as exc:
+            results.append({"run": run, "failure": str(exc)})
             continue
-        out[name] = {
-            "energy": sp.energy,
-            "intensity": sp.intensity,
-            "tier": sp.tier,
-            "preset": sp.preset,
-            "preset_hash": sp.preset_hash,
-            "feff_version": sp.feff_version,
-            "seconds": sp.seconds,
-        }
-    return {"sid": sid, "site": site, "run": run, "tier": preset, "spectra": out}
+        out = {}
+        for name, sp in spectra.items():
+            if name not in channels:
+                continue
+            out[name] = {
+                "energy": sp.energy,
+                "intensity": sp.intensity,
+                "tier": sp.tier,
+                "preset": sp.preset,
+                "preset_hash": sp.preset_hash,
+                "feff_version": sp.feff_version,
+                "seconds": sp.seconds,
+            }
+            if sp.potentials_from is not None:
+                out[name]["potentials_from"] = sp.potentials_from
+        results.append({"run": run, "spectra": out})
+    return {"sid": sid, "site": site, "tier": preset, "runs": results}
 
 
 # ---------------------------------------------------------------------------------------
@@ -412,13 +442,13 @@ def build_dataset(
     feff_queue: list[tuple] = []
     for sid in sorted(existing) if not structures_only else []:
         rec = existing[sid]
-        feff_queue += [(rec["structure"], sid, tier, site, run, raws) for tier, site, run, raws in pending_runs(store, rec, cfg)]
+        feff_queue += [(rec["structure"], sid, tier, site, runs) for tier, site, runs in site_tasks(pending_runs(store, rec, cfg))]
     # the base tier first, structure by structure, then each extra tier: cheap runs land early
     tier_order = [cfg.preset, *(x.preset for x in cfg.extra_tiers)]
     queue_order = run_order(cfg, tier_order)
     feff_queue.sort(key=queue_order)
     est_runs_per_structure = 130
-    total = len(feff_queue) + est_runs_per_structure * len(to_generate)
+    total = sum(len(item[4]) for item in feff_queue) + est_runs_per_structure * len(to_generate)
 
     dask = scheduler is not None
     if dask:
@@ -449,8 +479,8 @@ def build_dataset(
                     in_flight[fut] = ("structure", sid)
                     generating += 1
                 else:
-                    sdict, sid, tier, site, run, raws = feff_queue.pop(0)
-                    fut = executor.submit(feff_task, sdict, sid, site, run, raws, tier, str(log_dir), str(work_root))
+                    sdict, sid, tier, site, runs = feff_queue.pop(0)
+                    fut = executor.submit(feff_task, sdict, sid, site, runs, tier, str(log_dir), str(work_root))
                     in_flight[fut] = ("feff", sid)
             if not in_flight:
                 break
@@ -462,22 +492,23 @@ def build_dataset(
                     generating -= 1
                     store.put_many({schema.structure_key(sid): result})
                     runs = pending_runs(store, result, cfg) if not structures_only else []
-                    feff_queue += [(result["structure"], sid, tier, site, run, raws) for tier, site, run, raws in runs]
+                    feff_queue += [(result["structure"], sid, tier, site, group) for tier, site, group in site_tasks(runs)]
                     feff_queue.sort(key=queue_order)
                     bar.total += len(runs) - est_runs_per_structure
                     stats["structures"] += 1
                     bar.refresh()
                     continue
-                if "failure" in result:
-                    store.put_many({schema.failure_key(result["sid"], result["site"], result["run"], result["tier"]): {"message": result["failure"]}})
-                    stats["failures"] += 1
-                else:
-                    items = {schema.spectrum_key(result["sid"], result["site"], c, result["tier"]): rec for c, rec in result["spectra"].items()}
-                    store.put_many(items)
-                    stats["spectra"] += len(items)
-                    stats["feff_seconds"] += next(iter(result["spectra"].values()))["seconds"]
-                stats["runs"] += 1
-                bar.update(1)
+                for one in result["runs"]:
+                    if "failure" in one:
+                        store.put_many({schema.failure_key(result["sid"], result["site"], one["run"], result["tier"]): {"message": one["failure"]}})
+                        stats["failures"] += 1
+                    else:
+                        items = {schema.spectrum_key(result["sid"], result["site"], c, result["tier"]): rec for c, rec in one["spectra"].items()}
+                        store.put_many(items)
+                        stats["spectra"] += len(items)
+                        stats["feff_seconds"] += next(iter(one["spectra"].values()))["seconds"]
+                    stats["runs"] += 1
+                    bar.update(1)
     except KeyboardInterrupt:
         bar.close()
         print(f"\ninterrupted: {stats['runs']} FEFF runs stored this session; rerun the same command to resume", file=sys.stderr)

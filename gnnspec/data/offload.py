@@ -1,7 +1,8 @@
 """Computing a dataset's pending FEFF runs elsewhere: export them as tasks, ingest the results.
 
 ``export_tasks`` renders every pending run's ``feff.inp`` in every tier of the recipe (same
-cluster, preset and cards as a local build) into JSON lines; :mod:`gnnspec.simulate.farm` runs them anywhere ``feff10`` is
+cluster, preset and cards as a local build) into JSON lines, one line per site where the tier
+shares one SCF between a site's runs (``{"runs": [task, ...]}``, run in order by one worker); :mod:`gnnspec.simulate.farm` runs them anywhere ``feff10`` is
 installed; ``ingest_results`` stores the results with the same keys and record fields as a
 local build (preset name and hash, FEFF version, seconds), skipping anything already stored.
 """
@@ -15,13 +16,13 @@ from pymatgen.core import Structure
 
 from gnnspec.config import from_dict
 from gnnspec.data import schema
-from gnnspec.data.build import BuildConfig, pending_runs
+from gnnspec.data.build import BuildConfig, pending_runs, site_tasks
 from gnnspec.data.store import SpectraStore
 from gnnspec.errors import InputError
 
 
 def export_tasks(path: str | Path, out: str | Path) -> int:
-    """Write the pending FEFF runs of the dataset at ``path`` to ``out`` (JSON lines)."""
+    """Write the pending FEFF runs of the dataset at ``path`` to ``out`` (JSON lines); returns the number of runs."""
     from gnnspec.simulate.feff_input import build_feff_input
     from gnnspec.simulate.presets import get_preset
 
@@ -32,20 +33,24 @@ def export_tasks(path: str | Path, out: str | Path) -> int:
         for sid in store.structure_ids():
             rec = store.structure(sid)
             structure = Structure.from_dict(rec["structure"])
-            for tier, site, run, raws in pending_runs(store, rec, cfg):
+            for tier, site, runs in site_tasks(pending_runs(store, rec, cfg)):
                 preset = get_preset(tier)
-                element, edge, kind = run.split("-")
-                text = build_feff_input(structure, site, edge, kind, preset, title=f"gnnspec {element} {edge} site {site}")
-                task = {
-                    "key": f"{tier}/{sid:06d}/{site:04d}/{run}",
-                    "text": text,
-                    "kind": kind,
-                    "channels": raws,
-                    "stage_timeout_s": preset.stage_timeout_s,
-                    "screened": preset.screened_core_hole,
-                }
-                f.write(json.dumps(task) + "\n")
-                n += 1
+                group = []
+                for run, raws in runs:
+                    element, edge, kind = run.split("-")
+                    text = build_feff_input(structure, site, edge, kind, preset, title=f"gnnspec {element} {edge} site {site}")
+                    group.append(
+                        {
+                            "key": f"{tier}/{sid:06d}/{site:04d}/{run}",
+                            "text": text,
+                            "kind": kind,
+                            "channels": raws,
+                            "stage_timeout_s": preset.stage_timeout_s,
+                            "screened": preset.screened_core_hole,
+                        }
+                    )
+                f.write(json.dumps(group[0] if len(group) == 1 else {"runs": group}) + "\n")
+                n += len(group)
     return n
 
 
@@ -61,7 +66,8 @@ def ingest_results(path: str | Path, results_file: str | Path, tasks_file: str |
     for line in Path(tasks_file).read_text().splitlines():
         if line.strip():
             t = json.loads(line)
-            channels_of[t["key"]] = t["channels"]
+            for one in t.get("runs", [t]):
+                channels_of[one["key"]] = one["channels"]
     data = schema.decode(Path(results_file).read_bytes())
     counts = {"spectra": 0, "failures": 0, "skipped": 0}
     version = feff_version()
@@ -91,6 +97,8 @@ def ingest_results(path: str | Path, results_file: str | Path, tasks_file: str |
                 "feff_version": version,
                 "seconds": res["seconds"],
             }
+            if res.get("potentials_from"):
+                items[key]["potentials_from"] = res["potentials_from"]
         store.put_many(items)
         counts["spectra"] += len(items)
     sessions = list(meta.get("sessions", []))

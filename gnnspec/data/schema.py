@@ -11,7 +11,9 @@ Keys are ASCII:
 * ``spectrum/{sid:06d}/{site:04d}/{tier}/{run}``: the raw spectrum of one FEFF run
   (:data:`gnnspec.channels.RUN_NAMES`, such as ``Mn-L2-eels``) at one site in one tier
   (:mod:`gnnspec.simulate.presets`): ``energy`` and ``intensity`` (raw FEFF, absolute eV),
-  ``tier``, ``preset``, ``preset_hash``, ``feff_version``, ``seconds``. Channels (an L2,3 channel
+  ``tier``, ``preset``, ``preset_hash``, ``feff_version``, ``seconds``, and ``potentials_from``
+  (the run of the same site whose SCF it reused, :mod:`gnnspec.simulate.ground_state`) where it
+  did not compute its own. Channels (an L2,3 channel
   sums two runs) are assembled when the data are read (:func:`gnnspec.channels.assemble`).
 * ``failure/{sid:06d}/{site:04d}/{tier}/{run}``: a FEFF run that failed, with FEFF's message.
 

@@ -4,7 +4,10 @@ Each run gets its own temporary working folder (about 6 MB), deleted after parsi
 console output (also from its per-stage worker processes) goes to a log file, never to the
 user's terminal. Only the stages a run needs are passed to FEFF: rdinp atomic pot xsph fms
 mkgtr path genfmt ff2x (plus screen after pot for an RPA-screened core hole, and eels for ELNES
-runs), each with the preset's stage timeout.
+runs), each with the preset's stage timeout. Given a :class:`GroundState` that already holds a
+site's self-consistent ``pot.bin``, a run of another edge of that site skips the SCF
+(:mod:`gnnspec.simulate.ground_state`): a non-SCF ``pot`` gives the edge's core hole, spliced into
+the shared file, and the run goes on from ``screen``; its spectra equal a full run's.
 Raw FEFF energies (absolute, eV) and intensities are kept: ``xmu.dat`` column ``mu`` for XANES
 runs; for ELNES runs ``eels.dat`` (total) and the same edge's XAS from ``xmu10.dat`` (``mu``).
 """
@@ -21,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from gnnspec.simulate.ground_state import GroundState, PotentialFileError, splice_core_hole
+
 _XANES_STAGES = ["rdinp", "atomic", "pot", "xsph", "fms", "mkgtr", "path", "genfmt", "ff2x"]
 _ELNES_STAGES = [*_XANES_STAGES, "eels"]
 
@@ -35,6 +40,20 @@ def stage_names(kind: str, screened: bool) -> list[str]:
 
 class FeffRunError(RuntimeError):
     """A FEFF run that failed or timed out, with FEFF's message."""
+
+
+def without_scf(text: str) -> str:
+    """``text`` without its ``SCF`` card: the same run with non-self-consistent potentials."""
+    return "\n".join(line for line in text.splitlines() if line.split()[:1] != ["SCF"]) + "\n"
+
+
+def _pipeline(feff10, workdir: Path, text: str, names: list[str], timeout_s: float, log: Path) -> dict[str, float]:
+    """Run FEFF stages ``names`` on ``text`` in ``workdir``: ``{stage: seconds}``."""
+    (workdir / "feff.inp").write_text(text)
+    config = feff10.FeffConfig(str(workdir), feff10.FeffInput.parse(text), stages=[feff10.Stage.from_name(n) for n in names], stage_timeout=timeout_s)
+    with _redirect_fds(log):
+        result = feff10.FeffPipeline(config).run()
+    return {str(r.stage).split(".")[-1].lower(): float(r.duration_secs) for r in result.stages}
 
 
 @contextlib.contextmanager
@@ -66,12 +85,16 @@ def run_feff_text(
     keep: bool = False,
     screened: bool | None = None,
     stage_seconds: dict | None = None,
+    ground_state: GroundState | None = None,
+    run_name: str | None = None,
 ):
     """Run FEFF10 on ``text`` (kind ``xanes`` or ``elnes``): ``({"xas"|"eels": (energy, intensity)}, seconds)``.
 
     ``screened``: run FEFF's ``screen`` stage (needed by ``COREHOLE RPA``); by default it is
     run when the text holds that card. ``stage_seconds``: a dict that receives each stage's
-    wall time (``{"pot": 81.7, ...}``), for cost accounting."""
+    wall time (``{"pot": 81.7, ...}``), for cost accounting. ``ground_state``: the site's shared
+    self-consistent potentials; when it holds them the run reuses them, else a full run fills
+    it (``run_name`` recorded as its source)."""
     import feff10
 
     workdir = Path(tempfile.mkdtemp(prefix="gnnspec_feff_", dir=workdir_root))
@@ -79,28 +102,35 @@ def run_feff_text(
     if log_path:
         log.parent.mkdir(parents=True, exist_ok=True)
     try:
-        inp = feff10.FeffInput.parse(text)
         if screened is None:
             screened = any(line.split()[:2] == ["COREHOLE", "RPA"] for line in text.splitlines())
-        stages = [feff10.Stage.from_name(n) for n in stage_names(kind, screened)]
-        (workdir / "feff.inp").write_text(text)
-        config = feff10.FeffConfig(str(workdir), inp, stages=stages, stage_timeout=stage_timeout_s)
+        names = stage_names(kind, screened)
         t0 = time.perf_counter()
         try:
-            with _redirect_fds(log):
-                result = feff10.FeffPipeline(config).run()
+            if ground_state is not None and ground_state.pot_bin is not None:
+                seconds_of = _pipeline(feff10, workdir, without_scf(text), ["rdinp", "atomic", "pot"], stage_timeout_s, log)
+                try:
+                    spliced = splice_core_hole(ground_state.pot_bin, (workdir / "pot.bin").read_text())
+                except PotentialFileError as exc:
+                    raise FeffRunError(f"cannot reuse the potentials of {ground_state.source}: {exc}") from None
+                seconds_of["rdinp"] += _pipeline(feff10, workdir, text, ["rdinp"], stage_timeout_s, log)["rdinp"]
+                (workdir / "pot.bin").write_text(spliced)
+                seconds_of.update(_pipeline(feff10, workdir, text, names[names.index("pot") + 1 :], stage_timeout_s, log))
+            else:
+                seconds_of = _pipeline(feff10, workdir, text, names, stage_timeout_s, log)
+                if ground_state is not None:
+                    ground_state.pot_bin, ground_state.source = (workdir / "pot.bin").read_text(), run_name
             seconds = time.perf_counter() - t0
             if stage_seconds is not None:
-                stage_seconds.update({str(r.stage).split(".")[-1].lower(): float(r.duration_secs) for r in result.stages})
+                stage_seconds.update(seconds_of)
             if kind == "elnes":
                 # an ELNES run writes the edge's XAS to xmu10.dat (unnormalised) beside eels.dat
-                xmu = feff10.FeffTable.from_file(str(workdir / "xmu10.dat"))
                 spectra = {
-                    "xas": _table_xy(xmu, "xmu10.dat", mu_col=3),
-                    "eels": _table_xy(result.read_eels(), "eels.dat", mu_col=1),
+                    "xas": _table_xy(feff10.FeffTable.from_file(str(workdir / "xmu10.dat")), "xmu10.dat", mu_col=3),
+                    "eels": _table_xy(feff10.FeffTable.from_file(str(workdir / "eels.dat")), "eels.dat", mu_col=1),
                 }
             else:
-                spectra = {"xas": _table_xy(result.read_xmu(), "xmu.dat", mu_col=3)}
+                spectra = {"xas": _table_xy(feff10.FeffTable.from_file(str(workdir / "xmu.dat")), "xmu.dat", mu_col=3)}
         except feff10.FeffError as exc:
             raise FeffRunError(f"FEFF10 failed: {type(exc).__name__}: {str(exc).strip()[:500]}") from None
         return spectra, seconds

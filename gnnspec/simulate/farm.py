@@ -5,6 +5,8 @@ can be exported (``gnnspec data export-tasks``), computed on a larger machine wi
 ``python -m gnnspec.simulate.farm TASKS.jsonl --out RESULTS.msgpack --workers N`` and ingested
 (``gnnspec data ingest``) with exactly the records a local build writes. Results are rewritten
 every ``flush_every`` finished runs, so an interrupted farm still returns what it finished.
+A task line ``{"runs": [task, ...]}`` holds the runs of one site that share one SCF
+(:mod:`gnnspec.simulate.ground_state`): one worker runs them in order, the first computing it.
 """
 
 from __future__ import annotations
@@ -19,17 +21,32 @@ from pathlib import Path
 
 from gnnspec.codec import encode
 from gnnspec.simulate.engine import FeffRunError, run_feff_text
+from gnnspec.simulate.ground_state import GroundState
 
 
-def _run(task: dict) -> dict:
+def _run_one(task: dict, ground_state: GroundState | None) -> dict:
     log = Path(task.get("log_dir", "/tmp")) / f"feff_farm_{os.getpid()}.log"
+    reused = ground_state.source if ground_state is not None and ground_state.pot_bin is not None else None
     try:
-        spectra, seconds = run_feff_text(task["text"], task["kind"], task["stage_timeout_s"], log_path=log, screened=task.get("screened"))
+        spectra, seconds = run_feff_text(
+            task["text"], task["kind"], task["stage_timeout_s"], log_path=log, screened=task.get("screened"), ground_state=ground_state, run_name=task["key"].rsplit("/", 1)[-1]
+        )
     except FeffRunError as exc:
         return {"key": task["key"], "failure": str(exc)}
     except Exception as exc:  # a FEFF input the parser refuses
         return {"key": task["key"], "failure": f"{type(exc).__name__}: {exc}"}
-    return {"key": task["key"], "seconds": seconds, "spectra": {m: [e, y] for m, (e, y) in spectra.items()}}
+    out = {"key": task["key"], "seconds": seconds, "spectra": {m: [e, y] for m, (e, y) in spectra.items()}}
+    if reused:
+        out["potentials_from"] = reused
+    return out
+
+
+def _run(task: dict) -> list[dict]:
+    """Results of one task line: a single run, or a site's runs sharing one SCF."""
+    if "runs" not in task:
+        return [_run_one(task, None)]
+    ground_state = GroundState()
+    return [_run_one(one, ground_state) for one in task["runs"]]
 
 
 def run_tasks(tasks: list[dict], out: str | Path, workers: int, flush_every: int = 100) -> int:
@@ -39,12 +56,12 @@ def run_tasks(tasks: list[dict], out: str | Path, workers: int, flush_every: int
     t0 = time.time()
     with mp.get_context("fork").Pool(workers) as pool:
         for i, res in enumerate(pool.imap_unordered(_run, tasks, chunksize=1), 1):
-            results.append(res)
+            results += res
             if i % flush_every == 0 or i == len(tasks):
                 tmp = out.with_suffix(".tmp")
                 tmp.write_bytes(encode({"results": results, "wall_seconds": time.time() - t0, "workers": workers}))
                 tmp.replace(out)
-                print(f"{i}/{len(tasks)} runs, {time.time() - t0:.0f} s", flush=True)
+                print(f"{i}/{len(tasks)} tasks, {len(results)} runs, {time.time() - t0:.0f} s", flush=True)
     return len(results)
 
 

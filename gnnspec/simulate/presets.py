@@ -16,7 +16,8 @@ one potential per element present. The tiers:
 ``scf``    self-consistent potentials within 4.0 A (``SCF 4.0 0 30 0.1 1``) and an RPA-
            screened core hole (``COREHOLE RPA``): white lines, the L3-L2 splitting and the
            O K pre-edge where measurements have them. The SCF (FEFF's ``pot`` stage) takes
-           about 95 % of a run.
+           about 95 % of a run; it converges the ground state, so the K, L3 and L2 runs of one
+           site share it (:mod:`gnnspec.simulate.ground_state`): one SCF per site.
 =========  ===============================================================================
 
 A tier's name is stored with every spectrum as its ``tier`` (and ``preset``), with
@@ -77,6 +78,12 @@ class Preset:
     def screened_core_hole(self) -> bool:
         """True for ``COREHOLE RPA``: the run needs FEFF's ``screen`` stage."""
         return "COREHOLE RPA" in self.common
+
+    @property
+    def shares_ground_state(self) -> bool:
+        """True when the runs of one site may share one SCF (:mod:`gnnspec.simulate.ground_state`):
+        self-consistent potentials (an ``SCF`` card) of the ground state (``COREHOLE RPA``)."""
+        return self.screened_core_hole and any(c.split()[:1] == ["SCF"] for c in self.common)
 
     def cards(self, edge: str, kind: str) -> list[str]:
         """All card lines (without POTENTIALS/ATOMS) for a run of ``kind`` (xanes|elnes)."""

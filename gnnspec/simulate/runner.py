@@ -5,7 +5,9 @@ console output goes to a log file, never to the user's terminal. Only the stages
 are passed to FEFF: rdinp atomic pot xsph fms mkgtr path genfmt ff2x (plus eels for ELNES).
 Raw FEFF energies (absolute, eV) and intensities are kept: ``xmu.dat`` column ``mu`` for XAS,
 ``eels.dat`` total column for EELS. A run's spectra are named like channels but with the run's
-edge (``Ni-L2-eels``): an L2,3 channel is assembled from its L3 and L2 runs.
+edge (``Ni-L2-eels``): an L2,3 channel is assembled from its L3 and L2 runs. In a tier whose SCF
+is the ground state's (``scf``), the runs of one site share one SCF: the first computes it, the
+others reuse it (:mod:`gnnspec.simulate.ground_state`) and record which run it came from.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from gnnspec.channels import Channel, assemble_channels, get_channel
 from gnnspec.errors import InputError
 from gnnspec.simulate.engine import FeffRunError, run_feff_text
 from gnnspec.simulate.feff_input import build_feff_input, site_runs
+from gnnspec.simulate.ground_state import GroundState
 from gnnspec.simulate.presets import Preset, feff_version, get_preset, preset_hash
 
 __all__ = ["FeffRunError", "SiteSpectrum", "assemble_site", "run_feff_site", "site_runs"]
@@ -36,6 +39,7 @@ class SiteSpectrum:
     preset_hash: str
     feff_version: str
     seconds: float
+    potentials_from: str | None = None
 
     @property
     def tier(self) -> str:
@@ -51,6 +55,7 @@ def run_feff_site(
     workdir_root: str | Path | None = None,
     keep_workdir: bool = False,
     runs: list[str] | None = None,
+    ground_state: GroundState | None = None,
 ) -> dict[str, SiteSpectrum]:
     """Raw FEFF10 run spectra that ``channels`` need at absorbing ``site``: ``{run spectrum: SiteSpectrum}``.
 
@@ -58,7 +63,8 @@ def run_feff_site(
     edge; an L2,3 channel needs an L3 and an L2 run (:func:`site_runs`); :func:`assemble_site`
     turns the result into channels. ``runs`` limits the FEFF runs to those named (such as
     ``["Ni-L2-elnes"]``). Raises :class:`InputError` for bad input and :class:`FeffRunError`
-    when FEFF fails.
+    when FEFF fails. ``ground_state``: the site's shared SCF, for callers that run a site's
+    edges one call at a time (a new one per call by default, when the preset shares it).
     """
     preset = get_preset(preset) if isinstance(preset, str) else preset
     chans = [get_channel(c) if isinstance(c, str) else c for c in channels]
@@ -68,16 +74,20 @@ def run_feff_site(
     for ch in chans:
         if ch.element != element:
             raise InputError(f"channel {ch.name} needs a {ch.element} absorber, but site {site} is {element}")
+    ground_state = (ground_state or GroundState()) if preset.shares_ground_state else None
     out: dict[str, SiteSpectrum] = {}
     for run, spectra in site_runs(element, [c.name for c in chans]).items():
         if runs is not None and run not in runs:
             continue
         el, edge, kind = run.split("-")
         text = build_feff_input(structure, site, edge, kind, preset, title=f"gnnspec {el} {edge} site {site}")
-        result, seconds = run_feff_text(text, kind, preset.stage_timeout_s, log_path, workdir_root, keep_workdir, preset.screened_core_hole)
+        reused = ground_state.source if ground_state is not None and ground_state.pot_bin is not None else None
+        result, seconds = run_feff_text(
+            text, kind, preset.stage_timeout_s, log_path, workdir_root, keep_workdir, preset.screened_core_hole, ground_state=ground_state, run_name=run
+        )
         for name in spectra:
             energy, intensity = result[name.rsplit("-", 1)[1]]
-            out[name] = SiteSpectrum(name, energy, intensity, preset.name, preset_hash(preset), feff_version(), seconds)
+            out[name] = SiteSpectrum(name, energy, intensity, preset.name, preset_hash(preset), feff_version(), seconds, reused)
     return out
 
 
