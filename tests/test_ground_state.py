@@ -118,3 +118,21 @@ def test_farm_runs_a_sites_group_on_one_scf(mno6_runs, tmp_path):
     assert np.array_equal(first["spectra"]["eels"][1], mno6_runs["L2 full"]["spectra"]["eels"][1])
     energy = np.asarray(second["spectra"]["xas"][0])
     assert 6500 < energy[np.argmax(np.gradient(np.asarray(second["spectra"]["xas"][1])))] < 6600  # the Mn K edge
+
+
+def test_cost_summary_counts_one_scf_per_site():
+    from gnnspec.bench.ground_state import COSINE_GOAL, cost_summary, markdown, recipe_runs_per_core_hour
+
+    def row(run, own, shared=None, cosine=1.0):
+        r = {"element": "Ni", "site": 3, "run": run, "own_seconds": own, "own_cpu_seconds": own, "own_pot_seconds": own - 5}
+        if shared is not None:
+            r.update({"shared_from": "Ni-K-xanes", "shared_seconds": shared, "shared_cpu_seconds": shared, "xas_cosine": cosine, "xas_max_relative_difference": 0.0, "xas_same_energy_axis": True})
+        return r
+
+    rows = [row("Ni-K-xanes", 80.0), row("Ni-L3-elnes", 80.0, 4.0), row("Ni-L2-elnes", 80.0, 4.0, cosine=0.998)]
+    s = cost_summary(rows)
+    assert s["runs_per_core_hour_before"] == 3600 * 3 / 240 and s["runs_per_core_hour_after"] == 3600 * 3 / 88
+    assert s["min_cosine"] == 0.998 and not s["all_within_goal"] and COSINE_GOAL == 0.999
+    # Li K and O K: one run a site, each its own SCF; a TM site: one SCF and two shared runs
+    assert recipe_runs_per_core_hour(s, {"Li": 1, "O": 1, "Ni": 3}) == 3600 * 5 / (3 * 80 + 2 * 4)
+    assert "Ni-L2-elnes | 3 | 80.0 | Ni-K-xanes | 4.0 | 0.998000" in markdown(rows, s, None)

@@ -54,32 +54,24 @@ def feff_vs_gnn(model, structure: Structure, sites: list[int]) -> dict:
 
 
 def scf_cost(structure: Structure, sites: list[int]) -> dict:
-    """Where the time of the ``scf`` tier goes: every FEFF run of ``sites`` (K, L3 and L2 runs of a
-    TM, the O K ELNES run, the Li K XANES run) with its stages' wall times, and runs per core-hour
-    (one run per core, on the machine that runs the benchmark)."""
-    from gnnspec.channels import DEFAULT_CHANNELS
-    from gnnspec.simulate.engine import run_feff_text
-    from gnnspec.simulate.feff_input import build_feff_input, site_runs
-    from gnnspec.simulate.presets import get_preset
+    """Where the time of the ``scf`` tier goes, and runs per core-hour before and after sharing one
+    SCF per site (:func:`gnnspec.bench.ground_state.site_check`): every run of ``sites`` (K, L3 and
+    L2 runs of a TM, the O K ELNES run, the Li K XANES run) on its own SCF, with its stages' wall
+    times, then a site's later runs again on its first run's SCF."""
+    from gnnspec.bench.ground_state import cost_summary, recipe_runs_per_core_hour, site_check
 
-    preset = get_preset("scf")
-    runs = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for site in sites:
-            element = structure[site].specie.symbol
-            for run in site_runs(element, list(DEFAULT_CHANNELS)):
-                el, edge, kind = run.split("-")
-                stages: dict = {}
-                text = build_feff_input(structure, site, edge, kind, preset)
-                _, seconds = run_feff_text(text, kind, preset.stage_timeout_s, Path(tmp) / "feff.log", stage_seconds=stages)
-                runs.append({"run": run, "site": site, "seconds": seconds, "stages": stages})
-    total = sum(r["seconds"] for r in runs)
-    pot = sum(r["stages"].get("pot", 0.0) for r in runs)
+    structure_dict = structure.as_dict()
+    rows = [row for site in sites for row in site_check(structure_dict, site)]
+    summary = cost_summary(rows)
+    wall = sum(r["own_seconds"] for r in rows)
     return {
-        "runs": runs,
-        "seconds_per_run": total / len(runs),
-        "pot_share": pot / total,
-        "runs_per_core_hour": 3600.0 * len(runs) / total,
+        "runs": [{"run": r["run"], "site": r["site"], "seconds": r["own_seconds"], "cpu_seconds": r["own_cpu_seconds"]} for r in rows],
+        "rows": rows,
+        "seconds_per_run": wall / len(rows),
+        "pot_share": sum(r["own_pot_seconds"] for r in rows) / wall,
+        "runs_per_core_hour": summary["runs_per_core_hour_before"],
+        "shared": summary,
+        "recipe_runs_per_core_hour": recipe_runs_per_core_hour(summary, {"Li": 1, "O": 1, "Mn": 3, "Co": 3, "Ni": 3}),
     }
 
 
