@@ -175,3 +175,22 @@ def test_scf_tier_real_run(tmp_path, licoo2):
     y = np.interp(fast.energy, scf["energy"], scf["intensity"])
     cosine = float(y @ fast.intensity / np.linalg.norm(y) / np.linalg.norm(fast.intensity))
     assert cosine < 0.999
+
+
+@pytest.mark.slow
+@needs_feff
+def test_scf_tier_site_shares_one_scf(tmp_path, licoo2):
+    """`simulate --preset scf` with a Co site's L2,3 and K channels: the first run (L3) computes
+    the SCF, the L2 and K runs take it, as the meta says (1.5-3 minutes)."""
+    co = _site(licoo2, "Co")
+    cif = tmp_path / "licoo2.cif"
+    licoo2.to(filename=str(cif))
+    out = tmp_path / "co.json"
+    args = ["simulate", str(cif), "--site", str(co), "--channel", "Co-L23-eels", "--channel", "Co-K-xas", "--preset", "scf", "--out", str(out)]
+    assert main(args) == 0
+    data = json.loads(out.read_text())
+    runs = data["meta"]["runs"]
+    assert "potentials_from" not in runs["Co-L3-eels"]
+    assert runs["Co-L2-eels"]["potentials_from"] == runs["Co-K-xas"]["potentials_from"] == "Co-L3-elnes"
+    assert runs["Co-K-xas"]["seconds"] < runs["Co-L3-eels"]["seconds"] / 3
+    assert set(data["channels"]) == {"Co-L23-eels", "Co-K-xas"}

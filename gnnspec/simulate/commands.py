@@ -14,14 +14,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="FEFF10 spectra of one absorbing site",
         description="Run FEFF10 for one absorbing site and write its raw spectra (absolute eV) as gnnspec.spectra/1 JSON. "
         "Channels of one ELNES run (EELS and XAS of O K or a TM L3 or L2 edge) share one FEFF run; an L2,3 channel "
-        "(Ni-L23-eels) is the sum of an L3 and an L2 run on the channel grid, in FEFF's raw units.",
+        "(Ni-L23-eels) is the sum of an L3 and an L2 run on the channel grid, in FEFF's raw units. In the scf tier the "
+        "runs of the site share one SCF (the first computes it; meta.runs names where the others took it from).",
     )
     p.add_argument("structure", help="structure file (CIF, POSCAR, pymatgen JSON, anything ase reads)")
     p.add_argument("--site", type=int, required=True, help="index of the absorbing site (0-based)")
     p.add_argument("--channel", action="append", required=True, help="channel name, e.g. Ni-K-xas or Ni-L23-eels (repeatable)")
     p.add_argument(
         "--preset", "--tier", dest="preset", default="fast",
-        help="FEFF10 tier: fast (no SCF, FSR core hole; default) or scf (SCF 4.0 A, RPA core hole; about 25x slower)",
+        help="FEFF10 tier: fast (no SCF, FSR core hole; default) or scf (SCF 4.0 A, RPA core hole; about 20x slower a site)",
     )
     p.add_argument("--out", required=True, help="output JSON file")
     p.add_argument("--log", default=None, help="file for FEFF's console output (default: next to --out)")
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         "preset": first.preset,
         "preset_hash": first.preset_hash,
         "feff_version": first.feff_version,
-        "runs": {k: {"seconds": v.seconds} for k, v in spectra.items()},
+        "runs": {k: {"seconds": v.seconds, **({"potentials_from": v.potentials_from} if v.potentials_from else {})} for k, v in spectra.items()},
         "units": {"energy": "eV (absolute, FEFF)", "intensity": "FEFF mu (xas) or eels.dat total (eels), unnormalised"},
     }
     channels_out = assemble_site(channels, spectra)
