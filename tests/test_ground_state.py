@@ -134,5 +134,8 @@ def test_cost_summary_counts_one_scf_per_site():
     assert s["runs_per_core_hour_before"] == 3600 * 3 / 240 and s["runs_per_core_hour_after"] == 3600 * 3 / 88
     assert s["min_cosine"] == 0.998 and not s["all_within_goal"] and COSINE_GOAL == 0.999
     # Li K and O K: one run a site, each its own SCF; a TM site: one SCF and two shared runs
-    assert recipe_runs_per_core_hour(s, {"Li": 1, "O": 1, "Ni": 3}) == 3600 * 5 / (3 * 80 + 2 * 4)
+    # Li K and O K unmeasured: one run a site at the mean first-run cost; Ni: one SCF, two shared
+    assert recipe_runs_per_core_hour(rows, {"Li": 1, "O": 1, "Ni": 3}) == 3600 * 5 / (3 * 80 + 2 * 4)
+    li = dict(row("Li-K-xanes", 60.0), element="Li")
+    assert recipe_runs_per_core_hour([*rows, li], {"Li": 1, "Ni": 3}) == 3600 * 4 / (60 + 80 + 2 * 4)
     assert "Ni-L2-elnes | 3 | 80.0 | Ni-K-xanes | 4.0 | 0.998000" in markdown(rows, s, None)

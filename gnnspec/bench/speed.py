@@ -58,7 +58,7 @@ def scf_cost(structure: Structure, sites: list[int]) -> dict:
     SCF per site (:func:`gnnspec.bench.ground_state.site_check`): every run of ``sites`` (K, L3 and
     L2 runs of a TM, the O K ELNES run, the Li K XANES run) on its own SCF, with its stages' wall
     times, then a site's later runs again on its first run's SCF."""
-    from gnnspec.bench.ground_state import cost_summary, recipe_runs_per_core_hour, site_check
+    from gnnspec.bench.ground_state import RECIPE_RUNS_PER_SITE, cost_summary, recipe_runs_per_core_hour, site_check
 
     structure_dict = structure.as_dict()
     rows = [row for site in sites for row in site_check(structure_dict, site)]
@@ -71,7 +71,7 @@ def scf_cost(structure: Structure, sites: list[int]) -> dict:
         "pot_share": sum(r["own_pot_seconds"] for r in rows) / wall,
         "runs_per_core_hour": summary["runs_per_core_hour_before"],
         "shared": summary,
-        "recipe_runs_per_core_hour": recipe_runs_per_core_hour(summary, {"Li": 1, "O": 1, "Mn": 3, "Co": 3, "Ni": 3}),
+        "recipe_runs_per_core_hour": recipe_runs_per_core_hour(rows, RECIPE_RUNS_PER_SITE),
     }
 
 
