@@ -305,21 +305,11 @@ def feff_task(
         except (FeffRunError, InputError) as exc:
             results.append({"run": run, "failure": str(exc)})
             continue
-        out = {}
-        for name, sp in spectra.items():
-            if name not in channels:
-                continue
-            out[name] = {
-                "energy": sp.energy,
-                "intensity": sp.intensity,
-                "tier": sp.tier,
-                "preset": sp.preset,
-                "preset_hash": sp.preset_hash,
-                "feff_version": sp.feff_version,
-                "seconds": sp.seconds,
-            }
-            if sp.potentials_from is not None:
-                out[name]["potentials_from"] = sp.potentials_from
+        out = {
+            name: schema.spectrum_record(sp.energy, sp.intensity, sp.tier, sp.preset_hash, sp.feff_version, sp.seconds, sp.potentials_from)
+            for name, sp in spectra.items()
+            if name in channels
+        }
         results.append({"run": run, "spectra": out})
     return {"sid": sid, "site": site, "tier": preset, "runs": results}
 

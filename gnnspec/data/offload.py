@@ -88,17 +88,7 @@ def ingest_results(path: str | Path, results_file: str | Path, tasks_file: str |
                 counts["skipped"] += 1
                 continue
             energy, intensity = res["spectra"][ch.split("-")[-1]]
-            items[key] = {
-                "energy": energy,
-                "intensity": intensity,
-                "tier": preset.name,
-                "preset": preset.name,
-                "preset_hash": preset_hash(preset),
-                "feff_version": version,
-                "seconds": res["seconds"],
-            }
-            if res.get("potentials_from"):
-                items[key]["potentials_from"] = res["potentials_from"]
+            items[key] = schema.spectrum_record(energy, intensity, preset.name, preset_hash(preset), version, res["seconds"], res.get("potentials_from"))
         store.put_many(items)
         counts["spectra"] += len(items)
     sessions = list(meta.get("sessions", []))

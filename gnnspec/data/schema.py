@@ -52,6 +52,15 @@ def spectrum_key(sid: int, site: int, run: str, tier: str) -> bytes:
     return f"spectrum/{sid:06d}/{site:04d}/{tier}/{run}".encode()
 
 
+def spectrum_record(energy, intensity, tier: str, preset_hash: str, feff_version: str, seconds: float, potentials_from: str | None = None) -> dict:
+    """The record of one run spectrum (module docstring); ``potentials_from`` only where the run
+    took another run's SCF."""
+    record = {"energy": energy, "intensity": intensity, "tier": tier, "preset": tier, "preset_hash": preset_hash, "feff_version": feff_version, "seconds": seconds}
+    if potentials_from:
+        record["potentials_from"] = potentials_from
+    return record
+
+
 def failure_key(sid: int, site: int, run: str, tier: str) -> bytes:
     """Key of a failed FEFF run (``run`` such as ``Ni-L2-elnes``) of ``site`` in ``tier``."""
     return f"failure/{sid:06d}/{site:04d}/{tier}/{run}".encode()
