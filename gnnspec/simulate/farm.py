@@ -26,7 +26,7 @@ from gnnspec.simulate.ground_state import GroundState
 
 def _run_one(task: dict, ground_state: GroundState | None) -> dict:
     log = Path(task.get("log_dir", "/tmp")) / f"feff_farm_{os.getpid()}.log"
-    reused = ground_state.source if ground_state is not None and ground_state.pot_bin is not None else None
+    reused = ground_state.ready_from if ground_state is not None else None
     try:
         spectra, seconds = run_feff_text(
             task["text"], task["kind"], task["stage_timeout_s"], log_path=log, screened=task.get("screened"), ground_state=ground_state, run_name=task["key"].rsplit("/", 1)[-1]

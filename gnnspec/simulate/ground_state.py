@@ -165,3 +165,8 @@ class GroundState:
 
     pot_bin: str | None = None
     source: str | None = None
+
+    @property
+    def ready_from(self) -> str | None:
+        """The run whose SCF the next run takes (``source``), or None while there is none."""
+        return self.source if self.pot_bin is not None else None

@@ -81,7 +81,7 @@ def run_feff_site(
             continue
         el, edge, kind = run.split("-")
         text = build_feff_input(structure, site, edge, kind, preset, title=f"gnnspec {el} {edge} site {site}")
-        reused = ground_state.source if ground_state is not None and ground_state.pot_bin is not None else None
+        reused = ground_state.ready_from if ground_state is not None else None
         result, seconds = run_feff_text(
             text, kind, preset.stage_timeout_s, log_path, workdir_root, keep_workdir, preset.screened_core_hole, ground_state=ground_state, run_name=run
         )
