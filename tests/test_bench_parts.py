@@ -191,3 +191,18 @@ def test_convergence_geometry_row_moves_atoms_reproducibly_and_measures_edge_shi
 
     assert edge_shift(step(20.0), step(20.7)) == pytest.approx(0.7, abs=0.11)
     assert edge_shift(step(20.0), step(19.5)) == pytest.approx(-0.5, abs=0.11)
+
+
+def test_convergence_table_names_a_missing_structure_or_element_and_keys_rows_by_structure(tmp_path):
+    from model_fixtures import write_synthetic_lmdb
+
+    from gnnspec.bench.convergence import convergence_table, row_key
+    from gnnspec.errors import InputError
+
+    data = write_synthetic_lmdb(tmp_path / "synthetic", splits=("train", "test"))
+    with pytest.raises(InputError, match="the test split has 1 structures, not a structure 3"):
+        convergence_table(str(data), 1, ("O-K-elnes",), ("SCF radius",), structures=(3,))
+    with pytest.raises(InputError, match="test structure 0 .* has no Fe site for the run Fe-K-xanes"):
+        convergence_table(str(data), 1, ("Fe-K-xanes",), ("SCF radius",), structures=(0,))
+    old = {"run": "O-K-elnes", "setting": "FMS radius"}  # a row written before the structure choice
+    assert row_key(old) == row_key({**old, "structure": 0}) != row_key({**old, "structure": 1})

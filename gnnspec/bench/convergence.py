@@ -1,8 +1,9 @@
 """Convergence of the ``scf`` tier: how much a spectrum changes with each setting, and what it costs.
 
-For a few NMC sites per edge (O K, a TM K, a TM L3 and L2 from the test split of the dataset),
-each setting is varied alone around the ``scf`` cards, and every spectrum is compared with the
-one at the largest setting of its row:
+For a few NMC sites per edge (Li K, O K, the TM K, L3 and L2 edges; the element's first site in
+each of the first ``--structures`` supercells of the dataset's test split), each setting is varied
+alone around the ``scf`` cards, and every spectrum is compared with the one at the largest setting
+of its row:
 
 * SCF radius 3, 4 (the tier), 5 A;
 * FMS radius 4 (the tier), 5, 6 A;
@@ -92,36 +93,49 @@ def _run(structure_dict: dict, site: int, run: str, old: str | None, new: str | 
 
 
 def convergence_table(
-    data: str, workers: int, runs: tuple[str, ...] = ("O-K-elnes", "Ni-K-xanes", "Ni-L3-elnes", "Ni-L2-elnes"), settings: tuple[str, ...] | None = None
+    data: str,
+    workers: int,
+    runs: tuple[str, ...] = ("O-K-elnes", "Ni-K-xanes", "Ni-L3-elnes", "Ni-L2-elnes"),
+    settings: tuple[str, ...] | None = None,
+    structures: tuple[int, ...] = (0,),
 ) -> list[dict]:
-    """One row per (run, setting): relative L2 change against the row's reference, and seconds.
-    ``settings``: the rows to run (default all: SCF radius, FMS radius, core hole, geometry)."""
+    """One row per (run, test structure, setting): relative L2 change against the row's reference,
+    and seconds. ``settings``: the rows to run (default all: SCF radius, FMS radius, core hole,
+    geometry); ``structures``: test-split record indices, the element's first site in each."""
     from gnnspec.data.dataset import LMDBStructureDataset
+    from gnnspec.errors import InputError
 
     ds = LMDBStructureDataset(data, "test")
-    record = ds.record(0)
-    species = [s["species"][0]["element"] for s in record["structure"]["sites"]]
     jobs, unique = {}, {}
     with cf.ProcessPoolExecutor(max_workers=workers) as pool:
-        for run in runs:
-            site = species.index(run.split("-")[0])
-            for row, label, old, new, *move in VARIATIONS:
-                if settings is not None and row not in settings:
-                    continue
-                key = (run, old, new, *move) if move and move[0] else (run, old, new)
-                if key not in unique:  # the tier's own cards on the stored structure appear in every row: run them once
-                    unique[key] = pool.submit(_run, record["structure"], site, run, old, new, *move)
-                jobs[(run, row, label)] = (site, unique[key])
+        for index in structures:
+            if not 0 <= index < len(ds):
+                raise InputError(f"{data}: the test split has {len(ds)} structures, not a structure {index}")
+            record = ds.record(index)
+            species = [s["species"][0]["element"] for s in record["structure"]["sites"]]
+            for run in runs:
+                element = run.split("-")[0]
+                if element not in species:
+                    raise InputError(f"{data}: test structure {index} ({record.get('sid', '?')}) has no {element} site for the run {run}")
+                site = species.index(element)
+                for row, label, old, new, *move in VARIATIONS:
+                    if settings is not None and row not in settings:
+                        continue
+                    key = (index, run, old, new, *move) if move and move[0] else (index, run, old, new)
+                    if key not in unique:  # the tier's own cards on the stored structure appear in every row: run them once
+                        unique[key] = pool.submit(_run, record["structure"], site, run, old, new, *move)
+                    jobs[(index, run, row, label)] = (site, unique[key])
         done = {key: (site, fut.result()) for key, (site, fut) in jobs.items()}
     table = []
-    for (run, row, label), (site, res) in done.items():
-        _, ref = done[(run, row, REFERENCE[row])]
+    for (index, run, row, label), (site, res) in done.items():
+        _, ref = done[(index, run, row, REFERENCE[row])]
         y_ref = np.asarray(ref["intensity"])
         y = np.interp(ref["energy"], res["energy"], res["intensity"])
         change = float(np.linalg.norm(y - y_ref) / np.linalg.norm(y_ref))
         table.append(
             {
                 "run": run,
+                "structure": index,
                 "site": site,
                 "setting": row,
                 "value": label,
@@ -152,15 +166,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--runs", nargs="+", default=["O-K-elnes", "Ni-K-xanes", "Ni-L3-elnes", "Ni-L2-elnes"], help="FEFF runs to vary (default: O K, Ni K, Ni L3, Ni L2)")
     p.add_argument("--settings", nargs="+", choices=sorted(REFERENCE), default=None, help="rows to run (default: all)")
+    p.add_argument("--structures", nargs="+", type=int, default=[0], help="test-split structures (record indices) whose sites are varied (default: 0)")
     args = p.parse_args(argv)
-    table = convergence_table(args.data, args.workers, tuple(args.runs), tuple(args.settings) if args.settings else None)
+    table = convergence_table(args.data, args.workers, tuple(args.runs), tuple(args.settings) if args.settings else None, tuple(args.structures))
     out = Path(args.out)
-    new = {(r["run"], r["setting"]) for r in table}
-    kept = [r for r in json.loads(out.read_text())["rows"] if (r["run"], r["setting"]) not in new] if out.exists() else []
-    out.write_text(json.dumps({"rows": kept + table}, indent=1) + "\n")  # rows of other runs and settings kept
+    new = {row_key(r) for r in table}
+    kept = [r for r in json.loads(out.read_text())["rows"] if row_key(r) not in new] if out.exists() else []
+    out.write_text(json.dumps({"rows": kept + table}, indent=1) + "\n")  # rows of other runs, structures and settings kept
     for r in table:
-        print(f"{r['run']:12s} {r['setting']:11s} {r['value']:24s} change {r['relative_l2_change']:.3f}  edge {r['edge_shift_ev']:+.2f} eV  {r['seconds']:6.1f} s")
+        print(
+            f"{r['run']:12s} structure {r['structure']} site {r['site']:3d} {r['setting']:11s} {r['value']:24s} "
+            f"change {r['relative_l2_change']:.3f}  edge {r['edge_shift_ev']:+.2f} eV  {r['seconds']:6.1f} s"
+        )
     return 0
+
+
+def row_key(row: dict) -> tuple:
+    """What a rerun replaces: the run, the test structure (0 for rows written before there was a
+    choice) and the setting."""
+    return row["run"], row.get("structure", 0), row["setting"]
 
 
 if __name__ == "__main__":
