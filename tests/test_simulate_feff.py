@@ -48,6 +48,10 @@ def test_both_tiers_write_exactly_their_cards(licoo2):
     ]
     assert PRESETS["scf"].screened_core_hole and not PRESETS["fast"].screened_core_hole
     assert preset_hash(PRESETS["scf"]) == "d88a09c59a2fb407"
+    # scf6, the converged reference beside scf: only the SCF and FMS radii differ
+    wide = [c if c != "FMS 4.0 0" else "FMS 6.0 0" for c in common]
+    assert _cards(build_feff_input(licoo2, co, "L3", "elnes", PRESETS["scf6"])) == ["EDGE L3", *wide, "COREHOLE RPA", "SCF 5.0 0 30 0.1 1", *elnes]
+    assert PRESETS["scf6"].shares_ground_state and preset_hash(PRESETS["scf6"]) not in {preset_hash(PRESETS[t]) for t in ("fast", "scf")}
 
 
 @needs_feff
