@@ -69,3 +69,32 @@ def test_the_shared_eels_goes_through_convert_and_infer_into_the_measured_report
     text = "\n".join(render_eels(answer))
     assert "**out of distribution**" in text and "| Mn-L23-eels |" in text and "| antisite |" in text
     assert render_eels(None) == []
+
+
+def test_measured_eels_bench_finds_a_known_shift_and_sums_l3_and_l2():
+    from gnnspec.bench.measured_eels import SIM_STEP_EV, best_match, broadened
+
+    grid = np.arange(630.0, 700.0, 0.5)
+    peaks = lambda e, e0: np.exp(-((e - e0) ** 2) / 2.0) + 0.6 * np.exp(-((e - e0 - 11.0) ** 2) / 2.0) + 0.1 * (e > e0)  # noqa: E731
+    measured = peaks(grid, 642.0)
+    sim_e = np.arange(600.0, 720.0, SIM_STEP_EV)
+    found = best_match(grid, measured, 641.0, sim_e, peaks(sim_e, 649.0))
+    assert found["spearman"] > 0.99 and found["shift_eV"] == pytest.approx(-7.0, abs=0.15)
+    assert found["window_eV"][0] >= 639.0 and found["window_eV"][1] <= 686.0
+    # an L2,3 edge: L3 and L2 runs on their own axes, summed (no L2 below its first energy), then broadened
+    e3, e2 = np.linspace(630.0, 700.0, 300), np.linspace(650.0, 710.0, 300)
+    runs = {"Mn-L3-eels": {"energy": e3, "intensity": np.ones_like(e3)}, "Mn-L2-eels": {"energy": e2, "intensity": 2 * np.ones_like(e2)}}
+    energy, y = broadened("Mn-L23-eels", runs, 0.0)
+    assert y[energy < 645.0].max() == pytest.approx(1.0) and y[(energy > 655.0) & (energy < 700.0)].min() == pytest.approx(3.0)
+    _, smooth = broadened("Mn-L23-eels", runs, 2.4)
+    assert smooth[np.argmin(abs(energy - 650.0))] == pytest.approx(2.0, abs=0.05)  # half way up the L2 step
+
+
+@pytest.mark.skipif(not (REFERENCE_DIR.parent / "experimental_eels_nmc").is_dir(), reason="shared/data/experimental_eels_nmc is absent")
+def test_measured_eels_bench_reads_every_shared_edge_onset_aligned():
+    from gnnspec.bench.measured_eels import EDGE_FILES, measured_edge
+
+    for channel in EDGE_FILES:
+        energy, y, onset, fwhm = measured_edge(channel)
+        assert energy[0] < onset - 2.0 and onset + 45.0 < energy[-1] and np.mean(y) == pytest.approx(1.0, rel=0.05)
+        assert 2.0 < fwhm < 3.0  # the measured zero-loss peak: 2.4 eV

@@ -206,3 +206,18 @@ def test_convergence_table_names_a_missing_structure_or_element_and_keys_rows_by
         convergence_table(str(data), 1, ("Fe-K-xanes",), ("SCF radius",), structures=(0,))
     old = {"run": "O-K-elnes", "setting": "FMS radius"}  # a row written before the structure choice
     assert row_key(old) == row_key({**old, "structure": 0}) != row_key({**old, "structure": 1})
+
+
+def test_convergence_markdown_has_a_line_per_run_and_structure_and_marks_missing_settings():
+    from gnnspec.bench.convergence import COLUMNS, markdown_table
+
+    rows = [
+        {"run": "Li-K-xanes", "structure": 1, "site": 4, "setting": "SCF radius", "value": "3 A", "relative_l2_change": 0.0412, "seconds": 70.4},
+        {"run": "Li-K-xanes", "structure": 1, "site": 4, "setting": "core hole", "value": "FSR", "relative_l2_change": 0.5, "seconds": 60.0},
+        {"run": "Li-K-xanes", "site": 0, "setting": "core hole", "value": "FSR", "relative_l2_change": 0.2, "seconds": 61.0},
+        {"run": "Li-K-xanes", "site": 0, "setting": "geometry", "value": "as stored (tier)", "relative_l2_change": 0.0, "seconds": 1.0},
+    ]
+    lines = markdown_table(rows).splitlines()
+    assert len(lines) == 4 and all(line.count("|") == len(COLUMNS) + 3 for line in lines)
+    assert lines[2] == "| Li-K-xanes | 1, 4 | 0.041, 70 s | - | - | - | - | - | 0.500, 60 s |"
+    assert lines[3].startswith("| Li-K-xanes | 0, 0 | - |") and lines[3].endswith("| 0.200, 61 s |")

@@ -167,7 +167,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", nargs="+", default=["O-K-elnes", "Ni-K-xanes", "Ni-L3-elnes", "Ni-L2-elnes"], help="FEFF runs to vary (default: O K, Ni K, Ni L3, Ni L2)")
     p.add_argument("--settings", nargs="+", choices=sorted(REFERENCE), default=None, help="rows to run (default: all)")
     p.add_argument("--structures", nargs="+", type=int, default=[0], help="test-split structures (record indices) whose sites are varied (default: 0)")
+    p.add_argument("--markdown", action="store_true", help="print the table of every row in --out as Markdown (no FEFF runs)")
     args = p.parse_args(argv)
+    if args.markdown:
+        print(markdown_table(json.loads(Path(args.out).read_text())["rows"]), end="")
+        return 0
     table = convergence_table(args.data, args.workers, tuple(args.runs), tuple(args.settings) if args.settings else None, tuple(args.structures))
     out = Path(args.out)
     new = {row_key(r) for r in table}
@@ -179,6 +183,31 @@ def main(argv: list[str] | None = None) -> int:
             f"change {r['relative_l2_change']:.3f}  edge {r['edge_shift_ev']:+.2f} eV  {r['seconds']:6.1f} s"
         )
     return 0
+
+
+#: Columns of the Markdown table: (setting row, value label, column heading).
+COLUMNS = [
+    ("SCF radius", "3 A", "SCF 3 A"),
+    ("SCF radius", "4 A (tier)", "SCF 4 A (tier)"),
+    ("SCF radius", "5 A", "SCF 5 A (ref.)"),
+    ("FMS radius", "4 A (tier)", "FMS 4 A (tier)"),
+    ("FMS radius", "5 A", "FMS 5 A"),
+    ("FMS radius", "6 A", "FMS 6 A (ref.)"),
+    ("core hole", "FSR", "FSR vs RPA (tier, ref.)"),
+]
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """The convergence rows as the dataset card's table: one line per run and test structure, each
+    cell ``relative L2 change, seconds`` (``-`` where not run)."""
+    cells = {(r["run"], r.get("structure", 0), r["setting"], r["value"]): r for r in rows}
+    lines = ["| run | structure, site | " + " | ".join(h for *_, h in COLUMNS) + " |", "| --- | --- | " + " | ".join("---" for _ in COLUMNS) + " |"]
+    for run, structure in dict.fromkeys((r["run"], r.get("structure", 0)) for r in rows if r["setting"] != "geometry"):
+        found = [cells.get((run, structure, setting, value)) for setting, value, _ in COLUMNS]
+        site = next(r["site"] for r in found if r is not None)
+        text = [f"{r['relative_l2_change']:.3f}, {r['seconds']:.0f} s" if r else "-" for r in found]
+        lines.append(f"| {run} | {structure}, {site} | " + " | ".join(text) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def row_key(row: dict) -> tuple:
