@@ -163,8 +163,8 @@ def render(rows: list[dict], caption: str) -> str:
         f"Simulated: {SAMPLE}. Measured: `shared/data/experimental_eels_nmc` (Si-doped NMC, 300 kV). Each FEFF spectrum "
         f"(an L2,3 edge: its L3 and L2 runs summed) broadened by the measured zero-loss FWHM "
         f"({rows[0]['broadening_fwhm_eV']:.2f} eV) and moved by the rigid shift that matches best; Spearman rank correlation "
-        f"over the first {WINDOW_EV:.0f} eV of the edge (`gnnspec/bench/measured_eels.py`). FEFF seconds: CPU of the site's runs "
-        "as run here (an L2,3 edge's L2 run on its L3 run's SCF where the tier shares it).",
+        f"over the first {WINDOW_EV:.0f} eV of the edge (`gnnspec/bench/measured_eels.py`). FEFF s: wall seconds of the site's runs "
+        "as they ran here, on cores shared with other jobs (an L2,3 edge's L2 run on its L3 run's SCF where the tier shares it).",
         "",
         "| edge | " + " | ".join(f"{t}: Spearman / shift (eV) / FEFF s" for t in tiers) + " |",
         "| --- | " + " | ".join("---" for _ in tiers) + " |",
