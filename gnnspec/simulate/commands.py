@@ -23,7 +23,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--preset", "--tier", dest="preset", default="fast",
         help="FEFF10 tier: fast (no SCF, FSR core hole; default), scf (SCF 4.0 A, RPA core hole; about 20x slower a site) "
-        "or scf6 (SCF 5.0 A, FMS 6.0 A: the converged reference of scf, 4-8x slower than scf)",
+        "or scf6 (SCF 5.0 A, FMS 6.0 A: the converged reference of scf, 4-9x slower than scf)",
     )
     p.add_argument("--out", required=True, help="output JSON file")
     p.add_argument("--log", default=None, help="file for FEFF's console output (default: next to --out)")
