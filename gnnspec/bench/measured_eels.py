@@ -186,10 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--channels", nargs="+", default=list(EDGE_FILES), choices=list(EDGE_FILES))
     p.add_argument("--workers", type=int, default=2)
     args = p.parse_args(argv)
-    from gnnspec.errors import InputError
-
     if not (EELS_DIR / ZERO_LOSS).exists():
-        raise InputError(f"{EELS_DIR}: the measured NMC EELS is not there (shared/data/experimental_eels_nmc)")
+        print(f"error: {EELS_DIR.resolve()}: the measured NMC EELS is not there (shared/data/experimental_eels_nmc)", file=sys.stderr)
+        return 2
     out = Path(args.out)
     cache_path = Path(args.cache) if args.cache else out.with_suffix(".json")
     stored = json.loads(cache_path.read_text()) if cache_path.exists() else {}
