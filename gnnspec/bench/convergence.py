@@ -106,25 +106,27 @@ def convergence_table(
     from gnnspec.errors import InputError
 
     ds = LMDBStructureDataset(data, "test")
+    sites = {}  # every structure and run checked before any FEFF run starts
+    for index in structures:
+        if not 0 <= index < len(ds):
+            raise InputError(f"{data}: the test split has {len(ds)} structures, not a structure {index}")
+        record = ds.record(index)
+        species = [s["species"][0]["element"] for s in record["structure"]["sites"]]
+        for run in runs:
+            element = run.split("-")[0]
+            if element not in species:
+                raise InputError(f"{data}: test structure {index} ({record.get('sid', '?')}) has no {element} site for the run {run}")
+            sites[(index, run)] = (record["structure"], species.index(element))
     jobs, unique = {}, {}
     with cf.ProcessPoolExecutor(max_workers=workers) as pool:
-        for index in structures:
-            if not 0 <= index < len(ds):
-                raise InputError(f"{data}: the test split has {len(ds)} structures, not a structure {index}")
-            record = ds.record(index)
-            species = [s["species"][0]["element"] for s in record["structure"]["sites"]]
-            for run in runs:
-                element = run.split("-")[0]
-                if element not in species:
-                    raise InputError(f"{data}: test structure {index} ({record.get('sid', '?')}) has no {element} site for the run {run}")
-                site = species.index(element)
-                for row, label, old, new, *move in VARIATIONS:
-                    if settings is not None and row not in settings:
-                        continue
-                    key = (index, run, old, new, *move) if move and move[0] else (index, run, old, new)
-                    if key not in unique:  # the tier's own cards on the stored structure appear in every row: run them once
-                        unique[key] = pool.submit(_run, record["structure"], site, run, old, new, *move)
-                    jobs[(index, run, row, label)] = (site, unique[key])
+        for (index, run), (structure, site) in sites.items():
+            for row, label, old, new, *move in VARIATIONS:
+                if settings is not None and row not in settings:
+                    continue
+                key = (index, run, old, new, *move) if move and move[0] else (index, run, old, new)
+                if key not in unique:  # the tier's own cards on the stored structure appear in every row: run them once
+                    unique[key] = pool.submit(_run, structure, site, run, old, new, *move)
+                jobs[(index, run, row, label)] = (site, unique[key])
         done = {key: (site, fut.result()) for key, (site, fut) in jobs.items()}
     table = []
     for (index, run, row, label), (site, res) in done.items():
@@ -161,7 +163,7 @@ def edge_shift(ref: dict, res: dict, step_ev: float = 0.1) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m gnnspec.bench.convergence", description=__doc__.split("\n\n")[0])
-    p.add_argument("data", help="dataset folder (its first test supercell supplies the sites)")
+    p.add_argument("data", nargs="?", help="dataset folder (its test supercells supply the sites; not needed with --markdown)")
     p.add_argument("--out", required=True, help="JSON file for the table (rows of runs and settings not rerun are kept)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--runs", nargs="+", default=["O-K-elnes", "Ni-K-xanes", "Ni-L3-elnes", "Ni-L2-elnes"], help="FEFF runs to vary (default: O K, Ni K, Ni L3, Ni L2)")
@@ -172,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.markdown:
         print(markdown_table(json.loads(Path(args.out).read_text())["rows"]), end="")
         return 0
+    if args.data is None:
+        p.error("the dataset folder is needed to run FEFF (only --markdown goes without it)")
     table = convergence_table(args.data, args.workers, tuple(args.runs), tuple(args.settings) if args.settings else None, tuple(args.structures))
     out = Path(args.out)
     new = {row_key(r) for r in table}
