@@ -373,3 +373,24 @@ def test_wide_supercells_are_appended_and_never_redraw_stored_ones(tmp_path):
         assert 2.81 <= p["a"] <= 2.90 and 14.1 <= p["c"] <= 14.6 and p["li_ordering"] in ("random", "clustered", "layers", "rows")
     with pytest.raises(InputError, match="wide_from must be"):
         load_config(_recipe(tmp_path, wide_from=-1), BuildConfig)
+
+
+def test_retry_failed_plans_a_stored_failure_again(tmp_path):
+    """A failure record (a FEFF run that timed out on a busy machine, say) is skipped by later
+    sessions; --retry-failed deletes it first, so the run is planned again."""
+    from gnnspec.data.build import pending_runs
+
+    out = tmp_path / "ds"
+    cfg = load_config(_recipe(tmp_path), BuildConfig)
+    build_dataset(cfg, out, workers=1, progress=False, structures_only=True)
+    store = SpectraStore(out, readonly=False)
+    record = store.structure(store.structure_ids()[0])
+    tier, site, run, _ = pending_runs(store, record, cfg)[0]
+    store.put_many({schema.failure_key(record["sid"], site, run, tier): {"message": "FEFF10 failed: stage 'pot' failed: timed out after 1200s"}})
+    assert (tier, site, run) not in {p[:3] for p in pending_runs(store, record, cfg)}
+    store.close()
+    stats = build_dataset(cfg, out, workers=1, progress=False, structures_only=True, retry_failed=True)
+    assert stats["retried"] == 1 and stats["structures"] == 0
+    store = SpectraStore(out)
+    assert not list(store.keys("failure/")) and (tier, site, run) in {p[:3] for p in pending_runs(store, record, cfg)}
+    assert main(["data", "build", str(_recipe(tmp_path)), "--out", str(out), "--workers", "1", "--structures-only", "--retry-failed"]) == 0

@@ -6,7 +6,9 @@ channel needs an L3 and an L2 run). Tasks run in worker
 processes (``--workers N``) or on a Dask distributed cluster (``--scheduler ADDRESS``). Each
 finished task is committed to LMDB at once, so a killed build (even SIGKILL) loses only the
 tasks in flight; rerunning the same command skips everything already stored. A failed FEFF run
-is stored as a ``failure/`` record with FEFF's message and does not stop the build.
+is stored as a ``failure/`` record with FEFF's message and does not stop the build; later
+sessions skip it, unless ``retry_failed`` (``gnnspec data build --retry-failed``) clears the
+failure records first (a run that timed out on an overloaded machine, say).
 
 Structure ``sid`` is drawn from ``numpy.random.default_rng([seed, sid])`` with defect case
 ``cases[sid % len(cases)]`` and split by block: block ``b = sid // len(cases)`` goes to
@@ -407,17 +409,25 @@ def _wait_any(futures: set, dask: bool):
 
 
 def build_dataset(
-    cfg: BuildConfig, out: str | Path, workers: int = 2, scheduler: str | None = None, progress: bool = True, structures_only: bool = False
+    cfg: BuildConfig,
+    out: str | Path,
+    workers: int = 2,
+    scheduler: str | None = None,
+    progress: bool = True,
+    structures_only: bool = False,
+    retry_failed: bool = False,
 ) -> dict:
     """Build (or resume) the dataset at ``out``. Returns a summary of this session.
 
     ``structures_only``: generate (and relax) the structures but run no FEFF (for example to
-    compute the runs elsewhere with :mod:`gnnspec.data.offload`).
+    compute the runs elsewhere with :mod:`gnnspec.data.offload`). ``retry_failed``: delete the
+    stored failure records first, so their runs are planned again (``retried`` in the summary).
     """
     from tqdm import tqdm
 
     out = Path(out)
     store = _open_for_build(cfg, out)
+    retried = store.delete_prefix("failure/") if retry_failed else 0
     log_dir = out.parent / f"{out.name}_logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     # FEFF work folders live here while a run lasts; a killed build (SIGKILL, power cut) leaves
@@ -449,7 +459,7 @@ def build_dataset(
         executor = cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"))
     max_in_flight = (workers if not dask else max(2, len(executor.client.nthreads()))) + 1
     in_flight: dict = {}
-    stats = {"runs": 0, "spectra": 0, "failures": 0, "structures": 0, "feff_seconds": 0.0}
+    stats = {"runs": 0, "spectra": 0, "failures": 0, "structures": 0, "feff_seconds": 0.0, "retried": retried}
     t_start = time.time()
     bar = tqdm(total=total, desc="FEFF runs", unit="run", disable=not progress, file=sys.stderr, smoothing=0.05)
     generating = 0

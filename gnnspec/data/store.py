@@ -108,6 +108,15 @@ class SpectraStore:
             for key, value in items.items():
                 txn.put(key, schema.encode(value))
 
+    def delete_prefix(self, prefix: str) -> int:
+        """Delete every record whose key starts with ``prefix`` in one committed transaction;
+        returns how many there were."""
+        keys = list(self.keys(prefix))
+        with self.env.begin(write=True) as txn:
+            for key in keys:
+                txn.delete(key)
+        return len(keys)
+
     def metadata(self) -> dict | None:
         return self.get(schema.METADATA_KEY)
 
