@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
-import dataclasses
 import json
 import sys
 import tempfile
@@ -73,7 +72,7 @@ def _variant(old: str | None, new: str | None):
     preset = get_preset("scf")
     if old is None:
         return preset
-    return dataclasses.replace(preset, name="scf-variant", common=tuple(new if c == old else c for c in preset.common))
+    return preset.with_cards("scf-variant", {old: new})
 
 
 def _run(structure_dict: dict, site: int, run: str, old: str | None, new: str | None, sigma_a: float = 0.0, draw: int = 0) -> dict:

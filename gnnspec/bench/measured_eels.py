@@ -40,6 +40,7 @@ from scipy.ndimage import gaussian_filter1d
 from scipy.stats import spearmanr
 
 from gnnspec.channels import Channel, assemble, get_channel
+from gnnspec.instrument import sigma_from_fwhm
 
 EELS_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "experimental_eels_nmc"
 #: Measured file of each channel (inside :data:`EELS_DIR`), and the zero-loss file.
@@ -98,7 +99,7 @@ def broadened(channel: str, runs: dict, fwhm_ev: float) -> tuple[np.ndarray, np.
     y = assemble(wide, {name: (np.asarray(r["energy"]), np.asarray(r["intensity"])) for name, r in runs.items()})
     if fwhm_ev <= 0.0:
         return wide.grid, y
-    return wide.grid, gaussian_filter1d(y, fwhm_ev / (2.0 * np.sqrt(2.0 * np.log(2.0))) / SIM_STEP_EV, mode="nearest")
+    return wide.grid, gaussian_filter1d(y, sigma_from_fwhm(fwhm_ev) / SIM_STEP_EV, mode="nearest")
 
 
 def best_match(grid: np.ndarray, measured: np.ndarray, onset: float, sim_energy: np.ndarray, sim: np.ndarray) -> dict:

@@ -35,7 +35,7 @@ level goes beside it under a new name, never into it.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 #: Radius (Angstrom) of the atom cluster written to feff.inp around the absorber.
 CLUSTER_RADIUS = 6.0
@@ -53,7 +53,6 @@ _COMMON = [
 ]
 _FAST = [*_COMMON, "COREHOLE FSR"]
 _SCF = [*_COMMON, "COREHOLE RPA", "SCF 4.0 0 30 0.1 1"]
-_SCF6 = [*(c if c != "FMS 4.0 0" else "FMS 6.0 0" for c in _COMMON), "COREHOLE RPA", "SCF 5.0 0 30 0.1 1"]
 
 _XANES = ["XANES 4.0 0.07 0.0"]
 
@@ -92,6 +91,14 @@ class Preset:
         self-consistent potentials (an ``SCF`` card) of the ground state (``COREHOLE RPA``)."""
         return self.screened_core_hole and any(c.split()[:1] == ["SCF"] for c in self.common)
 
+    def with_cards(self, name: str, replaced: dict[str, str], **changes) -> Preset:
+        """This preset as ``name`` with each shared card that is a key of ``replaced`` swapped for its
+        value (in place, so the card order stays) and any other field from ``changes``."""
+        missing = [card for card in replaced if card not in self.common]
+        if missing:
+            raise ValueError(f"preset {self.name!r} has no card {missing[0]!r} to replace")
+        return replace(self, name=name, common=tuple(replaced.get(c, c) for c in self.common), **changes)
+
     def cards(self, edge: str, kind: str) -> list[str]:
         """All card lines (without POTENTIALS/ATOMS) for a run of ``kind`` (xanes|elnes)."""
         if kind not in ("xanes", "elnes"):
@@ -99,6 +106,15 @@ class Preset:
         block = self.xanes if kind == "xanes" else self.elnes
         return [f"EDGE {edge}", *self.common, *block]
 
+
+_SCF_PRESET = Preset(
+    name="scf",
+    common=tuple(_SCF),
+    xanes=tuple(_XANES),
+    elnes=tuple(_ELNES),
+    description="SCF 4.0 A and an RPA core hole: about 85-100 s a run on one core (the SCF is ~95 %). Sampled sites.",
+    stage_timeout_s=1200.0,
+)
 
 PRESETS: dict[str, Preset] = {
     "fast": Preset(
@@ -108,19 +124,10 @@ PRESETS: dict[str, Preset] = {
         elnes=tuple(_ELNES),
         description="No SCF, FSR core hole: about 3.5-5 s a run on one core. Every site of the shipped dataset.",
     ),
-    "scf": Preset(
-        name="scf",
-        common=tuple(_SCF),
-        xanes=tuple(_XANES),
-        elnes=tuple(_ELNES),
-        description="SCF 4.0 A and an RPA core hole: about 85-100 s a run on one core (the SCF is ~95 %). Sampled sites.",
-        stage_timeout_s=1200.0,
-    ),
-    "scf6": Preset(
-        name="scf6",
-        common=tuple(_SCF6),
-        xanes=tuple(_XANES),
-        elnes=tuple(_ELNES),
+    "scf": _SCF_PRESET,
+    "scf6": _SCF_PRESET.with_cards(
+        "scf6",
+        {"FMS 4.0 0": "FMS 6.0 0", "SCF 4.0 0 30 0.1 1": "SCF 5.0 0 30 0.1 1"},
         description="SCF 5.0 A, FMS 6.0 A and an RPA core hole: the converged reference of the scf tier, about 4-9 times its cost.",
         stage_timeout_s=3600.0,
     ),
