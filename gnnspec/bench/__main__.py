@@ -87,8 +87,12 @@ def main(argv: list[str] | None = None) -> int:
     forward_figure(examples, out / "forward_examples.png", f"median-error test spectrum per channel; {caption}")
     if len(model.cfg.tiers) > 1:  # a multi-fidelity model: its highest tier against FEFF's, where FEFF ran it
         from gnnspec.bench.fidelity import fidelity_table
+        from gnnspec.bench.tier_baselines import tier_baseline_table
 
         results["forward_tier"] = {"tier": model.cfg.tiers[-1], "base": model.cfg.tiers[0], "table": fidelity_table(model, args.data)}
+        print(f"classical baselines in the {model.cfg.tiers[-1]} tier ...", file=sys.stderr)
+        tiers = [model.cfg.tiers[0], model.cfg.tiers[-1]]
+        results["forward_tier"]["baselines"] = tier_baseline_table(args.data, model.cfg.channels, tiers, cutoff, 50 if args.quick else 200, model)
 
     print("inverse accuracy and multimodal table ...", file=sys.stderr)
     envs = {s: EnvironmentSet.from_dataset(d) for s, d in ds.items()}
@@ -187,7 +191,7 @@ def render(r: dict, info: dict, caption: str) -> str:
     if r.get("forward_tier"):
         from gnnspec.bench.report import tier_forward_section
 
-        lines += tier_forward_section(r["forward_tier"]["table"], r["forward_tier"]["tier"], r["forward_tier"]["base"])
+        lines += tier_forward_section(r["forward_tier"]["table"], r["forward_tier"]["tier"], r["forward_tier"]["base"], r["forward_tier"].get("baselines"))
     tier = (r.get("inverse_tier") or {}).get("tier")
     lines += inverse_section(
         r["inverse"],

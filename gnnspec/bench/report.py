@@ -66,8 +66,9 @@ def inverse_section(table: dict, title: str = "## 2-3. Inverse accuracy and the 
     return lines + [""]
 
 
-def tier_forward_section(table: dict, tier: str, base: str) -> list[str]:
-    """Forward accuracy in a higher tier (:func:`gnnspec.bench.fidelity.fidelity_table`)."""
+def tier_forward_section(table: dict, tier: str, base: str, baselines: dict | None = None) -> list[str]:
+    """Forward accuracy in a higher tier (:func:`gnnspec.bench.fidelity.fidelity_table`), and with
+    ``baselines`` (:func:`gnnspec.bench.tier_baselines.tier_baseline_table`) the classical ones."""
     lines = [
         f"## 1b. Forward accuracy in the {tier} tier (test sites where FEFF {tier} was computed)",
         "",
@@ -102,7 +103,19 @@ def tier_forward_section(table: dict, tier: str, base: str) -> list[str]:
         if spread:
             cells.append(_f(r["model_tier"].get("spread_coverage", float("nan"))))
         lines.append(f"| {ch} | {r['model_tier']['n']} | " + " | ".join(cells) + " |")
-    return lines + [""]
+    lines.append("")
+    if baselines:
+        from gnnspec.bench.tier_baselines import render
+
+        lines += [
+            f"Classical baselines on the same sites, fitted on the training split's {tier} sites (hyperparameters on "
+            f"validation), R^2 (`gnnspec.bench.tier_baselines`). The last column maps each site's own FEFF {base} "
+            f"spectrum to {tier}: an oracle no measured sample offers, the bound of a head that reads only a {base} spectrum.",
+            "",
+            *render(baselines, tier, base),
+            "",
+        ]
+    return lines
 
 
 def multimodal_figure(table: dict, path: Path, caption: str) -> None:

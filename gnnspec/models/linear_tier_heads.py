@@ -63,15 +63,23 @@ def ridge_apply(fit: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
     return ((np.asarray(x, np.float64) - fit["mu"]) / fit["sd"]) @ fit["W"] + fit["ym"]
 
 
+def ridge_by_validation(
+    train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray], alphas=ALPHAS
+) -> tuple[dict[str, np.ndarray], float, float]:
+    """The ridge fit on ``train`` (``(x, y)``) whose alpha of ``alphas`` gives the best R^2 on
+    ``val``: ``(fit, alpha, validation R^2)``."""
+    scores = {a: r2_around_mean(val[1], ridge_apply(ridge_fit(*train, a), val[0])) for a in alphas}
+    alpha = max(scores, key=lambda a: -np.inf if np.isnan(scores[a]) else scores[a])
+    return ridge_fit(*train, alpha), float(alpha), float(scores[alpha])
+
+
 def fit_channel(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray]) -> dict:
     """The head of one channel: the alpha of :data:`ALPHAS` with the best validation R^2."""
-    scores = {a: r2_around_mean(val[1], ridge_apply(ridge_fit(*train, a), val[0])) for a in ALPHAS}
-    alpha = max(scores, key=lambda a: -np.inf if np.isnan(scores[a]) else scores[a])
-    fit = ridge_fit(*train, alpha)
+    fit, alpha, val_r2 = ridge_by_validation(train, val)
     return {
         **{k: torch.from_numpy(v.astype(np.float32)) for k, v in fit.items()},
-        "alpha": float(alpha),
-        "val_r2": float(scores[alpha]),
+        "alpha": alpha,
+        "val_r2": val_r2,
         "n_train": int(len(train[0])),
         "n_val": int(len(val[0])),
     }
