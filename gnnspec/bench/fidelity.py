@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -291,7 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     if (args.model is None) == (args.compare is None):
         p.error("give --model or --compare")
     torch.set_num_threads(1)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip() or "unknown"
+    from gnnspec.bench import current_commit
+
+    commit = current_commit()
     if args.compare:
         pairs = [item.partition("=") for item in args.compare]
         if any(not sep or not label or not path for label, sep, path in pairs):

@@ -142,12 +142,12 @@ def chosen_sites(data: str, elements: list[str], split: str = "test") -> list[tu
 
 def caption(data: str) -> str:
     """Where a result comes from: commit, dataset fingerprint, FEFF version."""
-    import subprocess
 
+    from gnnspec.bench import current_commit
     from gnnspec.data.store import SpectraStore
     from gnnspec.simulate.presets import feff_version
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip() or "unknown"
+    commit = current_commit()
     return f"at commit {commit}, data {data} (sha256 {SpectraStore(data).fingerprint()[:12]}), {feff_version()}"
 
 

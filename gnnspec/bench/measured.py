@@ -305,9 +305,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--caption", default=None, help="the report's caption (default: the command and commit)")
     p.add_argument("--write-offsets", default=None, metavar="OFFSETS.json", help="also write the fitted edge-offset table (the shipped one: gnnspec/assets/edge_offsets.json)")
     args = p.parse_args(argv)
-    import subprocess
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip() or "unknown"
+    from gnnspec.bench import current_commit
+
+    commit = current_commit()
     if args.from_json:
         result = json.loads(Path(args.from_json).read_text())
         caption = args.caption or f"rows of {args.from_json}, re-rendered at commit {commit}"

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures as cf
 import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -200,7 +199,9 @@ def main(argv: list[str] | None = None) -> int:
 
     run_missing(cache, args.channels, args.tiers, args.workers, write)
     rows = score(cache, args.channels, args.tiers)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip() or "unknown"
+    from gnnspec.bench import current_commit
+
+    commit = current_commit()
     stored["rows"] = rows
     write()
     out.write_text(render(rows, f"python -m gnnspec.bench.measured_eels at commit {commit}"))

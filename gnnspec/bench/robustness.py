@@ -147,7 +147,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", default=None, help="dataset (default: the one the model was trained on)")
     p.add_argument("--out", default="benchmarks/robustness.md")
     args = p.parse_args(argv)
-    import subprocess
 
     from gnnspec.analysis.calibration import training_data
     from gnnspec.models.factory import load_model, model_path
@@ -155,7 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     model = load_model(args.model)
     data = args.data or training_data(model_path(args.model))  # a shipped or a fresh run's checkpoint
     result = robustness(model, data)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip() or "unknown"
+    from gnnspec.bench import current_commit
+
+    commit = current_commit()
     Path(args.out).write_text(render(result, f"python -m gnnspec.bench.robustness at commit {commit}, model {model_path(args.model).name}"))
     Path(args.out).with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     print(Path(args.out).read_text())

@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    from gnnspec.bench.__main__ import _commit
+    from gnnspec.bench import current_commit
     from gnnspec.bench.fidelity import _data_label, _members_note
     from gnnspec.models.factory import DEFAULT_MODEL, load_checkpoint
 
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    caption = f"`python -m gnnspec.bench.tier_baselines` at commit {_commit()}; {_data_label(args.data)}; model {args.model or 'the shipped model'}{_members_note(model)}"
+    caption = f"`python -m gnnspec.bench.tier_baselines` at commit {current_commit()}; {_data_label(args.data)}; model {args.model or 'the shipped model'}{_members_note(model)}"
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     text = [
