@@ -129,6 +129,14 @@ def test_ensemble_cli_attaches(setup, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "3 forward models" in text and "spread k" in text
     assert member_count(load_model(model_file)) == 3
+    # --keep-members: the present members stay and the named runs join them; a repeat is refused
+    rc = main(["ensemble", str(model_file), "--forward-from", str(paths[3]), "--keep-members", "--data", str(data)])
+    assert rc == 0 and "4 forward models" in capsys.readouterr().out
+    sources = [m["source"] for m in read_checkpoint(model_file)[ENTRY]["members"]]
+    assert sources == [f"{p.parent.name}/{p.name}" for p in paths[1:4]]
+    assert main(["ensemble", str(model_file), "--forward-from", str(paths[1]), "--keep-members", "--data", str(data)]) == 2
+    assert "those of" in capsys.readouterr().err
+    assert main(["ensemble", str(model_file), "--keep-members"]) == 2
 
 
 def test_ensemble_pass_without_members_is_the_model(setup, licoo2):

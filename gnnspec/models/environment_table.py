@@ -9,7 +9,12 @@ kept as ``envs``):
   spectra, see :mod:`gnnspec.structures.environments`) and which channels are present; or, with
   ``spectra_tier``, the forward model's environment spectra in that tier (every environment of
   an absorbing element gets them: the forward model as the encoder's simulator, for a tier
-  whose FEFF runs are too few to give every environment its spectra);
+  whose FEFF runs are too few to give every environment its spectra). ``simulator`` says which
+  forward model (:data:`SIMULATORS`): ``"own"``, the model's own trained tier head (what
+  ``gnnspec train`` aligns on), or ``"ensemble"``, the model's prediction as ``gnnspec predict``
+  gives it (:func:`gnnspec.models.forward_ensemble.ensemble_pass`: the mean of its forward
+  members and linear tier heads); default: the one the encoder learned
+  (:func:`encoder_simulator`);
 * ``content [n, 5]``, ``defects [n, 2]``: the labels;
 * ``sid [n]`` (structure id) and ``centre_z [n]`` (atomic number of the centre atom);
 * with ``features=True``, ``features [n, F]``: the backbone features the structure-embedding
@@ -24,9 +29,29 @@ import torch
 from gnnspec.data import keys as K
 from gnnspec.data.environment_set import EnvironmentSet
 from gnnspec.errors import InputError
+from gnnspec.models.forward_ensemble import ensemble_pass
 from gnnspec.quantification import channel_element_index, channel_fractions
 
 CHUNK = 1024  # environments per encoder call
+#: Which forward model simulates a tier's environment spectra (:class:`EnvironmentTable`).
+SIMULATORS = ("own", "ensemble")
+
+
+#: Checkpoint entry of an encoder realigned on the forward ensemble's spectra (:mod:`gnnspec.train.realign`).
+REALIGNMENT = "realignment"
+
+
+def checkpoint_simulator(ckpt: dict) -> str:
+    """``"ensemble"`` when the checkpoint's encoder was realigned on its forward ensemble's spectra
+    (a ``realignment`` entry), else ``"own"``."""
+    return "ensemble" if ckpt.get(REALIGNMENT) else "own"
+
+
+def encoder_simulator(model) -> str:
+    """The forward model whose spectra the encoder learned: ``"ensemble"`` after ``gnnspec ensemble
+    --realign`` (the checkpoint's ``realignment`` entry, :mod:`gnnspec.train.realign`), else
+    ``"own"`` (the alignment stage of ``gnnspec train``, which has no ensemble yet)."""
+    return getattr(model, "encoder_simulator", None) or "own"
 
 
 class EnvironmentTable:
@@ -37,9 +62,22 @@ class EnvironmentTable:
     environments with FEFF spectra to ``limit`` (not with ``spectra_tier``).
     """
 
-    def __init__(self, model, graphs, device=None, features: bool = True, limit: int | None = None, spectra_tier: int | None = None):
+    def __init__(
+        self,
+        model,
+        graphs,
+        device=None,
+        features: bool = True,
+        limit: int | None = None,
+        spectra_tier: int | None = None,
+        simulator: str | None = None,
+    ):
         if limit is not None and spectra_tier is not None:
             raise ValueError("limit counts environments with FEFF spectra: give it without spectra_tier")
+        simulator = simulator or encoder_simulator(model)
+        if simulator not in SIMULATORS:
+            raise InputError(f"unknown simulator {simulator!r}: expected one of {', '.join(SIMULATORS)}")
+        self.simulator = simulator
         p = next(model.parameters())
         device = p.device if device is None else device
         self.envs = EnvironmentSet.from_graphs(graphs, model.cfg.channels, limit=limit)
@@ -55,7 +93,11 @@ class EnvironmentTable:
                             model.env_embedding.features(scalars, g[K.ENV_MEMBER_INDEX], g[K.ENV_MEMBER_ENV], g[K.ENV_CENTRE_INDEX])
                         )
                     if spectra_tier is not None:
-                        x, have = model.environment_spectra(model.forward_structure(g, embed=False, tier=spectra_tier), g)
+                        if simulator == "ensemble":
+                            out = ensemble_pass(model, g, model.spectra_head.absorbers_of(g[K.Z]), spectra_tier)
+                        else:
+                            out = model.forward_structure(g, embed=False, tier=spectra_tier)
+                        x, have = model.environment_spectra(out, g)
                         predicted["x"].append(x.to(p.dtype))
                         predicted["mask"].append(have)
 
@@ -120,12 +162,12 @@ def encoder_learned_tier(model, source: str = "auto") -> str | None:
     return learned or model.cfg.tiers[0]
 
 
-def simulated_set(model, graphs, tier: str) -> EnvironmentSet:
+def simulated_set(model, graphs, tier: str, simulator: str | None = None) -> EnvironmentSet:
     """The :class:`EnvironmentSet` of ``graphs`` with the forward model's environment spectra in
     ``tier`` as ``y``/``mask`` (every environment of an absorbing element), labels and members
     as FEFF's set has them: how a model whose encoder learned that tier is scored on a split
-    whose FEFF runs in that tier cover only a few sites."""
+    whose FEFF runs in that tier cover only a few sites. ``simulator``: see :class:`EnvironmentTable`."""
     from dataclasses import replace
 
-    table = EnvironmentTable(model, graphs, features=False, spectra_tier=model.cfg.tier_index(tier))
+    table = EnvironmentTable(model, graphs, features=False, spectra_tier=model.cfg.tier_index(tier), simulator=simulator)
     return replace(table.envs, y=table.x.double().cpu().numpy(), mask=table.mask.cpu().numpy())

@@ -18,7 +18,9 @@ Optional: ``structure_support`` (the trained elements and the structure-embeddin
 Optional: ``forward_ensemble`` (forward members, :mod:`gnnspec.models.forward_ensemble`), attached
 as ``forward_members`` (their mean is what the model predicts) and ``forward_ensemble_record``.
 :func:`load_checkpoint` also sets ``encoder_spectra_tier`` (:func:`encoder_spectra_tier`): the
-tier whose forward-model spectra the encoder was aligned on, None for FEFF spectra.
+tier whose forward-model spectra the encoder was aligned on, None for FEFF spectra; and
+``encoder_simulator``: which forward model made them (``"ensemble"`` with a ``realignment`` entry,
+:func:`gnnspec.models.environment_table.checkpoint_simulator`).
 :func:`write_checkpoint_entry` adds or replaces one entry of a checkpoint file, leaving every
 other entry as it was.
 
@@ -40,6 +42,7 @@ from gnnspec.channels import CHANNELS
 from gnnspec.config import config_to_dict, from_dict
 from gnnspec.errors import InputError
 from gnnspec.models.config import ModelConfig
+from gnnspec.models.environment_table import checkpoint_simulator
 from gnnspec.models.forward_ensemble import ENTRY as FORWARD_ENSEMBLE
 from gnnspec.models.forward_ensemble import build_members, own_linear_heads
 from gnnspec.models.joint import JointModel
@@ -104,9 +107,17 @@ def model_payload(model: nn.Module) -> dict:
 def write_checkpoint_entry(path: str | Path, name: str, value: Any) -> None:
     """Set entry ``name`` of the checkpoint at ``path`` to ``value`` (tensors and plain containers),
     every other entry unchanged; written to a temporary name and renamed (atomic)."""
+    write_checkpoint_entries(path, {name: value})
+
+
+def write_checkpoint_entries(path: str | Path, entries: dict[str, Any], remove: tuple[str, ...] = ()) -> None:
+    """Set several entries of the checkpoint at ``path`` and drop those named in ``remove``, in
+    one atomic write (a temporary file renamed), every other entry unchanged."""
     path = Path(path)
     ckpt = read_checkpoint(path)
-    ckpt[name] = value
+    ckpt.update(entries)
+    for name in remove:
+        ckpt.pop(name, None)
     tmp = path.with_name(path.name + ".tmp")
     torch.save(ckpt, tmp)
     os.replace(tmp, path)
@@ -158,6 +169,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     load_portable_state_dict(model, ckpt["model"])
     model.structure_support_record = ckpt.get(STRUCTURE_SUPPORT)
     model.encoder_spectra_tier = encoder_spectra_tier(ckpt)
+    model.encoder_simulator = checkpoint_simulator(ckpt)
     model = model.to(map_location).eval()
     record = ckpt.get(FORWARD_ENSEMBLE)
     if record and not forward_ensemble:

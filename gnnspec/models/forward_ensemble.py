@@ -32,8 +32,10 @@ Stored as the checkpoint entry ``forward_ensemble`` (:data:`ENTRY`): ``members``
 ``coverage`` and, when fitted, ``linear_heads``. :func:`gnnspec.models.factory.load_checkpoint` attaches the members as
 ``model.forward_members``; ``gnnspec ensemble MODEL --forward-from RUN.pt ... [--linear-heads]``
 writes the entry.
-Training, the encoder's alignment and the structure embeddings use the model's own forward side
-only: the ensemble serves predictions (``predict``, ``explain``, the benchmarks).
+Training, the encoder's alignment in ``gnnspec train`` and the structure embeddings use the model's
+own forward side only: the ensemble serves predictions (``predict``, ``explain``, the benchmarks)
+and, after ``gnnspec ensemble --realign`` (:mod:`gnnspec.train.realign`), simulates the spectra
+the encoders learn and are calibrated and scored on.
 """
 
 from __future__ import annotations
@@ -255,19 +257,27 @@ def calibrate_spread(model: nn.Module, data: str, split: str = "val") -> dict:
 
 
 def attach_members(
-    model_path: str | Path, sources: list[str | Path], data: str | None = None, split: str = "val", linear_heads: bool = False
+    model_path: str | Path,
+    sources: list[str | Path],
+    data: str | None = None,
+    split: str = "val",
+    linear_heads: bool = False,
+    keep: bool = False,
 ) -> dict:
     """Write the forward ensemble of ``sources`` (trained checkpoints) into the checkpoint at
     ``model_path`` and calibrate its spread on ``split`` of ``data`` (default: the dataset the
     model was trained on); ``linear_heads``: fit every forward model's linear tier heads first
-    (:mod:`gnnspec.models.linear_tier_heads`). Returns the written record (weights left out)."""
-    from gnnspec.models.factory import load_checkpoint
+    (:mod:`gnnspec.models.linear_tier_heads`); ``keep``: the checkpoint's present forward members
+    stay and ``sources`` join them (else they replace them). Returns the written record (weights
+    left out)."""
+    from gnnspec.models.factory import load_checkpoint, read_checkpoint
 
     if not sources:
         raise InputError("name at least one trained checkpoint to add as a forward member")
     data = _dataset_of(model_path, data)
+    kept = list((read_checkpoint(model_path).get(ENTRY) or {}).get("members", [])) if keep else []
     model = load_checkpoint(model_path, forward_ensemble=False)  # the members attached below replace any earlier ones
-    record = {"members": [member_record(p) for p in sources]}
+    record = {"members": kept + [member_record(p) for p in sources]}
     seen = [("the model's own (member 0)", forward_side(model))]
     for m in record["members"]:
         for name, weights in seen:

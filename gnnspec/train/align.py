@@ -15,7 +15,8 @@ once, and i.i.d. batches of ``align.batch_size`` environments from all training 
 The encoder's input spectra are the FEFF environment spectra of the dataset's base tier, or
 (``align.spectra_tier``) the frozen forward model's environment spectra in a higher tier for
 every environment: the forward model as the simulator of a tier whose FEFF runs cover only a
-few sites. The encoder's input standardisation is then refitted to those spectra (a higher tier
+few sites (the model's own trained tier head here; :mod:`gnnspec.train.realign` continues the
+stage on the forward ensemble's spectra once one is attached). The encoder's input standardisation is then refitted to those spectra (a higher tier
 has white lines and pre-edges where the base tier's spread is small: standardised with the base
 tier's statistics they would be tens of standard deviations off). Then the structures of the joint stage's generated pool (``align.generated``, drawn
 across the composition triangle and Li orderings with ``generated.wide``) can join the training
@@ -45,6 +46,8 @@ from gnnspec.train.augment import augment_with_coverage, channel_dropout, eels_c
 from gnnspec.train.losses import content_loss, defect_loss, label_contrastive, same_labels
 
 TRAINED = ("env_embedding", "encoder", "properties")
+#: How the report names the forward model that simulated the encoder's spectra.
+_SIMULATED = {"own": "forward model", "ensemble": "forward ensemble"}
 
 
 def _set_trainable(model, trainable: bool) -> list[torch.nn.Parameter]:
@@ -103,11 +106,28 @@ def table_statistics(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor,
     return mean.float(), var.clamp(min=1e-8).sqrt().float()
 
 
-def align_embeddings(model, splits: dict, cfg, augment, seed: int = 0, log=None, should_stop=None, generated=None) -> dict | None:
+def alignment_tables(model, splits: dict, cfg, generated=None, simulator: str | None = None) -> tuple[EnvironmentTable, EnvironmentTable | None]:
+    """The training and validation tables of the alignment stage: the training environments (with
+    the generated pool's when ``cfg.generated``) and the validation ones, holding FEFF's base-tier
+    spectra or (``cfg.spectra_tier``) the forward model's in that tier, made by ``simulator``
+    (:class:`gnnspec.models.environment_table.EnvironmentTable`)."""
+    device = next(model.parameters()).device
+    tier = None if cfg.spectra_tier is None else model.cfg.tier_index(cfg.spectra_tier)
+    extra = list(generated) if cfg.generated and generated is not None else []
+    train = EnvironmentTable(model, list(splits["train"]) + extra, device, spectra_tier=tier, simulator=simulator)
+    val = EnvironmentTable(model, splits["val"], device, spectra_tier=tier, simulator=simulator) if len(splits.get("val") or []) else None
+    return train, val
+
+
+def align_embeddings(
+    model, splits: dict, cfg, augment, seed: int = 0, log=None, should_stop=None, generated=None, tables=None
+) -> dict | None:
     """Run the alignment stage on ``model`` in place; returns a report, or None when stopped.
 
     ``generated``: structure graphs without spectra whose environments join the training ones
-    when ``cfg.generated`` (needs ``cfg.spectra_tier``).
+    when ``cfg.generated`` (needs ``cfg.spectra_tier``). ``tables``: the (train, val) tables of
+    :func:`alignment_tables`, made once for several runs of the stage on the same backbone and
+    forward model (default: made here).
     ``cfg``: :class:`gnnspec.train.config.AlignConfig`; ``augment``: the joint stage's
     :class:`~gnnspec.train.config.AugmentConfig`. ``log(scalars, epoch)`` receives the losses and
     validation scores per epoch; ``should_stop()`` is asked between steps (Ctrl-C): the stage
@@ -117,8 +137,7 @@ def align_embeddings(model, splits: dict, cfg, augment, seed: int = 0, log=None,
     initial = copy.deepcopy(model.state_dict())
     tier = None if cfg.spectra_tier is None else model.cfg.tier_index(cfg.spectra_tier)
     extra = list(generated) if cfg.generated and generated is not None else []
-    train = EnvironmentTable(model, list(splits["train"]) + extra, device, spectra_tier=tier)
-    val = EnvironmentTable(model, splits["val"], device, spectra_tier=tier) if len(splits.get("val") or []) else None
+    train, val = tables if tables is not None else alignment_tables(model, splits, cfg, generated)
     if tier is not None:  # the encoder standardises its inputs: with the statistics of the spectra it now learns
         model.encoder.set_input_statistics(*table_statistics(train.x, train.mask))
     params = _set_trainable(model, True)
@@ -182,6 +201,6 @@ def align_embeddings(model, splits: dict, cfg, augment, seed: int = 0, log=None,
         "val": best,
         "environments": len(rows),
         "generated_structures": len(extra),
-        "spectra": "FEFF, base tier" if tier is None else f"forward model, tier {cfg.spectra_tier}",
+        "spectra": "FEFF, base tier" if tier is None else f"{_SIMULATED[train.simulator]}, tier {cfg.spectra_tier}",
     }
 

@@ -15,6 +15,9 @@ import numpy as np
 
 from gnnspec.errors import InputError
 
+#: Epochs of ``gnnspec ensemble --realign`` per encoder unless ``--epochs`` says otherwise.
+REALIGN_EPOCHS = 30
+
 
 def add_parsers(subparsers) -> None:
     """Add ``train`` and ``ensemble`` to ``subparsers``."""
@@ -73,10 +76,22 @@ def add_ensemble_parser(subparsers) -> None:
         "(replaces the model's forward ensemble; the encoder ensemble is untouched)",
     )
     p.add_argument(
+        "--keep-members",
+        action="store_true",
+        help="with --forward-from: keep the checkpoint's present forward members and add the named runs to them",
+    )
+    p.add_argument(
         "--linear-heads",
         action="store_true",
         help="fit each forward model's linear tier heads (a ridge map from its base-tier output to each higher tier, "
         "alpha chosen on validation) and recalibrate the spread; with or without --forward-from",
+    )
+    p.add_argument(
+        "--realign",
+        action="store_true",
+        help="continue the alignment of every encoder in the checkpoint (its own and the encoder ensemble's) on the spectra "
+        f"of its forward ensemble and linear heads, as gnnspec predict gives them ({REALIGN_EPOCHS} epochs unless --epochs; "
+        "resumable); then run gnnspec calibrate again",
     )
     p.set_defaults(func=cmd_ensemble)
 
@@ -88,6 +103,16 @@ def cmd_ensemble(args) -> int:
     from gnnspec.train.data import generated_pool, load_splits
     from gnnspec.train.ensemble import build_ensemble
 
+    if args.realign and (args.forward_from or args.linear_heads):
+        raise InputError("--realign runs on its own: attach the forward models and linear heads first, then realign")
+    if args.realign:
+        from gnnspec.train.realign import realign, summary_lines
+
+        record = realign(args.model, REALIGN_EPOCHS if args.epochs is None else args.epochs, args.data)
+        print("\n".join([f"{args.model}:", *summary_lines(record), "the calibration and support were fitted on the old embeddings: run gnnspec calibrate"]))
+        return 0
+    if args.keep_members and not args.forward_from:
+        raise InputError("--keep-members adds the runs of --forward-from to the present members: name them")
     if args.forward_from or args.linear_heads:
         return forward_ensemble(args)
     if args.members < 3:
@@ -121,7 +146,7 @@ def forward_ensemble(args) -> int:
     from gnnspec.models.forward_ensemble import attach_linear_heads, attach_members
 
     if args.forward_from:
-        record = attach_members(args.model, args.forward_from, args.data, linear_heads=args.linear_heads)
+        record = attach_members(args.model, args.forward_from, args.data, linear_heads=args.linear_heads, keep=args.keep_members)
     else:
         record = attach_linear_heads(args.model, args.data)
     others = f" and {', '.join(record['members'])}" if record["members"] else ""

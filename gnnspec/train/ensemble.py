@@ -134,13 +134,20 @@ def build_ensemble(model, model_path: str | Path, splits: dict, align_cfg, augme
         write_checkpoint_entry(model_path, ENTRY, record)
     tier = align_cfg.spectra_tier
     val = EnvironmentTable(model, splits["val"], spectra_tier=None if tier is None else model.cfg.tier_index(tier))
-    rows = val.with_spectra
-    contents, defects = member_predictions(model, record["members"][:members], val.x[rows], val.mask[rows])
     record["members"], record["seeds"] = record["members"][:members], record["seeds"][:members]
+    fit_spread(model, record, val)
+    write_checkpoint_entry(model_path, ENTRY, record)
+    return record
+
+
+def fit_spread(model, record: dict, val) -> dict:
+    """Fit the record's spread factors ``k`` (and the coverage figures) on the environments of the
+    validation table ``val`` (an :class:`~gnnspec.models.environment_table.EnvironmentTable`); in place."""
+    rows = val.with_spectra
+    contents, defects = member_predictions(model, record["members"], val.x[rows], val.mask[rows])
     record["k_content"], record["coverage_content_unscaled"] = spread_factor(contents)
     record["k_defects"], record["coverage_defects_unscaled"] = spread_factor(defects)
     truth_c = val.content[rows].cpu().numpy()
     record["truth_inside_content"] = float(np.mean(np.abs(contents.mean(0) - truth_c) <= record["k_content"] * contents.std(0, ddof=1)))
     record["mean_spread_defects"] = float((record["k_defects"] * defects.std(0, ddof=1)).mean())
-    write_checkpoint_entry(model_path, ENTRY, record)
     return record
