@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from gnnspec.bench import current_commit
+from gnnspec.bench.scf_queries import SIMULATED
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,10 +95,15 @@ def main(argv: list[str] | None = None) -> int:
     tier = getattr(model, "encoder_spectra_tier", None)
     simulated = {}
     if tier is not None:  # the encoder learned the forward model's spectra of this tier: score it there too
-        from gnnspec.models.environment_table import simulated_set
+        from gnnspec.bench.scf_queries import score_model
+        from gnnspec.models.environment_table import encoder_simulator, simulated_set
 
         simulated = {s: simulated_set(model, d, tier) for s, d in ds.items()}
         results["inverse_tier"] = {"tier": tier, "table": accuracy.inverse_table(model, simulated["train"], simulated["test"], args.quick)}
+        results["inverse_tier"]["simulator"] = encoder_simulator(model)
+        print(f"the encoder on FEFF's own {tier} spectra ...", file=sys.stderr)
+        with_tier = LMDBStructureDataset(args.data, "test", cutoff=cutoff, channels=model.cfg.channels, extra_tiers=(tier,))
+        results["scf_queries"] = {"tier": tier, "simulator": encoder_simulator(model), **score_model(model, ds["train"], with_tier, tier)}
     headline = results["inverse_tier"]["table"] if tier is not None else results["inverse"]
     multimodal_figure(headline, out / "multimodal_auroc.png", f"defect AUROC by channel set, test split{f', {tier} fidelity' if tier else ''}; {caption}")
 
@@ -196,10 +202,15 @@ def render(r: dict, info: dict, caption: str) -> str:
         lines += inverse_section(
             r["inverse_tier"]["table"],
             title=f"## 2-3b. Inverse accuracy and the multimodal table at {tier} fidelity (test environments)",
-            note=f"Queries: the forward model's {tier}-tier environment spectra of every test environment (FEFF ran {tier} on two "
-            "sites per element and supercell, too few to give every environment its spectra); the seed method trains on the same "
-            f"forward-model {tier} spectra of the training environments (`gnnspec.models.environment_table.simulated_set`).",
+            note=f"Queries: the {SIMULATED[r['inverse_tier'].get('simulator', 'own')]}'s {tier}-tier environment spectra of every test "
+            f"environment (FEFF ran {tier} on two sites per element and supercell, too few to give every environment its spectra), "
+            f"as the encoder learned them; the seed method trains on the same {tier} spectra of the training environments "
+            "(`gnnspec.models.environment_table.simulated_set`).",
         )
+        if r.get("scf_queries"):
+            from gnnspec.bench.scf_queries import section
+
+            lines += section(r["scf_queries"], f"## 2-3c. The encoder on FEFF's own {tier} spectra (test environments with FEFF {tier})")
     lines += ["![multimodal AUROC](multimodal_auroc.png)", "", f"*Figure: {caption}.*", ""]
     lines += claim(r["inverse_tier"]["table"] if tier else r["inverse"])
     f, t = r["feff_vs_gnn"], r["training"]
