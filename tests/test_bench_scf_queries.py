@@ -54,6 +54,24 @@ def test_each_environment_is_the_mean_of_its_members_with_feff_in_the_tier(setup
     assert not torch.allclose(spectra["ensemble"][0][m], spectra["own"][0][m])
 
 
+def test_supercell_intervals_resample_whole_supercells():
+    from gnnspec.bench.scf_queries import supercell_intervals
+
+    sid = np.repeat([0, 1, 2, 3], 5)
+    defects = np.zeros((20, 1))
+    defects[::2] = 1
+    a = {"sid": sid, "defects": defects, "hit": np.zeros(20, bool), "content_err": np.full(20, 0.1), "prob": np.full((20, 1), 0.5)}
+    b = dict(a, hit=sid < 2, content_err=np.where(sid < 2, 0.0, 0.1))  # better on supercells 0 and 1 only
+    d = supercell_intervals(a, b, ("x",), n_boot=200)
+    assert d["hit@1"][0] == 0.5 and 0.0 <= d["hit@1"][1] < 0.5 < d["hit@1"][2] <= 1.0
+    assert np.isclose(d["content_mae"][0], -0.05) and d["auroc_x"] == [0.0, 0.0, 0.0]
+    # a draw holds whole supercells: the hit rate moves in steps of a quarter
+    draws = {round(v, 6) for v in np.linspace(0, 1, 5)}
+    assert round(d["hit@1"][1], 6) in draws and round(d["hit@1"][2], 6) in draws
+    with pytest.raises(ValueError, match="same queries"):
+        supercell_intervals(a, dict(b, sid=sid[::-1]), ("x",))
+
+
 def test_scores_cover_every_source_and_the_cli_writes_the_table(setup, tmp_path, capsys):
     _, data, model_file = setup
     model = load_checkpoint(model_file)
@@ -67,6 +85,9 @@ def test_scores_cover_every_source_and_the_cli_writes_the_table(setup, tmp_path,
     assert main(["--compare", f"a={model_file}", f"b={model_file}", "--data", str(data), "--tier", "hi", "--out", str(out), "--threads", "1"]) == 0
     saved = json.loads(out.with_suffix(".json").read_text())
     assert saved["a"]["sources"] == saved["b"]["sources"] and saved["a"]["simulator"] == "own"
+    # the same model against itself: every difference and its interval are 0
+    diffs = np.array([v for d in saved["b"]["intervals"].values() for v in d.values()], dtype=float)
+    assert saved["b"]["against"] == "a" and np.all((diffs == 0) | np.isnan(diffs)) and (diffs == 0).any()
     text = out.read_text()
     assert all(c in text for c in COLUMNS) and text.count("| a | own |") == len(SOURCES)
     assert main(["--compare", f"a={model_file}", "--data", str(data), "--tier", "ultra", "--out", str(out)]) == 2

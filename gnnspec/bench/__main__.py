@@ -103,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         results["inverse_tier"]["simulator"] = encoder_simulator(model)
         print(f"the encoder on FEFF's own {tier} spectra ...", file=sys.stderr)
         with_tier = LMDBStructureDataset(args.data, "test", cutoff=cutoff, channels=model.cfg.channels, extra_tiers=(tier,))
-        results["scf_queries"] = {"tier": tier, "simulator": encoder_simulator(model), **score_model(model, ds["train"], with_tier, tier)}
+        queried = score_model(model, ds["train"], with_tier, tier)
+        results["scf_queries"] = {"tier": tier, "simulator": encoder_simulator(model), "environments": queried["environments"], "sources": queried["sources"]}
     headline = results["inverse_tier"]["table"] if tier is not None else results["inverse"]
     multimodal_figure(headline, out / "multimodal_auroc.png", f"defect AUROC by channel set, test split{f', {tier} fidelity' if tier else ''}; {caption}")
 

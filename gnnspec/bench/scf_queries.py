@@ -33,6 +33,7 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from gnnspec.data import keys as K
@@ -77,11 +78,76 @@ def query_table(base, x: torch.Tensor, mask: torch.Tensor):
     return table
 
 
+@torch.no_grad()
+def outcomes(model, table, library: list, content_tol: float) -> dict[str, np.ndarray]:
+    """Per query row of ``table`` (its environments with spectra): label-match ``hit`` of the nearest
+    structure embedding in ``library`` (tables), mean absolute content error ``content_err`` and
+    defect probabilities ``prob``, each also ``quantified_`` (the exact quantification) for an
+    encoder that reads one; with the rows' ``defects`` and ``sid``. Their means and AUROCs are
+    :func:`gnnspec.train.align.score`'s metrics."""
+    from gnnspec.structures.environments import labels_match
+
+    q = table.with_spectra
+    lib_emb = torch.cat([t.structure_embeddings(model) for t in library])
+    lib_content, lib_defects = torch.cat([t.content for t in library]), torch.cat([t.defects for t in library])
+    truth_content, truth_defects = table.content[q], table.defects[q]
+    out = {"defects": truth_defects.cpu().numpy(), "sid": table.sid[q].cpu().numpy()}
+    for quantified in (False, True) if model.encoder.takes_quantification else (False,):
+        emb = table.spectrum_embeddings(model, q, quantified=quantified)
+        content, prob = model.property_answers(emb)
+        best = (emb @ lib_emb.t()).argmax(dim=1)
+        prefix = "quantified_" if quantified else ""
+        out[prefix + "hit"] = labels_match(lib_content[best], lib_defects[best], truth_content, truth_defects, content_tol).cpu().numpy()
+        out[prefix + "content_err"] = np.abs(content - truth_content.cpu().numpy()).mean(axis=1)
+        out[prefix + "prob"] = prob
+    return out
+
+
+def metrics(o: dict[str, np.ndarray], defects: tuple[str, ...], rows: np.ndarray | None = None) -> dict[str, float]:
+    """The table's metrics (:data:`COLUMNS`, plus quantified content MAE) of outcomes ``o`` on ``rows`` (default: all)."""
+    from gnnspec.scoring import auroc
+
+    rows = np.arange(len(o["sid"])) if rows is None else rows
+    out = {}
+    for prefix in ("", "quantified_"):
+        if prefix + "hit" not in o:
+            continue
+        out[prefix + "hit@1"] = float(o[prefix + "hit"][rows].mean())
+        out[prefix + "content_mae"] = float(o[prefix + "content_err"][rows].mean())
+        for j, name in enumerate(defects):
+            out[f"{prefix}auroc_{name}"] = auroc(o[prefix + "prob"][rows, j], o["defects"][rows, j])
+    return out
+
+
+def supercell_intervals(a: dict, b: dict, defects: tuple[str, ...], n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
+    """``{metric: [b - a, low, high]}``: the difference of two models' metrics on the same query
+    rows, with a percentile interval from resampling the supercells (the rows of one supercell share
+    its composition and defects, so they are not independent draws)."""
+    if not np.array_equal(a["sid"], b["sid"]):
+        raise ValueError("the two models' outcomes are not on the same queries")
+    sids = np.unique(a["sid"])
+    rows_of = {sid: np.nonzero(a["sid"] == sid)[0] for sid in sids}
+    rng = np.random.default_rng(seed)
+    point = {k: metrics(b, defects)[k] - v for k, v in metrics(a, defects).items()}
+    draws = {k: [] for k in point}
+    for _ in range(n_boot):
+        rows = np.concatenate([rows_of[sid] for sid in rng.choice(sids, size=len(sids))])
+        ma, mb = metrics(a, defects, rows), metrics(b, defects, rows)
+        for k in point:
+            draws[k].append(mb[k] - ma[k])
+    tail = 100 * (1 - level) / 2
+    out = {}
+    for k, v in point.items():
+        d = np.asarray(draws[k], dtype=np.float64)
+        d = d[np.isfinite(d)]  # an AUROC is undefined on a draw with one class only
+        out[k] = [float(v), *map(float, np.percentile(d, [tail, 100 - tail]))] if np.isfinite(v) and d.size else [float("nan")] * 3
+    return out
+
+
 def score_model(model, train_graphs, graphs, tier: str, content_tol: float = 0.05) -> dict:
-    """``{"environments": n, "sources": {source: metrics}}`` of ``model`` on the environments of
-    ``graphs`` with FEFF spectra in ``tier`` (module docstring)."""
+    """``{"environments": n, "sources": {source: metrics}, "outcomes": {source: per-row outcomes}}``
+    of ``model`` on the environments of ``graphs`` with FEFF spectra in ``tier`` (module docstring)."""
     from gnnspec.models.environment_table import EnvironmentTable
-    from gnnspec.train.align import score
 
     library = EnvironmentTable(model, train_graphs, features=True, simulator="own")
     base = EnvironmentTable(model, graphs, features=True, simulator="own")
@@ -90,7 +156,9 @@ def score_model(model, train_graphs, graphs, tier: str, content_tol: float = 0.0
     n = int(tables["feff"].with_spectra.numel())
     if n == 0:
         raise InputError(f"no environment of these structures has {tier}-tier FEFF spectra")
-    return {"environments": n, "sources": {s: score(model, t, [library, t], content_tol) for s, t in tables.items()}}
+    found = {s: outcomes(model, t, [library, t], content_tol) for s, t in tables.items()}
+    defects = tuple(model.cfg.defects)
+    return {"environments": n, "sources": {s: metrics(o, defects) for s, o in found.items()}, "outcomes": found, "defects": defects}
 
 
 #: How tables name the forward model an encoder learned from.
@@ -136,6 +204,21 @@ def render(results: dict) -> str:
             m = r["sources"][source]
             cells = [f"{m[c]:.3f}" if m.get(c) is not None else "-" for c in COLUMNS]
             lines.append(f"| {label} | {r['simulator']} | {r['environments']} | {source} | " + " | ".join(cells) + " |")
+    later = [(label, r) for label, r in results.items() if r.get("intervals")]
+    if later:
+        lines += [
+            "",
+            f"Differences against `{later[0][1]['against']}` on the same queries, with 95 % intervals from resampling the test "
+            "supercells (1000 draws; the environments of one supercell share its composition and defects):",
+            "",
+            "| model | queries | " + " | ".join(COLUMNS) + " |",
+            "| --- | --- | " + " | ".join("---" for _ in COLUMNS) + " |",
+        ]
+        for label, r in later:
+            for source in SOURCES:
+                d = r["intervals"][source]
+                cells = [f"{d[c][0]:+.3f} [{d[c][1]:+.3f}, {d[c][2]:+.3f}]" if c in d else "-" for c in COLUMNS]
+                lines.append(f"| {label} | {source} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -181,6 +264,13 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    labels = list(results)
+    for label in labels[1:]:  # each model against the first, on the same queries
+        first, this = results[labels[0]], results[label]
+        this["against"] = labels[0]
+        this["intervals"] = {s: supercell_intervals(first["outcomes"][s], this["outcomes"][s], this["defects"]) for s in SOURCES}
+    for r in results.values():
+        r.pop("outcomes")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render(results))

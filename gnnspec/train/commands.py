@@ -93,6 +93,7 @@ def add_ensemble_parser(subparsers) -> None:
         f"of its forward ensemble and linear heads, as gnnspec predict gives them ({REALIGN_EPOCHS} epochs unless --epochs; "
         "resumable); then run gnnspec calibrate again",
     )
+    p.add_argument("--lr", type=float, default=None, help="with --realign: peak learning rate (default: the model's own alignment's)")
     p.set_defaults(func=cmd_ensemble)
 
 
@@ -108,7 +109,7 @@ def cmd_ensemble(args) -> int:
     if args.realign:
         from gnnspec.train.realign import realign, summary_lines
 
-        record = realign(args.model, REALIGN_EPOCHS if args.epochs is None else args.epochs, args.data)
+        record = realign(args.model, REALIGN_EPOCHS if args.epochs is None else args.epochs, args.data, lr=args.lr)
         print("\n".join([f"{args.model}:", *summary_lines(record), "the calibration and support were fitted on the old embeddings: run gnnspec calibrate"]))
         return 0
     if args.keep_members and not args.forward_from:

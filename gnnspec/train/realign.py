@@ -46,9 +46,10 @@ def _encoders(model, ckpt: dict) -> list[tuple[str, int, dict | None]]:
     return out
 
 
-def realign(model_path: str | Path, epochs: int, data: str | None = None, log=print) -> dict:
+def realign(model_path: str | Path, epochs: int, data: str | None = None, log=print, lr: float | None = None) -> dict:
     """Realign every encoder of the checkpoint at ``model_path`` on its forward ensemble's spectra
-    (module docstring); resumable. Returns the ``realignment`` record."""
+    (module docstring); resumable. ``lr``: the peak learning rate (default: the alignment's own).
+    Returns the ``realignment`` record."""
     from gnnspec.config import from_dict
     from gnnspec.data.store import SpectraStore
     from gnnspec.models.environment_table import REALIGNMENT
@@ -83,7 +84,9 @@ def realign(model_path: str | Path, epochs: int, data: str | None = None, log=pr
             f"{model_path}: no forward ensemble or linear {align.spectra_tier} heads: the model predicts with its own head, "
             "which its encoder already learned (attach some with gnnspec ensemble --forward-from / --linear-heads)"
         )
-    align.epochs = int(epochs)
+    if lr is not None and not lr > 0:
+        raise InputError(f"the learning rate must be > 0, got {lr}")
+    align.epochs, align.lr = int(epochs), float(lr or align.lr)
     augment = from_dict(AugmentConfig, trained["augment"], f"{model_path}: augment")
     data = data or trained.get("data")
     if not data or not Path(data).exists():
@@ -94,10 +97,11 @@ def realign(model_path: str | Path, epochs: int, data: str | None = None, log=pr
         pool = generated_pool(from_dict(GeneratedConfig, trained.get("generated"), f"{model_path}: generated"), model.cfg.backbone.cutoff, model.cfg.channels)
     fingerprint = SpectraStore(data).fingerprint()
     progress = ckpt.get(PROGRESS) or {}
-    if progress and (progress.get("epochs") != align.epochs or progress.get("data_sha256") != fingerprint):
-        log(f"{model_path}: an unfinished realignment with other epochs or data is discarded")
+    settings = {"epochs": align.epochs, "lr": align.lr, "data_sha256": fingerprint}
+    if progress and any(progress.get(k) != v for k, v in settings.items()):
+        log(f"{model_path}: an unfinished realignment with other epochs, learning rate or data is discarded")
         progress = {}
-    progress = progress or {"epochs": align.epochs, "data_sha256": fingerprint, "done": {}}
+    progress = progress or {**settings, "done": {}}
     log(f"environment spectra of the forward ensemble ({member_count(model)} forward models, {linear} linear heads), tier {align.spectra_tier} ...")
     tables = alignment_tables(model, splits, align, pool, simulator="ensemble")
     train, val = tables
@@ -135,6 +139,7 @@ def realign(model_path: str | Path, epochs: int, data: str | None = None, log=pr
         "linear_heads": linear,
         "forward_sources": [m.get("source", "?") for m in (model.forward_ensemble_record or {}).get("members", [])],
         "epochs": align.epochs,
+        "lr": align.lr,
         "data": str(data),
         "data_sha256": fingerprint,
         "environments": int(len(train.with_spectra)),
@@ -151,7 +156,7 @@ def summary_lines(record: dict) -> list[str]:
 
     lines = [
         f"encoders realigned on the {record['tier']} spectra of {record['forward_models']} forward models "
-        f"and {record['linear_heads']} linear heads, {record['epochs']} epochs, {record['environments']} environments"
+        f"and {record['linear_heads']} linear heads, {record['epochs']} epochs (peak learning rate {record['lr']:g}), {record['environments']} environments"
     ]
     for name, d in record["encoders"].items():
         lines.append(f"  {name}: validation hit@1 {selection_score(d['val_before']):.3f} -> {selection_score(d['val_after']):.3f}")
