@@ -79,7 +79,7 @@ def test_scores_cover_every_source_and_the_cli_writes_the_table(setup, tmp_path,
     assert set(result["sources"]) == set(SOURCES) and result["environments"] > 0
     assert all(0.0 <= result["sources"][s]["hit@1"] <= 1.0 for s in SOURCES)
     lines = section({**result, "simulator": "ensemble"}, "## 2-3c")
-    assert lines[0] == "## 2-3c" and "forward ensemble with its linear heads" in lines[2]
+    assert lines[0] == "## 2-3c" and "learned the forward ensemble's spectra" in lines[2]
     assert [line.split(" | ")[0] for line in lines if line.startswith("| ") and not line.startswith("| ---")][1:] == [f"| {s}" for s in SOURCES]
     out = tmp_path / "q.md"
     assert main(["--compare", f"a={model_file}", f"b={model_file}", "--data", str(data), "--tier", "hi", "--out", str(out), "--threads", "1"]) == 0

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from gnnspec.bench import current_commit
-from gnnspec.bench.scf_queries import SIMULATED
+from gnnspec.models.environment_table import SIMULATED
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -107,13 +107,13 @@ def clean_test_set(model, test_ds) -> tuple[EnvironmentSet, str]:
     """The test environments with the spectra the encoder learned from, and their description:
     the forward model's in ``model.encoder_spectra_tier`` when the encoder was aligned on them
     (FEFF ran that tier on a few sites only), else the dataset's FEFF base tier."""
-    from gnnspec.models.environment_table import encoder_learned_tier, simulated_set
+    from gnnspec.models.environment_table import SIMULATED, encoder_learned_tier, encoder_simulator, simulated_set
 
     tier = encoder_learned_tier(model)
     if tier is None:
         return EnvironmentSet.from_dataset(test_ds), "FEFF, dataset base tier"
 
-    return simulated_set(model, test_ds, tier), f"forward model, tier {tier}"
+    return simulated_set(model, test_ds, tier), f"{SIMULATED[encoder_simulator(model)]}, tier {tier}"
 
 
 def robustness_table(model, lib: EnvironmentSet, lib_emb: np.ndarray, test: EnvironmentSet) -> dict[str, dict]:

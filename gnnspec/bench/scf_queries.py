@@ -38,6 +38,7 @@ import torch
 
 from gnnspec.data import keys as K
 from gnnspec.errors import InputError
+from gnnspec.models.environment_table import SIMULATED
 
 SOURCES = ("feff", "ensemble", "own")
 #: Metrics in the order the table shows them.
@@ -159,10 +160,6 @@ def score_model(model, train_graphs, graphs, tier: str, content_tol: float = 0.0
     found = {s: outcomes(model, t, [library, t], content_tol) for s, t in tables.items()}
     defects = tuple(model.cfg.defects)
     return {"environments": n, "sources": {s: metrics(o, defects) for s, o in found.items()}, "outcomes": found, "defects": defects}
-
-
-#: How tables name the forward model an encoder learned from.
-SIMULATED = {"own": "model's own trained head", "ensemble": "forward ensemble with its linear heads"}
 
 
 def section(result: dict, title: str) -> list[str]:

@@ -55,7 +55,7 @@ from gnnspec.library.build import source_kind
 from gnnspec.library.consensus import check_ranking, entry_labels, pool_size
 from gnnspec.library.library import Library
 from gnnspec.library.store import structure_hash
-from gnnspec.models.environment_table import encoder_learned_tier, simulated_set
+from gnnspec.models.environment_table import SIMULATED, encoder_learned_tier, encoder_simulator, simulated_set
 from gnnspec.quantification.k_factors import read_k_factors
 from gnnspec.scoring import hit_rates
 from gnnspec.structures.environments import CONTENT_TOL, labels_match
@@ -188,7 +188,7 @@ def evaluate_library(
         "library_entries": lib.count,
         "data": str(data),
         "split": split or "all",
-        "query_spectra": "FEFF (dataset base tier)" if tier is None else f"forward model, tier {tier}",
+        "query_spectra": "FEFF (dataset base tier)" if tier is None else f"{SIMULATED[encoder_simulator(model)]}, tier {tier}",
         "query_structures": len(ds),
         "query_structures_in_library": int(overlap),
         "queries": len(rows),

@@ -38,7 +38,7 @@ import copy
 
 import torch
 
-from gnnspec.models.environment_table import EnvironmentTable
+from gnnspec.models.environment_table import SIMULATED, EnvironmentTable
 from gnnspec.quantification import channel_element_index, training_input
 from gnnspec.scoring import hit_rates, property_metrics
 from gnnspec.structures.environments import labels_match
@@ -46,8 +46,6 @@ from gnnspec.train.augment import augment_with_coverage, channel_dropout, eels_c
 from gnnspec.train.losses import content_loss, defect_loss, label_contrastive, same_labels
 
 TRAINED = ("env_embedding", "encoder", "properties")
-#: How the report names the forward model that simulated the encoder's spectra.
-_SIMULATED = {"own": "forward model", "ensemble": "forward ensemble"}
 
 
 def _set_trainable(model, trainable: bool) -> list[torch.nn.Parameter]:
@@ -201,6 +199,6 @@ def align_embeddings(
         "val": best,
         "environments": len(rows),
         "generated_structures": len(extra),
-        "spectra": "FEFF, base tier" if tier is None else f"{_SIMULATED[train.simulator]}, tier {cfg.spectra_tier}",
+        "spectra": "FEFF, base tier" if tier is None else f"{SIMULATED[train.simulator]}, tier {cfg.spectra_tier}",
     }
 
