@@ -7,9 +7,10 @@ spectra; the default of every command and API call that needs a model.
 It carries its property-head ensemble with calibrated temperatures, its training support
 (``gnnspec calibrate``, :mod:`gnnspec.analysis.attached`), its structure support, its encoder
 ensemble and its forward ensemble (:mod:`gnnspec.models.forward_ensemble`: the forward side of
-six more training runs, same channels and tiers: four of the multi-fidelity study with other loss
-settings, two of this model's own config with seeds 1 and 2; predictions are the mean of the
-seven with a spread calibrated on validation; docs/2026-12-06-forward-ensemble.md).
+ten more training runs, same channels and tiers: four of the multi-fidelity study with other loss
+settings, six of this model's own config with seeds 1-6, seeds 3-6 on the complete scf tier;
+predictions are the mean of the eleven and their linear scf heads with a spread calibrated on
+validation; docs/2026-12-06-forward-ensemble.md, docs/2026-12-06-eleven-forward-models-and-realignment.md).
 ``model.calibration.json``: the report of its calibration.
 """
 
