@@ -68,8 +68,11 @@ def test_the_ensemble_simulator_gives_the_models_prediction(tmp_path, runs):
 
 def test_realignment_trains_every_encoder_on_the_ensembles_spectra(tmp_path, runs):
     model_file, data = aligned_model(tmp_path, runs)
+    sidecar = model_file.with_name(model_file.stem + ".support.npz")  # where older models kept their support
+    sidecar.write_bytes(b"stale")
     before = read_checkpoint(model_file)
     record = realign(model_file, epochs=2, log=lambda *_: None)
+    assert not sidecar.exists()
     after = read_checkpoint(model_file)
     assert record["forward_models"] == 3 and list(record["encoders"]) == ["own", "encoder member 1", "encoder member 2"]
     assert after["realignment"]["epochs"] == 2 and PROGRESS not in after and not set(STALE) & set(after)

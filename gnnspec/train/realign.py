@@ -30,8 +30,10 @@ from pathlib import Path
 from gnnspec.errors import InputError
 
 PROGRESS = "realignment_progress"
-#: Entries fitted on the old embeddings, dropped by a realignment (``gnnspec calibrate`` refits them).
+#: Entries fitted on the old embeddings, dropped by a realignment (``gnnspec calibrate`` refits them),
+#: with the files older models kept them in (:mod:`gnnspec.analysis.attached`, a layer above this one).
 STALE = ("uncertainty_ensemble", "training_support")
+STALE_SIDECARS = (".uncertainty.npz", ".support.npz")
 
 
 def _encoders(model, ckpt: dict) -> list[tuple[str, int, dict | None]]:
@@ -147,6 +149,8 @@ def realign(model_path: str | Path, epochs: int, data: str | None = None, log=pr
     }
     entries[REALIGNMENT] = record
     write_checkpoint_entries(model_path, entries, remove=(PROGRESS, *STALE))
+    for suffix in STALE_SIDECARS:
+        Path(model_path).with_name(Path(model_path).stem + suffix).unlink(missing_ok=True)
     return record
 
 
