@@ -133,3 +133,17 @@ def test_the_cli_realigns_and_says_to_calibrate_again(tmp_path, runs):
         [sys.executable, "-m", "gnnspec", "ensemble", str(model_file), "--realign", "--linear-heads"], capture_output=True, text=True
     )
     assert bad.returncode == 2 and "--realign runs on its own" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_from_scratch_starts_each_encoder_from_its_seed(tmp_path, runs):
+    """--from-scratch: the stage starts from re-initialised weights (as gnnspec train does), so the
+    result differs from continuing the trained encoder; a resume with the other setting starts over."""
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    continued, _ = aligned_model(tmp_path / "a", runs)
+    fresh, _ = aligned_model(tmp_path / "b", runs)
+    realign(continued, epochs=1, log=lambda *_: None)
+    messages = []
+    record = realign(fresh, epochs=1, log=messages.append, from_scratch=True)
+    assert record["from_scratch"] and "from fresh weights from its seed" in messages[1]
+    a, b = read_checkpoint(continued)["model"], read_checkpoint(fresh)["model"]
+    assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith("encoder."))

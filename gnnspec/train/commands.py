@@ -94,6 +94,11 @@ def add_ensemble_parser(subparsers) -> None:
         "resumable); then run gnnspec calibrate again",
     )
     p.add_argument("--lr", type=float, default=None, help="with --realign: peak learning rate (default: the model's own alignment's)")
+    p.add_argument(
+        "--from-scratch",
+        action="store_true",
+        help="with --realign: re-initialise each encoder from its seed first instead of continuing from its trained weights",
+    )
     p.set_defaults(func=cmd_ensemble)
 
 
@@ -109,7 +114,7 @@ def cmd_ensemble(args) -> int:
     if args.realign:
         from gnnspec.train.realign import realign, summary_lines
 
-        record = realign(args.model, REALIGN_EPOCHS if args.epochs is None else args.epochs, args.data, lr=args.lr)
+        record = realign(args.model, REALIGN_EPOCHS if args.epochs is None else args.epochs, args.data, lr=args.lr, from_scratch=args.from_scratch)
         print("\n".join([f"{args.model}:", *summary_lines(record), "the calibration and support were fitted on the old embeddings: run gnnspec calibrate"]))
         return 0
     if args.keep_members and not args.forward_from:
