@@ -150,8 +150,8 @@ def score_model(model, train_graphs, graphs, tier: str, content_tol: float = 0.0
     of ``model`` on the environments of ``graphs`` with FEFF spectra in ``tier`` (module docstring)."""
     from gnnspec.models.environment_table import EnvironmentTable
 
-    library = EnvironmentTable(model, train_graphs, features=True, simulator="own")
-    base = EnvironmentTable(model, graphs, features=True, simulator="own")
+    library = EnvironmentTable(model, train_graphs, features=True)  # FEFF base-tier tables: labels and structure features
+    base = EnvironmentTable(model, graphs, features=True)
     spectra = source_spectra(model, graphs, tier)
     tables = {s: query_table(base, *spectra[s]) for s in SOURCES}
     n = int(tables["feff"].with_spectra.numel())
