@@ -44,7 +44,7 @@ from gnnspec.errors import InputError
 from gnnspec.models.config import ModelConfig
 from gnnspec.models.environment_table import checkpoint_simulator
 from gnnspec.models.forward_ensemble import ENTRY as FORWARD_ENSEMBLE
-from gnnspec.models.forward_ensemble import build_members, own_linear_heads
+from gnnspec.models.forward_ensemble import LazyMembers, own_linear_heads
 from gnnspec.models.joint import JointModel
 from gnnspec.models.structure_support import ENTRY as STRUCTURE_SUPPORT
 
@@ -175,7 +175,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     if record and not forward_ensemble:
         model.forward_ensemble_record = own_linear_heads(record)
     elif record:
-        model.forward_members = build_members(model, record, str(path))
+        model.forward_members = LazyMembers(model, record, str(path))  # built when a prediction needs them
         model.forward_ensemble_record = {k: v for k, v in record.items() if k != "members"} | {
             "members": [{k: v for k, v in m.items() if k != "weights"} for m in record["members"]]
         }
