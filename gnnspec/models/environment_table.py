@@ -33,10 +33,10 @@ from gnnspec.models.forward_ensemble import ensemble_pass
 from gnnspec.quantification import channel_element_index, channel_fractions
 
 CHUNK = 1024  # environments per encoder call
-#: Which forward model simulates a tier's environment spectra (:class:`EnvironmentTable`).
-SIMULATORS = ("own", "ensemble")
-#: How reports name each simulator's spectra.
+#: Which forward model simulates a tier's environment spectra (:class:`EnvironmentTable`), and how
+#: reports name its spectra.
 SIMULATED = {"own": "forward model", "ensemble": "forward ensemble"}
+SIMULATORS = tuple(SIMULATED)
 
 
 #: Checkpoint entry of an encoder realigned on the forward ensemble's spectra (:mod:`gnnspec.train.realign`).

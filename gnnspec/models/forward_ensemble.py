@@ -93,20 +93,30 @@ def member_record(path: str | Path) -> dict:
     }
 
 
-def build_members(model: nn.Module, record: dict, where: str = "forward_ensemble") -> list[nn.Module]:
-    """The members of ``record`` (beyond the model itself) as models in eval mode, on the model's
-    device and dtype; each holds only its forward side's trained weights."""
+def member_configs(model: nn.Module, record: dict, where: str) -> list[tuple[str, object]]:
+    """``(source name, ModelConfig)`` of every member of ``record``, each checked to line up with
+    ``model`` (:func:`check_compatible`)."""
     from gnnspec.config import from_dict
     from gnnspec.models.config import ModelConfig
-    from gnnspec.models.factory import build_model, load_portable_state_dict
 
-    param = next(model.parameters())
-    members = []
+    out = []
     for i, m in enumerate(record.get("members", [])):
         source = f"{where}: member {i + 1} ({m.get('source', '?')})"
         cfg = from_dict(ModelConfig, m["model_config"], f"{source}: model_config")
         cfg.compile = False
         check_compatible(model.cfg, cfg, source)
+        out.append((source, cfg))
+    return out
+
+
+def build_members(model: nn.Module, record: dict, where: str = "forward_ensemble") -> list[nn.Module]:
+    """The members of ``record`` (beyond the model itself) as models in eval mode, on the model's
+    device and dtype; each holds only its forward side's trained weights."""
+    from gnnspec.models.factory import build_model, load_portable_state_dict
+
+    param = next(model.parameters())
+    members = []
+    for (source, cfg), m in zip(member_configs(model, record, where), record.get("members", [])):
         member = build_model(cfg)
         own = forward_side(member)
         if set(m["weights"]) != set(own):
@@ -125,15 +135,10 @@ class LazyMembers(Sequence):
     """The forward members of a checkpoint, built (:func:`build_members`) the first time one is
     needed: loading a model for the encoder side only (``infer``, ``query``, ``map``) then costs
     no member construction (about 0.45 s each). Their configs are checked at once
-    (:func:`check_compatible`), so a member that cannot line up is still refused at load."""
+    (:func:`member_configs`), so a member that cannot line up is still refused at load."""
 
     def __init__(self, model: nn.Module, record: dict, where: str):
-        from gnnspec.config import from_dict
-        from gnnspec.models.config import ModelConfig
-
-        for i, m in enumerate(record.get("members", [])):
-            source = f"{where}: member {i + 1} ({m.get('source', '?')})"
-            check_compatible(model.cfg, from_dict(ModelConfig, m["model_config"], f"{source}: model_config"), source)
+        member_configs(model, record, where)  # refuse at load what cannot line up
         self._model, self._record, self._where = model, record, where
         self._members: list[nn.Module] | None = None
 
