@@ -60,8 +60,15 @@ def test_supercell_intervals_resample_whole_supercells():
     sid = np.repeat([0, 1, 2, 3], 5)
     defects = np.zeros((20, 1))
     defects[::2] = 1
-    a = {"sid": sid, "defects": defects, "hit": np.zeros(20, bool), "content_err": np.full(20, 0.1), "prob": np.full((20, 1), 0.5)}
-    b = dict(a, hit=sid < 2, content_err=np.where(sid < 2, 0.0, 0.1))  # better on supercells 0 and 1 only
+    a = {
+        "sid": sid,
+        "defects": defects,
+        "hit": np.zeros(20, bool),
+        "content": np.full((20, 1), 0.1),
+        "content_true": np.zeros((20, 1)),
+        "prob": np.full((20, 1), 0.5),
+    }
+    b = dict(a, hit=sid < 2, content=np.where(sid < 2, 0.0, 0.1)[:, None])  # better on supercells 0 and 1 only
     d = supercell_intervals(a, b, ("x",), n_boot=200)
     assert d["hit@1"][0] == 0.5 and 0.0 <= d["hit@1"][1] < 0.5 < d["hit@1"][2] <= 1.0
     assert np.isclose(d["content_mae"][0], -0.05) and d["auroc_x"] == [0.0, 0.0, 0.0]

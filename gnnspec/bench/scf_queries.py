@@ -81,32 +81,31 @@ def query_table(base, x: torch.Tensor, mask: torch.Tensor):
 
 @torch.no_grad()
 def outcomes(model, table, library: list, content_tol: float) -> dict[str, np.ndarray]:
-    """Per query row of ``table`` (its environments with spectra): label-match ``hit`` of the nearest
-    structure embedding in ``library`` (tables), mean absolute content error ``content_err`` and
-    defect probabilities ``prob``, each also ``quantified_`` (the exact quantification) for an
-    encoder that reads one; with the rows' ``defects`` and ``sid``. Their means and AUROCs are
-    :func:`gnnspec.train.align.score`'s metrics."""
-    from gnnspec.structures.environments import labels_match
+    """Per query row of ``table`` (its environments with spectra), as the alignment stage scores
+    them (:func:`gnnspec.train.align.embedding_outcomes`): label-match ``hit`` of the nearest
+    structure embedding in ``library`` (tables), predicted ``content`` and defect probabilities
+    ``prob``, each also ``quantified_`` (the exact quantification) for an encoder that reads one;
+    with the rows' true ``content_true``, ``defects`` and ``sid``."""
+    from gnnspec.train.align import embedding_outcomes
 
     q = table.with_spectra
-    lib_emb = torch.cat([t.structure_embeddings(model) for t in library])
-    lib_content, lib_defects = torch.cat([t.content for t in library]), torch.cat([t.defects for t in library])
-    truth_content, truth_defects = table.content[q], table.defects[q]
-    out = {"defects": truth_defects.cpu().numpy(), "sid": table.sid[q].cpu().numpy()}
+    lib = (
+        torch.cat([t.structure_embeddings(model) for t in library]),
+        torch.cat([t.content for t in library]),
+        torch.cat([t.defects for t in library]),
+    )
+    out = {"content_true": table.content[q].cpu().numpy(), "defects": table.defects[q].cpu().numpy(), "sid": table.sid[q].cpu().numpy()}
     for quantified in (False, True) if model.encoder.takes_quantification else (False,):
-        emb = table.spectrum_embeddings(model, q, quantified=quantified)
-        content, prob = model.property_answers(emb)
-        best = (emb @ lib_emb.t()).argmax(dim=1)
         prefix = "quantified_" if quantified else ""
-        out[prefix + "hit"] = labels_match(lib_content[best], lib_defects[best], truth_content, truth_defects, content_tol).cpu().numpy()
-        out[prefix + "content_err"] = np.abs(content - truth_content.cpu().numpy()).mean(axis=1)
-        out[prefix + "prob"] = prob
+        emb = table.spectrum_embeddings(model, q, quantified=quantified)
+        out[prefix + "hit"], out[prefix + "content"], out[prefix + "prob"] = embedding_outcomes(model, table, q, emb, lib, content_tol)
     return out
 
 
 def metrics(o: dict[str, np.ndarray], defects: tuple[str, ...], rows: np.ndarray | None = None) -> dict[str, float]:
-    """The table's metrics (:data:`COLUMNS`, plus quantified content MAE) of outcomes ``o`` on ``rows`` (default: all)."""
-    from gnnspec.scoring import auroc
+    """The table's metrics (:data:`COLUMNS`, plus the quantified content MAE and AUROCs) of outcomes
+    ``o`` on ``rows`` (default: all): :func:`gnnspec.scoring.property_metrics` and the hit rate."""
+    from gnnspec.scoring import property_metrics
 
     rows = np.arange(len(o["sid"])) if rows is None else rows
     out = {}
@@ -114,9 +113,8 @@ def metrics(o: dict[str, np.ndarray], defects: tuple[str, ...], rows: np.ndarray
         if prefix + "hit" not in o:
             continue
         out[prefix + "hit@1"] = float(o[prefix + "hit"][rows].mean())
-        out[prefix + "content_mae"] = float(o[prefix + "content_err"][rows].mean())
-        for j, name in enumerate(defects):
-            out[f"{prefix}auroc_{name}"] = auroc(o[prefix + "prob"][rows, j], o["defects"][rows, j])
+        found = property_metrics(o[prefix + "content"][rows], o["content_true"][rows], o[prefix + "prob"][rows], o["defects"][rows], defects)
+        out.update({prefix + k: v for k, v in found.items()})
     return out
 
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import torch
 
 from gnnspec.models.environment_table import SIMULATED, EnvironmentTable
@@ -79,14 +80,22 @@ def selection_score(scores: dict[str, float]) -> float:
     return 0.5 * (scores["hit@1"] + scores["quantified_hit@1"]) if "quantified_hit@1" in scores else scores["hit@1"]
 
 
-def _score_embeddings(model, query: EnvironmentTable, q, emb, lib, content_tol) -> dict[str, float]:
-    """Metrics of the spectrum embeddings ``emb`` of ``query``'s rows ``q``; ``lib``: the library's
-    (structure embeddings, content, defects)."""
+def embedding_outcomes(model, query: EnvironmentTable, q, emb, lib, content_tol) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row of the spectrum embeddings ``emb`` of ``query``'s rows ``q``: whether the nearest
+    library structure embedding shares its labels (``[n]`` bool), and the predicted content
+    ``[n, 5]`` and defect probabilities ``[n, 2]``; ``lib``: the library's (structure embeddings,
+    content, defects)."""
     lib_emb, lib_content, lib_defects = lib
     content, prob = model.property_answers(emb)
     best = (emb @ lib_emb.t()).argmax(dim=1)
     hit = labels_match(lib_content[best], lib_defects[best], query.content[q], query.defects[q], content_tol)
-    out = {"hit@1": hit_rates(hit.cpu().numpy()[:, None], 1)["hit@1"]}
+    return hit.cpu().numpy(), content, prob
+
+
+def _score_embeddings(model, query: EnvironmentTable, q, emb, lib, content_tol) -> dict[str, float]:
+    """Metrics of the spectrum embeddings ``emb`` of ``query``'s rows ``q`` (:func:`embedding_outcomes`)."""
+    hit, content, prob = embedding_outcomes(model, query, q, emb, lib, content_tol)
+    out = {"hit@1": hit_rates(hit[:, None], 1)["hit@1"]}
     return {**out, **property_metrics(content, query.content[q].cpu().numpy(), prob, query.defects[q].cpu().numpy(), model.cfg.defects)}
 
 
@@ -115,6 +124,21 @@ def alignment_tables(model, splits: dict, cfg, generated=None, simulator: str | 
     train = EnvironmentTable(model, list(splits["train"]) + extra, device, spectra_tier=tier, simulator=simulator)
     val = EnvironmentTable(model, splits["val"], device, spectra_tier=tier, simulator=simulator) if len(splits.get("val") or []) else None
     return train, val
+
+
+def recorded_alignment_data(model, trained: dict, cfg, data: str, where: str) -> tuple[dict, list | None]:
+    """What a repeat of a checkpoint's alignment stage trains on: the splits of ``data`` as ``model``
+    reads them and, when ``cfg.generated``, the same generated pool its training drew
+    (``trained["generated"]``, the recorded training config); ``where`` names the checkpoint in errors."""
+    from gnnspec.config import from_dict
+    from gnnspec.train.config import GeneratedConfig
+    from gnnspec.train.data import generated_pool, load_splits
+
+    splits = load_splits(data, model.cfg.backbone.cutoff, model.cfg.channels, tier=model.cfg.tiers[0])
+    pool = None
+    if cfg.generated:
+        pool = generated_pool(from_dict(GeneratedConfig, trained.get("generated"), f"{where}: generated"), model.cfg.backbone.cutoff, model.cfg.channels)
+    return splits, pool
 
 
 def align_embeddings(

@@ -105,8 +105,8 @@ def add_ensemble_parser(subparsers) -> None:
 def cmd_ensemble(args) -> int:
     from gnnspec.config import from_dict
     from gnnspec.models.factory import load_checkpoint, read_checkpoint
-    from gnnspec.train.config import AlignConfig, AugmentConfig, GeneratedConfig
-    from gnnspec.train.data import generated_pool, load_splits
+    from gnnspec.train.align import recorded_alignment_data
+    from gnnspec.train.config import AlignConfig, AugmentConfig
     from gnnspec.train.ensemble import build_ensemble
 
     if args.realign and (args.forward_from or args.linear_heads):
@@ -133,11 +133,7 @@ def cmd_ensemble(args) -> int:
         align.epochs = args.epochs
     augment = from_dict(AugmentConfig, trained["augment"], f"{args.model}: augment")
     model = load_checkpoint(args.model)
-    splits = load_splits(args.data or trained["data"], model.cfg.backbone.cutoff, model.cfg.channels, tier=model.cfg.tiers[0])
-    pool = None
-    if align.generated:  # the same generated structures as the first encoder's alignment
-        gcfg = from_dict(GeneratedConfig, trained.get("generated"), f"{args.model}: generated")
-        pool = generated_pool(gcfg, model.cfg.backbone.cutoff, model.cfg.channels)
+    splits, pool = recorded_alignment_data(model, trained, align, args.data or trained["data"], args.model)
     record = build_ensemble(model, args.model, splits, align, augment, args.members, generated=pool)
     print(
         f"{args.model}: {len(record['members'])} encoders; spread k = {record['k_content']:.2f} (content), "

@@ -70,9 +70,8 @@ def realign(
     )
     from gnnspec.models.forward_ensemble import member_count
     from gnnspec.models.linear_tier_heads import head_count
-    from gnnspec.train.align import align_embeddings, alignment_tables, score, selection_score
-    from gnnspec.train.config import AlignConfig, AugmentConfig, GeneratedConfig
-    from gnnspec.train.data import generated_pool, load_splits
+    from gnnspec.train.align import align_embeddings, alignment_tables, recorded_alignment_data, score, selection_score
+    from gnnspec.train.config import AlignConfig, AugmentConfig
     from gnnspec.train.ensemble import ENTRY, embedding_side, fit_spread, reinitialise, with_member
 
     if epochs < 1:
@@ -99,10 +98,7 @@ def realign(
     data = data or trained.get("data")
     if not data or not Path(data).exists():
         raise InputError(f"{model_path}: its training dataset {data!r} is not here (pass --data)")
-    splits = load_splits(data, model.cfg.backbone.cutoff, model.cfg.channels, tier=model.cfg.tiers[0])
-    pool = None
-    if align.generated:  # the same generated structures as the first alignment
-        pool = generated_pool(from_dict(GeneratedConfig, trained.get("generated"), f"{model_path}: generated"), model.cfg.backbone.cutoff, model.cfg.channels)
+    splits, pool = recorded_alignment_data(model, trained, align, data, str(model_path))
     fingerprint = SpectraStore(data).fingerprint()
     progress = ckpt.get(PROGRESS) or {}
     settings = {"epochs": align.epochs, "lr": align.lr, "from_scratch": bool(from_scratch), "data_sha256": fingerprint}
