@@ -133,6 +133,9 @@ def test_the_cli_realigns_and_says_to_calibrate_again(tmp_path, runs):
         [sys.executable, "-m", "gnnspec", "ensemble", str(model_file), "--realign", "--linear-heads"], capture_output=True, text=True
     )
     assert bad.returncode == 2 and "--realign runs on its own" in bad.stderr and "Traceback" not in bad.stderr
+    for flags in (["--lr", "1e-4"], ["--from-scratch"]):
+        ignored = subprocess.run([sys.executable, "-m", "gnnspec", "ensemble", str(model_file), *flags], capture_output=True, text=True)
+        assert ignored.returncode == 2 and "add --realign" in ignored.stderr and "Traceback" not in ignored.stderr
 
 
 def test_from_scratch_starts_each_encoder_from_its_seed(tmp_path, runs):

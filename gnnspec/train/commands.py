@@ -109,6 +109,8 @@ def cmd_ensemble(args) -> int:
     from gnnspec.train.config import AlignConfig, AugmentConfig
     from gnnspec.train.ensemble import build_ensemble
 
+    if not args.realign and (args.lr is not None or args.from_scratch):
+        raise InputError("--lr and --from-scratch set up a realignment: add --realign")
     if args.realign and (args.forward_from or args.linear_heads):
         raise InputError("--realign runs on its own: attach the forward models and linear heads first, then realign")
     if args.realign:
