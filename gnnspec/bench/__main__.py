@@ -88,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"classical baselines in the {model.cfg.tiers[-1]} tier ...", file=sys.stderr)
         tiers = [model.cfg.tiers[0], model.cfg.tiers[-1]]
         results["forward_tier"]["baselines"] = tier_baseline_table(args.data, model.cfg.channels, tiers, cutoff, 50 if args.quick else 200, model)
+        from gnnspec.bench.error_groups import error_groups
+
+        results["forward_tier"]["groups"] = error_groups(model, args.data)
 
     print("inverse accuracy and multimodal table ...", file=sys.stderr)
     envs = {s: EnvironmentSet.from_dataset(d) for s, d in ds.items()}
@@ -193,6 +196,19 @@ def render(r: dict, info: dict, caption: str) -> str:
         from gnnspec.bench.report import tier_forward_section
 
         lines += tier_forward_section(r["forward_tier"]["table"], r["forward_tier"]["tier"], r["forward_tier"]["base"], r["forward_tier"].get("baselines"))
+        if r["forward_tier"].get("groups"):
+            from gnnspec.bench import error_groups
+
+            lines += [
+                f"## 1c. Where the {r['forward_tier']['tier']}-tier error sits",
+                "",
+                f"The model's {r['forward_tier']['tier']} prediction per group of test sites, R^2 around the channel's overall mean "
+                "(site counts in brackets; `gnnspec.bench.error_groups`). How much of the tier any model can learn (FEFF against "
+                "itself at a geometry moved by 0.01 A; FEFF runs, not part of this report): `benchmarks/repeatability.md`.",
+                "",
+                *error_groups.render(r["forward_tier"]["groups"]),
+                "",
+            ]
     tier = (r.get("inverse_tier") or {}).get("tier")
     lines += inverse_section(
         r["inverse"],

@@ -158,7 +158,7 @@ def run_plan(
     done = {(r["element"], r["sid"], r["site"], r["displacement"], r["draw"]) for r in state["results"]}
     todo = [j for j in jobs_of(state["plan"], controls, sigma_a, draw) if j not in done]
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(state, indent=1))
+    out.write_text(json.dumps(state))
     with cf.ProcessPoolExecutor(max_workers=workers) as pool:
         futures = {}
         for job in todo:
@@ -172,7 +172,7 @@ def run_plan(
                 print(f"{element} supercell {sid} site {site} moved {sigma} A: FEFF failed: {exc}", file=sys.stderr, flush=True)
                 continue
             state["results"].append({"element": element, "sid": sid, "site": site, "displacement": sigma, "draw": d, "seconds": seconds, "spectra": spectra})
-            out.write_text(json.dumps(state, indent=1))
+            out.write_text(json.dumps(state))
             print(f"{element} supercell {sid} site {site} moved {sigma} A: {seconds:.0f} s", flush=True)
     return state
 
