@@ -47,6 +47,9 @@ def test_sites_spread_over_the_test_supercells_and_a_short_split_is_named(data):
     assert first[:2] == [[1, lowest[1]], [2, lowest[2]]] and first[2][0] == 1 and first[2][1] > lowest[1]
     with pytest.raises(InputError, match=f"holds {len(held)} O sites with the scf tier, not 99"):
         plan_sites(store, "scf", "O", 99)
+    assert plan_sites(store, "scf", "O", 2, skip=[first[0]]) == first[1:3]  # more sites after those recorded
+    with pytest.raises(InputError, match=f"holds {len(held) - 1} more O sites"):
+        plan_sites(store, "scf", "O", len(held), skip=[first[0]])
     state = {"plan": {"O": first[:1]}}
     add_sites(store, "scf", state, [tuple(first[2]), tuple(first[2])])  # a named site joins its element's plan once
     assert state == {"plan": {"O": [first[0], first[2]]}, "added": [first[2]]}

@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures as cf
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -79,16 +80,19 @@ def tier_test_spectra(store, tier: str, channels: list[str]) -> dict[tuple[int, 
     return out
 
 
-def plan_sites(store, tier: str, element: str, n_sites: int) -> list[list[int]]:
-    """``n_sites`` test sites of ``element`` with the tier: the lowest-index site of each test
-    supercell in turn (supercells by id), then the next ones, so the sites spread over supercells."""
+def plan_sites(store, tier: str, element: str, n_sites: int, skip: list | None = None) -> list[list[int]]:
+    """``n_sites`` test sites of ``element`` with the tier, leaving out those in ``skip``: the
+    lowest-index site of each test supercell in turn (supercells by id), then the next ones, so
+    the sites spread over supercells."""
     channels = tier_channels(store, tier, element)
     by_supercell: dict[int, list[int]] = {}
     for sid, site in tier_test_spectra(store, tier, channels):
         by_supercell.setdefault(sid, []).append(site)
     order = [[sid, sites[k]] for k in range(max(map(len, by_supercell.values()), default=0)) for sid, sites in sorted(by_supercell.items()) if k < len(sites)]
+    order = [s for s in order if s not in (skip or [])]
     if len(order) < n_sites:
-        raise InputError(f"{store.path}: the test split holds {len(order)} {element} sites with the {tier} tier, not {n_sites}")
+        more = " more" if skip else ""
+        raise InputError(f"{store.path}: the test split holds {len(order)}{more} {element} sites with the {tier} tier, not {n_sites}")
     return order[:n_sites]
 
 
@@ -135,6 +139,14 @@ def add_sites(store, tier: str, state: dict, sites: list[tuple[int, int]]) -> No
             added.append([sid, site])
 
 
+def _write(out: Path, state: dict) -> None:
+    """Replace ``out`` with ``state`` in one step, so a stop while writing loses no rerun."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(state))
+    os.replace(tmp, out)
+
+
 def run_plan(
     data: str, out: Path, tier: str, elements: list[str], n_sites: int, controls: int, sigma_a: float, draw: int, workers: int, extra: list | None = None
 ) -> dict:
@@ -152,13 +164,11 @@ def run_plan(
         known = state["plan"].get(element, [])
         chosen = [s for s in known if s not in added]  # by the rule; named sites do not count
         if len(chosen) < n_sites:  # keep the recorded sites, add new ones after them
-            fresh = [s for s in plan_sites(store, tier, element, len(known) + n_sites) if s not in known]
-            state["plan"][element] = known + fresh[: n_sites - len(chosen)]
+            state["plan"][element] = known + plan_sites(store, tier, element, n_sites - len(chosen), skip=known)
     add_sites(store, tier, state, extra or [])
     done = {(r["element"], r["sid"], r["site"], r["displacement"], r["draw"]) for r in state["results"]}
     todo = [j for j in jobs_of(state["plan"], controls, sigma_a, draw) if j not in done]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(state))
+    _write(out, state)
     with cf.ProcessPoolExecutor(max_workers=workers) as pool:
         futures = {}
         for job in todo:
@@ -172,7 +182,7 @@ def run_plan(
                 print(f"{element} supercell {sid} site {site} moved {sigma} A: FEFF failed: {exc}", file=sys.stderr, flush=True)
                 continue
             state["results"].append({"element": element, "sid": sid, "site": site, "displacement": sigma, "draw": d, "seconds": seconds, "spectra": spectra})
-            out.write_text(json.dumps(state))
+            _write(out, state)
             print(f"{element} supercell {sid} site {site} moved {sigma} A: {seconds:.0f} s", flush=True)
     return state
 
