@@ -21,14 +21,7 @@ Run: ``python -m gnnspec.bench.error_groups`` (the shipped model and dataset; wr
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import sys
-from pathlib import Path
-
 import numpy as np
-import torch
 
 from gnnspec.errors import InputError
 
@@ -120,44 +113,17 @@ def render(table: dict[str, dict]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    p = argparse.ArgumentParser(prog="python -m gnnspec.bench.error_groups", description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", default="datasets/nmc_feff10_fast", help="dataset (LMDB folder)")
-    p.add_argument("--model", default=None, help="model checkpoint (default: the shipped model)")
-    p.add_argument("--out", default="benchmarks/error_groups.md", help="markdown table (its JSON beside it)")
-    p.add_argument("--threads", type=int, default=2, help="torch threads")
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    from gnnspec.bench import model_table_main
 
-    from gnnspec.bench import current_commit
-    from gnnspec.bench.fidelity import _data_label, _members_note
-    from gnnspec.models.factory import DEFAULT_MODEL, load_checkpoint
+    def describe(model, table):
+        tier = list(model.cfg.tiers)[1]
+        intro = (
+            f"R^2 of the model's {tier} prediction on the test sites where FEFF computed that tier, per group of sites "
+            "(around the channel's overall mean; site counts in brackets). See `gnnspec.bench.error_groups`."
+        )
+        return f"# Where the {tier}-tier error sits", intro, render(table)
 
-    try:
-        model = load_checkpoint(args.model or DEFAULT_MODEL)
-        table = error_groups(model, args.data)
-    except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    tier = list(model.cfg.tiers)[1]
-    caption = f"`python -m gnnspec.bench.error_groups` at commit {current_commit()}; {_data_label(args.data)}; model {args.model or 'the shipped model'}{_members_note(model)}"
-    text = [
-        f"# Where the {tier}-tier error sits",
-        "",
-        f"R^2 of the model's {tier} prediction on the test sites where FEFF computed that tier, per group of sites "
-        "(around the channel's overall mean; site counts in brackets). See `gnnspec.bench.error_groups`.",
-        "",
-        *render(table),
-        "",
-        caption,
-        "",
-    ]
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(text))
-    out.with_suffix(".json").write_text(json.dumps({"table": table, "caption": caption}, indent=1))
-    print("\n".join(text))
-    return 0
+    return model_table_main(argv, "gnnspec.bench.error_groups", __doc__, "benchmarks/error_groups.md", error_groups, describe)
 
 
 if __name__ == "__main__":

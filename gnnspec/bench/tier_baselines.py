@@ -29,12 +29,6 @@ higher-tier section.
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import sys
-from pathlib import Path
-
 import numpy as np
 import torch
 
@@ -133,44 +127,20 @@ def render(table: dict, tier: str, base: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    p = argparse.ArgumentParser(prog="python -m gnnspec.bench.tier_baselines", description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", default="datasets/nmc_feff10_fast", help="dataset (LMDB folder)")
-    p.add_argument("--model", default=None, help="model checkpoint (default: the shipped model)")
-    p.add_argument("--out", default="benchmarks/tier_baselines.md", help="markdown table (its JSON beside it)")
-    p.add_argument("--threads", type=int, default=2, help="torch threads")
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    from gnnspec.bench import model_table_main
 
-    from gnnspec.bench import current_commit
-    from gnnspec.bench.fidelity import _data_label, _members_note
-    from gnnspec.models.factory import DEFAULT_MODEL, load_checkpoint
+    def make_table(model, data):
+        return tier_baseline_table(data, model.cfg.channels, list(model.cfg.tiers), model.cfg.backbone.cutoff, model=model)
 
-    try:
-        model = load_checkpoint(args.model or DEFAULT_MODEL)
-        tiers = list(model.cfg.tiers)
-        table = tier_baseline_table(args.data, model.cfg.channels, tiers, model.cfg.backbone.cutoff, model=model)
-    except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    caption = f"`python -m gnnspec.bench.tier_baselines` at commit {current_commit()}; {_data_label(args.data)}; model {args.model or 'the shipped model'}{_members_note(model)}"
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    text = [
-        f"# Classical baselines in the {tiers[1]} tier",
-        "",
-        f"R^2 around the channel's mean {tiers[1]} spectrum on the test sites where FEFF computed it; every method fitted "
-        f"on the training split's {tiers[1]} sites (hyperparameters on validation). See `gnnspec.bench.tier_baselines`.",
-        "",
-        *render(table, tiers[1], tiers[0]),
-        "",
-        caption,
-        "",
-    ]
-    out.write_text("\n".join(text))
-    out.with_suffix(".json").write_text(json.dumps({"table": table, "caption": caption}, indent=1))
-    print("\n".join(text))
-    return 0
+    def describe(model, table):
+        base, tier = list(model.cfg.tiers)[:2]
+        intro = (
+            f"R^2 around the channel's mean {tier} spectrum on the test sites where FEFF computed it; every method fitted "
+            f"on the training split's {tier} sites (hyperparameters on validation). See `gnnspec.bench.tier_baselines`."
+        )
+        return f"# Classical baselines in the {tier} tier", intro, render(table, tier, base)
+
+    return model_table_main(argv, "gnnspec.bench.tier_baselines", __doc__, "benchmarks/tier_baselines.md", make_table, describe)
 
 
 if __name__ == "__main__":
