@@ -7,7 +7,7 @@ tier is fitted on reference compounds measured with a foil calibration
 
     offset_eV = mean over compounds of (measured edge - FEFF edge)
 
-with the edge position defined once, in :func:`gnnspec.bench.measured.edge_position` (half
+with the edge position defined once, in :func:`gnnspec.edge_position.half_step_energy` (half
 step). Adding the offset to FEFF's energies puts a simulated spectrum on the measured energy
 scale; equivalently, subtracting it from calibrated measured energies puts a measurement on the
 energy scale a model trained on that tier has seen (:func:`to_feff_scale`). The chemical shift
@@ -37,7 +37,7 @@ from gnnspec.errors import InputError
 from gnnspec.jsonio import write_json
 
 FORMAT = "gnnspec.edge_offsets/1"
-DEFINITION = "offset_eV = mean over reference compounds of (measured edge - FEFF edge); half-step edge positions (gnnspec.bench.measured.edge_position)"
+DEFINITION = "offset_eV = mean over reference compounds of (measured edge - FEFF edge); half-step edge positions (gnnspec.edge_position.half_step_energy)"
 
 
 def default_path() -> Path:

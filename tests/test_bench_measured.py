@@ -4,8 +4,9 @@ on the shared reference files (the FEFF runs themselves are exercised by make be
 import numpy as np
 import pytest
 
-from gnnspec.bench.measured import MEASURED, REFERENCE_DIR, compare, edge_position, inequivalent_sites, measured_on_grid
+from gnnspec.bench.measured import MEASURED, REFERENCE_DIR, compare, inequivalent_sites, measured_on_grid
 from gnnspec.channels import CHANNELS
+from gnnspec.edge_position import half_step_energy
 
 
 def _step(grid, at):
@@ -16,7 +17,7 @@ def test_edge_position_and_comparison_recover_a_known_shift():
     ch = CHANNELS["Mn-K-xas"]
     grid = ch.grid
     measured, simulated = _step(grid, 6550.0), _step(grid, 6546.0)
-    assert edge_position(grid, measured, ch.edge_energy) == pytest.approx(6550.0, abs=0.3)
+    assert half_step_energy(grid, measured, ch.edge_energy) == pytest.approx(6550.0, abs=0.3)
     r = compare(grid, measured, simulated, ch.edge_energy)
     assert r["edge_error_eV"] == pytest.approx(-4.0, abs=0.05)
     assert r["spearman"] > 0.99 and r["cosine"] > 0.999  # the same shape once the edges are aligned
@@ -35,9 +36,9 @@ def test_inequivalent_sites_carry_their_multiplicities():
 def test_measured_references_land_on_the_channel_grid_with_their_edges():
     y, info = measured_on_grid("Mn-K-xas", MEASURED["MnO"][0][2])
     assert info["scans"] == 3 and y.shape == CHANNELS["Mn-K-xas"].grid.shape
-    assert edge_position(CHANNELS["Mn-K-xas"].grid, y, 6539.0) == pytest.approx(6543.6, abs=0.3)
+    assert half_step_energy(CHANNELS["Mn-K-xas"].grid, y, 6539.0) == pytest.approx(6543.6, abs=0.3)
     y2, _ = measured_on_grid("Mn-K-xas", MEASURED["beta-MnO2"][0][2])
-    assert edge_position(CHANNELS["Mn-K-xas"].grid, y2, 6539.0) - 6543.6 == pytest.approx(8.0, abs=0.5)
+    assert half_step_energy(CHANNELS["Mn-K-xas"].grid, y2, 6539.0) - 6543.6 == pytest.approx(8.0, abs=0.5)
 
 
 @pytest.mark.skipif(not REFERENCE_DIR.is_dir(), reason="shared/data/experimental_reference is absent")
@@ -55,6 +56,20 @@ def test_a_new_model_is_scored_beside_the_stored_feff_rows():
     assert "forward model" not in methods or model_label(model) == "forward model"
     assert methods.count("FEFF scf") == 1 and methods.count(model_label(model)) == sum(len(v) for v in MEASURED.values())
     assert model_label(model) in result["valence_order"]
+    # one forward model: no edge spread to state, and the page says none
+    assert set(result["model_edge_spread_eV"][model_label(model)]) == set(MEASURED)
+    assert all(v is None for v in result["model_edge_spread_eV"][model_label(model)].values())
+
+
+def test_the_page_states_the_forward_models_edge_spread():
+    from gnnspec.bench.measured import render
+
+    order = {"forward model (scf)": {"edges_eV": {"MnO": 6552.94, "Mn2O3": 6552.5}, "pairs_in_valence_order": 1, "pairs": 1}}
+    with_spread = {"rows": [], "valence_order": order, "measured_edges_eV": {}, "model_edge_spread_eV": {"forward model (scf)": {"MnO": 7.08, "Mn2O3": 0.4}}}
+    page = render(with_spread, "test")
+    assert "MnO 6552.9 ± 7.1, Mn2O3 6552.5 ± 0.4" in page and "calibrated edge spread" in page
+    without = render({**with_spread, "model_edge_spread_eV": {"forward model (scf)": {"MnO": None, "Mn2O3": None}}}, "test")
+    assert "±" not in without and "MnO 6552.9, Mn2O3 6552.5" in without
 
 
 @pytest.mark.skipif(not (REFERENCE_DIR.parent / "experimental_eels_nmc").is_dir(), reason="shared/data/experimental_eels_nmc is absent")

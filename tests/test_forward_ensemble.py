@@ -8,6 +8,7 @@ import pytest
 import torch
 from model_fixtures import model_with_members, save_run, two_tier_runs
 
+from gnnspec.channels import CHANNELS
 from gnnspec.errors import InputError
 from gnnspec.models.factory import build_model, load_checkpoint, load_model, read_checkpoint
 from gnnspec.models.forward_ensemble import ENTRY, attach_members, ensemble_pass, forward_side, member_count
@@ -179,3 +180,100 @@ def test_explain_reports_member_mean_contributions_and_the_spread(ensemble, lico
     np.testing.assert_allclose(result["contributions"].sum(0), result["spectrum"], rtol=1e-6, atol=1e-9)
     doc = json.loads(next(f for f in write_explanation(result, tmp_path / "ex") if f.suffix == ".json").read_text())
     assert doc["forward_models"] == 4 and len(doc["spread"]) == len(doc["energy"])
+
+
+def test_edges_are_the_half_steps_of_the_mean_and_of_each_forward_model(setup, ensemble, licoo2):
+    from gnnspec.edge_position import half_step_energy
+    from gnnspec.models.predicted_edges import KEY
+
+    _, _, paths = setup
+    model_file, record = ensemble
+    model = load_checkpoint(model_file)
+    singles = [load_checkpoint(p) for p in paths]
+    calibration = read_checkpoint(model_file)[ENTRY][KEY]  # written by attach_members
+    assert calibration["split"] == "val" and calibration["coverage"] == 0.68
+    co = next(i for i, site in enumerate(licoo2) if site.specie.symbol == "Co")
+    grid, edge = CHANNELS["Co-K-xas"].grid, CHANNELS["Co-K-xas"].edge_energy
+    for tier in ("synthetic", "hi"):
+        got = model.predict_edges(licoo2, co, tier=tier)[co]["Co-K-xas"]
+        mean = model.predict_site_spectra(licoo2, [co], tier=tier)[co]["Co-K-xas"][1]
+        assert got["edge_eV"] == pytest.approx(half_step_energy(grid, mean, edge), abs=1e-6)
+        each = [half_step_energy(grid, m.predict_site_spectra(licoo2, [co], tier=tier)[co]["Co-K-xas"][1], edge) for m in singles]
+        assert [e is None for e in got["forward_models_edge_eV"]] == list(np.isnan(each))
+        finite = [e for e in each if np.isfinite(e)]
+        np.testing.assert_allclose([e for e in got["forward_models_edge_eV"] if e is not None], finite, atol=1e-6)
+        assert len(finite) > 1 and got["edge_std_eV"] == pytest.approx(np.std(finite, ddof=1), abs=1e-6)
+        k = calibration["k"].get(tier, {}).get("Co-K-xas")
+        assert ("edge_spread_eV" in got) == (k is not None)
+        if k is not None:
+            assert got["edge_spread_eV"] == pytest.approx(k * got["edge_std_eV"])
+        assert "edge_measured_scale_eV" not in got  # no offset is fitted for these synthetic tiers
+    # a calibration's k scales the spread (the synthetic spectra have no rising step to fit it on)
+    model.forward_ensemble_record = {**model.forward_ensemble_record, KEY: {"k": {"hi": {"Co-K-xas": 2.5}}}}
+    got = model.predict_edges(licoo2, co, tier="hi")[co]["Co-K-xas"]
+    assert got["edge_spread_eV"] == pytest.approx(2.5 * got["edge_std_eV"])
+    assert "edge_spread_eV" not in model.predict_edges(licoo2, co, tier="synthetic")[co]["Co-K-xas"]
+    # the model's own forward side alone: the edge, no spread; a site without a step edge: none
+    own = load_checkpoint(model_file, forward_ensemble=False).predict_edges(licoo2, [co, 0])
+    assert set(own[co]["Co-K-xas"]) == {"edge_eV"} and own[0] == {}
+
+
+def test_forward_model_spectra_average_to_the_prediction(setup, ensemble, licoo2):
+    model_file, _ = ensemble
+    model = load_checkpoint(model_file)
+    s, g = model._graph(read_structure(licoo2), environments=False)
+    out = ensemble_pass(model, g, torch.arange(len(s)), 1)
+    assert out["forward_model_spectra"].shape[0] == 4
+    torch.testing.assert_close(out["forward_model_spectra"].mean(0), out["spectra"])
+
+
+def test_predict_cli_writes_edges_and_ensemble_cli_calibrates_them(ensemble, licoo2, tmp_path, capsys):
+    from gnnspec.cli import main
+    from gnnspec.models.predicted_edges import KEY
+
+    model_file, _ = ensemble
+    cif = tmp_path / "licoo2.cif"
+    licoo2.to(filename=str(cif))
+    out = tmp_path / "pred.jsonl"
+    assert main(["predict", str(cif), "--model", str(model_file), "--out", str(out)]) == 0
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    by_element = {r["meta"]["element"]: r["meta"] for r in records}
+    assert "Co-K-xas" in by_element["Co"]["edges"] and "edges" not in by_element["O"]
+    assert "half-step" in records[0]["meta"]["edge_meaning"]
+    before = read_checkpoint(model_file)[ENTRY]
+    copy = tmp_path / "copy.pt"
+    copy.write_bytes(model_file.read_bytes())
+    assert main(["ensemble", str(copy), "--edge-spread"]) == 0
+    assert "edge spread calibrated" in capsys.readouterr().out
+    after = read_checkpoint(copy)[ENTRY]
+    assert after[KEY]["k"] == before[KEY]["k"] and after["spread_k"] == before["spread_k"]
+    assert main(["ensemble", str(copy), "--edge-spread", "--linear-heads"]) == 2
+    lone = tmp_path / "lone.pt"
+    lone.write_bytes(load_path_of_own(model_file, tmp_path).read_bytes())
+    assert main(["ensemble", str(lone), "--edge-spread"]) == 2
+    assert "no forward members" in capsys.readouterr().err
+
+
+def load_path_of_own(model_file, tmp_path):
+    """A copy of ``model_file`` without its forward ensemble."""
+    from gnnspec.models.factory import write_checkpoint_entries
+
+    path = tmp_path / "own.pt"
+    path.write_bytes(model_file.read_bytes())
+    write_checkpoint_entries(path, {}, remove=(ENTRY,))
+    return path
+
+
+def test_edge_spread_factor_covers_68_percent_of_the_sites():
+    from gnnspec.models.predicted_edges import fit_edge_spread
+
+    rng = np.random.default_rng(0)
+    std = rng.uniform(0.1, 0.5, 400)
+    err = 2.0 * std * rng.standard_normal(400)  # errors twice as wide as the models' spread
+    rows = {"scf": {"Mn-K-xas": [*zip(err, std), (float("nan"), 0.2), (0.3, 0.0)], "Co-K-xas": [(float("nan"), 0.1)]}}
+    fit = fit_edge_spread(rows)
+    k = fit["k"]["scf"]["Mn-K-xas"]
+    assert fit["n_sites"]["scf"]["Mn-K-xas"] == 400 and "Co-K-xas" not in fit["k"]["scf"]
+    assert np.mean(np.abs(err) <= k * std) == pytest.approx(0.68, abs=0.01)
+    assert k == pytest.approx(2.0, rel=0.15)  # a normal's 68th percentile of |z| is about 1
+    assert fit["coverage_unscaled"]["scf"]["Mn-K-xas"] == pytest.approx(np.mean(np.abs(err) <= std))

@@ -11,8 +11,7 @@ symmetry-inequivalent absorbing sites, from FEFF ``fast``, FEFF ``scf`` and the 
 Each spectrum is put on the channel grid (:mod:`gnnspec.channels`) and compared with the
 measured one:
 
-* **edge position**: the energy where the absorption, from its value at the window's start,
-  first reaches half of its mean 30-55 eV above the tabulated edge (:func:`edge_position`), the
+* **edge position**: the half-step energy (:func:`gnnspec.edge_position.half_step_energy`), the
   same rule for every spectrum; the error is simulated minus measured (eV). FEFF's absolute edge
   energies are off by a few eV per edge: the mean error over the compounds is that offset, and
   the spread around it is what an offset per channel and tier cannot remove;
@@ -41,6 +40,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from gnnspec.channels import CHANNELS
+from gnnspec.edge_position import half_step_energy
 
 REFERENCE_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "experimental_reference"
 
@@ -54,17 +54,6 @@ MEASURED = {
     "NiO": [("Ni-K-xas", "NSLS Athena", "athena/NiO.prj@NiO")],
 }
 VALENCE = {"MnO": 2.0, "Mn3O4": 8.0 / 3.0, "Mn2O3": 3.0, "beta-MnO2": 4.0, "Li2MnO3": 4.0}
-
-
-def edge_position(grid: np.ndarray, y: np.ndarray, edge_energy: float) -> float:
-    """Energy (eV) where ``y`` on ``grid`` first reaches half way from its first value to its mean
-    30-55 eV above ``edge_energy`` (linear interpolation)."""
-    post = (grid >= edge_energy + 30.0) & (grid <= edge_energy + 55.0)
-    z = (y - y[0]) / (y[post].mean() - y[0])
-    i = int(np.argmax(z >= 0.5))
-    if i == 0:
-        return float(grid[0])
-    return float(grid[i - 1] + (0.5 - z[i - 1]) * (grid[i] - grid[i - 1]) / (z[i] - z[i - 1]))
 
 
 def measured_on_grid(channel: str, spec: str) -> tuple[np.ndarray, dict]:
@@ -130,9 +119,21 @@ def model_on_grid(structure, channel: str, model) -> dict[str, np.ndarray]:
     return {model_label(model): np.tensordot(weights, np.array([pred[s][channel][1] for s, _ in sites]), axes=1)}
 
 
+def model_edge_spread(structure, channel: str, model) -> float | None:
+    """The forward models' calibrated spread of the edge (eV; ``gnnspec predict``'s
+    ``edge_spread_eV``), multiplicity-weighted over the compound's inequivalent sites; None without
+    a forward ensemble and its edge calibration."""
+    sites = inequivalent_sites(structure, CHANNELS[channel].element)
+    edges = model.predict_edges(structure, [s for s, _ in sites])
+    spreads = [(edges[s].get(channel) or {}).get("edge_spread_eV") for s, _ in sites]
+    if any(x is None for x in spreads):
+        return None
+    return float(np.average(spreads, weights=[m for _, m in sites]))
+
+
 def compare(grid: np.ndarray, measured: np.ndarray, simulated: np.ndarray, edge_energy: float) -> dict:
     """Edge-position error and shape similarity (after moving the simulated edge onto the measured one)."""
-    e_meas, e_sim = edge_position(grid, measured, edge_energy), edge_position(grid, simulated, edge_energy)
+    e_meas, e_sim = half_step_energy(grid, measured, edge_energy), half_step_energy(grid, simulated, edge_energy)
     moved = np.interp(grid, grid + (e_meas - e_sim), simulated)
     return {
         "edge_measured_eV": e_meas,
@@ -147,17 +148,19 @@ def measured_benchmark(model=None) -> dict:
     """Every reference compound against every simulation: rows of :func:`compare`, and the valence order."""
     from gnnspec.structures.references import reference_structure
 
-    rows = []
+    rows, spreads = [], {}
     for compound, entries in MEASURED.items():
         structure = reference_structure(compound)
         channel = entries[0][0]
         ch = CHANNELS[channel]
         simulated = simulated_on_grid(structure, channel, model)
+        if model is not None and channel in model.cfg.channels:
+            spreads[compound] = model_edge_spread(structure, channel, model)
         for _, source, spec in entries:
             measured, info = measured_on_grid(channel, spec)
             for method, y in simulated.items():
                 rows.append({"compound": compound, "channel": channel, "measured": source, "method": method, **info, **compare(ch.grid, measured, y, ch.edge_energy)})
-    return summarise(rows)
+    return summarise(rows) | ({"model_edge_spread_eV": {model_label(model): spreads}} if model is not None else {})
 
 
 def with_model_rows(result: dict, model) -> dict:
@@ -166,17 +169,19 @@ def with_model_rows(result: dict, model) -> dict:
     from gnnspec.structures.references import reference_structure
 
     rows = [r for r in result["rows"] if r["method"].startswith("FEFF ")]
-    out = []
+    out, spreads = [], {}
     for compound, entries in MEASURED.items():
         channel = entries[0][0]
         ch = CHANNELS[channel]
-        simulated = model_on_grid(reference_structure(compound), channel, model)
+        structure = reference_structure(compound)
+        simulated = model_on_grid(structure, channel, model)
+        spreads[compound] = model_edge_spread(structure, channel, model)
         out += [r for r in rows if r["compound"] == compound]
         for _, source, spec in entries:
             measured, info = measured_on_grid(channel, spec)
             for method, y in simulated.items():
                 out.append({"compound": compound, "channel": channel, "measured": source, "method": method, **info, **compare(ch.grid, measured, y, ch.edge_energy)})
-    return summarise(out)
+    return summarise(out) | {"model_edge_spread_eV": {model_label(model): spreads}}
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -225,9 +230,20 @@ def render(result: dict, caption: str) -> str:
     for r in result["rows"]:
         lines.append(f"| {r['compound']} | {r['measured']} | {r['method']} | {r['edge_error_eV']:+.2f} | {r['spearman']:.3f} | {r['cosine']:.4f} |")
     lines += ["", "Edge positions of the Mn compounds (eV) and how many valence-ordered pairs they keep:", ""]
+    spreads = result.get("model_edge_spread_eV") or {}
     for method, o in result["valence_order"].items():
-        edges = ", ".join(f"{k} {v:.1f}" for k, v in o["edges_eV"].items())
+        spread = spreads.get(method) or {}
+        edges = ", ".join(f"{k} {v:.1f}" + (f" ± {spread[k]:.1f}" if spread.get(k) is not None else "") for k, v in o["edges_eV"].items())
         lines.append(f"- {method}: {edges}; {o['pairs_in_valence_order']} of {o['pairs']} pairs in valence order")
+    if any(v is not None for by_compound in spreads.values() for v in by_compound.values()):
+        lines += [
+            "",
+            "± : the forward models' calibrated edge spread (`gnnspec predict`'s `edge_spread_eV`, "
+            "`gnnspec.models.predicted_edges`; k times their standard deviation, FEFF's edge inside it at 68 % of "
+            "validation sites), multiplicity-weighted over each compound's sites. Every reference oxide lies outside "
+            "the NMC training environments (`gnnspec predict` warns for each): a spread of eV says the edge, and the "
+            "valence order it would give, is not known to the model there.",
+        ]
     for source, edges in result["measured_edges_eV"].items():
         lines.append(f"- measured ({source}): " + ", ".join(f"{k} {v:.1f}" for k, v in edges.items()))
     lines += render_offsets(result)

@@ -131,6 +131,7 @@ class ModelAPI:
         batch_size: int = 8,
         tier: str | None = None,
         return_spread: bool = False,
+        return_edges: bool = False,
     ):
         """:meth:`predict_site_spectra` for many structures, ``batch_size`` structures per forward pass.
 
@@ -139,9 +140,15 @@ class ModelAPI:
         equals it (same model, same numbers up to float rounding). Batching is what makes a GPU
         (or many CPU cores) worth it: one small graph per call leaves them idle. With
         ``return_spread``: ``(results, spreads)``, ``spreads[i]`` ``{site: {channel: spread [K]}}``
-        as in :meth:`predict_site_spectra`.
+        as in :meth:`predict_site_spectra`. With ``return_edges`` also (last) ``edges[i]``
+        ``{site: {channel: edge record}}`` for the step-edge channels: the predicted spectrum's
+        half-step energy and the forward models' agreement on it
+        (:mod:`gnnspec.models.predicted_edges`).
         """
         from torch_geometric.data import Batch
+
+        from gnnspec.models.predicted_edges import KEY as EDGE_SPREAD
+        from gnnspec.models.predicted_edges import edges_by_site
 
         self.eval()
         if batch_size < 1:
@@ -156,6 +163,7 @@ class ModelAPI:
         table = self.spectra_head.table
         results: list[dict] = []
         spreads: list[dict] = []
+        edges: list[dict] = []
         for start in range(0, len(structures), batch_size):
             graphs, wanted = [], []
             for s_in, want in zip(structures[start : start + batch_size], sites[start : start + batch_size]):
@@ -184,7 +192,19 @@ class ModelAPI:
                 results.append(item)
                 if return_spread:
                     spreads.append(_spread_by_site(out, w, rows, self.cfg.channels))
-        return (results, spreads) if return_spread else results
+                if return_edges:
+                    calibration = (self.forward_ensemble_record or {}).get(EDGE_SPREAD)
+                    edges.append(edges_by_site(out, w, rows, self.cfg.channels, self.cfg.tiers[tier_row], calibration))
+        answer = (results,) + ((spreads,) if return_spread else ()) + ((edges,) if return_edges else ())
+        return answer if len(answer) > 1 else results
+
+    def predict_edges(self, structure: Any, sites: list[int] | int, tier: str | None = None) -> dict[int, dict[str, dict]]:
+        """Edge positions of ``sites``' step-edge channels (the transition metals' K edges) in
+        ``tier`` (default: the model's highest fidelity): ``{site: {channel: {"edge_eV", ...}}}``,
+        with the forward models' spread and the measured-scale estimate where the model and the
+        offset table have them (:mod:`gnnspec.models.predicted_edges`)."""
+        sites = [sites] if isinstance(sites, int) else [int(s) for s in sites]
+        return self.predict_many([structure], [sites], tier=tier, return_edges=True)[1][0]
 
     def predict_spectra(self, structure: Any, site: int, tier: str | None = None) -> dict:
         """Spectra of every channel of ``site``'s element in ``tier`` (default: the model's highest

@@ -14,6 +14,9 @@ one-line warning on stderr (their spectra are still written, exit code 0). A mod
 forward ensemble (:mod:`gnnspec.models.forward_ensemble`) writes the member mean and, in each
 record's ``meta.spread``, the calibrated spread per channel and energy; ``--own-forward`` predicts
 with the checkpoint's own forward model only (one backbone pass instead of seven, no spread).
+Sites with a step-edge channel (the transition metals' K edges) get ``meta.edges``: each such
+channel's half-step edge energy, the forward models' spread of it and its measured-scale
+estimate (:mod:`gnnspec.models.predicted_edges`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import sys
 from pathlib import Path
 
 from gnnspec.errors import InputError
+from gnnspec.models.predicted_edges import MEANING as EDGE_MEANING
 
 SPREAD_MEANING = (
     "meta.spread: per channel and energy, the forward ensemble's calibrated spread (k times the members' "
@@ -89,7 +93,7 @@ def cmd_predict(args) -> int:
     model = load_model(args.model, device, forward_ensemble=not args.own_forward)
     batch_size = args.batch_size or (16 if device.type == "cuda" else 1)
     sites = None if args.site is None else [[args.site]] * len(structures)
-    predicted, spreads = model.predict_many(structures, sites, batch_size=batch_size, tier=args.tier, return_spread=True)
+    predicted, spreads, edges = model.predict_many(structures, sites, batch_size=batch_size, tier=args.tier, return_spread=True, return_edges=True)
     tier = model.cfg.tiers[model.cfg.tier_index(args.tier)]
     base = {
         "source": "gnnspec predict",
@@ -102,8 +106,10 @@ def cmd_predict(args) -> int:
     }
     if any(spreads):  # a calibrated spread (a forward ensemble; not the own forward side)
         base["spread_meaning"] = SPREAD_MEANING
+    if any(any(by_site.values()) for by_site in edges):
+        base["edge_meaning"] = EDGE_MEANING
     records, flagged = [], 0
-    for f, s, by_site, spread in zip(files, structures, predicted, spreads):
+    for f, s, by_site, spread, edge in zip(files, structures, predicted, spreads, edges):
         report = model.structure_support(s, sorted(by_site)) if by_site else {"sites": []}
         verdicts = {r["site"]: r for r in report["sites"]}
         for site, spectra in by_site.items():
@@ -114,6 +120,8 @@ def cmd_predict(args) -> int:
             meta = {"structure": str(f), "site": site, "element": s[site].specie.symbol, "structure_support": support}
             if site in spread:
                 meta["spread"] = {name: [round(float(v), 6) for v in values] for name, values in spread[site].items()}
+            if edge.get(site):
+                meta["edges"] = edge[site]
             records.append((f"{f.stem}:{site}", [Spectrum(name, e, y) for name, (e, y) in spectra.items()], meta))
     if single:
         _, spectra, meta = records[0]

@@ -158,8 +158,9 @@ class LazyMembers(Sequence):
 def ensemble_pass(model: nn.Module, data, absorbers: torch.Tensor, tier: int) -> dict[str, torch.Tensor]:
     """The forward head's output for ``absorbers`` of ``data`` in tier row ``tier``: with members
     attached (``model.forward_members``), the member mean of spectra and contributions, plus
-    ``spectra_spread [A, C, K]`` (calibrated spread, zero without a calibration) and
-    ``spectra_std`` (the members' raw standard deviation); without, the model's own output."""
+    ``spectra_spread [A, C, K]`` (calibrated spread, zero without a calibration),
+    ``spectra_std`` (the members' raw standard deviation) and ``forward_model_spectra [M, A, C, K]``
+    (each forward model's own spectrum, the model's first); without, the model's own output."""
     return ensemble_passes(model, data, [(absorbers, tier)])[0]
 
 
@@ -175,12 +176,14 @@ def ensemble_passes(model: nn.Module, data, requests: list[tuple[torch.Tensor, i
     linear = ((getattr(model, "forward_ensemble_record", None) or {}).get(LINEAR) or {}).get("tiers") or {}
     channels = list(model.cfg.channels)
     per_request: list[list[dict[str, torch.Tensor]]] = [[] for _ in requests]
+    owners: list[list[int]] = [[] for _ in requests]  # the forward model behind each output
     for i, m in enumerate(models):
         backbone = m.forward_structure(data, embed=False, spectra=False)
         base: dict[int, dict[str, torch.Tensor]] = {}  # the base-tier readout of each absorber set
-        for outs, (absorbers, tier) in zip(per_request, requests):
+        for outs, owner, (absorbers, tier) in zip(per_request, owners, requests):
             out = m.tier_spectra(backbone, data, absorbers, tier)
             outs.append(out)
+            owner.append(i)
             if tier == 0:  # a base-tier request's readout serves a linear head of the same absorbers
                 base[id(absorbers)] = out
             heads = linear.get(model.cfg.tiers[tier]) if tier > 0 else None
@@ -188,11 +191,13 @@ def ensemble_passes(model: nn.Module, data, requests: list[tuple[torch.Tensor, i
                 if id(absorbers) not in base:
                     base[id(absorbers)] = m.tier_spectra(backbone, data, absorbers, 0)
                 outs.append(head_output(heads[i], channels, base[id(absorbers)], backbone["node_scalars"], out))
-    return [_member_mean(model, outs, tier) for outs, (_, tier) in zip(per_request, requests)]
+                owner.append(i)
+    return [_member_mean(model, outs, owner, tier) for outs, owner, (_, tier) in zip(per_request, owners, requests)]
 
 
-def _member_mean(model: nn.Module, outs: list[dict[str, torch.Tensor]], tier: int) -> dict[str, torch.Tensor]:
-    """The members' outputs (the model's first) for one request merged as :func:`ensemble_pass` says."""
+def _member_mean(model: nn.Module, outs: list[dict[str, torch.Tensor]], owners: list[int], tier: int) -> dict[str, torch.Tensor]:
+    """The members' outputs (the model's first) for one request merged as :func:`ensemble_pass`
+    says; ``owners[j]``: the forward model whose trained or linear head gave ``outs[j]``."""
     out = outs[0]
     if len(outs) == 1:
         return out
@@ -206,6 +211,9 @@ def _member_mean(model: nn.Module, outs: list[dict[str, torch.Tensor]], tier: in
     merged["contributions"] = torch.stack([o["contributions"] for o in outs]).mean(0)
     std = spectra.std(0, unbiased=True)
     merged["spectra_std"] = std
+    # each forward model's own spectrum: the mean of its heads in this tier (trained and linear)
+    index = torch.tensor(owners, device=spectra.device)
+    merged["forward_model_spectra"] = torch.stack([spectra[index == i].mean(0) for i in sorted(set(owners))])
     k = spread_factors(model, tier)
     if k is not None:
         merged["spectra_spread"] = std * k.to(std.device, std.dtype)[None, :, None]
@@ -238,21 +246,15 @@ def member_count(model: nn.Module) -> int:
     return 1 + len(getattr(model, "forward_members", None) or [])
 
 
-@torch.no_grad()
-def calibrate_spread(model: nn.Module, data: str, split: str = "val") -> dict:
-    """Fit the spread factor ``k`` of every (tier, channel) on ``split``'s sites where FEFF computed
-    that tier: the 68th percentile of ``|mean - FEFF| / std`` over their energies. Returns
-    ``{"spread_k": {tier: {channel: k}}, "coverage_unscaled": {tier: {channel: fraction within
-    one std}}, "n_spectra": {tier: {channel: n}}, "split": split}``."""
+def feff_site_passes(model: nn.Module, data: str, split: str):
+    """Yield ``(tier row, out, target, ok)`` for every batch of ``split`` and every tier with FEFF
+    spectra in it: ``out`` the :func:`ensemble_passes` output for the sites FEFF computed in that
+    tier, ``target [A, C, K]`` FEFF's spectra of those sites, ``ok [A, C]`` (numpy) where both
+    FEFF and the model have the channel."""
     from gnnspec.data import keys as K
     from gnnspec.data.dataset import tier_batches
-    from gnnspec.models.linear_tier_heads import head_count
 
-    if member_count(model) < 2 and not any(head_count(model, t) for t in model.cfg.tiers[1:]):
-        raise InputError("the model has no forward members to calibrate (attach some with gnnspec ensemble --forward-from)")
     tiers, channels = list(model.cfg.tiers), list(model.cfg.channels)
-    ratios: dict[str, dict[str, list]] = {t: {c: [] for c in channels} for t in tiers}
-    counts: dict[str, dict[str, int]] = {t: dict.fromkeys(channels, 0) for t in tiers}
     dtype = next(model.parameters()).dtype
     for batch in tier_batches(data, split, model.cfg.backbone.cutoff, channels, tiers, dtype):
         targets = [(batch[K.SITE_Y], batch[K.SITE_Y_MASK])]
@@ -260,16 +262,32 @@ def calibrate_spread(model: nn.Module, data: str, split: str = "val") -> dict:
         wanted = [(t, have.any(dim=1).nonzero(as_tuple=True)[0]) for t, (_, have) in enumerate(targets)]
         wanted = [(t, sites) for t, sites in wanted if sites.numel()]
         for (t, sites), out in zip(wanted, ensemble_passes(model, batch, [(sites, t) for t, sites in wanted])):
-            if "spectra_std" not in out:  # one prediction only in this tier (no members, no linear heads)
-                continue
             target, have = targets[t]
-            ok = (have[sites] & out["spectra_mask"]).numpy()
-            err = (out["spectra"].double() - target[sites].double()).abs().numpy()
-            std = out["spectra_std"].double().numpy()
-            for c, name in enumerate(channels):
-                e, s = err[ok[:, c], c], std[ok[:, c], c]
-                ratios[tiers[t]][name].append(e[s > 0] / s[s > 0])
-                counts[tiers[t]][name] += int(ok[:, c].sum())
+            yield t, out, target[sites], (have[sites] & out["spectra_mask"]).cpu().numpy()
+
+
+@torch.no_grad()
+def calibrate_spread(model: nn.Module, data: str, split: str = "val") -> dict:
+    """Fit the spread factor ``k`` of every (tier, channel) on ``split``'s sites where FEFF computed
+    that tier: the 68th percentile of ``|mean - FEFF| / std`` over their energies. Returns
+    ``{"spread_k": {tier: {channel: k}}, "coverage_unscaled": {tier: {channel: fraction within
+    one std}}, "n_spectra": {tier: {channel: n}}, "split": split}``."""
+    from gnnspec.models.linear_tier_heads import head_count
+
+    if member_count(model) < 2 and not any(head_count(model, t) for t in model.cfg.tiers[1:]):
+        raise InputError("the model has no forward members to calibrate (attach some with gnnspec ensemble --forward-from)")
+    tiers, channels = list(model.cfg.tiers), list(model.cfg.channels)
+    ratios: dict[str, dict[str, list]] = {t: {c: [] for c in channels} for t in tiers}
+    counts: dict[str, dict[str, int]] = {t: dict.fromkeys(channels, 0) for t in tiers}
+    for t, out, target, ok in feff_site_passes(model, data, split):
+        if "spectra_std" not in out:  # one prediction only in this tier (no members, no linear heads)
+            continue
+        err = (out["spectra"].double() - target.double()).abs().numpy()
+        std = out["spectra_std"].double().numpy()
+        for c, name in enumerate(channels):
+            e, s = err[ok[:, c], c], std[ok[:, c], c]
+            ratios[tiers[t]][name].append(e[s > 0] / s[s > 0])
+            counts[tiers[t]][name] += int(ok[:, c].sum())
     result: dict = {
         "spread_k": {},
         "coverage_unscaled": {},
@@ -337,6 +355,22 @@ def attach_linear_heads(model_path: str | Path, data: str | None = None, split: 
     return _fit_and_write(model, model_path, record, data, split, True)
 
 
+def attach_edge_spread(model_path: str | Path, data: str | None = None, split: str = "val") -> dict:
+    """Calibrate only the edge spread (:func:`gnnspec.models.predicted_edges.calibrate_edge_spread`)
+    of the forward ensemble the checkpoint at ``model_path`` holds, every other part of its record
+    kept, and write it; returns the calibration."""
+    from gnnspec.models.factory import load_checkpoint, read_checkpoint, write_checkpoint_entry
+    from gnnspec.models.predicted_edges import KEY as EDGES
+    from gnnspec.models.predicted_edges import calibrate_edge_spread
+
+    record = read_checkpoint(model_path).get(ENTRY)
+    if not record or not record.get("members"):
+        raise InputError(f"{model_path}: it holds no forward members (attach some with gnnspec ensemble --forward-from)")
+    calibration = calibrate_edge_spread(load_checkpoint(model_path), _dataset_of(model_path, data), split)
+    write_checkpoint_entry(model_path, ENTRY, {**record, EDGES: calibration})
+    return calibration
+
+
 def _dataset_of(model_path: str | Path, data: str | None) -> str:
     from gnnspec.models.factory import read_checkpoint, trained_config
 
@@ -349,15 +383,21 @@ def _dataset_of(model_path: str | Path, data: str | None) -> str:
 def _fit_and_write(model: nn.Module, model_path: str | Path, record: dict, data: str, split: str, linear_heads: bool) -> dict:
     """Fit the linear heads (when asked), calibrate the spread, write the record; its summary."""
     from gnnspec.data.store import SpectraStore
+    from gnnspec.edge_position import STEP_EDGE_CHANNELS
     from gnnspec.models.factory import write_checkpoint_entry
     from gnnspec.models.linear_tier_heads import KEY as LINEAR
     from gnnspec.models.linear_tier_heads import fit_linear_heads
+    from gnnspec.models.predicted_edges import KEY as EDGES
+    from gnnspec.models.predicted_edges import calibrate_edge_spread
 
     record.pop(LINEAR, None)
     model.forward_ensemble_record = record
     if linear_heads:
         record[LINEAR] = fit_linear_heads([model, *model.forward_members], data)
     record.update(calibrate_spread(model, data, split), data=data, data_sha256=SpectraStore(data).fingerprint())
+    record.pop(EDGES, None)
+    if member_count(model) > 1 and any(c in STEP_EDGE_CHANNELS for c in model.cfg.channels):
+        record[EDGES] = calibrate_edge_spread(model, data, split)
     write_checkpoint_entry(model_path, ENTRY, record)
     summary = {k: v for k, v in record.items() if k not in ("members", LINEAR)} | {"members": [m["source"] for m in record["members"]]}
     if linear_heads:

@@ -93,6 +93,12 @@ def add_ensemble_parser(subparsers) -> None:
         f"of its forward ensemble and linear heads, as gnnspec predict gives them ({REALIGN_EPOCHS} epochs unless --epochs; "
         "resumable); then run gnnspec calibrate again",
     )
+    p.add_argument(
+        "--edge-spread",
+        action="store_true",
+        help="calibrate only the spread of the forward models' edge positions (the transition metals' K edges) on "
+        "validation, the rest of the forward ensemble kept (done by --forward-from and --linear-heads as well)",
+    )
     p.add_argument("--lr", type=float, default=None, help="with --realign: peak learning rate (default: the model's own alignment's)")
     p.add_argument(
         "--from-scratch",
@@ -119,6 +125,10 @@ def cmd_ensemble(args) -> int:
         record = realign(args.model, REALIGN_EPOCHS if args.epochs is None else args.epochs, args.data, lr=args.lr, from_scratch=args.from_scratch)
         print("\n".join([f"{args.model}:", *summary_lines(record), "the calibration and support were fitted on the old embeddings: run gnnspec calibrate"]))
         return 0
+    if args.edge_spread:
+        if args.forward_from or args.linear_heads or args.realign:
+            raise InputError("--edge-spread calibrates the present forward ensemble on its own: --forward-from and --linear-heads calibrate it as well")
+        return edge_spread(args)
     if args.keep_members and not args.forward_from:
         raise InputError("--keep-members adds the runs of --forward-from to the present members: name them")
     if args.forward_from or args.linear_heads:
@@ -142,6 +152,24 @@ def cmd_ensemble(args) -> int:
         f"{record['k_defects']:.2f} (defects); unscaled coverage {record['coverage_content_unscaled']:.2f} / "
         f"{record['coverage_defects_unscaled']:.2f}; true content inside the spread for {record['truth_inside_content']:.0%} of validation outputs"
     )
+    return 0
+
+
+def edge_spread(args) -> int:
+    """``gnnspec ensemble MODEL --edge-spread``: calibrate and print the edge spread."""
+    from gnnspec.models.forward_ensemble import attach_edge_spread
+
+    record = attach_edge_spread(args.model, args.data)
+    print(f"{args.model}: edge spread calibrated on {record['split']} (FEFF's half-step edge within k times the forward models' standard deviation at {record['coverage']:.0%} of sites)")
+    for tier, ks in record["k"].items():
+        print(
+            f"  {tier}: "
+            + ", ".join(
+                f"{c} k {k:.2f} (median std {record['median_std_eV'][tier][c]:.2f} eV, RMS error {record['rms_error_eV'][tier][c]:.2f} eV, "
+                f"{record['n_sites'][tier][c]} sites)"
+                for c, k in ks.items()
+            )
+        )
     return 0
 
 

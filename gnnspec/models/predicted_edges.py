@@ -1,0 +1,138 @@
+"""Edge positions of predicted spectra, with how much the forward models agree on them.
+
+For every step-edge channel (:data:`gnnspec.edge_position.STEP_EDGE_CHANNELS`, the transition
+metals' K edges) a prediction states, per site:
+
+* ``edge_eV``: the half-step energy (:func:`gnnspec.edge_position.half_step_energy`) of the
+  predicted spectrum, on FEFF's energy scale of the predicted tier, as the spectrum's energies are
+  (None, with ``why``, where the predicted spectrum has no rising step);
+* with a forward ensemble, ``forward_models_edge_eV`` (each forward model's own spectrum's
+  half-step energy, the model's own first; None for one without a rising step), ``edge_std_eV``
+  (the standard deviation of those that have one, ``ddof=1``) and, where the checkpoint holds an edge calibration, ``edge_spread_eV``: ``k``
+  times that standard deviation, ``k`` per tier and channel fitted on the validation sites
+  where FEFF computed the tier so that FEFF's edge lies within the spread for 68 % of them
+  (:func:`calibrate_edge_spread`, stored in the forward-ensemble record as ``edge_spread``).
+  Where the forward models disagree by eV, the edge of their mean spectrum is a smeared step
+  between theirs and is not to be trusted: the valence an edge position would tell is not
+  known to the model there;
+* with an edge offset fitted for the channel and tier (:mod:`gnnspec.edge_offsets`),
+  ``edge_measured_scale_eV`` (``edge_eV`` plus the offset: where a foil-calibrated measurement
+  would put it) and ``offset_loco_rms_eV``, the offset's leave-one-compound-out error.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from gnnspec.channels import CHANNELS
+from gnnspec.edge_position import DEFINITION, STEP_EDGE_CHANNELS, half_step_energy
+from gnnspec.errors import InputError
+
+MEANING = (
+    f"edge_eV: {DEFINITION}, on FEFF's energy scale of the tier; forward_models_edge_eV: each forward model's; "
+    "edge_std_eV: their standard deviation; edge_spread_eV: k times it, FEFF's edge inside it for 68 % of validation "
+    "sites; edge_measured_scale_eV: edge_eV plus the fitted "
+    "measured-minus-FEFF offset of the channel and tier (gnnspec.edge_offsets), offset_loco_rms_eV its "
+    "leave-one-compound-out error"
+)
+
+
+KEY = "edge_spread"
+COVERAGE = 0.68
+
+
+def edges_by_site(
+    out: dict, sites: list[int], row: dict[int, int], channels: list[str], tier: str, calibration: dict | None = None
+) -> dict[int, dict[str, dict]]:
+    """``{site: {channel: edge record}}`` for the step-edge channels of a forward pass ``out``
+    (:func:`gnnspec.models.forward_ensemble.ensemble_pass`); ``row[site]``: the site's row in it;
+    ``calibration``: the ensemble record's :data:`KEY` entry (its ``k`` scales the spread)."""
+    from gnnspec.edge_offsets import read_edge_offsets
+
+    offsets = read_edge_offsets()
+    ks = ((calibration or {}).get("k") or {}).get(tier) or {}
+    mask = out["spectra_mask"].cpu().numpy()
+    result: dict[int, dict[str, dict]] = {}
+    for site in sites:
+        r, found = row[site], {}
+        for c, name in enumerate(channels):
+            if name not in STEP_EDGE_CHANNELS or not mask[r, c]:
+                continue
+            mean, edges = forward_model_edges(out, r, c, name)
+            if not np.isfinite(mean):
+                found[name] = {"edge_eV": None, "why": "the predicted spectrum has no rising step to place an edge on"}
+                continue
+            record = {"edge_eV": mean}
+            if len(edges) > 1:
+                record["forward_models_edge_eV"] = [e if np.isfinite(e) else None for e in edges]
+                finite = [e for e in edges if np.isfinite(e)]  # a model without a rising step gives none
+                if len(finite) > 1:
+                    record["edge_std_eV"] = float(np.std(finite, ddof=1))
+                    if name in ks:
+                        record["edge_spread_eV"] = ks[name] * record["edge_std_eV"]
+            offset = offsets.get((name, tier))
+            if offset is not None:
+                record["edge_measured_scale_eV"] = record["edge_eV"] + offset.offset_eV
+                record["offset_loco_rms_eV"] = offset.loco_rms_eV
+            found[name] = record
+        result[site] = found
+    return result
+
+
+def forward_model_edges(out: dict, r: int, c: int, channel: str) -> tuple[float, list[float]]:
+    """The half-step energy of row ``r``, channel index ``c`` of a forward pass: of the predicted
+    spectrum, and of each forward model's (empty without an ensemble)."""
+    ch = CHANNELS[channel]
+    mean = half_step_energy(ch.grid, out["spectra"][r, c].double().cpu().numpy(), ch.edge_energy)
+    each = out.get("forward_model_spectra")
+    if each is None:
+        return mean, []
+    return mean, [half_step_energy(ch.grid, y, ch.edge_energy) for y in each[:, r, c].double().cpu().numpy()]
+
+
+@torch.no_grad()
+def calibrate_edge_spread(model, data: str, split: str = "val") -> dict:
+    """Fit ``k`` of every (tier, step-edge channel) on ``split``'s sites where FEFF computed that
+    tier: the 68th percentile of ``|edge of the mean spectrum - FEFF's edge| / edge_std`` over the
+    sites. The :data:`KEY` entry of the forward-ensemble record: ``{"k": {tier: {channel: k}},
+    "coverage_unscaled": {tier: {channel: fraction within one std}}, "rms_error_eV",
+    "median_std_eV", "n_sites", "split", "coverage", "data_sha256"}``."""
+    from gnnspec.data.store import SpectraStore
+    from gnnspec.models.forward_ensemble import feff_site_passes, member_count
+
+    if member_count(model) < 2:
+        raise InputError("the model has no forward members whose edges could disagree (attach some with gnnspec ensemble --forward-from)")
+    tiers, channels = list(model.cfg.tiers), list(model.cfg.channels)
+    wanted = [(c, name) for c, name in enumerate(channels) if name in STEP_EDGE_CHANNELS]
+    if not wanted:
+        raise InputError(f"the model predicts no step-edge channel ({', '.join(STEP_EDGE_CHANNELS)})")
+    rows: dict[str, dict[str, list]] = {t: {name: [] for _, name in wanted} for t in tiers}
+    for t, out, target, ok in feff_site_passes(model, data, split):
+        for c, name in wanted:
+            ch = CHANNELS[name]
+            for r in np.nonzero(ok[:, c])[0]:
+                mean, each = forward_model_edges(out, int(r), c, name)
+                feff = half_step_energy(ch.grid, target[r, c].double().cpu().numpy(), ch.edge_energy)
+                rows[tiers[t]][name].append((mean - feff, float(np.std(each, ddof=1))))
+    return fit_edge_spread(rows) | {"split": split, "coverage": COVERAGE, "data_sha256": SpectraStore(data).fingerprint()}
+
+
+def fit_edge_spread(rows: dict[str, dict[str, list[tuple[float, float]]]]) -> dict:
+    """``k`` and its companions from ``{tier: {channel: [(edge error eV, forward models' std eV)]}}``:
+    ``k`` the 68th percentile of ``|error| / std`` over the sites with a finite error and a
+    non-zero std (a channel without any is left out)."""
+    result: dict = {"k": {}, "coverage_unscaled": {}, "rms_error_eV": {}, "median_std_eV": {}, "n_sites": {}}
+    for tier, by_channel in rows.items():
+        for name, pairs in by_channel.items():
+            err, std = np.abs(np.array(pairs, dtype=float).reshape(-1, 2)).T
+            keep = np.isfinite(err) & np.isfinite(std) & (std > 0)
+            if not keep.any():
+                continue
+            err, std = err[keep], std[keep]
+            result["k"].setdefault(tier, {})[name] = float(np.quantile(err / std, COVERAGE))
+            result["coverage_unscaled"].setdefault(tier, {})[name] = float(np.mean(err <= std))
+            result["rms_error_eV"].setdefault(tier, {})[name] = float(np.sqrt(np.mean(err**2)))
+            result["median_std_eV"].setdefault(tier, {})[name] = float(np.median(std))
+            result["n_sites"].setdefault(tier, {})[name] = int(keep.sum())
+    return result
