@@ -91,6 +91,11 @@ def main(argv: list[str] | None = None) -> int:
         from gnnspec.bench.error_groups import error_groups
 
         results["forward_tier"]["groups"] = error_groups(model, args.data)
+        from gnnspec.bench.edge_shifts import TIER as EDGE_TIER
+        from gnnspec.bench.edge_shifts import edge_shift_table
+
+        if EDGE_TIER in model.cfg.tiers:
+            results["forward_tier"]["edge_shifts"] = edge_shift_table(model, args.data)
 
     print("inverse accuracy and multimodal table ...", file=sys.stderr)
     envs = {s: EnvironmentSet.from_dataset(d) for s, d in ds.items()}
@@ -209,6 +214,11 @@ def render(r: dict, info: dict, caption: str) -> str:
                 *error_groups.render(r["forward_tier"]["groups"]),
                 "",
             ]
+        if r["forward_tier"].get("edge_shifts"):
+            from gnnspec.bench import edge_shifts
+
+            _, intro, table_lines = edge_shifts.describe(None, r["forward_tier"]["edge_shifts"])
+            lines += ["## 1d. K-edge shifts with Li content and bond length", "", intro, "", *table_lines, ""]
     tier = (r.get("inverse_tier") or {}).get("tier")
     lines += inverse_section(
         r["inverse"],
