@@ -212,6 +212,7 @@ def test_edges_are_the_half_steps_of_the_mean_and_of_each_forward_model(setup, e
     model.forward_ensemble_record = {**model.forward_ensemble_record, KEY: {"k": {"hi": {"Co-K-xas": 2.5}}}}
     got = model.predict_edges(licoo2, co, tier="hi")[co]["Co-K-xas"]
     assert got["edge_spread_eV"] == pytest.approx(2.5 * got["edge_std_eV"])
+    assert got["edge_known"] == (got["edge_spread_eV"] <= 1.0)
     assert "edge_spread_eV" not in model.predict_edges(licoo2, co, tier="synthetic")[co]["Co-K-xas"]
     # the model's own forward side alone: the edge, no spread; a site without a step edge: none
     own = load_checkpoint(model_file, forward_ensemble=False).predict_edges(licoo2, [co, 0])
@@ -229,6 +230,7 @@ def test_forward_model_spectra_average_to_the_prediction(setup, ensemble, licoo2
 
 def test_predict_cli_writes_edges_and_ensemble_cli_calibrates_them(ensemble, licoo2, tmp_path, capsys):
     from gnnspec.cli import main
+    from gnnspec.models.factory import write_checkpoint_entry
     from gnnspec.models.predicted_edges import KEY
 
     model_file, _ = ensemble
@@ -247,6 +249,16 @@ def test_predict_cli_writes_edges_and_ensemble_cli_calibrates_them(ensemble, lic
     assert "edge spread calibrated" in capsys.readouterr().out
     after = read_checkpoint(copy)[ENTRY]
     assert after[KEY]["k"] == before[KEY]["k"] and after["spread_k"] == before["spread_k"]
+    # an edge the forward models disagree on is flagged in the record and on stderr
+    capsys.readouterr()
+    entry = read_checkpoint(copy)[ENTRY]
+    write_checkpoint_entry(copy, ENTRY, {**entry, KEY: {**entry[KEY], "k": {"hi": {"Co-K-xas": 1e4}}}})
+    flagged = tmp_path / "flagged.jsonl"
+    assert main(["predict", str(cif), "--model", str(copy), "--out", str(flagged)]) == 0
+    err = capsys.readouterr().err
+    co = [json.loads(line)["meta"] for line in flagged.read_text().splitlines() if '"element": "Co"' in line]
+    assert co and all(m["edges"]["Co-K-xas"]["edge_known"] is False for m in co)
+    assert err.count("Co-K-xas edge at") == len(co) and "valence it would tell is unknown" in err
     assert main(["ensemble", str(copy), "--edge-spread", "--linear-heads"]) == 2
     lone = tmp_path / "lone.pt"
     lone.write_bytes(load_path_of_own(model_file, tmp_path).read_bytes())

@@ -7,7 +7,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "gnnspec"
 #: Lowest first. A module may import its own layer and any lower one.
 LAYERS = [
     ("errors", "config", "codec", "jsonio", "labels", "scoring", "assets"),
-    ("channels", "edge_offsets"),
+    ("channels", "edge_offsets", "edge_position"),
     ("spectra", "quantification", "instrument"),
     ("structures", "graphs"),
     ("simulate",),

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from gnnspec.errors import InputError
 from gnnspec.models.predicted_edges import MEANING as EDGE_MEANING
+from gnnspec.models.predicted_edges import edge_warning_lines
 
 SPREAD_MEANING = (
     "meta.spread: per channel and energy, the forward ensemble's calibrated spread (k times the members' "
@@ -122,6 +123,8 @@ def cmd_predict(args) -> int:
                 meta["spread"] = {name: [round(float(v), 6) for v in values] for name, values in spread[site].items()}
             if edge.get(site):
                 meta["edges"] = edge[site]
+                for line in edge_warning_lines(edge[site], f"{f} site {site}"):
+                    print(line, file=sys.stderr)
             records.append((f"{f.stem}:{site}", [Spectrum(name, e, y) for name, (e, y) in spectra.items()], meta))
     if single:
         _, spectra, meta = records[0]

@@ -14,7 +14,8 @@ metals' K edges) a prediction states, per site:
   (:func:`calibrate_edge_spread`, stored in the forward-ensemble record as ``edge_spread``).
   Where the forward models disagree by eV, the edge of their mean spectrum is a smeared step
   between theirs and is not to be trusted: the valence an edge position would tell is not
-  known to the model there;
+  known to the model there. ``edge_known`` says whether the spread is within
+  :data:`KNOWN_SPREAD_EV` (``gnnspec predict`` warns on stderr where it is not);
 * with an edge offset fitted for the channel and tier (:mod:`gnnspec.edge_offsets`),
   ``edge_measured_scale_eV`` (``edge_eV`` plus the offset: where a foil-calibrated measurement
   would put it) and ``offset_loco_rms_eV``, the offset's leave-one-compound-out error.
@@ -29,10 +30,14 @@ from gnnspec.channels import CHANNELS
 from gnnspec.edge_position import DEFINITION, STEP_EDGE_CHANNELS, half_step_energy
 from gnnspec.errors import InputError
 
+#: An edge whose calibrated spread exceeds this (eV) is flagged ``edge_known: false``: one valence
+#: step moves a TM K edge by about 1.5-3 eV (Mn K: 5-9 eV from Mn2+ to Mn4+), so a wider spread
+#: cannot tell the valence. NMC validation sites: 0.2-0.3 eV.
+KNOWN_SPREAD_EV = 1.0
 MEANING = (
     f"edge_eV: {DEFINITION}, on FEFF's energy scale of the tier; forward_models_edge_eV: each forward model's; "
     "edge_std_eV: their standard deviation; edge_spread_eV: k times it, FEFF's edge inside it for 68 % of validation "
-    "sites; edge_measured_scale_eV: edge_eV plus the fitted "
+    f"sites; edge_known: edge_spread_eV <= {KNOWN_SPREAD_EV} eV; edge_measured_scale_eV: edge_eV plus the fitted "
     "measured-minus-FEFF offset of the channel and tier (gnnspec.edge_offsets), offset_loco_rms_eV its "
     "leave-one-compound-out error"
 )
@@ -71,6 +76,7 @@ def edges_by_site(
                     record["edge_std_eV"] = float(np.std(finite, ddof=1))
                     if name in ks:
                         record["edge_spread_eV"] = ks[name] * record["edge_std_eV"]
+                        record["edge_known"] = record["edge_spread_eV"] <= KNOWN_SPREAD_EV
             offset = offsets.get((name, tier))
             if offset is not None:
                 record["edge_measured_scale_eV"] = record["edge_eV"] + offset.offset_eV
@@ -136,3 +142,13 @@ def fit_edge_spread(rows: dict[str, dict[str, list[tuple[float, float]]]]) -> di
             result["median_std_eV"].setdefault(tier, {})[name] = float(np.median(std))
             result["n_sites"].setdefault(tier, {})[name] = int(keep.sum())
     return result
+
+
+def edge_warning_lines(edges: dict[str, dict], label: str) -> list[str]:
+    """One stderr line per channel of one site's edge records whose edge the model does not know."""
+    return [
+        f"warning: {label}: {name} edge at {r['edge_eV']:.1f} eV with a spread of {r['edge_spread_eV']:.1f} eV "
+        f"(over {KNOWN_SPREAD_EV:.0f} eV): the forward models disagree on it, so the valence it would tell is unknown"
+        for name, r in edges.items()
+        if r.get("edge_known") is False
+    ]
