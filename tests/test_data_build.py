@@ -394,3 +394,31 @@ def test_retry_failed_plans_a_stored_failure_again(tmp_path):
     store = SpectraStore(out)
     assert not list(store.keys("failure/")) and (tier, site, run) in {p[:3] for p in pending_runs(store, record, cfg)}
     assert main(["data", "build", str(_recipe(tmp_path)), "--out", str(out), "--workers", "1", "--structures-only", "--retry-failed"]) == 0
+
+
+def test_a_stopped_build_stores_the_site_under_way(full_build, tmp_path):
+    """SIGTERM while the first FEFF task runs: the build finishes that site (and the one task the
+    worker already holds), stores it and exits (interrupted); before, they were thrown away."""
+    out = tmp_path / "stopped"
+    cmd = [sys.executable, "-m", "gnnspec", "data", "build", str(_recipe(tmp_path)), "--out", str(out), "--workers", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    work = tmp_path / "stopped_logs" / "feff_work"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (work.is_dir() and any(work.iterdir())):
+        time.sleep(0.2)  # a FEFF work folder: the first site task is under way
+    assert work.is_dir() and any(work.iterdir()), "no FEFF run started"
+    assert not (out / "data.mdb").exists() or not list(SpectraStore(out).keys("spectrum/"))
+    os.killpg(proc.pid, signal.SIGTERM)  # as a scheduler stops a job: the whole process group
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode != 0 and "task(s) under way to finish" in err, err
+    store = SpectraStore(out)
+    stored = {tuple(schema.parse_key(k)[1:3]) for k in store.keys("spectrum/")}
+    # the site under way, and at most the one task already handed to the worker behind it
+    assert 1 <= len(stored) <= 2, "the site under way should have been stored, and no new task started"
+    session = store.metadata()["sessions"][-1]
+    assert session["interrupted"] and session["runs"] >= 1
+    # no run was cut short into a failure record; what was stored is what an uninterrupted build stores
+    assert not list(store.keys("failure/"))
+    full = SpectraStore(full_build[0])
+    for key in store.keys("spectrum/"):
+        np.testing.assert_allclose(store.get(key)["intensity"], full.get(key)["intensity"])

@@ -5,7 +5,10 @@ absorbing site in one tier (an ELNES run serves the EELS and XAS channel of its 
 channel needs an L3 and an L2 run). Tasks run in worker
 processes (``--workers N``) or on a Dask distributed cluster (``--scheduler ADDRESS``). Each
 finished task is committed to LMDB at once, so a killed build (even SIGKILL) loses only the
-tasks in flight; rerunning the same command skips everything already stored. A failed FEFF run
+tasks in flight; rerunning the same command skips everything already stored. A stop (Ctrl-C,
+or SIGTERM to the build or its process group) loses none: tasks not started are cancelled, the
+ones under way finish and are stored, then the build exits; a second stop ends them at once
+(their runs are planned again next time). A failed FEFF run
 is stored as a ``failure/`` record with FEFF's message and does not stop the build; later
 sessions skip it, unless ``retry_failed`` (``gnnspec data build --retry-failed``) clears the
 failure records first (a run that timed out on an overloaded machine, say).
@@ -456,7 +459,7 @@ def build_dataset(
     else:
         import multiprocessing as mp
 
-        executor = cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"))
+        executor = cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_leave_interrupts_to_the_build)
     max_in_flight = (workers if not dask else max(2, len(executor.client.nthreads()))) + 1
     in_flight: dict = {}
     stats = {"runs": 0, "spectra": 0, "failures": 0, "structures": 0, "feff_seconds": 0.0, "retried": retried}
@@ -490,29 +493,23 @@ def build_dataset(
                 result = fut.result()
                 if kind == "structure":
                     generating -= 1
-                    store.put_many({schema.structure_key(sid): result})
+                    _store_result(store, kind, sid, result, stats, bar)
                     runs = pending_runs(store, result, cfg) if not structures_only else []
                     feff_queue += [(result["structure"], sid, tier, site, group) for tier, site, group in site_tasks(runs)]
                     feff_queue.sort(key=queue_order)
                     bar.total += len(runs) - est_runs_per_structure
-                    stats["structures"] += 1
                     bar.refresh()
                     continue
-                for one in result["runs"]:
-                    if "failure" in one:
-                        store.put_many({schema.failure_key(result["sid"], result["site"], one["run"], result["tier"]): {"message": one["failure"]}})
-                        stats["failures"] += 1
-                    else:
-                        items = {schema.spectrum_key(result["sid"], result["site"], c, result["tier"]): rec for c, rec in one["spectra"].items()}
-                        store.put_many(items)
-                        stats["spectra"] += len(items)
-                        stats["feff_seconds"] += next(iter(one["spectra"].values()))["seconds"]
-                    stats["runs"] += 1
-                    bar.update(1)
+                _store_result(store, kind, sid, result, stats, bar)
     except KeyboardInterrupt:
+        finished = _finish_in_flight(executor, in_flight, store, stats, bar, dask)
         bar.close()
-        print(f"\ninterrupted: {stats['runs']} FEFF runs stored this session; rerun the same command to resume", file=sys.stderr)
-        executor.shutdown(wait=False, cancel_futures=True)
+        print(
+            f"\ninterrupted: {stats['runs']} FEFF runs stored this session"
+            + ("" if finished else " (the tasks still running were stopped: their runs are planned again)")
+            + "; rerun the same command to resume",
+            file=sys.stderr,
+        )
         _record_session(store, stats, t_start, workers, interrupted=True)
         raise
     finally:
@@ -523,6 +520,72 @@ def build_dataset(
     shutil.rmtree(work_root, ignore_errors=True)
     _record_session(store, stats, t_start, workers, interrupted=False)
     return stats
+
+
+def _store_result(store: SpectraStore, kind: str, sid: int, result: dict, stats: dict, bar) -> None:
+    """Store one finished task: a structure record, or a site's spectra and failures."""
+    if kind == "structure":
+        store.put_many({schema.structure_key(sid): result})
+        stats["structures"] += 1
+        return
+    for one in result["runs"]:
+        if "failure" in one:
+            store.put_many({schema.failure_key(result["sid"], result["site"], one["run"], result["tier"]): {"message": one["failure"]}})
+            stats["failures"] += 1
+        else:
+            items = {schema.spectrum_key(result["sid"], result["site"], c, result["tier"]): rec for c, rec in one["spectra"].items()}
+            store.put_many(items)
+            stats["spectra"] += len(items)
+            stats["feff_seconds"] += next(iter(one["spectra"].values()))["seconds"]
+        stats["runs"] += 1
+        bar.update(1)
+
+
+def _finish_in_flight(executor, in_flight: dict, store: SpectraStore, stats: dict, bar, dask: bool) -> bool:
+    """After a stop (Ctrl-C or SIGTERM): cancel the tasks not yet started, let the running ones
+    finish and store them, so that no FEFF run already under way is lost (a site's scf runs take
+    minutes). A second stop ends the wait: the workers are ended and their tasks planned again
+    next time. True when every running task was stored."""
+    for fut in list(in_flight):
+        if not dask and fut.cancel():  # not started yet (a Dask future's cancel would stop a running one)
+            in_flight.pop(fut)
+    if in_flight:
+        print(
+            f"\nstopping: waiting for the {len(in_flight)} task(s) under way to finish and be stored "
+            "(Ctrl-C again to stop at once; their runs are then planned again)",
+            file=sys.stderr,
+        )
+    try:
+        while in_flight:
+            done, _ = _wait_any(set(in_flight), dask)
+            for fut in done:
+                kind, sid = in_flight.pop(fut)
+                try:
+                    result = fut.result()
+                except Exception:  # a worker that died with the stop: its task is planned again
+                    continue
+                _store_result(store, kind, sid, result, stats, bar)
+    except KeyboardInterrupt:
+        _end_workers(executor, dask)
+        return False
+    executor.shutdown(wait=False, cancel_futures=True)
+    return True
+
+
+def _end_workers(executor, dask: bool) -> None:
+    """End the workers of an interrupted build now (local processes; a Dask cluster's tasks are cancelled)."""
+    if not dask:  # SIGKILL: the workers ignore SIGINT and SIGTERM (_leave_interrupts_to_the_build)
+        for process in list((getattr(executor, "_processes", None) or {}).values()):
+            process.kill()
+    executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _leave_interrupts_to_the_build() -> None:
+    """Worker initializer: a terminal's Ctrl-C, or a scheduler's SIGTERM to the process group,
+    reaches every process of the build; workers ignore both so that the build decides (finish the
+    tasks under way, or end the workers at a second stop)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _terminate(signum, frame) -> None:
