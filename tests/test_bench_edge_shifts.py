@@ -52,3 +52,13 @@ def test_site_rows_read_feff_edges_li_content_and_bonds(tmp_path):
     assert table["Ni-K-xas"]["feff"]["shift_li_1_to_0p5_eV"] == pytest.approx(1.5, abs=0.03)
     title, intro, lines = describe(None, table)
     assert "Ni-K-xas" in "\n".join(lines) and "3.3-3.6 eV" in intro
+
+
+def test_the_page_scores_the_calibrated_spread_on_the_test_sites():
+    fit = {"slope": -2.0, "low": -3.0, "high": -1.0, "r": -0.3, "n": 10}
+    feff = {"edge_vs_li": fit, "edge_vs_mo": fit, "mo_vs_li": fit, "shift_li_1_to_0p5_eV": 1.0, "li_range": [0.5, 1.0], "sites": 10, "supercells": 4}
+    test = {"feff_edge_vs_li": fit, "model_edge_vs_li": fit, "model_edge_vs_feff": fit, "rms_error_eV": 0.3, "sites": 10}
+    _, _, lines = describe(None, {"Ni-K-xas": {"feff": feff, "test": {**test, "within_spread": 0.8, "median_spread_eV": 0.36}}})
+    assert lines[-1].endswith("| 0.30 | 80% (0.36) |")
+    _, _, lines = describe(None, {"Ni-K-xas": {"feff": feff, "test": test}})  # no edge calibration
+    assert lines[-1].endswith("| 0.30 | - |")
