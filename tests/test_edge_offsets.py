@@ -102,6 +102,11 @@ def test_infer_moves_an_absolute_mn_k_spectrum_by_the_offset(tmp_path):
     assert b["energy_scale"]["channels"]["Mn-K-xas"]["shift_eV"] == 0.0
     assert a["element_content"] == pytest.approx(b["element_content"], abs=1e-6)
     assert a["defects"] == pytest.approx(b["defects"], abs=1e-6)
+    # the edge is placed on FEFF's scale in both, and given back on the file's own scale
+    ea, eb = a["edges"]["Mn-K-xas"], b["edges"]["Mn-K-xas"]
+    assert ea["edge_eV"] == pytest.approx(eb["edge_eV"], abs=0.05)
+    assert ea["edge_as_given_eV"] == pytest.approx(ea["edge_eV"] + offset) and eb["edge_as_given_eV"] == eb["edge_eV"]
+    assert ea["inside_training_range"] == (ea["training_p01_eV"] <= ea["edge_eV"] <= ea["training_p99_eV"])
     # without the calibrated-energy record nothing moves, and the answer is another one
     write_spectra(tmp_path / "raw.json", {"Mn-K-xas": Spectrum("Mn-K-xas", e, y)})
     assert main(["infer", str(tmp_path / "raw.json"), "--out", str(tmp_path / "c.json")]) == 0

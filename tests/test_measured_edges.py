@@ -1,99 +1,61 @@
-from pathlib import Path
+"""A measured K edge against the range of edges the model learned; the range from stored spectra."""
 
 import numpy as np
 import pytest
-from fixtures.synthetic import edge_shape, eels_survey
+from model_fixtures import write_synthetic_lmdb
 
 from gnnspec.channels import CHANNELS
-from gnnspec.errors import InputError
-from gnnspec.measured.alignment import expected_onset, fit_zero_loss
-from gnnspec.measured.edges import cut_survey, process_edge, survey_channels
-from gnnspec.measured.readers import read_measured
-from gnnspec.spectra import spectra_on_grids
+from gnnspec.data import schema
+from gnnspec.data.store import SpectraStore
+from gnnspec.data.stored_edges import edge_ranges, stored_edges
+from gnnspec.models.predicted_edges import measured_edges
 
-EXPERIMENTAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "experimental_eels_nmc"
-needs_experimental = pytest.mark.skipif(not EXPERIMENTAL.is_dir(), reason="shared experimental EELS data absent")
-EELS = ("O-K-eels", "Mn-L23-eels", "Co-L23-eels", "Ni-L23-eels")
-ENERGY = np.arange(440.0, 1000.0, 0.3)
+CH = CHANNELS["Ni-K-xas"]
 
 
-def _survey(shift: float) -> np.ndarray:
-    return eels_survey(ENERGY, {name: expected_onset(name) + shift for name in EELS}, seed=4)
+def _step(at: float, energy=None):
+    energy = CH.grid if energy is None else energy
+    return 1.0 / (1.0 + np.exp(-(energy - at) / 0.7))
 
 
-def test_synthetic_survey_is_cut_into_every_eels_channel_with_its_own_background():
-    base, _ = cut_survey(ENERGY, _survey(0.0))
-    moved, skipped = cut_survey(ENERGY, _survey(-7.5))
-    assert list(moved) == list(EELS) and skipped == {}
-    for name in EELS:
-        edge = moved[name]
-        assert edge.alignment.shift - base[name].alignment.shift == pytest.approx(7.5, abs=0.1)
-        assert edge.background is not None and 1.0 < edge.background.r < 7.0
-        assert edge.background.window[1] == pytest.approx(edge.edge_found - 5.0)
-        grid = CHANNELS[name].grid
-        assert edge.energy[0] <= grid[0] + 0.3 and edge.energy[-1] >= grid[-1] - 0.3
-    windows = [moved[name].background.window for name in EELS]
-    assert windows[1][0] >= moved["O-K-eels"].edge_found + 25.0 - 1e-9  # never reaches back into the O K edge
-    grids, mask = spectra_on_grids({name: edge.spectrum() for name, edge in moved.items()})
-    assert mask.sum() == 4 and np.all(np.abs(grids[mask].mean(axis=1) - 1.0) < 1e-3)
+def test_a_measured_edge_is_placed_against_the_training_range():
+    calibration = {"training_edges": {"scf": {"Ni-K-xas": {"p01_eV": CH.edge_energy + 8.0, "p99_eV": CH.edge_energy + 12.0}}}}
+    shifts = {"Ni-K-xas": 2.0}  # what infer moved the measured energies by
+    inside = measured_edges({"Ni-K-xas": _step(CH.edge_energy + 10.0)}, shifts, calibration, "scf")["Ni-K-xas"]
+    assert inside["edge_eV"] == pytest.approx(CH.edge_energy + 10.0, abs=0.05)
+    assert inside["edge_as_given_eV"] == pytest.approx(CH.edge_energy + 8.0, abs=0.05)
+    assert inside["inside_training_range"] and "why" not in inside
+    low = measured_edges({"Ni-K-xas": _step(CH.edge_energy + 4.0)}, shifts, calibration, "scf")["Ni-K-xas"]
+    assert not low["inside_training_range"] and low["why"].startswith("4.0 eV below") and "lower valence" in low["why"]
+    high = measured_edges({"Ni-K-xas": _step(CH.edge_energy + 15.0)}, shifts, calibration, "scf")["Ni-K-xas"]
+    assert "higher valence" in high["why"]
+    # another tier, or no calibration: the edge without a verdict; O K is no step edge
+    other = measured_edges({"Ni-K-xas": _step(CH.edge_energy + 4.0), "O-K-xas": np.ones(121)}, {}, calibration, "fast")
+    assert set(other) == {"Ni-K-xas"} and "inside_training_range" not in other["Ni-K-xas"]
+    # a measurement that stops short of the step's top, or never rises, gets no edge
+    short = CH.grid < CH.edge_energy + 40.0
+    cut = measured_edges({"Ni-K-xas": _step(CH.edge_energy + 10.0)}, {}, calibration, "scf", coverage={"Ni-K-xas": short})["Ni-K-xas"]
+    assert cut["edge_eV"] is None and "no edge placed" in cut["why"]
+    flat = measured_edges({"Ni-K-xas": np.linspace(2.0, 1.0, 121)}, {}, calibration, "scf")["Ni-K-xas"]
+    assert flat["edge_eV"] is None and "no rising step" in flat["why"]
 
 
-def test_legacy_l3_windows_say_that_they_hold_l2_and_l23_windows_keep_it():
-    edges, _ = cut_survey(ENERGY, _survey(0.0), channels=["Ni-L3-eels", "Ni-L23-eels"])
-    assert any("L2" in note for note in edges["Ni-L3-eels"].notes)
-    assert not any("lack" in note for note in edges["Ni-L23-eels"].notes)
-    l23 = edges["Ni-L23-eels"]
-    assert l23.energy[-1] >= 852.7 + 55 - 0.5  # the window runs 38 eV past the Ni L2 edge: nothing cut away
-
-
-def test_survey_channels_follow_the_energy_range():
-    assert [c.name for c in survey_channels(ENERGY, _survey(0.0))] == list(EELS)
-    low = ENERGY < 700
-    assert [c.name for c in survey_channels(ENERGY[low], _survey(0.0)[low])] == ["O-K-eels", "Mn-L23-eels"]
-
-
-def test_blanked_background_subtracted_export_is_used_as_is():
-    channel = CHANNELS["Mn-L23-eels"]
-    energy = np.arange(450.0, 1000.0, 0.3)
-    counts = 1000.0 * edge_shape(energy, expected_onset(channel) - 4.0)
-    counts[energy < 600.0] = 0.0  # Gatan blanks everything before its fit window
-    edge = process_edge(energy, counts, channel, source="Mn.msa")
-    assert edge.background is None
-    assert any("zero outside" in note for note in edge.notes)
-    unshifted = process_edge(energy, 1000.0 * edge_shape(energy, expected_onset(channel)), channel, background="none")
-    assert edge.alignment.shift - unshifted.alignment.shift == pytest.approx(4.0, abs=0.1)
-
-
-def test_edge_outside_the_file_is_refused_with_the_reason():
-    energy = np.arange(803.0, 1055.0, 0.3)
-    with pytest.raises(InputError, match=r"Co.msa \(Co-L23-eels\): data span 803.0..1054.7 eV .* the edge is not in this file"):
-        process_edge(energy, np.ones_like(energy), "Co-L23-eels", source="Co.msa")
-    with pytest.raises(InputError, match="unknown channel 'Co-L2-eels'"):
-        process_edge(energy, np.ones_like(energy), "Co-L2-eels", source="Co.msa")
-
-
-@needs_experimental
-def test_measured_survey_is_cut_into_four_channels_consistent_with_the_single_edge_files():
-    zlp = read_measured(EXPERIMENTAL / "zero_loss.msa")
-    centre = fit_zero_loss(zlp.energy, zlp.intensity).centre
-    assert -4.0 < centre < -2.5
-    survey = read_measured(EXPERIMENTAL / "tm_o_survey.msa")
-    edges, skipped = cut_survey(survey.energy - centre, survey.intensity, source="tm_o_survey.msa")
-    assert list(edges) == list(EELS) and skipped == {}
-    for edge in edges.values():
-        assert edge.background is not None and 1.0 < edge.background.r < 7.0  # a real power law
-        assert 5.0 < edge.alignment.shift < 25.0  # this spectrometer reads 10-20 eV low
-    spectra_on_grids({name: edge.spectrum() for name, edge in edges.items()})
-    # the single-edge exports are background-subtracted already and must align the same way
-    for file, name in (("oxygen_edge.msa", "O-K-eels"), ("Mn_edge.msa", "Mn-L23-eels"), ("Ni_edge.msa", "Ni-L23-eels")):
-        single = read_measured(EXPERIMENTAL / file)
-        edge = process_edge(single.energy - centre, single.intensity, name, source=file)
-        assert edge.background is None
-        assert edge.alignment.shift == pytest.approx(edges[name].alignment.shift, abs=0.3)
-
-
-@needs_experimental
-def test_measured_co_file_lacks_the_co_l3_edge():
-    co = read_measured(EXPERIMENTAL / "Co_edge.msa")
-    with pytest.raises(InputError, match="the edge is not in this file"):
-        process_edge(co.energy, co.intensity, "Co-L23-eels", source="Co_edge.msa")
+def test_edge_ranges_of_stored_spectra_per_split(tmp_path):
+    data = write_synthetic_lmdb(tmp_path / "lmdb", splits=("train",) * 3 + ("test",), supercell=(2, 2, 1))
+    store = SpectraStore(data, readonly=False)
+    energy = CH.edge_energy - 5.0 + 0.5 * np.arange(131)
+    want = {"train": [], "test": []}
+    for sid in store.structure_ids():
+        split = store.structure(sid)["split"]
+        for k in range(3):
+            at = CH.edge_energy + 5.0 + 2.0 * sid + 0.5 * k
+            store.put_many({schema.spectrum_key(sid, 10 + k, "Ni-K-xas", "scf"): schema.spectrum_record(energy, _step(at, energy), "scf", "", "t", 0.0)})
+            want[split].append(at)
+    found = [(sid, site, edge) for sid, _, site, _, edge in stored_edges(SpectraStore(data), "scf", split="train")]
+    assert len(found) == 9 and all(site in (10, 11, 12) for _, site, _ in found)
+    np.testing.assert_allclose(sorted(e for *_, e in found), sorted(want["train"]), atol=0.05)
+    r = edge_ranges(SpectraStore(data), ["scf", "synthetic"])
+    assert set(r) <= {"scf", "synthetic"} and set(r["scf"]) == {"Ni-K-xas"}
+    ni = r["scf"]["Ni-K-xas"]
+    assert ni["n"] == 9 and ni["min_eV"] == pytest.approx(min(want["train"]), abs=0.05)
+    assert ni["p01_eV"] <= ni["p50_eV"] <= ni["p99_eV"] <= ni["max_eV"] == pytest.approx(max(want["train"]), abs=0.05)

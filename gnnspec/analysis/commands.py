@@ -248,6 +248,8 @@ def cmd_infer(args) -> int:
     from gnnspec.analysis.calibration import infer_with_uncertainty
     from gnnspec.models.energy_scale import encoder_tier, energy_shifts
     from gnnspec.models.factory import load_model, model_path
+    from gnnspec.models.predicted_edges import KEY as EDGE_SPREAD
+    from gnnspec.models.predicted_edges import measured_edges
     from gnnspec.spectra import grid_coverage, on_grid_by_channel, read_spectra
 
     spectra, meta = read_spectra(args.spectra)
@@ -271,6 +273,12 @@ def cmd_infer(args) -> int:
     )
     result["energy_scale"] = {"encoder_tier": tier, "channels": energy_record}
     result["resolution"] = resolution
+    # a K edge's position against the edges the model learned (gnnspec.models.predicted_edges)
+    calibration = (getattr(model, "forward_ensemble_record", None) or {}).get(EDGE_SPREAD)
+    result["edges"] = measured_edges(on_grid, shifts, calibration, tier, grid_coverage(spectra, shift=shifts))
+    for name, e in result["edges"].items():
+        if e.get("inside_training_range") is False:
+            print(f"warning: {args.spectra}: {name} edge at {e['edge_eV']:.1f} eV (FEFF {tier} scale) is {e['why']}", file=sys.stderr)
     out = Path(args.out)
     if not out.parent.exists():
         raise InputError(f"{out}: folder {out.parent} does not exist")

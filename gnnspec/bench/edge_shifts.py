@@ -43,26 +43,17 @@ def site_rows(store, tier: str = TIER, channels=STEP_EDGE_CHANNELS) -> list[dict
     ``channel``, ``li_per_tm``, ``mo_A`` and ``edge_eV`` (FEFF's half-step energy)."""
     from pymatgen.core import Structure
 
-    from gnnspec.channels import CHANNELS
-    from gnnspec.edge_position import half_step_energy
+    from gnnspec.data.stored_edges import stored_edges
 
-    rows = []
-    for sid in store.structure_ids():
-        spectra = store.spectra_of(sid, tier)
-        wanted = [(site, run) for (site, run) in spectra if run in channels]
-        if not wanted:
-            continue
-        record = store.structure(sid)
-        structure = Structure.from_dict(record["structure"])
-        n_tm = sum(s.specie.symbol in TM for s in structure)
-        li = sum(s.specie.symbol == "Li" for s in structure) / n_tm
-        for site, run in sorted(wanted):
-            ch = CHANNELS[run]  # a K channel is its one FEFF run
-            spectrum = spectra[(site, run)]
-            edge = half_step_energy(ch.grid, np.interp(ch.grid, spectrum["energy"], spectrum["intensity"]), ch.edge_energy)
-            shell = [n.nn_distance for n in structure.get_neighbors(structure[site], SHELL_A) if n.specie.symbol == "O"]
-            if not shell or not np.isfinite(edge):
-                continue
+    rows, structures = [], {}
+    for sid, record, site, run, edge in stored_edges(store, tier, channels):
+        if sid not in structures:
+            structure = Structure.from_dict(record["structure"])
+            n_tm = sum(s.specie.symbol in TM for s in structure)
+            structures[sid] = (structure, sum(s.specie.symbol == "Li" for s in structure) / n_tm)
+        structure, li = structures[sid]
+        shell = [n.nn_distance for n in structure.get_neighbors(structure[site], SHELL_A) if n.specie.symbol == "O"]
+        if shell:
             rows.append({"sid": sid, "site": site, "split": record["split"], "channel": run, "li_per_tm": li, "mo_A": float(np.mean(shell)), "edge_eV": edge})
     return rows
 

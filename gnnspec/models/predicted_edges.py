@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from gnnspec.channels import CHANNELS
-from gnnspec.edge_position import DEFINITION, STEP_EDGE_CHANNELS, half_step_energy
+from gnnspec.edge_position import DEFINITION, STEP_EDGE_CHANNELS, STEP_TOP_WINDOW_EV, half_step_energy
 from gnnspec.errors import InputError
 
 #: An edge whose calibrated spread exceeds this (eV) is flagged ``edge_known: false``: one valence
@@ -103,8 +103,12 @@ def calibrate_edge_spread(model, data: str, split: str = "val") -> dict:
     tier: the 68th percentile of ``|edge of the mean spectrum - FEFF's edge| / edge_std`` over the
     sites. The :data:`KEY` entry of the forward-ensemble record: ``{"k": {tier: {channel: k}},
     "coverage_unscaled": {tier: {channel: fraction within one std}}, "rms_error_eV",
-    "median_std_eV", "n_sites", "split", "coverage", "data_sha256"}``."""
+    "median_std_eV", "n_sites", "split", "coverage", "training_edges", "data_sha256"}``;
+    ``training_edges``: FEFF's edge range per tier and channel over the training split
+    (:func:`gnnspec.data.stored_edges.edge_ranges`), against which ``gnnspec infer`` places a
+    measured edge."""
     from gnnspec.data.store import SpectraStore
+    from gnnspec.data.stored_edges import edge_ranges
     from gnnspec.models.forward_ensemble import feff_site_passes, member_count
 
     if member_count(model) < 2:
@@ -121,7 +125,13 @@ def calibrate_edge_spread(model, data: str, split: str = "val") -> dict:
                 mean, each = forward_model_edges(out, int(r), c, name)
                 feff = half_step_energy(ch.grid, target[r, c].double().cpu().numpy(), ch.edge_energy)
                 rows[tiers[t]][name].append((mean - feff, float(np.std(each, ddof=1))))
-    return fit_edge_spread(rows) | {"split": split, "coverage": COVERAGE, "data_sha256": SpectraStore(data).fingerprint()}
+    store = SpectraStore(data)
+    return fit_edge_spread(rows) | {
+        "split": split,
+        "coverage": COVERAGE,
+        "training_edges": edge_ranges(store, tiers, [name for _, name in wanted]),
+        "data_sha256": store.fingerprint(),
+    }
 
 
 def fit_edge_spread(rows: dict[str, dict[str, list[tuple[float, float]]]]) -> dict:
@@ -152,3 +162,46 @@ def edge_warning_lines(edges: dict[str, dict], label: str) -> list[str]:
         for name, r in edges.items()
         if r.get("edge_known") is False
     ]
+
+
+def measured_edges(
+    on_grid: dict[str, np.ndarray], shifts: dict[str, float], calibration: dict | None, tier: str, coverage: dict[str, np.ndarray] | None = None
+) -> dict[str, dict]:
+    """Where a measured spectrum's edge lies against the edges the model learned: per step-edge
+    channel of ``on_grid`` (the query on the channel grids, on FEFF's scale of ``tier`` after
+    ``shifts``), ``edge_eV`` (that scale), ``edge_as_given_eV`` (the file's own scale),
+    ``training_p01_eV`` / ``training_p99_eV`` (FEFF's edges over the training split, from the
+    edge calibration's ``training_edges``) and ``inside_training_range``; where it lies outside,
+    ``why`` says by how much. A channel whose measurement (``coverage``:
+    :func:`gnnspec.spectra.grid_coverage`) misses what the half-step rule reads (a point at or below
+    the tabulated edge, the step's foot, and 30-55 eV above it), or without a rising step, gets
+    ``edge_eV`` None and ``why``."""
+    ranges = ((calibration or {}).get("training_edges") or {}).get(tier) or {}
+    out: dict[str, dict] = {}
+    for name, y in on_grid.items():
+        if name not in STEP_EDGE_CHANNELS:
+            continue
+        ch = CHANNELS[name]
+        if coverage is not None and name in coverage:
+            lo, hi = STEP_TOP_WINDOW_EV
+            covered = np.asarray(coverage[name], dtype=bool)
+            top = (ch.grid >= ch.edge_energy + lo) & (ch.grid <= ch.edge_energy + hi)
+            pre_edge = covered & (ch.grid <= ch.edge_energy)  # the step's foot (grid points before the data repeat its first value)
+            if not (covered[top].all() and pre_edge.any()):
+                out[name] = {"edge_eV": None, "why": f"the measurement does not reach below the edge and over {lo:.0f}-{hi:.0f} eV above it: no edge placed"}
+                continue
+        edge = half_step_energy(ch.grid, np.asarray(y, dtype=float), ch.edge_energy)
+        if not np.isfinite(edge):
+            out[name] = {"edge_eV": None, "why": "the spectrum has no rising step to place an edge on"}
+            continue
+        record = {"edge_eV": edge, "edge_as_given_eV": edge - shifts.get(name, 0.0)}
+        r = ranges.get(name)
+        if r is not None:
+            record.update(training_p01_eV=r["p01_eV"], training_p99_eV=r["p99_eV"])
+            record["inside_training_range"] = r["p01_eV"] <= edge <= r["p99_eV"]
+            if edge < r["p01_eV"]:
+                record["why"] = f"{r['p01_eV'] - edge:.1f} eV below 99 % of the training edges: a lower valence than any the model learned"
+            elif edge > r["p99_eV"]:
+                record["why"] = f"{edge - r['p99_eV']:.1f} eV above 99 % of the training edges: a higher valence than any the model learned"
+        out[name] = record
+    return out
