@@ -27,6 +27,7 @@ def test_a_measured_edge_is_placed_against_the_training_range():
     assert inside["inside_training_range"] and "why" not in inside
     low = measured_edges({"Ni-K-xas": _step(CH.edge_energy + 4.0)}, shifts, calibration, "scf")["Ni-K-xas"]
     assert not low["inside_training_range"] and low["why"].startswith("4.0 eV below") and "lower valence" in low["why"]
+    assert low["energy_scale_tolerance_eV"] is None and "unknown error" in low["why"]  # the Ni K offset rests on NiO alone
     high = measured_edges({"Ni-K-xas": _step(CH.edge_energy + 15.0)}, shifts, calibration, "scf")["Ni-K-xas"]
     assert "higher valence" in high["why"]
     # another tier, or no calibration: the edge without a verdict; O K is no step edge
@@ -59,3 +60,19 @@ def test_edge_ranges_of_stored_spectra_per_split(tmp_path):
     ni = r["scf"]["Ni-K-xas"]
     assert ni["n"] == 9 and ni["min_eV"] == pytest.approx(min(want["train"]), abs=0.05)
     assert ni["p01_eV"] <= ni["p50_eV"] <= ni["p99_eV"] <= ni["max_eV"] == pytest.approx(max(want["train"]), abs=0.05)
+
+
+def test_an_offset_energy_scale_gives_its_error_as_tolerance():
+    """Mn K energies moved by the shipped scf offset carry its leave-one-compound-out RMS: an edge
+    1 eV below the range is within it; given on FEFF's scale (not moved) it is outside."""
+    from gnnspec.edge_offsets import read_edge_offsets
+
+    mn = CHANNELS["Mn-K-xas"]
+    loco = read_edge_offsets()[("Mn-K-xas", "scf")].loco_rms_eV
+    assert loco > 1.0
+    calibration = {"training_edges": {"scf": {"Mn-K-xas": {"p01_eV": mn.edge_energy + 12.0, "p99_eV": mn.edge_energy + 16.0}}}}
+    y = {"Mn-K-xas": 1.0 / (1.0 + np.exp(-(mn.grid - mn.edge_energy - 11.0) / 0.7))}
+    moved = measured_edges(y, {"Mn-K-xas": 3.35}, calibration, "scf")["Mn-K-xas"]
+    assert moved["energy_scale_tolerance_eV"] == pytest.approx(loco) and moved["inside_training_range"]
+    given = measured_edges(y, {}, calibration, "scf")["Mn-K-xas"]
+    assert given["energy_scale_tolerance_eV"] == 0.0 and not given["inside_training_range"]

@@ -171,12 +171,18 @@ def measured_edges(
     channel of ``on_grid`` (the query on the channel grids, on FEFF's scale of ``tier`` after
     ``shifts``), ``edge_eV`` (that scale), ``edge_as_given_eV`` (the file's own scale),
     ``training_p01_eV`` / ``training_p99_eV`` (FEFF's edges over the training split, from the
-    edge calibration's ``training_edges``) and ``inside_training_range``; where it lies outside,
-    ``why`` says by how much. A channel whose measurement (``coverage``:
+    edge calibration's ``training_edges``) and ``inside_training_range``: within that range, give
+    or take ``energy_scale_tolerance_eV`` (for energies moved onto FEFF's scale by an edge offset,
+    the offset's leave-one-compound-out RMS, :mod:`gnnspec.edge_offsets`, None where the offset
+    rests on one compound; 0 for energies given on FEFF's scale); where it lies outside, ``why``
+    says by how much. A channel whose measurement (``coverage``:
     :func:`gnnspec.spectra.grid_coverage`) misses what the half-step rule reads (a point at or below
     the tabulated edge, the step's foot, and 30-55 eV above it), or without a rising step, gets
     ``edge_eV`` None and ``why``."""
+    from gnnspec.edge_offsets import read_edge_offsets
+
     ranges = ((calibration or {}).get("training_edges") or {}).get(tier) or {}
+    offsets = read_edge_offsets()
     out: dict[str, dict] = {}
     for name, y in on_grid.items():
         if name not in STEP_EDGE_CHANNELS:
@@ -197,11 +203,20 @@ def measured_edges(
         record = {"edge_eV": edge, "edge_as_given_eV": edge - shifts.get(name, 0.0)}
         r = ranges.get(name)
         if r is not None:
-            record.update(training_p01_eV=r["p01_eV"], training_p99_eV=r["p99_eV"])
-            record["inside_training_range"] = r["p01_eV"] <= edge <= r["p99_eV"]
-            if edge < r["p01_eV"]:
-                record["why"] = f"{r['p01_eV'] - edge:.1f} eV below 99 % of the training edges: a lower valence than any the model learned"
-            elif edge > r["p99_eV"]:
-                record["why"] = f"{edge - r['p99_eV']:.1f} eV above 99 % of the training edges: a higher valence than any the model learned"
+            # calibrated energies moved by an offset carry its error (leave-one-compound-out RMS)
+            # calibrated energies moved by an offset carry its error (leave-one-compound-out RMS;
+            # None where the offset rests on one compound and its error is unknown)
+            offset = offsets.get((name, tier)) if name in shifts else None
+            tolerance = 0.0 if offset is None else offset.loco_rms_eV
+            record.update(training_p01_eV=r["p01_eV"], training_p99_eV=r["p99_eV"], energy_scale_tolerance_eV=tolerance)
+            below, above = r["p01_eV"] - edge, edge - r["p99_eV"]
+            record["inside_training_range"] = max(below, above) <= (tolerance or 0.0)
+            if not record["inside_training_range"]:
+                side, valence = ("below", "lower") if below > 0 else ("above", "higher")
+                known = "an unknown error (its offset rests on one compound)" if tolerance is None else f"the {tolerance:.1f} eV it is known to"
+                record["why"] = (
+                    f"{max(below, above):.1f} eV {side} 99 % of the training edges, on an energy scale with {known}: "
+                    f"a {valence} valence than any the model learned, or a calibration off by that much"
+                )
         out[name] = record
     return out
