@@ -106,10 +106,10 @@ def test_infer_moves_an_absolute_mn_k_spectrum_by_the_offset(tmp_path):
     ea, eb = a["edges"]["Mn-K-xas"], b["edges"]["Mn-K-xas"]
     assert ea["edge_eV"] == pytest.approx(eb["edge_eV"], abs=0.05)
     assert ea["edge_as_given_eV"] == pytest.approx(ea["edge_eV"] + offset) and eb["edge_as_given_eV"] == eb["edge_eV"]
-    for e, tolerance in ((ea, read_edge_offsets()[("Mn-K-xas", "scf")].loco_rms_eV), (eb, 0.0)):
-        assert e["energy_scale_tolerance_eV"] == pytest.approx(tolerance)
-        outside = max(e["training_p01_eV"] - e["edge_eV"], e["edge_eV"] - e["training_p99_eV"])
-        assert e["inside_training_range"] == (outside <= tolerance)
+    for placed, tolerance in ((ea, read_edge_offsets()[("Mn-K-xas", "scf")].loco_rms_eV), (eb, 0.0)):
+        assert placed["energy_scale_tolerance_eV"] == pytest.approx(tolerance)
+        outside = max(placed["training_p01_eV"] - placed["edge_eV"], placed["edge_eV"] - placed["training_p99_eV"])
+        assert placed["inside_training_range"] == (outside <= tolerance)
     # without the calibrated-energy record nothing moves, and the answer is another one
     write_spectra(tmp_path / "raw.json", {"Mn-K-xas": Spectrum("Mn-K-xas", e, y)})
     assert main(["infer", str(tmp_path / "raw.json"), "--out", str(tmp_path / "c.json")]) == 0
