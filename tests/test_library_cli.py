@@ -68,6 +68,12 @@ def test_build_info_and_single_query(setup, capsys):
         "@class"
     ] == "Structure"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the query's K edges, placed as infer places them
+    from gnnspec.edge_position import STEP_EDGE_CHANNELS
+
+    assert set(result["edges"]) == {c for c in s["spectra"] if c in STEP_EDGE_CHANNELS}
+    assert main(["infer", str(query), "--model", str(s["ckpt"]), "--out", str(s["tmp"] / "answer.json")]) == 0
+    assert json.loads((s["tmp"] / "answer.json").read_text())["edges"] == result["edges"]
     # without --out the same JSON goes to stdout
     capsys.readouterr()
     assert main(["query", str(s["lib"]), str(query), "-k", "1", "--model", str(s["ckpt"])]) == 0

@@ -248,8 +248,6 @@ def cmd_infer(args) -> int:
     from gnnspec.analysis.calibration import infer_with_uncertainty
     from gnnspec.models.energy_scale import encoder_tier, energy_shifts
     from gnnspec.models.factory import load_model, model_path
-    from gnnspec.models.predicted_edges import KEY as EDGE_SPREAD
-    from gnnspec.models.predicted_edges import measured_edges
     from gnnspec.spectra import grid_coverage, on_grid_by_channel, read_spectra
 
     spectra, meta = read_spectra(args.spectra)
@@ -273,12 +271,7 @@ def cmd_infer(args) -> int:
     )
     result["energy_scale"] = {"encoder_tier": tier, "channels": energy_record}
     result["resolution"] = resolution
-    # a K edge's position against the edges the model learned (gnnspec.models.predicted_edges)
-    calibration = (getattr(model, "forward_ensemble_record", None) or {}).get(EDGE_SPREAD)
-    result["edges"] = measured_edges(on_grid, shifts, calibration, tier, grid_coverage(spectra, shift=shifts))
-    for name, e in result["edges"].items():
-        if e.get("inside_training_range") is False:
-            print(f"warning: {args.spectra}: {name} edge at {e['edge_eV']:.1f} eV (FEFF {tier} scale) is {e['why']}", file=sys.stderr)
+    result["edges"] = query_edges(model, on_grid, shifts, tier, grid_coverage(spectra, shift=shifts), str(args.spectra))
     out = Path(args.out)
     if not out.parent.exists():
         raise InputError(f"{out}: folder {out.parent} does not exist")
@@ -292,6 +285,7 @@ def cmd_query(args: argparse.Namespace) -> int:
     from gnnspec.library.query import is_batch, load_query_records, on_encoder_scale, plot_results, run_queries
     from gnnspec.models.energy_scale import encoder_tier
     from gnnspec.models.factory import model_path
+    from gnnspec.spectra import grid_coverage, on_grid_by_channel
 
     if args.k < 1:
         raise InputError(f"-k must be at least 1, got {args.k}")
@@ -302,11 +296,14 @@ def cmd_query(args: argparse.Namespace) -> int:
     records = load_query_records(args.spectra)
     queries, energy_scales = on_encoder_scale(records, encoder_tier(checkpoint))
     results = run_queries(lib, queries, args.k, args.rank, args.pool, args.centre)
-    for res, scale, (_, spectra), (_, _, meta) in zip(results, energy_scales, queries, records):
+    tier = encoder_tier(checkpoint)
+    for res, scale, (qid, spectra), (_, _, meta) in zip(results, energy_scales, queries, records):
         res["energy_scale"] = scale
         res["resolution"] = query_resolution(meta, list(spectra), args.resolution)
         res["support"] = query_support(lib.model, checkpoint, spectra, res["quantification"], res["resolution"])
-    keys = ("hits", "channels_used", "quantification", "centre", "energy_scale", "resolution", "support")
+        shifts = {c: r["shift_eV"] for c, r in scale["channels"].items() if r["shift_eV"]}  # already applied to spectra
+        res["edges"] = query_edges(lib.model, on_grid_by_channel(spectra, source=qid), shifts, tier, grid_coverage(spectra), f"{args.spectra} {qid}")
+    keys = ("hits", "channels_used", "quantification", "centre", "energy_scale", "resolution", "support", "edges")
     payload = results if batch else {key: results[0][key] for key in keys}
     if args.out:
         out = Path(args.out)
@@ -330,6 +327,19 @@ def cmd_query(args: argparse.Namespace) -> int:
         for path in plot_results(lib, queries, results, args.plot, batch):
             print(f"wrote {path}", file=sys.stderr if not args.out else sys.stdout)
     return 0
+
+
+def query_edges(model, on_grid: dict, shifts: dict[str, float], tier: str, coverage: dict, label: str) -> dict[str, dict]:
+    """A query's K edges against the edges the model learned (:func:`gnnspec.models.predicted_edges.measured_edges`),
+    a stderr line for each outside them; ``on_grid`` on FEFF's scale after ``shifts``."""
+    from gnnspec.models.predicted_edges import KEY, measured_edges
+
+    calibration = (getattr(model, "forward_ensemble_record", None) or {}).get(KEY)
+    edges = measured_edges(on_grid, shifts, calibration, tier, coverage)
+    for name, e in edges.items():
+        if e.get("inside_training_range") is False:
+            print(f"warning: {label}: {name} edge at {e['edge_eV']:.1f} eV (FEFF {tier} scale) is {e['why']}", file=sys.stderr)
+    return edges
 
 
 def query_support(model, path, spectra, quantification: dict | None, resolution: dict[str, dict]) -> dict | None:
