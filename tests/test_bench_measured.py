@@ -113,3 +113,19 @@ def test_measured_eels_bench_reads_every_shared_edge_onset_aligned():
         energy, y, onset, fwhm = measured_edge(channel)
         assert energy[0] < onset - 2.0 and onset + 45.0 < energy[-1] and np.mean(y) == pytest.approx(1.0, rel=0.05)
         assert 2.0 < fwhm < 3.0  # the measured zero-loss peak: 2.4 eV
+
+
+def test_the_page_places_each_reference_edge():
+    from gnnspec.bench.measured import render_reference_edges
+
+    base = {"compound": "MnO", "measured": "SSRL XDI", "file": "x", "channel": "Mn-K-xas", "in_distribution": False, "edge_as_given_eV": 6543.6}
+    rows = [
+        base | {"edge_eV": 6546.9, "training_p01_eV": 6551.4, "training_p99_eV": 6555.8, "energy_scale_tolerance_eV": 1.6, "inside_training_range": False},
+        base | {"compound": "Li2MnO3", "edge_eV": 6557.8, "training_p01_eV": 6551.4, "training_p99_eV": 6555.8, "energy_scale_tolerance_eV": 1.6, "inside_training_range": False},
+        base | {"compound": "NiO", "edge_eV": 8345.2, "training_p01_eV": 8344.1, "training_p99_eV": 8349.1, "energy_scale_tolerance_eV": None, "inside_training_range": True},
+        base | {"compound": "cut", "edge_eV": None, "training_p01_eV": None, "training_p99_eV": None, "energy_scale_tolerance_eV": None, "inside_training_range": None},
+    ]
+    lines = render_reference_edges(rows)
+    assert "| 6551.4-6555.8 | 1.6 | 4.5 eV below | out of distribution |" in lines[-4]
+    assert "2.0 eV above" in lines[-3] and "| - | inside |" in lines[-2] and lines[-1].count("| - |") >= 2
+    assert render_reference_edges(None) == [] and render_reference_edges([]) == []

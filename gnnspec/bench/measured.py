@@ -247,6 +247,7 @@ def render(result: dict, caption: str) -> str:
     for source, edges in result["measured_edges_eV"].items():
         lines.append(f"- measured ({source}): " + ", ".join(f"{k} {v:.1f}" for k, v in edges.items()))
     lines += render_offsets(result)
+    lines += render_reference_edges(result.get("reference_edges"))
     lines += render_eels(result.get("shared_eels"))
     return "\n".join(lines) + "\n"
 
@@ -276,7 +277,72 @@ def run_cli(*args: str) -> None:
     """``gnnspec ARGS`` in a child process with this interpreter; its error message when it fails."""
     done = subprocess.run([sys.executable, "-m", "gnnspec", *args], capture_output=True, text=True)
     if done.returncode != 0:
-        raise RuntimeError(f"gnnspec {args[0]} failed on the shared NMC EELS: {done.stderr.strip()[-2000:]}")
+        raise RuntimeError(f"gnnspec {' '.join(args[:2])} failed: {done.stderr.strip()[-2000:]}")
+
+
+#: What an edge record of ``gnnspec infer`` gives the reference table.
+EDGE_FIELDS = ("edge_as_given_eV", "edge_eV", "training_p01_eV", "training_p99_eV", "energy_scale_tolerance_eV", "inside_training_range")
+
+
+def reference_edge_answers(model_path) -> list[dict] | None:
+    """Each measured reference spectrum (the first scan of an XDI set) through ``gnnspec convert
+    --energy reference`` (the XDI foil calibration, or Athena's energy shift) and ``gnnspec infer``
+    with the model at ``model_path``, as a user runs them: the edge infer places against the
+    training edges (:func:`gnnspec.models.predicted_edges.measured_edges`) and the support verdict.
+    None when the references are absent."""
+    if not REFERENCE_DIR.is_dir():
+        return None
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        converted, answer = Path(tmp) / "reference.json", Path(tmp) / "answer.json"
+        for compound, entries in MEASURED.items():
+            for channel, source, spec in entries:
+                name = spec.format(1) if "{}" in spec else spec
+                run_cli("convert", f"{REFERENCE_DIR / name}:{channel}", "--energy", "reference", "--out", str(converted))
+                run_cli("infer", str(converted), "--model", str(model_path), "--out", str(answer))
+                result = json.loads(answer.read_text())
+                edge = result.get("edges", {}).get(channel) or {}
+                rows.append(
+                    {"compound": compound, "measured": source, "file": name, "channel": channel, "in_distribution": result["support"]["in_distribution"]}
+                    | {k: edge.get(k) for k in EDGE_FIELDS}
+                )
+    return rows
+
+
+def render_reference_edges(rows: list[dict] | None) -> list[str]:
+    """The reference-edge section of ``benchmarks/measured.md``."""
+    if not rows:
+        return []
+
+    def num(x) -> str:
+        return "-" if x is None else f"{x:.1f}"
+
+    lines = [
+        "",
+        "## The reference spectra through convert and infer: where their K edge lies",
+        "",
+        "Each measured reference (first scan) through `gnnspec convert --energy reference` and `gnnspec infer`: the "
+        "half-step edge on its calibrated scale and on the encoder tier's FEFF scale, against the 1st-99th percentile of "
+        "FEFF's edges over the training split, give or take the energy scale's error (`gnnspec.models.predicted_edges`); "
+        "and the support verdict (shapes and embedding).",
+        "",
+        "| compound | measured | edge as measured (eV) | FEFF scale (eV) | training edges (eV) | scale error (eV) | edge verdict | support |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        if r["edge_eV"] is None or r["training_p01_eV"] is None:
+            verdict = "-"
+        elif r["inside_training_range"]:
+            verdict = "inside"
+        else:
+            below = r["training_p01_eV"] - r["edge_eV"]
+            verdict = f"{below:.1f} eV below" if below > 0 else f"{r['edge_eV'] - r['training_p99_eV']:.1f} eV above"
+        lines.append(
+            f"| {r['compound']} | {r['measured']} | {num(r['edge_as_given_eV'])} | {num(r['edge_eV'])} | "
+            f"{num(r['training_p01_eV'])}-{num(r['training_p99_eV'])} | {num(r['energy_scale_tolerance_eV'])} | {verdict} | "
+            f"{'in distribution' if r['in_distribution'] else 'out of distribution'} |"
+        )
+    return lines
 
 
 def render_eels(answer: dict | None) -> list[str]:
@@ -333,6 +399,7 @@ def main(argv: list[str] | None = None) -> int:
 
             result = with_model_rows(result, load_model(args.model))
             result["shared_eels"] = shared_eels_answer(args.model)
+            result["reference_edges"] = reference_edge_answers(args.model)
             caption = args.caption or f"FEFF rows of {args.from_json}; forward-model rows of {args.model} at commit {commit}"
             Path(args.out).with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     else:
@@ -343,6 +410,7 @@ def main(argv: list[str] | None = None) -> int:
 
         result = measured_benchmark(load_model(args.model))
         result["shared_eels"] = shared_eels_answer(model_path(args.model))
+        result["reference_edges"] = reference_edge_answers(model_path(args.model))
         caption = args.caption or f"python -m gnnspec.bench.measured at commit {commit}"
         Path(args.out).with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     Path(args.out).write_text(render(result, caption))
