@@ -422,3 +422,27 @@ def test_a_stopped_build_stores_the_site_under_way(full_build, tmp_path):
     full = SpectraStore(full_build[0])
     for key in store.keys("spectrum/"):
         np.testing.assert_allclose(store.get(key)["intensity"], full.get(key)["intensity"])
+
+
+def test_a_second_stop_ends_the_workers_at_once(tmp_path):
+    """Two SIGTERMs while a FEFF task runs: the build exits within seconds, its workers ended."""
+    pytest.importorskip("feff10")
+    out = tmp_path / "twice"
+    cmd = [sys.executable, "-m", "gnnspec", "data", "build", str(_recipe(tmp_path)), "--out", str(out), "--workers", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    work = tmp_path / "twice_logs" / "feff_work"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (work.is_dir() and any(work.iterdir())):
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGTERM)
+    time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGTERM)
+    started = time.time()
+    _, err = proc.communicate(timeout=60)
+    assert time.time() - started < 20 and "the tasks still running were stopped" in err
+    time.sleep(1.0)
+    # no worker of the group outlives the build (exited ones may wait as zombies for an init that reaps them)
+    states = subprocess.run(["ps", "-o", "stat=", "-g", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    assert all(s.startswith("Z") for s in states), states
+    assert any(work.iterdir()), "the FEFF run was not cut short: its work folder was cleaned up by a finished run"
+    assert not list(SpectraStore(out).keys("spectrum/"))  # planned again next time

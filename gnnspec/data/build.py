@@ -546,16 +546,16 @@ def _finish_in_flight(executor, in_flight: dict, store: SpectraStore, stats: dic
     finish and store them, so that no FEFF run already under way is lost (a site's scf runs take
     minutes). A second stop ends the wait: the workers are ended and their tasks planned again
     next time. True when every running task was stored."""
-    for fut in list(in_flight):
-        if not dask and fut.cancel():  # not started yet (a Dask future's cancel would stop a running one)
-            in_flight.pop(fut)
-    if in_flight:
-        print(
-            f"\nstopping: waiting for the {len(in_flight)} task(s) under way to finish and be stored "
-            "(Ctrl-C again to stop at once; their runs are then planned again)",
-            file=sys.stderr,
-        )
     try:
+        for fut in list(in_flight):
+            if not dask and fut.cancel():  # not started yet (a Dask future's cancel would stop a running one)
+                in_flight.pop(fut)
+        if in_flight:
+            print(
+                f"\nstopping: waiting for the {len(in_flight)} task(s) under way to finish and be stored "
+                "(Ctrl-C again to stop at once; their runs are then planned again)",
+                file=sys.stderr,
+            )
         while in_flight:
             done, _ = _wait_any(set(in_flight), dask)
             for fut in done:
@@ -575,8 +575,11 @@ def _finish_in_flight(executor, in_flight: dict, store: SpectraStore, stats: dic
 def _end_workers(executor, dask: bool) -> None:
     """End the workers of an interrupted build now (local processes; a Dask cluster's tasks are cancelled)."""
     if not dask:  # SIGKILL: the workers ignore SIGINT and SIGTERM (_leave_interrupts_to_the_build)
-        for process in list((getattr(executor, "_processes", None) or {}).values()):
+        processes = list((getattr(executor, "_processes", None) or {}).values())
+        for process in processes:
             process.kill()
+        for process in processes:
+            process.join(timeout=10)  # reaped here, not left to an init that may never do it
     executor.shutdown(wait=False, cancel_futures=True)
 
 
