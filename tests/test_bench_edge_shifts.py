@@ -47,7 +47,7 @@ def test_site_rows_read_feff_edges_li_content_and_bonds(tmp_path):
     from test_library_helpers import tiny_model
 
     table = edge_shift_table(tiny_model(), str(data))  # a one-tier model: FEFF's fits only
-    assert set(table) == {"Ni-K-xas"} and "test" not in table["Ni-K-xas"]
+    assert set(table) == {"Ni-K-xas"} and "test" not in table["Ni-K-xas"] and "feff_contrast" not in table["Ni-K-xas"]
     assert table["Ni-K-xas"]["feff"]["edge_vs_li"]["slope"] == pytest.approx(-3.0, abs=0.05)
     assert table["Ni-K-xas"]["feff"]["shift_li_1_to_0p5_eV"] == pytest.approx(1.5, abs=0.03)
     title, intro, lines = describe(None, table)
