@@ -284,18 +284,20 @@ def run_cli(*args: str) -> None:
 EDGE_FIELDS = ("edge_as_given_eV", "edge_eV", "training_p01_eV", "training_p99_eV", "energy_scale_tolerance_eV", "inside_training_range")
 
 
-def reference_edge_answers(model_path) -> list[dict] | None:
+def reference_edge_answers(model_path, compounds: list[str] | None = None) -> list[dict] | None:
     """Each measured reference spectrum (the first scan of an XDI set) through ``gnnspec convert
     --energy reference`` (the XDI foil calibration, or Athena's energy shift) and ``gnnspec infer``
     with the model at ``model_path``, as a user runs them: the edge infer places against the
     training edges (:func:`gnnspec.models.predicted_edges.measured_edges`) and the support verdict.
-    None when the references are absent."""
+    ``compounds``: only these (default every one). None when the references are absent."""
     if not REFERENCE_DIR.is_dir():
         return None
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         converted, answer = Path(tmp) / "reference.json", Path(tmp) / "answer.json"
         for compound, entries in MEASURED.items():
+            if compounds is not None and compound not in compounds:
+                continue
             for channel, source, spec in entries:
                 name = spec.format(1) if "{}" in spec else spec
                 run_cli("convert", f"{REFERENCE_DIR / name}:{channel}", "--energy", "reference", "--out", str(converted))
