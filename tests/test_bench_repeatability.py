@@ -84,6 +84,26 @@ def test_the_table_scores_moved_spectra_against_the_test_variance_and_controls_a
     assert row["largest_change"] == pytest.approx((bump**2).sum() / per_site)
     assert row["named_sites"] == {f"{sid_c}/{site_c}": pytest.approx(4 * (bump**2).sum() / per_site)}
     assert "O-K-eels" not in table  # no moved spectrum of it: nothing to score
+    assert "model_r2_stored" not in row
+    # with a model of the tier: its R^2 against the stored spectra and against the mean of stored and moved
+    import torch
+    from model_fixtures import tiny_model_config
+    from pymatgen.core import Structure
+
+    from gnnspec.models.factory import build_model
+
+    torch.manual_seed(0)
+    model = build_model(tiny_model_config(tiers=["synthetic", "scf"])).eval()
+    scored = repeatability_table(data, state, model)["O-K-xas"]
+    moved = {(sid_a, site_a): stored_a["O-K-xas"] + bump, (sid_b, site_b): stored_b["O-K-xas"]}  # the rule's moved sites
+    err_stored, err_mean = [], []
+    for (sid, site), rerun in moved.items():
+        p = model.predict_site_spectra(Structure.from_dict(store.structure(sid)["structure"]), [site], tier="scf")[site]["O-K-xas"][1]
+        y = held[(sid, site)]["O-K-xas"]
+        err_stored.append(((p - y) ** 2).sum())
+        err_mean.append(((p - 0.5 * (y + rerun)) ** 2).sum())
+    assert scored["model_r2_stored"] == pytest.approx(1.0 - np.mean(err_stored) / per_site)
+    assert scored["model_r2_mean"] == pytest.approx(1.0 - np.mean(err_mean) / per_site)
     out = tmp_path / "rep.json"
     out.write_text(json.dumps(state))
     assert run_plan(data, out, "scf", ["O"], 2, 1, 0.01, 1, 1) == state  # every rerun present: no FEFF run, plan kept

@@ -187,15 +187,19 @@ def run_plan(
     return state
 
 
-def repeatability_table(data: str, state: dict) -> dict[str, dict]:
+def repeatability_table(data: str, state: dict, model=None) -> dict[str, dict]:
     """Per channel: ``n`` sites (chosen by the rule), ``r2_displaced``, ``ceiling_r2``, the largest
     per-site change as a fraction of the channel's per-site variance, the control runs'
     ``r2_control``, and ``named_sites``: the change of each site named with ``--add`` (scored
-    apart: sites picked for their error would bias the estimate)."""
+    apart: sites picked for their error would bias the estimate). With ``model`` (predicting the
+    tier) also, on the rule's moved sites, ``model_r2_stored`` (its prediction against the stored
+    FEFF spectrum) and ``model_r2_mean`` (against the mean of the stored and the moved one: a
+    target with FEFF's jumps halved, what a tier averaged over geometries would give)."""
     from gnnspec.data.store import SpectraStore
 
     store = SpectraStore(data)
     tier = state["tier"]
+    predicted = _model_spectra(model, store, state) if model is not None else {}
     table = {}
     for element in state["plan"]:
         channels = tier_channels(store, tier, element)
@@ -203,15 +207,20 @@ def repeatability_table(data: str, state: dict) -> dict[str, dict]:
         for name in channels:
             everything = np.array([s[name] for s in reference.values()])
             per_site_var = float(((everything - everything.mean(0)) ** 2).sum(1).mean())
-            rows, named = {"moved": [], "control": []}, {}
+            rows, named = {"moved": [], "control": [], "model_stored": [], "model_mean": []}, {}
             for r in state["results"]:
                 if r["element"] == element and name in r["spectra"]:
-                    change = float(((np.asarray(r["spectra"][name]) - reference[(r["sid"], r["site"])][name]) ** 2).sum())
+                    stored, rerun = reference[(r["sid"], r["site"])][name], np.asarray(r["spectra"][name])
+                    change = float(((rerun - stored) ** 2).sum())
                     if [r["sid"], r["site"]] in state.get("added", []):
                         if r["displacement"] != 0:
                             named[f"{r['sid']}/{r['site']}"] = change / per_site_var
                     else:
                         rows["control" if r["displacement"] == 0 else "moved"].append(change)
+                        p = predicted.get((r["sid"], r["site"]), {}).get(name)
+                        if p is not None and r["displacement"] != 0:
+                            rows["model_stored"].append(float(((p - stored) ** 2).sum()))
+                            rows["model_mean"].append(float(((p - 0.5 * (stored + rerun)) ** 2).sum()))
             if not rows["moved"]:
                 continue
             moved = np.array(rows["moved"]) / per_site_var
@@ -226,7 +235,26 @@ def repeatability_table(data: str, state: dict) -> dict[str, dict]:
                 "r2_control": 1.0 - float(np.mean(rows["control"]) / per_site_var) if rows["control"] else None,
                 "named_sites": named,
             }
+            if rows["model_stored"]:
+                table[name]["model_r2_stored"] = 1.0 - float(np.mean(rows["model_stored"]) / per_site_var)
+                table[name]["model_r2_mean"] = 1.0 - float(np.mean(rows["model_mean"]) / per_site_var)
     return table
+
+
+def _model_spectra(model, store, state: dict) -> dict[tuple[int, int], dict[str, np.ndarray]]:
+    """``{(sid, site): {channel: spectrum}}``: ``model``'s prediction in the state's tier of every
+    site rerun, normalised on the channel grids as the stored spectra are."""
+    from pymatgen.core import Structure
+
+    sites: dict[int, set] = {}
+    for r in state["results"]:
+        sites.setdefault(r["sid"], set()).add(r["site"])
+    out = {}
+    for sid, wanted in sorted(sites.items()):
+        structure = Structure.from_dict(store.structure(sid)["structure"])
+        for site, spectra in model.predict_site_spectra(structure, sorted(wanted), tier=state["tier"]).items():
+            out[(sid, site)] = {name: y for name, (_, y) in spectra.items()}
+    return out
 
 
 def render(table: dict[str, dict], sigma_a: float) -> str:
@@ -242,6 +270,17 @@ def render(table: dict[str, dict], sigma_a: float) -> str:
             f"| {name} | {r['n']} | {r['n_test_sites']} | {r['r2_displaced']:.3f} | {r['ceiling_r2']:.3f} | "
             f"{r['largest_change']:.3f} | {r['sites_over_10pct']} | {control} | {named} |"
         )
+    scored = {name: r for name, r in table.items() if "model_r2_stored" in r}
+    if scored:
+        lines += [
+            "",
+            "The model's prediction on the same moved sites, against the stored FEFF spectrum and against the mean of the "
+            "stored and the moved one (FEFF's jumps halved: what a tier averaged over geometries would give):",
+            "",
+            "| channel | model R^2 vs stored | model R^2 vs mean of the two |",
+            "| --- | --- | --- |",
+        ]
+        lines += [f"| {name} | {r['model_r2_stored']:.3f} | {r['model_r2_mean']:.3f} |" for name, r in scored.items()]
     return "\n".join(lines)
 
 
@@ -257,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--draw", type=int, default=1, help="seed of the random moves")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--markdown", action="store_true", help="print the table of --out (no FEFF runs)")
+    p.add_argument("--model", default=None, help="also score this checkpoint's predictions on the moved sites (the shipped model: 'shipped')")
     args = p.parse_args(argv)
     try:
         out = Path(args.out)
@@ -272,7 +312,12 @@ def main(argv: list[str] | None = None) -> int:
                     raise InputError(f"--add {pair}: expected SID:SITE, such as 8:9")
                 extra.append((int(sid), int(site)))
             state = run_plan(args.data, out, args.tier, args.elements, args.sites, args.controls, DISPLACEMENT_A, args.draw, args.workers, extra)
-        print(render(repeatability_table(args.data, state), DISPLACEMENT_A))
+        model = None
+        if args.model:
+            from gnnspec.models.factory import DEFAULT_MODEL, load_model
+
+            model = load_model(DEFAULT_MODEL if args.model == "shipped" else args.model)
+        print(render(repeatability_table(args.data, state, model), DISPLACEMENT_A))
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
