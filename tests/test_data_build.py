@@ -396,17 +396,25 @@ def test_retry_failed_plans_a_stored_failure_again(tmp_path):
     assert main(["data", "build", str(_recipe(tmp_path)), "--out", str(out), "--workers", "1", "--structures-only", "--retry-failed"]) == 0
 
 
+def _build_until_a_feff_run(tmp_path: Path, name: str):
+    """``gnnspec data build`` of the tiny recipe into ``tmp_path/name`` with 1 worker, in its own
+    process group, returned once its first FEFF work folder exists (a site task is under way):
+    ``(process, out, FEFF work root)``."""
+    out = tmp_path / name
+    cmd = [sys.executable, "-m", "gnnspec", "data", "build", str(_recipe(tmp_path)), "--out", str(out), "--workers", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    work = tmp_path / f"{name}_logs" / "feff_work"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (work.is_dir() and any(work.iterdir())):
+        time.sleep(0.1)
+    assert work.is_dir() and any(work.iterdir()), "no FEFF run started"
+    return proc, out, work
+
+
 def test_a_stopped_build_stores_the_site_under_way(full_build, tmp_path):
     """SIGTERM while the first FEFF task runs: the build finishes that site (and the one task the
     worker already holds), stores it and exits (interrupted); before, they were thrown away."""
-    out = tmp_path / "stopped"
-    cmd = [sys.executable, "-m", "gnnspec", "data", "build", str(_recipe(tmp_path)), "--out", str(out), "--workers", "1"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    work = tmp_path / "stopped_logs" / "feff_work"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (work.is_dir() and any(work.iterdir())):
-        time.sleep(0.2)  # a FEFF work folder: the first site task is under way
-    assert work.is_dir() and any(work.iterdir()), "no FEFF run started"
+    proc, out, work = _build_until_a_feff_run(tmp_path, "stopped")
     assert not (out / "data.mdb").exists() or not list(SpectraStore(out).keys("spectrum/"))
     os.killpg(proc.pid, signal.SIGTERM)  # as a scheduler stops a job: the whole process group
     _, err = proc.communicate(timeout=180)
@@ -427,13 +435,7 @@ def test_a_stopped_build_stores_the_site_under_way(full_build, tmp_path):
 def test_a_second_stop_ends_the_workers_at_once(tmp_path):
     """Two SIGTERMs while a FEFF task runs: the build exits within seconds, its workers ended."""
     pytest.importorskip("feff10")
-    out = tmp_path / "twice"
-    cmd = [sys.executable, "-m", "gnnspec", "data", "build", str(_recipe(tmp_path)), "--out", str(out), "--workers", "1"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    work = tmp_path / "twice_logs" / "feff_work"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (work.is_dir() and any(work.iterdir())):
-        time.sleep(0.1)
+    proc, out, work = _build_until_a_feff_run(tmp_path, "twice")
     os.killpg(proc.pid, signal.SIGTERM)
     time.sleep(0.5)
     os.killpg(proc.pid, signal.SIGTERM)
