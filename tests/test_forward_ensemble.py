@@ -289,3 +289,11 @@ def test_edge_spread_factor_covers_68_percent_of_the_sites():
     assert np.mean(np.abs(err) <= k * std) == pytest.approx(0.68, abs=0.01)
     assert k == pytest.approx(2.0, rel=0.15)  # a normal's 68th percentile of |z| is about 1
     assert fit["coverage_unscaled"]["scf"]["Mn-K-xas"] == pytest.approx(np.mean(np.abs(err) <= std))
+
+
+def test_member_edge_std_skips_models_without_an_edge():
+    from gnnspec.models.predicted_edges import member_edge_std
+
+    nan = float("nan")
+    assert member_edge_std([6552.0, nan, 6553.0, 6554.0]) == pytest.approx(1.0)
+    assert np.isnan(member_edge_std([6552.0, nan])) and np.isnan(member_edge_std([]))

@@ -71,9 +71,9 @@ def edges_by_site(
             record = {"edge_eV": mean}
             if len(edges) > 1:
                 record["forward_models_edge_eV"] = [e if np.isfinite(e) else None for e in edges]
-                finite = [e for e in edges if np.isfinite(e)]  # a model without a rising step gives none
-                if len(finite) > 1:
-                    record["edge_std_eV"] = float(np.std(finite, ddof=1))
+                std = member_edge_std(edges)
+                if np.isfinite(std):
+                    record["edge_std_eV"] = std
                     if name in ks:
                         record["edge_spread_eV"] = ks[name] * record["edge_std_eV"]
                         record["edge_known"] = record["edge_spread_eV"] <= KNOWN_SPREAD_EV
@@ -95,6 +95,14 @@ def forward_model_edges(out: dict, r: int, c: int, channel: str) -> tuple[float,
     if each is None:
         return mean, []
     return mean, [half_step_energy(ch.grid, y, ch.edge_energy) for y in each[:, r, c].double().cpu().numpy()]
+
+
+def member_edge_std(edges: list[float]) -> float:
+    """The forward models' edge standard deviation: over those with an edge (a model whose
+    spectrum has no rising step gives none); NaN with fewer than two. Calibration and prediction
+    both use it, so that ``k`` scales the quantity it was fitted on."""
+    finite = [e for e in edges if np.isfinite(e)]
+    return float(np.std(finite, ddof=1)) if len(finite) > 1 else float("nan")
 
 
 @torch.no_grad()
@@ -124,7 +132,7 @@ def calibrate_edge_spread(model, data: str, split: str = "val") -> dict:
             for r in np.nonzero(ok[:, c])[0]:
                 mean, each = forward_model_edges(out, int(r), c, name)
                 feff = half_step_energy(ch.grid, target[r, c].double().cpu().numpy(), ch.edge_energy)
-                rows[tiers[t]][name].append((mean - feff, float(np.std(each, ddof=1))))
+                rows[tiers[t]][name].append((mean - feff, member_edge_std(each)))
     store = SpectraStore(data)
     return fit_edge_spread(rows) | {
         "split": split,
