@@ -229,6 +229,17 @@ def assemble(channel: Channel, runs: dict[str, tuple[np.ndarray, np.ndarray]]) -
     return total
 
 
+def normalised_channels(runs: dict[str, tuple[np.ndarray, np.ndarray]], channels: Iterable[str]) -> dict[str, np.ndarray]:
+    """The spectra a model learns: each channel of ``channels`` that ``runs`` make, assembled
+    (:func:`assemble`) and normalised (:func:`normalise`) on its grid."""
+    out = {}
+    for name in channels:
+        raw = assemble(CHANNELS[name], runs)
+        if raw is not None:
+            out[name] = normalise(CHANNELS[name], raw)
+    return out
+
+
 def assemble_channels(
     runs: dict[str, tuple[np.ndarray, np.ndarray]], channels: Iterable[str] | None = None
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:

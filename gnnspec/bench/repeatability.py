@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from gnnspec.bench.convergence import DISPLACEMENT_A, displaced
-from gnnspec.channels import CHANNELS, assemble, normalise
+from gnnspec.channels import CHANNELS, normalised_channels
 from gnnspec.errors import InputError
 
 
@@ -54,16 +54,6 @@ def tier_channels(store, tier: str, element: str) -> list[str]:
     return [c for c in tiers[tier] if CHANNELS[c].element == element]
 
 
-def channel_spectra(runs: dict[str, tuple], channels: list[str]) -> dict[str, np.ndarray]:
-    """Normalised spectra on the channel grids of ``channels`` from raw runs ``{run: (energy, intensity)}``."""
-    out = {}
-    for name in channels:
-        raw = assemble(CHANNELS[name], runs)
-        if raw is not None:
-            out[name] = normalise(CHANNELS[name], raw)
-    return out
-
-
 def tier_test_spectra(store, tier: str, channels: list[str]) -> dict[tuple[int, int], dict[str, np.ndarray]]:
     """Every test-split site holding all of ``channels`` in ``tier``: ``{(sid, site): {channel: spectrum}}``."""
     out = {}
@@ -74,7 +64,7 @@ def tier_test_spectra(store, tier: str, channels: list[str]) -> dict[tuple[int, 
         for (site, run), rec in store.spectra_of(sid, tier).items():
             by_site.setdefault(site, {})[run] = (rec["energy"], rec["intensity"])
         for site, runs in sorted(by_site.items()):
-            spectra = channel_spectra(runs, channels)
+            spectra = normalised_channels(runs, channels)
             if len(spectra) == len(channels):
                 out[(sid, site)] = spectra
     return out
@@ -106,7 +96,7 @@ def rerun_site(structure: dict, site: int, channels: list[str], tier: str, sigma
     spectra = run_feff_site(Structure.from_dict(displaced(structure, sigma_a, draw)), site, channels, tier)
     runs = {name: (s.energy, s.intensity) for name, s in spectra.items()}
     seconds = sum({s.run.rsplit("-", 1)[0]: s.seconds for s in spectra.values()}.values())
-    return {c: y.tolist() for c, y in channel_spectra(runs, channels).items()}, seconds
+    return {c: y.tolist() for c, y in normalised_channels(runs, channels).items()}, seconds
 
 
 def jobs_of(plan: dict, controls: int, sigma_a: float, draw: int) -> list[tuple]:

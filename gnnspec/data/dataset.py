@@ -13,7 +13,7 @@ import torch
 from pymatgen.core import Structure
 from torch_geometric.data import Data
 
-from gnnspec.channels import CHANNELS, DEFAULT_CHANNELS, assemble, normalise
+from gnnspec.channels import CHANNELS, DEFAULT_CHANNELS, normalised_channels
 from gnnspec.data import keys as K
 from gnnspec.data.store import SpectraStore
 from gnnspec.graphs import periodic_edges
@@ -103,11 +103,10 @@ def _site_targets(
     for (site, run), spectrum in site_spectra.items():
         by_site.setdefault(site, {})[run] = spectrum
     for site, runs in by_site.items():
-        for c, name in enumerate(channels):
-            raw = assemble(CHANNELS[name], runs)
-            if raw is not None:
-                site_y[site, c] = normalise(CHANNELS[name], raw)
-                site_mask[site, c] = True
+        for name, spectrum in normalised_channels(runs, channels).items():
+            c = channels.index(name)
+            site_y[site, c] = spectrum
+            site_mask[site, c] = True
     return site_y, site_mask
 
 
