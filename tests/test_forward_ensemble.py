@@ -297,3 +297,50 @@ def test_member_edge_std_skips_models_without_an_edge():
     nan = float("nan")
     assert member_edge_std([6552.0, nan, 6553.0, 6554.0]) == pytest.approx(1.0)
     assert np.isnan(member_edge_std([6552.0, nan])) and np.isnan(member_edge_std([]))
+
+
+def test_channel_skill_is_the_test_split_r2_and_predict_reports_it(setup, ensemble, licoo2, tmp_path, capsys):
+    from gnnspec.bench.fidelity import fidelity_table
+    from gnnspec.cli import main
+    from gnnspec.models.channel_skill import KEY
+    from gnnspec.models.factory import write_checkpoint_entry
+
+    _, data, _ = setup
+    model_file, record = ensemble
+    skill = record[KEY]
+    assert skill["split"] == "test" and set(skill) >= {"forward_ensemble", "own_forward", "data_sha256"}
+    # the same numbers as the fidelity benchmark's, an independent path over the test sites
+    for mode, model in (("forward_ensemble", load_checkpoint(model_file)), ("own_forward", load_checkpoint(model_file, forward_ensemble=False))):
+        table = fidelity_table(model, str(data), "test", "hi")
+        assert skill[mode]["hi"] and set(skill[mode]["hi"]) == {c for c, r in table.items() if r["model_tier"]["n"] >= 3}
+        for name, entry in skill[mode]["hi"].items():
+            assert entry["n_sites"] == table[name]["model_tier"]["n"]
+            assert entry["r2"] == pytest.approx(table[name]["model_tier"]["r2"], abs=1e-4)
+            assert entry["r2_low"] <= entry["r2"] <= entry["r2_high"]
+        assert model.channel_skill("hi") == skill[mode]["hi"]
+    assert skill["forward_ensemble"]["hi"] != skill["own_forward"]["hi"]
+    # --skill alone rescores the same numbers and keeps the rest of the record
+    copy = tmp_path / "copy.pt"
+    copy.write_bytes(model_file.read_bytes())
+    before = read_checkpoint(copy)[ENTRY]
+    assert main(["ensemble", str(copy), "--skill"]) == 0
+    assert "channel skill" in capsys.readouterr().out
+    after = read_checkpoint(copy)[ENTRY]
+    assert after[KEY] == before[KEY] and after["spread_k"] == before["spread_k"]
+    # predict writes each record's channels' skill and names a weak channel once on stderr
+    cif = tmp_path / "licoo2.cif"
+    licoo2.to(filename=str(cif))
+    name = sorted(skill["forward_ensemble"]["hi"])[0]
+    element = name.split("-")[0]
+    weak = {**skill["forward_ensemble"]["hi"][name], "r2": 0.1}
+    good = {c: {**e, "r2": 0.9, "r2_low": 0.8, "r2_high": 0.95} for c, e in skill["forward_ensemble"]["hi"].items()}
+    write_checkpoint_entry(copy, ENTRY, {**after, KEY: {**skill, "forward_ensemble": {"hi": {**good, name: weak}}}})
+    out = tmp_path / "pred.jsonl"
+    assert main(["predict", str(cif), "--model", str(copy), "--tier", "hi", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    hit = [r for r in records if r["meta"]["element"] == element]
+    assert len(hit) > 1 and all(r["meta"]["channel_skill"][name]["r2"] == 0.1 for r in hit)
+    assert set(hit[0]["meta"]["channel_skill"]) == set(hit[0]["channels"]) & set(skill["forward_ensemble"]["hi"])
+    assert err.count("qualitative guide") == 1 and f"{name} (hi tier): R^2 0.10" in err
+    assert "held-out test sites" in records[0]["meta"]["skill_meaning"]

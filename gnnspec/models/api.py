@@ -206,6 +206,15 @@ class ModelAPI:
         sites = [sites] if isinstance(sites, int) else [int(s) for s in sites]
         return self.predict_many([structure], [sites], tier=tier, return_edges=True)[1][0]
 
+    def channel_skill(self, tier: str | None = None) -> dict[str, dict]:
+        """How well each channel of ``tier`` (default: the highest fidelity), as this model predicts
+        it, matched FEFF on the held-out test sites of its dataset: ``{channel: {"r2", "r2_low",
+        "r2_high", "cosine", "n_sites"}}``, empty where the checkpoint holds no score
+        (:mod:`gnnspec.models.channel_skill`)."""
+        from gnnspec.models.channel_skill import channel_skill
+
+        return channel_skill(self, tier)
+
     def predict_spectra(self, structure: Any, site: int, tier: str | None = None) -> dict:
         """Spectra of every channel of ``site``'s element in ``tier`` (default: the model's highest
         fidelity): ``{channel: (energy_eV, intensity)}``."""

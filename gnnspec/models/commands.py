@@ -16,7 +16,9 @@ record's ``meta.spread``, the calibrated spread per channel and energy; ``--own-
 with the checkpoint's own forward model only (one backbone pass instead of seven, no spread).
 Sites with a step-edge channel (the transition metals' K edges) get ``meta.edges``: each such
 channel's half-step edge energy, the forward models' spread of it and its measured-scale
-estimate (:mod:`gnnspec.models.predicted_edges`).
+estimate (:mod:`gnnspec.models.predicted_edges`). Where the checkpoint holds it, every record's
+``meta.channel_skill`` states how well each of its channels matched FEFF on held-out sites, and
+channels below R^2 0.5 are named once on stderr (:mod:`gnnspec.models.channel_skill`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import sys
 from pathlib import Path
 
 from gnnspec.errors import InputError
+from gnnspec.models.channel_skill import MEANING as SKILL_MEANING
+from gnnspec.models.channel_skill import weak_channel_lines
 from gnnspec.models.predicted_edges import MEANING as EDGE_MEANING
 from gnnspec.models.predicted_edges import edge_warning_lines
 
@@ -109,6 +113,10 @@ def cmd_predict(args) -> int:
         base["spread_meaning"] = SPREAD_MEANING
     if any(any(by_site.values()) for by_site in edges):
         base["edge_meaning"] = EDGE_MEANING
+    skill = model.channel_skill(tier)
+    if skill:
+        base["skill_meaning"] = SKILL_MEANING
+    predicted_channels: set[str] = set()
     records, flagged = [], 0
     for f, s, by_site, spread, edge in zip(files, structures, predicted, spreads, edges):
         report = model.structure_support(s, sorted(by_site)) if by_site else {"sites": []}
@@ -119,6 +127,9 @@ def cmd_predict(args) -> int:
                 flagged += 1
                 print(line, file=sys.stderr)
             meta = {"structure": str(f), "site": site, "element": s[site].specie.symbol, "structure_support": support}
+            if skill:
+                meta["channel_skill"] = {name: skill[name] for name in spectra if name in skill}
+            predicted_channels.update(spectra)
             if site in spread:
                 meta["spread"] = {name: [round(float(v), 6) for v in values] for name, values in spread[site].items()}
             if edge.get(site):
@@ -126,6 +137,8 @@ def cmd_predict(args) -> int:
                 for line in edge_warning_lines(edge[site], f"{f} site {site}"):
                     print(line, file=sys.stderr)
             records.append((f"{f.stem}:{site}", [Spectrum(name, e, y) for name, (e, y) in spectra.items()], meta))
+    for line in weak_channel_lines(skill, tier, sorted(predicted_channels, key=model.cfg.channels.index)):
+        print(line, file=sys.stderr)
     if single:
         _, spectra, meta = records[0]
         write_spectra(out, spectra, {**base, **meta})

@@ -44,7 +44,7 @@ from gnnspec.errors import InputError
 from gnnspec.models.config import ModelConfig
 from gnnspec.models.environment_table import checkpoint_simulator
 from gnnspec.models.forward_ensemble import ENTRY as FORWARD_ENSEMBLE
-from gnnspec.models.forward_ensemble import LazyMembers, own_linear_heads
+from gnnspec.models.forward_ensemble import LazyMembers, own_forward_record
 from gnnspec.models.joint import JointModel
 from gnnspec.models.structure_support import ENTRY as STRUCTURE_SUPPORT
 
@@ -173,7 +173,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     model = model.to(map_location).eval()
     record = ckpt.get(FORWARD_ENSEMBLE)
     if record and not forward_ensemble:
-        model.forward_ensemble_record = own_linear_heads(record)
+        model.forward_ensemble_record = own_forward_record(record)
     elif record:
         model.forward_members = LazyMembers(model, record, str(path))  # built when a prediction needs them
         model.forward_ensemble_record = {k: v for k, v in record.items() if k != "members"} | {

@@ -230,15 +230,21 @@ def spread_factors(model: nn.Module, tier: int) -> torch.Tensor | None:
     return torch.tensor([float(by_channel.get(c, 0.0)) for c in model.cfg.channels], dtype=torch.float64)
 
 
-def own_linear_heads(record: dict) -> dict:
+def own_forward_record(record: dict) -> dict:
     """The part of a forward ensemble record that belongs to the model's own forward side: its own
-    linear tier heads (member 0's), without the members or a spread calibrated for all of them."""
+    linear tier heads (member 0's) and its channel skill, without the members or a spread
+    calibrated for all of them."""
+    from gnnspec.models.channel_skill import KEY as SKILL
     from gnnspec.models.linear_tier_heads import KEY as LINEAR
 
+    own: dict = {}
     linear = record.get(LINEAR)
-    if not linear:
-        return {}
-    return {LINEAR: {**linear, "tiers": {t: heads[:1] for t, heads in linear["tiers"].items()}}}
+    if linear:
+        own[LINEAR] = {**linear, "tiers": {t: heads[:1] for t, heads in linear["tiers"].items()}}
+    skill = record.get(SKILL)
+    if skill and skill.get("own_forward") is not None:
+        own[SKILL] = {k: v for k, v in skill.items() if k != "forward_ensemble"}
+    return own
 
 
 def member_count(model: nn.Module) -> int:
@@ -371,6 +377,24 @@ def attach_edge_spread(model_path: str | Path, data: str | None = None, split: s
     return calibration
 
 
+def attach_channel_skill(model_path: str | Path, data: str | None = None) -> dict:
+    """Score the channel skill (:mod:`gnnspec.models.channel_skill`) of the checkpoint at
+    ``model_path`` on its dataset's test split, every other part of its forward-ensemble record
+    kept (a checkpoint without one gets a record holding the skill only), and write it."""
+    from gnnspec.models.channel_skill import KEY as SKILL
+    from gnnspec.models.channel_skill import score_both
+    from gnnspec.models.factory import load_checkpoint, read_checkpoint, write_checkpoint_entry
+
+    data = _dataset_of(model_path, data)
+    record = dict(read_checkpoint(model_path).get(ENTRY) or {"members": []})
+    model = load_checkpoint(model_path)
+    model.forward_members = list(getattr(model, "forward_members", None) or [])
+    model.forward_ensemble_record = record
+    record[SKILL] = score_both(model, data)
+    write_checkpoint_entry(model_path, ENTRY, record)
+    return record[SKILL]
+
+
 def _dataset_of(model_path: str | Path, data: str | None) -> str:
     from gnnspec.models.factory import read_checkpoint, trained_config
 
@@ -384,6 +408,8 @@ def _fit_and_write(model: nn.Module, model_path: str | Path, record: dict, data:
     """Fit the linear heads (when asked), calibrate the spread, write the record; its summary."""
     from gnnspec.data.store import SpectraStore
     from gnnspec.edge_position import STEP_EDGE_CHANNELS
+    from gnnspec.models.channel_skill import KEY as SKILL
+    from gnnspec.models.channel_skill import score_both
     from gnnspec.models.factory import write_checkpoint_entry
     from gnnspec.models.linear_tier_heads import KEY as LINEAR
     from gnnspec.models.linear_tier_heads import fit_linear_heads
@@ -398,6 +424,7 @@ def _fit_and_write(model: nn.Module, model_path: str | Path, record: dict, data:
     record.pop(EDGES, None)
     if member_count(model) > 1 and any(c in STEP_EDGE_CHANNELS for c in model.cfg.channels):
         record[EDGES] = calibrate_edge_spread(model, data, split)
+    record[SKILL] = score_both(model, data)
     write_checkpoint_entry(model_path, ENTRY, record)
     summary = {k: v for k, v in record.items() if k not in ("members", LINEAR)} | {"members": [m["source"] for m in record["members"]]}
     if linear_heads:

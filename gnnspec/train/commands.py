@@ -99,6 +99,13 @@ def add_ensemble_parser(subparsers) -> None:
         help="calibrate only the spread of the forward models' edge positions (the transition metals' K edges) on "
         "validation, the rest of the forward ensemble kept (done by --forward-from and --linear-heads as well)",
     )
+    p.add_argument(
+        "--skill",
+        action="store_true",
+        help="score only the channel skill (each channel's R^2 against FEFF on the test split, for the forward ensemble "
+        "and the own forward side; gnnspec predict reports it), the rest of the forward ensemble kept (done by "
+        "--forward-from and --linear-heads as well)",
+    )
     p.add_argument("--lr", type=float, default=None, help="with --realign: peak learning rate (default: the model's own alignment's)")
     p.add_argument(
         "--from-scratch",
@@ -125,6 +132,10 @@ def cmd_ensemble(args) -> int:
         record = realign(args.model, REALIGN_EPOCHS if args.epochs is None else args.epochs, args.data, lr=args.lr, from_scratch=args.from_scratch)
         print("\n".join([f"{args.model}:", *summary_lines(record), "the calibration and support were fitted on the old embeddings: run gnnspec calibrate"]))
         return 0
+    if args.skill:
+        if args.forward_from or args.linear_heads or args.edge_spread:
+            raise InputError("--skill scores the present forward ensemble on its own: --forward-from and --linear-heads score it as well")
+        return channel_skill(args)
     if args.edge_spread:
         if args.forward_from or args.linear_heads or args.realign:
             raise InputError("--edge-spread calibrates the present forward ensemble on its own: --forward-from and --linear-heads calibrate it as well")
@@ -173,6 +184,28 @@ def edge_spread(args) -> int:
     return 0
 
 
+def channel_skill(args) -> int:
+    """``gnnspec ensemble MODEL --skill``: score, store and print the channel skill."""
+    from gnnspec.models.forward_ensemble import attach_channel_skill
+
+    record = attach_channel_skill(args.model, args.data)
+    print(f"{args.model}: channel skill, R^2 against FEFF on the {record['split']} split (95 % interval over sites)")
+    print(skill_lines(record))
+    return 0
+
+
+def skill_lines(record: dict) -> str:
+    """The channel skill record as indented lines, one per way of predicting and tier."""
+    lines = []
+    for mode in ("forward_ensemble", "own_forward"):
+        for tier, by_channel in (record.get(mode) or {}).items():
+            lines.append(
+                f"  {mode}, {tier}: "
+                + ", ".join(f"{c} {e['r2']:.2f} [{e['r2_low']:.2f}, {e['r2_high']:.2f}] ({e['n_sites']})" for c, e in by_channel.items())
+            )
+    return "\n".join(lines)
+
+
 def forward_ensemble(args) -> int:
     """``gnnspec ensemble MODEL [--forward-from RUN.pt ...] [--linear-heads]``: attach, fit, calibrate, print."""
     from gnnspec.models.forward_ensemble import attach_linear_heads, attach_members
@@ -195,6 +228,9 @@ def forward_ensemble(args) -> int:
             + ", ".join(f"{c} {k:.2f}" for c, k in ks.items())
             + f"; one member std covers FEFF at {np.mean(list(cover.values())):.0%} of {record['split']} energies"
         )
+    if record.get("channel_skill"):
+        print(f"  channel skill, R^2 against FEFF on the {record['channel_skill']['split']} split:")
+        print(skill_lines(record["channel_skill"]))
     return 0
 
 
