@@ -126,6 +126,20 @@ def alignment_tables(model, splits: dict, cfg, generated=None, simulator: str | 
     return train, val
 
 
+def recorded_alignment(ckpt: dict, where: str):
+    """The alignment stage a checkpoint records: ``(train config dict, AlignConfig,
+    AugmentConfig)``; an InputError naming ``where`` when it records none."""
+    from gnnspec.config import from_dict
+    from gnnspec.errors import InputError
+    from gnnspec.models.factory import trained_config
+    from gnnspec.train.config import AlignConfig, AugmentConfig
+
+    trained = trained_config(ckpt)
+    if not trained.get("align"):
+        raise InputError(f"{where}: the checkpoint records no alignment stage to repeat (trained.train_config.align)")
+    return trained, from_dict(AlignConfig, trained["align"], f"{where}: align"), from_dict(AugmentConfig, trained["augment"], f"{where}: augment")
+
+
 def recorded_alignment_data(model, trained: dict, cfg, data: str, where: str) -> tuple[dict, list | None]:
     """What a repeat of a checkpoint's alignment stage trains on: the splits of ``data`` as ``model``
     reads them and, when ``cfg.generated``, the same generated pool its training drew

@@ -116,10 +116,8 @@ def add_ensemble_parser(subparsers) -> None:
 
 
 def cmd_ensemble(args) -> int:
-    from gnnspec.config import from_dict
     from gnnspec.models.factory import load_checkpoint, read_checkpoint
-    from gnnspec.train.align import recorded_alignment_data
-    from gnnspec.train.config import AlignConfig, AugmentConfig
+    from gnnspec.train.align import recorded_alignment, recorded_alignment_data
     from gnnspec.train.ensemble import build_ensemble
 
     if not args.realign and (args.lr is not None or args.from_scratch):
@@ -146,15 +144,11 @@ def cmd_ensemble(args) -> int:
         return forward_ensemble(args)
     if args.members < 3:
         raise InputError(f"--members must be at least 3 (the spread is calibrated leaving one out), got {args.members}")
-    trained = (read_checkpoint(args.model).get("trained") or {}).get("train_config")
-    if not trained or not trained.get("align"):
-        raise InputError(f"{args.model}: the checkpoint records no alignment stage to repeat (trained.train_config.align)")
-    align = from_dict(AlignConfig, trained["align"], f"{args.model}: align")
+    trained, align, augment = recorded_alignment(read_checkpoint(args.model), args.model)
     if args.epochs is not None:
         if args.epochs < 1:
             raise InputError(f"--epochs must be at least 1, got {args.epochs}")
         align.epochs = args.epochs
-    augment = from_dict(AugmentConfig, trained["augment"], f"{args.model}: augment")
     model = load_checkpoint(args.model)
     splits, pool = recorded_alignment_data(model, trained, align, args.data or trained["data"], args.model)
     record = build_ensemble(model, args.model, splits, align, augment, args.members, generated=pool)

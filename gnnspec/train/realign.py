@@ -58,29 +58,32 @@ def realign(
     ``from_scratch``: re-initialise each encoder's embedding side from its seed first, as
     ``gnnspec train`` and ``gnnspec ensemble`` start the stage, instead of continuing from its
     trained weights. Returns the ``realignment`` record."""
-    from gnnspec.config import from_dict
     from gnnspec.data.store import SpectraStore
     from gnnspec.models.environment_table import REALIGNMENT
     from gnnspec.models.factory import (
         load_checkpoint,
         read_checkpoint,
-        trained_config,
         write_checkpoint_entries,
         write_checkpoint_entry,
     )
     from gnnspec.models.forward_ensemble import member_count
     from gnnspec.models.linear_tier_heads import head_count
-    from gnnspec.train.align import align_embeddings, alignment_tables, recorded_alignment_data, score, selection_score
-    from gnnspec.train.config import AlignConfig, AugmentConfig
+    from gnnspec.train.align import (
+        align_embeddings,
+        alignment_tables,
+        recorded_alignment,
+        recorded_alignment_data,
+        score,
+        selection_score,
+    )
     from gnnspec.train.ensemble import ENTRY, embedding_side, fit_spread, reinitialise, with_member
 
     if epochs < 1:
         raise InputError(f"the realignment needs at least 1 epoch, got {epochs}")
     ckpt = read_checkpoint(model_path)
-    trained = trained_config(ckpt)
-    if not trained.get("align") or not (ckpt.get("trained") or {}).get("alignment"):
-        raise InputError(f"{model_path}: the checkpoint records no alignment stage to continue (trained.train_config.align)")
-    align = from_dict(AlignConfig, trained["align"], f"{model_path}: align")
+    if not (ckpt.get("trained") or {}).get("alignment"):
+        raise InputError(f"{model_path}: the checkpoint records no alignment stage to continue (trained.alignment)")
+    trained, align, augment = recorded_alignment(ckpt, str(model_path))
     if align.spectra_tier is None:
         raise InputError(f"{model_path}: its encoder learned FEFF's base-tier spectra, not a forward model's: nothing to realign")
     model = load_checkpoint(model_path)
@@ -94,7 +97,6 @@ def realign(
     if lr is not None and not lr > 0:
         raise InputError(f"the learning rate must be > 0, got {lr}")
     align.epochs, align.lr = int(epochs), float(lr or align.lr)
-    augment = from_dict(AugmentConfig, trained["augment"], f"{model_path}: augment")
     data = data or trained.get("data")
     if not data or not Path(data).exists():
         raise InputError(f"{model_path}: its training dataset {data!r} is not here (pass --data)")
