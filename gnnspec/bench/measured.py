@@ -85,8 +85,9 @@ def inequivalent_sites(structure, element: str) -> list[tuple[int, int]]:
     return [(structure.index(group[0]), len(group)) for group in sym.equivalent_sites if group[0].specie.symbol == element]
 
 
-def simulated_on_grid(structure, channel: str, model=None) -> dict[str, np.ndarray]:
-    """Multiplicity-weighted mean spectra on the channel grid: FEFF ``fast``, FEFF ``scf`` and the model."""
+def simulated_on_grid(structure, channel: str) -> dict[str, np.ndarray]:
+    """Multiplicity-weighted mean FEFF spectra on the channel grid: ``fast`` and ``scf`` (the
+    model's: :func:`model_on_grid`)."""
     from gnnspec.simulate.runner import run_feff_site
 
     ch = CHANNELS[channel]
@@ -100,8 +101,6 @@ def simulated_on_grid(structure, channel: str, model=None) -> dict[str, np.ndarr
                 sp = run_feff_site(structure, site, [channel], preset=tier, log_path=Path(tmp) / "feff.log")[channel]
                 rows.append(np.interp(ch.grid, sp.energy, sp.intensity))
             out[f"FEFF {tier}"] = np.tensordot(weights, np.array(rows), axes=1)
-    if model is not None and channel in model.cfg.channels:
-        out.update(model_on_grid(structure, channel, model))
     return out
 
 
@@ -110,25 +109,19 @@ def model_label(model) -> str:
     return "forward model" if len(model.cfg.tiers) == 1 else f"forward model ({model.cfg.tiers[-1]})"
 
 
-def model_on_grid(structure, channel: str, model) -> dict[str, np.ndarray]:
-    """``{model_label: spectrum}``: the forward model's multiplicity-weighted mean on the channel
-    grid, in its highest tier (the default of :meth:`predict_site_spectra`)."""
+def model_on_grid(structure, channel: str, model) -> tuple[dict[str, np.ndarray], float | None]:
+    """One prediction of the compound's inequivalent sites in the model's highest tier:
+    ``({model_label: spectrum}, edge spread)``, both multiplicity-weighted over the sites. The
+    spectrum is on the channel grid; the edge spread (eV) is the forward models' calibrated spread
+    of the edge (``gnnspec predict``'s ``edge_spread_eV``), None without a forward ensemble and
+    its edge calibration."""
     sites = inequivalent_sites(structure, CHANNELS[channel].element)
     weights = np.array([m for _, m in sites], dtype=float) / sum(m for _, m in sites)
-    pred = model.predict_site_spectra(structure, [s for s, _ in sites])
-    return {model_label(model): np.tensordot(weights, np.array([pred[s][channel][1] for s, _ in sites]), axes=1)}
-
-
-def model_edge_spread(structure, channel: str, model) -> float | None:
-    """The forward models' calibrated spread of the edge (eV; ``gnnspec predict``'s
-    ``edge_spread_eV``), multiplicity-weighted over the compound's inequivalent sites; None without
-    a forward ensemble and its edge calibration."""
-    sites = inequivalent_sites(structure, CHANNELS[channel].element)
-    edges = model.predict_edges(structure, [s for s, _ in sites])
-    spreads = [(edges[s].get(channel) or {}).get("edge_spread_eV") for s, _ in sites]
-    if any(x is None for x in spreads):
-        return None
-    return float(np.average(spreads, weights=[m for _, m in sites]))
+    (pred,), (edges,) = model.predict_many([structure], [[s for s, _ in sites]], return_edges=True)
+    spectrum = np.tensordot(weights, np.array([pred[s][channel][1] for s, _ in sites]), axes=1)
+    spreads = [(edges.get(s, {}).get(channel) or {}).get("edge_spread_eV") for s, _ in sites]
+    spread = None if any(x is None for x in spreads) else float(np.average(spreads, weights=weights))
+    return {model_label(model): spectrum}, spread
 
 
 def compare(grid: np.ndarray, measured: np.ndarray, simulated: np.ndarray, edge_energy: float) -> dict:
@@ -153,9 +146,10 @@ def measured_benchmark(model=None) -> dict:
         structure = reference_structure(compound)
         channel = entries[0][0]
         ch = CHANNELS[channel]
-        simulated = simulated_on_grid(structure, channel, model)
+        simulated = simulated_on_grid(structure, channel)
         if model is not None and channel in model.cfg.channels:
-            spreads[compound] = model_edge_spread(structure, channel, model)
+            predicted, spreads[compound] = model_on_grid(structure, channel, model)
+            simulated.update(predicted)
         for _, source, spec in entries:
             measured, info = measured_on_grid(channel, spec)
             for method, y in simulated.items():
@@ -174,8 +168,7 @@ def with_model_rows(result: dict, model) -> dict:
         channel = entries[0][0]
         ch = CHANNELS[channel]
         structure = reference_structure(compound)
-        simulated = model_on_grid(structure, channel, model)
-        spreads[compound] = model_edge_spread(structure, channel, model)
+        simulated, spreads[compound] = model_on_grid(structure, channel, model)
         out += [r for r in rows if r["compound"] == compound]
         for _, source, spec in entries:
             measured, info = measured_on_grid(channel, spec)
