@@ -180,6 +180,12 @@ def test_explain_reports_member_mean_contributions_and_the_spread(ensemble, lico
     np.testing.assert_allclose(result["contributions"].sum(0), result["spectrum"], rtol=1e-6, atol=1e-9)
     doc = json.loads(next(f for f in write_explanation(result, tmp_path / "ex") if f.suffix == ".json").read_text())
     assert doc["forward_models"] == 4 and len(doc["spread"]) == len(doc["energy"])
+    # the channel's held-out skill travels with the explanation (None where none was scored)
+    skill = record["channel_skill"]["forward_ensemble"]["hi"]
+    assert doc["channel_skill"] == skill.get(channel)
+    scored = sorted(skill)[0]
+    site = next(i for i, x in enumerate(licoo2) if x.specie.symbol == scored.split("-")[0])
+    assert explain_site(model, licoo2, site, scored, warn=False)["channel_skill"] == skill[scored]
 
 
 def test_edges_are_the_half_steps_of_the_mean_and_of_each_forward_model(setup, ensemble, licoo2):

@@ -28,7 +28,9 @@ def explain_site(model: Any, structure: Any, site: int, channel: str, warn: bool
 
     Returns ``{"energy" [K] eV, "spectrum" [K], "atoms": [{"index", "element", "distance"
     (Angstrom), "share", "position" (Angstrom, relative to the site)}], "contributions" [n, K],
-    "structure_support", "forward_models", "linear_heads", "spread" [K] or None}``, atoms sorted by
+    "structure_support", "forward_models", "linear_heads", "spread" [K] or None, "channel_skill"}``
+    (the channel's R^2 against FEFF on held-out sites, :mod:`gnnspec.models.channel_skill`, or
+    None where the checkpoint holds none), atoms sorted by
     distance. With a forward ensemble (:mod:`gnnspec.models.forward_ensemble`) spectrum and
     contributions are the mean of ``forward_models`` models (and of ``linear_heads`` linear tier
     heads, :mod:`gnnspec.models.linear_tier_heads`, whose contributions may be negative) and
@@ -83,6 +85,7 @@ def explain_site(model: Any, structure: Any, site: int, channel: str, warn: bool
         "forward_models": member_count(model),
         "linear_heads": head_count(model, model.cfg.tiers[model.cfg.tier_index(None)]),
         "spread": spread.get(site, {}).get(channel),
+        "channel_skill": (model.channel_skill() if hasattr(model, "channel_skill") else {}).get(channel),
     }
 
 
@@ -117,6 +120,7 @@ def write_explanation(result: dict, out_dir: str | Path) -> list[Path]:
                 "forward_models": result.get("forward_models", 1),
                 "linear_heads": result.get("linear_heads", 0),
                 "spread": None if result.get("spread") is None else np.asarray(result["spread"]).tolist(),
+                "channel_skill": result.get("channel_skill"),
             }
         )
     )
