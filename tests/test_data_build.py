@@ -202,6 +202,13 @@ def test_offloaded_runs_give_the_same_records(full_build, tmp_path):
     assert export_tasks(out, tasks) == 0  # nothing left to do
 
 
+def test_spectrum_records_carry_the_core_hole_screening_of_screened_runs():
+    energy, intensity = np.linspace(0, 1, 3), np.ones(3)
+    screened = schema.spectrum_record(energy, intensity, "scf", "h", "10", 80.0, "Li-K-xanes", 0.85)
+    assert screened["core_hole_screening"] == 0.85 and screened["potentials_from"] == "Li-K-xanes"
+    assert "core_hole_screening" not in schema.spectrum_record(energy, intensity, "fast", "h", "10", 4.0)
+
+
 def test_tiers_are_stored_and_read_back_apart(tmp_path):
     """Two tiers of one site in one LMDB: keys and records carry the tier; readers pick one."""
     from pymatgen.core import Lattice, Structure

@@ -36,8 +36,11 @@ def mno6_runs(tmp_path_factory):
     for name, edge, ground_state in (("L3", "L3", shared), ("L2 full", "L2", None), ("L2 reused", "L2", shared)):
         (root / name).mkdir()
         stages: dict = {}
-        spectra, _ = run_feff_text(mno6_text(edge), "elnes", 600, workdir_root=root / name, keep=True, stage_seconds=stages, ground_state=ground_state, run_name=f"Mn-{edge}-elnes")
-        out[name] = {"spectra": spectra, "pot": _pot(root / name), "stages": stages}
+        diagnostics: dict = {}
+        spectra, _ = run_feff_text(
+            mno6_text(edge), "elnes", 600, workdir_root=root / name, keep=True, stage_seconds=stages, ground_state=ground_state, run_name=f"Mn-{edge}-elnes", diagnostics=diagnostics
+        )
+        out[name] = {"spectra": spectra, "pot": _pot(root / name), "stages": stages, "diagnostics": diagnostics, "folder": next((root / name).glob("gnnspec_feff_*"))}
     out["shared"] = shared
     return out
 
@@ -55,6 +58,33 @@ def test_l2_run_on_the_l3_scf_equals_a_full_l2_run(mno6_runs):
     assert not np.allclose(mno6_runs["L3"]["spectra"]["xas"][0][0], full["spectra"]["xas"][0][0], atol=5.0)
     # the reused run ran FEFF's pot without SCF: a fraction of the full run's pot stage
     assert reused["stages"]["pot"] < full["stages"]["pot"] / 3
+
+
+@needs_feff
+def test_screened_runs_report_their_core_hole_screening(mno6_runs):
+    """Each RPA run reports w_scrn / v_ch at the nucleus from its own wscrn.dat; a run on another
+    run's SCF screens its core hole exactly as a full run of that edge."""
+    from gnnspec.simulate.engine import SCREENED_CORE_HOLE_FILE, core_hole_screening
+
+    for name in ("L3", "L2 full", "L2 reused"):
+        run = mno6_runs[name]
+        ratio = run["diagnostics"]["core_hole_screening"]
+        assert ratio == core_hole_screening(run["folder"] / SCREENED_CORE_HOLE_FILE)
+        assert 0.0 < ratio < 1.0  # screened, and still attractive at the nucleus
+    assert mno6_runs["L2 reused"]["diagnostics"] == mno6_runs["L2 full"]["diagnostics"]
+
+
+def test_core_hole_screening_reads_the_innermost_radius(tmp_path):
+    from gnnspec.simulate.engine import FeffRunError, core_hole_screening
+
+    table = tmp_path / "wscrn.dat"
+    table.write_text(" # r       w_scrn(r)      v_ch(r)\n 0.15E-03 0.187E+01 0.2686E+01\n 0.16E-03 0.190E+01 0.2686E+01\n")
+    assert core_hole_screening(table) == pytest.approx(1.87 / 2.686)
+    table.write_text(" # r w_scrn(r)\n 0.15E-03 0.187E+01\n")
+    with pytest.raises(FeffRunError, match="wscrn.dat: no screened core-hole table"):
+        core_hole_screening(table)
+    with pytest.raises(FeffRunError, match="no screened core-hole table"):
+        core_hole_screening(tmp_path / "missing.dat")
 
 
 @needs_feff
@@ -115,6 +145,8 @@ def test_farm_runs_a_sites_group_on_one_scf(mno6_runs, tmp_path):
     task = lambda edge, kind: {"key": f"scf/000000/0000/Mn-{edge}-{kind}", "text": mno6_text(edge, kind), "kind": kind, "channels": [], "stage_timeout_s": 600, "screened": True, "log_dir": str(tmp_path)}  # noqa: E731
     first, second = _run({"runs": [task("L2", "elnes"), task("K", "xanes")]})
     assert "potentials_from" not in first and second["potentials_from"] == "Mn-L2-elnes"
+    assert first["core_hole_screening"] == mno6_runs["L2 full"]["diagnostics"]["core_hole_screening"]
+    assert 0.0 < second["core_hole_screening"] < 1.0
     assert np.array_equal(first["spectra"]["eels"][1], mno6_runs["L2 full"]["spectra"]["eels"][1])
     energy = np.asarray(second["spectra"]["xas"][0])
     assert 6500 < energy[np.argmax(np.gradient(np.asarray(second["spectra"]["xas"][1])))] < 6600  # the Mn K edge

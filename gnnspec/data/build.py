@@ -311,7 +311,9 @@ def feff_task(
             results.append({"run": run, "failure": str(exc)})
             continue
         out = {
-            name: schema.spectrum_record(sp.energy, sp.intensity, sp.tier, sp.preset_hash, sp.feff_version, sp.seconds, sp.potentials_from)
+            name: schema.spectrum_record(
+                sp.energy, sp.intensity, sp.tier, sp.preset_hash, sp.feff_version, sp.seconds, sp.potentials_from, sp.core_hole_screening
+            )
             for name, sp in spectra.items()
             if name in channels
         }

@@ -88,7 +88,9 @@ def ingest_results(path: str | Path, results_file: str | Path, tasks_file: str |
                 counts["skipped"] += 1
                 continue
             energy, intensity = res["spectra"][ch.split("-")[-1]]
-            items[key] = schema.spectrum_record(energy, intensity, preset.name, preset_hash(preset), version, res["seconds"], res.get("potentials_from"))
+            items[key] = schema.spectrum_record(
+                energy, intensity, preset.name, preset_hash(preset), version, res["seconds"], res.get("potentials_from"), res.get("core_hole_screening")
+            )
         store.put_many(items)
         counts["spectra"] += len(items)
     sessions = list(meta.get("sessions", []))

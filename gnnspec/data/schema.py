@@ -13,7 +13,8 @@ Keys are ASCII:
   (:mod:`gnnspec.simulate.presets`): ``energy`` and ``intensity`` (raw FEFF, absolute eV),
   ``tier``, ``preset``, ``preset_hash``, ``feff_version``, ``seconds``, and ``potentials_from``
   (the run of the same site whose SCF it reused, :mod:`gnnspec.simulate.ground_state`) where it
-  did not compute its own. Channels (an L2,3 channel
+  did not compute its own, and ``core_hole_screening`` for runs with an RPA-screened core hole
+  computed since 2026-12-07 (:func:`gnnspec.simulate.engine.core_hole_screening`). Channels (an L2,3 channel
   sums two runs) are assembled when the data are read (:func:`gnnspec.channels.assemble`).
 * ``failure/{sid:06d}/{site:04d}/{tier}/{run}``: a FEFF run that failed, with FEFF's message.
 
@@ -52,12 +53,23 @@ def spectrum_key(sid: int, site: int, run: str, tier: str) -> bytes:
     return f"spectrum/{sid:06d}/{site:04d}/{tier}/{run}".encode()
 
 
-def spectrum_record(energy, intensity, tier: str, preset_hash: str, feff_version: str, seconds: float, potentials_from: str | None = None) -> dict:
+def spectrum_record(
+    energy,
+    intensity,
+    tier: str,
+    preset_hash: str,
+    feff_version: str,
+    seconds: float,
+    potentials_from: str | None = None,
+    core_hole_screening: float | None = None,
+) -> dict:
     """The record of one run spectrum (module docstring); ``potentials_from`` only where the run
-    took another run's SCF."""
+    took another run's SCF, ``core_hole_screening`` only for a run with an RPA-screened core hole."""
     record = {"energy": energy, "intensity": intensity, "tier": tier, "preset": tier, "preset_hash": preset_hash, "feff_version": feff_version, "seconds": seconds}
     if potentials_from:
         record["potentials_from"] = potentials_from
+    if core_hole_screening is not None:
+        record["core_hole_screening"] = float(core_hole_screening)
     return record
 
 

@@ -10,6 +10,12 @@ site's self-consistent ``pot.bin``, a run of another edge of that site skips the
 the shared file, and the run goes on from ``screen``; its spectra equal a full run's.
 Raw FEFF energies (absolute, eV) and intensities are kept: ``xmu.dat`` column ``mu`` for XANES
 runs; for ELNES runs ``eels.dat`` (total) and the same edge's XAS from ``xmu10.dat`` (``mu``).
+
+A run with an RPA-screened core hole also reports :func:`core_hole_screening`: the screened
+core-hole potential at the nucleus over the bare one, from FEFF's ``wscrn.dat``. It tells an
+ordinary screening (0.97-0.98 at NMC Li sites) from the over-screened solutions FEFF's linear
+response finds at some Li sites (0.70-0.85), whose Li K spectra lose their main peak
+(``docs/2026-12-07-li-k-over-screened-core-holes.md``).
 """
 
 from __future__ import annotations
@@ -45,6 +51,23 @@ class FeffRunError(RuntimeError):
 def without_scf(text: str) -> str:
     """``text`` without its ``SCF`` card: the same run with non-self-consistent potentials."""
     return "\n".join(line for line in text.splitlines() if line.split()[:1] != ["SCF"]) + "\n"
+
+
+#: FEFF's screened core-hole potential (``screen`` stage): columns r (bohr), w_scrn(r), v_ch(r) (Hartree).
+SCREENED_CORE_HOLE_FILE = "wscrn.dat"
+
+
+def core_hole_screening(path: str | Path) -> float:
+    """``w_scrn / v_ch`` at the innermost radius of FEFF's ``wscrn.dat`` at ``path``: the part of
+    the bare core-hole potential that RPA screening leaves at the nucleus (1: unscreened there).
+    Raises :class:`FeffRunError` for a file without that table."""
+    try:
+        table = np.loadtxt(path, comments="#", ndmin=2)
+    except (OSError, ValueError) as exc:
+        raise FeffRunError(f"FEFF10 output {Path(path).name}: no screened core-hole table ({exc})") from None
+    if table.shape[1] < 3 or not table.shape[0] or table[0, 2] == 0 or not np.all(np.isfinite(table[0, 1:3])):
+        raise FeffRunError(f"FEFF10 output {Path(path).name}: no screened core-hole table (shape {table.shape})")
+    return float(table[0, 1] / table[0, 2])
 
 
 def _pipeline(feff10, workdir: Path, text: str, names: list[str], timeout_s: float, log: Path) -> dict[str, float]:
@@ -87,8 +110,12 @@ def run_feff_text(
     stage_seconds: dict | None = None,
     ground_state: GroundState | None = None,
     run_name: str | None = None,
+    diagnostics: dict | None = None,
 ):
     """Run FEFF10 on ``text`` (kind ``xanes`` or ``elnes``): ``({"xas"|"eels": (energy, intensity)}, seconds)``.
+
+    ``diagnostics``: a dict that receives ``core_hole_screening`` (:func:`core_hole_screening`)
+    of a screened run.
 
     ``screened``: run FEFF's ``screen`` stage (needed by ``COREHOLE RPA``); by default it is
     run when the text holds that card. ``stage_seconds``: a dict that receives each stage's
@@ -123,6 +150,8 @@ def run_feff_text(
             seconds = time.perf_counter() - t0
             if stage_seconds is not None:
                 stage_seconds.update(seconds_of)
+            if diagnostics is not None and screened:
+                diagnostics["core_hole_screening"] = core_hole_screening(workdir / SCREENED_CORE_HOLE_FILE)
             if kind == "elnes":
                 # an ELNES run writes the edge's XAS to xmu10.dat (unnormalised) beside eels.dat
                 spectra = {

@@ -27,9 +27,17 @@ from gnnspec.simulate.ground_state import GroundState
 def _run_one(task: dict, ground_state: GroundState | None) -> dict:
     log = Path(task.get("log_dir", "/tmp")) / f"feff_farm_{os.getpid()}.log"
     reused = ground_state.ready_from if ground_state is not None else None
+    diagnostics: dict = {}
     try:
         spectra, seconds = run_feff_text(
-            task["text"], task["kind"], task["stage_timeout_s"], log_path=log, screened=task.get("screened"), ground_state=ground_state, run_name=task["key"].rsplit("/", 1)[-1]
+            task["text"],
+            task["kind"],
+            task["stage_timeout_s"],
+            log_path=log,
+            screened=task.get("screened"),
+            ground_state=ground_state,
+            run_name=task["key"].rsplit("/", 1)[-1],
+            diagnostics=diagnostics,
         )
     except FeffRunError as exc:
         return {"key": task["key"], "failure": str(exc)}
@@ -38,6 +46,7 @@ def _run_one(task: dict, ground_state: GroundState | None) -> dict:
     out = {"key": task["key"], "seconds": seconds, "spectra": {m: [e, y] for m, (e, y) in spectra.items()}}
     if reused:
         out["potentials_from"] = reused
+    out.update(diagnostics)  # core_hole_screening of a screened run
     return out
 
 

@@ -40,6 +40,7 @@ class SiteSpectrum:
     feff_version: str
     seconds: float
     potentials_from: str | None = None
+    core_hole_screening: float | None = None  # RPA runs: gnnspec.simulate.engine.core_hole_screening
 
     @property
     def tier(self) -> str:
@@ -82,12 +83,24 @@ def run_feff_site(
         el, edge, kind = run.split("-")
         text = build_feff_input(structure, site, edge, kind, preset, title=f"gnnspec {el} {edge} site {site}")
         reused = ground_state.ready_from if ground_state is not None else None
+        diagnostics: dict = {}
         result, seconds = run_feff_text(
-            text, kind, preset.stage_timeout_s, log_path, workdir_root, keep_workdir, preset.screened_core_hole, ground_state=ground_state, run_name=run
+            text,
+            kind,
+            preset.stage_timeout_s,
+            log_path,
+            workdir_root,
+            keep_workdir,
+            preset.screened_core_hole,
+            ground_state=ground_state,
+            run_name=run,
+            diagnostics=diagnostics,
         )
         for name in spectra:
             energy, intensity = result[name.rsplit("-", 1)[1]]
-            out[name] = SiteSpectrum(name, energy, intensity, preset.name, preset_hash(preset), feff_version(), seconds, reused)
+            out[name] = SiteSpectrum(
+                name, energy, intensity, preset.name, preset_hash(preset), feff_version(), seconds, reused, diagnostics.get("core_hole_screening")
+            )
     return out
 
 
