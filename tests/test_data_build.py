@@ -209,6 +209,30 @@ def test_spectrum_records_carry_the_core_hole_screening_of_screened_runs():
     assert "core_hole_screening" not in schema.spectrum_record(energy, intensity, "fast", "h", "10", 4.0)
 
 
+def test_over_screened_li_k_runs_are_no_target(tmp_path):
+    """A Li K scf run whose RPA response over-screened the core hole is left out of the targets;
+    one with an ordinary screening, or made before the value was recorded, stays."""
+    from pymatgen.core import Lattice, Structure
+
+    from gnnspec.data.dataset import LMDBStructureDataset
+
+    s = Structure(Lattice.cubic(4.0), ["Li", "Li", "Li", "O"], [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0.5, 0.5, 0.5]])
+    e = np.linspace(50.0, 120.0, 60)
+    store = SpectraStore(tmp_path / "ds", readonly=False)
+    meta = {"schema": schema.SCHEMA_NAME, "schema_version": schema.SCHEMA_VERSION, "build_config": {"preset": "fast"}, "presets": {"fast": {}, "scf": {}}}
+    items = {schema.METADATA_KEY: meta, schema.structure_key(0): {"sid": 0, "split": "train", "structure": s.as_dict(), "vacancies": [], "sites": {}}}
+    for site, screening in ((0, 0.70), (1, 0.975), (2, None)):
+        for tier in ("fast", "scf"):
+            ratio = screening if tier == "scf" else None
+            items[schema.spectrum_key(0, site, "Li-K-xas", tier)] = schema.spectrum_record(e, 1 + (e - 50) / 70, tier, "x", "x", 1.0, None, ratio)
+    store.put_many(items)
+    store.close()
+    assert schema.over_screened("Li-K-xas", {"core_hole_screening": 0.7}) and not schema.over_screened("Ni-L3-eels", {"core_hole_screening": 0.7})
+    g = LMDBStructureDataset(tmp_path / "ds", "train", channels=["Li-K-xas"], tier="fast", extra_tiers=("scf",))[0]
+    assert g.site_y_mask[:3, 0].tolist() == [True, True, True]
+    assert g.site_y_tiers_mask[:3, 0, 0].tolist() == [False, True, True]
+
+
 def test_tiers_are_stored_and_read_back_apart(tmp_path):
     """Two tiers of one site in one LMDB: keys and records carry the tier; readers pick one."""
     from pymatgen.core import Lattice, Structure

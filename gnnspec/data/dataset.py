@@ -15,6 +15,7 @@ from torch_geometric.data import Data
 
 from gnnspec.channels import CHANNELS, DEFAULT_CHANNELS, normalised_channels
 from gnnspec.data import keys as K
+from gnnspec.data import schema
 from gnnspec.data.store import SpectraStore
 from gnnspec.graphs import periodic_edges
 from gnnspec.structures.environments import R_ENV, environments
@@ -156,10 +157,8 @@ class LMDBStructureDataset(torch.utils.data.Dataset):
         if idx not in self._cache:
             sid = self.sids[idx]
             rec = self.store.structure(sid)
-            spectra = {key: (r["energy"], r["intensity"]) for key, r in self.raw_runs(idx).items()}
-            extra = [
-                {key: (r["energy"], r["intensity"]) for key, r in self.store.spectra_of(sid, tier).items()} for tier in self.extra_tiers
-            ]
+            spectra = _targets(self.raw_runs(idx))
+            extra = [_targets(self.store.spectra_of(sid, tier)) for tier in self.extra_tiers]
             self._cache[idx] = structure_graph(
                 Structure.from_dict(rec["structure"]),
                 self.cutoff,
@@ -171,6 +170,12 @@ class LMDBStructureDataset(torch.utils.data.Dataset):
                 tier_spectra=extra or None,
             )
         return self._cache[idx]
+
+
+def _targets(records: dict[tuple[int, str], dict]) -> dict[tuple[int, str], tuple[np.ndarray, np.ndarray]]:
+    """``{(site, run): (energy, intensity)}`` of the run records a model learns and is scored on:
+    every one but those with an over-screened core hole (:func:`gnnspec.data.schema.over_screened`)."""
+    return {key: (r["energy"], r["intensity"]) for key, r in records.items() if not schema.over_screened(key[1], r)}
 
 
 def tier_batches(path: str | Path, split: str, cutoff: float, channels, tiers, dtype: torch.dtype, keep=None, batch_size: int = 2):
