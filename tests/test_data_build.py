@@ -307,6 +307,33 @@ def test_extra_tier_sites_cover_defects_first_and_are_deterministic(full_build):
         assert sorted(p[1] for p in plan if p[0] == "scf") == sorted(sites)
 
 
+def test_recheck_screening_plans_unrecorded_li_k_scf_runs_again(full_build, tmp_path):
+    """--recheck-screening plans a screened Li K run again whose record lacks its core-hole
+    screening, and no other run; the old record stays until the new one replaces it."""
+    import shutil
+
+    from gnnspec.data.build import TierConfig, pending_runs, planned_runs
+
+    path, _ = full_build
+    copy = tmp_path / "ds"
+    shutil.copytree(path, copy)
+    cfg = load_config(_recipe(tmp_path), BuildConfig)
+    cfg.extra_tiers = [TierConfig("scf", 1, ["Li-K-xas", "O-K-xas"])]
+    store = SpectraStore(copy, readonly=False)
+    rec = store.structure(store.structure_ids()[0])
+    sid = rec["sid"]
+    scf = [p for p in planned_runs(cfg, rec) if p[0] == "scf"]
+    assert {p[2] for p in scf} == {"Li-K-xanes", "O-K-elnes"}
+    e = np.linspace(50.0, 120.0, 5)
+    store.put_many({schema.spectrum_key(sid, site, r, "scf"): schema.spectrum_record(e, np.ones(5), "scf", "x", "x", 80.0) for _, site, _, raws in scf for r in raws})
+    assert [p for p in pending_runs(store, rec, cfg) if p[0] == "scf"] == []
+    again = [p for p in pending_runs(store, rec, cfg, recheck_screening=True) if p[0] == "scf"]
+    assert [p[2] for p in again] == ["Li-K-xanes"]  # O K has no screening limit; the fast tier is unscreened
+    (_, site, _, raws) = again[0]
+    store.put_many({schema.spectrum_key(sid, site, raws[0], "scf"): schema.spectrum_record(e, np.ones(5), "scf", "x", "x", 80.0, None, 0.97)})
+    assert [p for p in pending_runs(store, rec, cfg, recheck_screening=True) if p[0] == "scf"] == []
+
+
 def test_adding_l23_channels_to_a_recipe_computes_only_the_l2_runs(full_build, tmp_path):
     """Resuming with an L2,3 channel added runs the missing L3 and L2 runs and nothing else."""
     import shutil

@@ -374,8 +374,15 @@ def _open_for_build(cfg: BuildConfig, out: Path) -> SpectraStore:
     return store
 
 
-def pending_runs(store: SpectraStore, record: dict, cfg: BuildConfig) -> list[tuple[str, int, str, list[str]]]:
-    """Planned FEFF runs (:func:`planned_runs`) of a structure record with neither spectra nor a failure stored."""
+def pending_runs(store: SpectraStore, record: dict, cfg: BuildConfig, recheck_screening: bool = False) -> list[tuple[str, int, str, list[str]]]:
+    """Planned FEFF runs (:func:`planned_runs`) of a structure record with neither spectra nor a failure stored.
+
+    ``recheck_screening``: also the runs of a screened tier whose edge has an over-screening limit
+    (:data:`gnnspec.data.schema.OVER_SCREENED_BELOW`) and whose stored record lacks
+    ``core_hole_screening`` (made before it was recorded): their new records replace the old ones,
+    which stay until then."""
+    from gnnspec.simulate.presets import get_preset
+
     sid = record["sid"]
     done = set(store.keys(f"spectrum/{sid:06d}/")) | set(store.keys(f"failure/{sid:06d}/"))
     todo = []
@@ -383,9 +390,17 @@ def pending_runs(store: SpectraStore, record: dict, cfg: BuildConfig) -> list[tu
         if schema.failure_key(sid, site, run, tier) in done:
             continue
         if all(schema.spectrum_key(sid, site, r, tier) in done for r in raws):
-            continue
+            if not (recheck_screening and _unrecorded_screening(store, sid, site, tier, raws, get_preset(tier).screened_core_hole)):
+                continue
         todo.append((tier, site, run, raws))
     return todo
+
+
+def _unrecorded_screening(store: SpectraStore, sid: int, site: int, tier: str, raws: list[str], screened: bool) -> bool:
+    """Whether a screened run's stored records lack the core-hole screening its edge is judged by."""
+    if not screened or not any("-".join(r.split("-")[:2]) in schema.OVER_SCREENED_BELOW for r in raws):
+        return False
+    return any("core_hole_screening" not in store.get(schema.spectrum_key(sid, site, r, tier)) for r in raws)
 
 
 class _DaskExecutor:
@@ -421,12 +436,15 @@ def build_dataset(
     progress: bool = True,
     structures_only: bool = False,
     retry_failed: bool = False,
+    recheck_screening: bool = False,
 ) -> dict:
     """Build (or resume) the dataset at ``out``. Returns a summary of this session.
 
     ``structures_only``: generate (and relax) the structures but run no FEFF (for example to
     compute the runs elsewhere with :mod:`gnnspec.data.offload`). ``retry_failed``: delete the
     stored failure records first, so their runs are planned again (``retried`` in the summary).
+    ``recheck_screening``: run again the screened runs whose records lack the core-hole screening
+    their edge is judged by (:func:`pending_runs`; ``rechecked`` in the summary).
     """
     from tqdm import tqdm
 
@@ -445,9 +463,13 @@ def build_dataset(
     existing = {sid: store.structure(sid) for sid in store.structure_ids() if sid < cfg.n_structures}
     to_generate = [sid for sid in range(cfg.n_structures) if sid not in existing]
     feff_queue: list[tuple] = []
+    rechecked = 0
     for sid in sorted(existing) if not structures_only else []:
         rec = existing[sid]
-        feff_queue += [(rec["structure"], sid, tier, site, runs) for tier, site, runs in site_tasks(pending_runs(store, rec, cfg))]
+        pending = pending_runs(store, rec, cfg, recheck_screening)
+        if recheck_screening:
+            rechecked += len(pending) - len(pending_runs(store, rec, cfg))
+        feff_queue += [(rec["structure"], sid, tier, site, runs) for tier, site, runs in site_tasks(pending)]
     # the base tier first, structure by structure, then each extra tier: cheap runs land early
     tier_order = [cfg.preset, *(x.preset for x in cfg.extra_tiers)]
     queue_order = run_order(cfg, tier_order)
@@ -464,7 +486,7 @@ def build_dataset(
         executor = cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_leave_interrupts_to_the_build)
     max_in_flight = (workers if not dask else max(2, len(executor.client.nthreads()))) + 1
     in_flight: dict = {}
-    stats = {"runs": 0, "spectra": 0, "failures": 0, "structures": 0, "feff_seconds": 0.0, "retried": retried}
+    stats = {"runs": 0, "spectra": 0, "failures": 0, "structures": 0, "feff_seconds": 0.0, "retried": retried, "rechecked": rechecked}
     t_start = time.time()
     bar = tqdm(total=total, desc="FEFF runs", unit="run", disable=not progress, file=sys.stderr, smoothing=0.05)
     generating = 0

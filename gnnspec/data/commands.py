@@ -29,6 +29,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--n-structures", type=int, default=None, help="override the recipe's number of structures (grow a dataset)")
     b.add_argument("--structures-only", action="store_true", help="generate and relax the structures, run no FEFF")
     b.add_argument("--retry-failed", action="store_true", help="delete the stored failures first and run those FEFF runs again")
+    b.add_argument(
+        "--recheck-screening",
+        action="store_true",
+        help="run again the screened (COREHOLE RPA) runs of edges judged by their core-hole screening (Li K) that were stored without it, so that "
+        "over-screened ones are known (their new records replace the old ones as they finish)",
+    )
     b.set_defaults(func=_build)
 
     x = dsub.add_parser(
@@ -96,9 +102,19 @@ def _build(args: argparse.Namespace) -> int:
         cfg.n_structures = args.n_structures
     if args.workers < 1:
         raise InputError(f"--workers must be at least 1, got {args.workers}")
-    stats = build_dataset(cfg, args.out, workers=args.workers, scheduler=args.scheduler, structures_only=args.structures_only, retry_failed=args.retry_failed)
+    stats = build_dataset(
+        cfg,
+        args.out,
+        workers=args.workers,
+        scheduler=args.scheduler,
+        structures_only=args.structures_only,
+        retry_failed=args.retry_failed,
+        recheck_screening=args.recheck_screening,
+    )
     if stats["retried"]:
         print(f"{args.out}: {stats['retried']} failed runs planned again (--retry-failed)")
+    if stats.get("rechecked"):
+        print(f"{args.out}: {stats['rechecked']} screened runs without their core-hole screening planned again (--recheck-screening)")
     print(f"{args.out}: {stats['structures']} structures generated, {stats['runs']} FEFF runs ({stats['spectra']} spectra, {stats['failures']} failed) this session")
     return 0
 
