@@ -75,8 +75,8 @@ def spectrum_record(
 
 #: Per edge (``{element}-{edge}``), the ``core_hole_screening`` below which FEFF's RPA response has
 #: over-screened the core hole: such a run is not a target (:func:`over_screened`). Measured for
-#: Li K only, where it decides the spectrum's main peak: 0.970-0.980 at eleven runs of NMC Li sites
-#: with an ordinary spectrum, 0.70-0.90 at the four whose peak collapsed
+#: Li K only, where it decides the spectrum's main peak: 0.967-0.980 at twenty runs of NMC Li sites
+#: with an ordinary spectrum, 0.69-0.90 at the five whose peak collapsed
 #: (``docs/2026-12-07-li-k-over-screened-core-holes.md``). Other edges keep every run.
 OVER_SCREENED_BELOW = {"Li-K": 0.95}
 
