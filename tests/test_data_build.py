@@ -18,7 +18,7 @@ from gnnspec.cli import main
 from gnnspec.config import load_config
 from gnnspec.data import schema
 from gnnspec.data.build import BuildConfig, build_dataset
-from gnnspec.data.inspect import dataset_info, verify_dataset
+from gnnspec.data.inspect import dataset_info, format_info, verify_dataset
 from gnnspec.data.store import SpectraStore
 from gnnspec.errors import InputError
 
@@ -231,6 +231,9 @@ def test_over_screened_li_k_runs_are_no_target(tmp_path):
     g = LMDBStructureDataset(tmp_path / "ds", "train", channels=["Li-K-xas"], tier="fast", extra_tiers=("scf",))[0]
     assert g.site_y_mask[:3, 0].tolist() == [True, True, True]
     assert g.site_y_tiers_mask[:3, 0, 0].tolist() == [False, True, True]
+    info = dataset_info(tmp_path / "ds")
+    assert info["core_hole_screening"] == {"scf Li-K-xas": {"over-screened": 1, "ordinary": 1, "unrecorded": 1}}
+    assert "over-screened (no target) 1" in format_info(info)
 
 
 def test_tiers_are_stored_and_read_back_apart(tmp_path):

@@ -21,8 +21,12 @@ def dataset_info(path: str | Path) -> dict:
     seconds = []
     per_tier: dict[str, Counter] = {}
     seconds_per_tier: dict[str, list[float]] = {}
+    screening: dict[str, Counter] = {}  # per run spectrum of an edge with an over-screening limit
     for key, rec in store.items("spectrum/"):
         _, _, _, tier, run = schema.parse_key(key)
+        if "-".join(run.split("-")[:2]) in schema.OVER_SCREENED_BELOW and (tier != "fast" or "core_hole_screening" in rec):
+            state = "unrecorded" if "core_hole_screening" not in rec else "over-screened" if schema.over_screened(run, rec) else "ordinary"
+            screening.setdefault(f"{tier} {run}", Counter())[state] += 1
         per_channel[run] += 1
         per_tier.setdefault(tier, Counter())[run] += 1
         per_preset[f"{rec['preset']} ({rec['preset_hash']})"] += 1
@@ -58,6 +62,7 @@ def dataset_info(path: str | Path) -> dict:
         "spectra_per_run": {c: per_channel[c] for c in RUN_NAMES if per_channel.get(c, 0)},
         "spectra_per_tier": {tier: {c: n[c] for c in RUN_NAMES if n.get(c, 0)} for tier, n in per_tier.items()},
         "feff_seconds_median_per_tier": {tier: float(np.median(s)) for tier, s in seconds_per_tier.items()},
+        "core_hole_screening": {name: dict(n) for name, n in screening.items()},
         "planned_feff_runs": planned_runs,
         "failures": len(failures),
         "failure_examples": failures[:5],
@@ -82,6 +87,11 @@ def format_info(info: dict) -> str:
         lines.append(f"  tier {tier} (median {info['feff_seconds_median_per_tier'][tier]:.1f} s per FEFF run)")
         for run, n in runs.items():
             lines.append(f"    {run:<12s} {n}")
+    for name, counts in info.get("core_hole_screening", {}).items():
+        lines.append(
+            f"  {name}: core-hole screening ordinary {counts.get('ordinary', 0)}, over-screened (no target) "
+            f"{counts.get('over-screened', 0)}, not recorded {counts.get('unrecorded', 0)}"
+        )
     lines.append(f"presets      {info['presets']}  {info['feff_version']}")
     if info["feff_seconds_per_spectrum_run_median"] is not None:
         lines.append(f"FEFF time    median {info['feff_seconds_per_spectrum_run_median']:.2f} s per run")
