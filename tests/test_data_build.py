@@ -3,6 +3,7 @@
 Tests on the ``full_build`` fixture skip without ``feff10``; the store, codec and recipe tests
 run everywhere."""
 
+import json
 import os
 import signal
 import subprocess
@@ -193,7 +194,7 @@ def test_offloaded_runs_give_the_same_records(full_build, tmp_path):
     results = tmp_path / "results.msgpack"
     assert farm_main([str(tasks), "--out", str(results), "--workers", "2"]) == 0
     counts = ingest_results(out, results, tasks)
-    assert counts == {"spectra": 8, "failures": 0, "skipped": 0}
+    assert counts == {"spectra": 8, "failures": 0, "skipped": 0, "replaced": 0}
     assert _keys(out) == _keys(path)
     a, b = SpectraStore(out), SpectraStore(path)
     for key in b.keys("spectrum/"):
@@ -335,6 +336,33 @@ def test_recheck_screening_plans_unrecorded_li_k_scf_runs_again(full_build, tmp_
     (_, site, _, raws) = again[0]
     store.put_many({schema.spectrum_key(sid, site, raws[0], "scf"): schema.spectrum_record(e, np.ones(5), "scf", "x", "x", 80.0, None, 0.97)})
     assert [p for p in pending_runs(store, rec, cfg, recheck_screening=True) if p[0] == "scf"] == []
+
+
+def test_ingest_replaces_a_record_only_with_a_recheck(tmp_path):
+    """A farm result that carries the core-hole screening replaces a stored record without it;
+    any other result for a stored record is skipped."""
+    from gnnspec.codec import encode
+    from gnnspec.data.offload import ingest_results
+
+    store = SpectraStore(tmp_path / "ds", readonly=False)
+    e = np.linspace(50.0, 120.0, 5)
+    key = schema.spectrum_key(0, 3, "Li-K-xas", "scf")
+    store.put_many({schema.METADATA_KEY: {"schema": schema.SCHEMA_NAME, "schema_version": schema.SCHEMA_VERSION}, key: schema.spectrum_record(e, np.ones(5), "scf", "x", "x", 80.0)})
+    store.close()
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text(json.dumps({"key": "scf/000000/0003/Li-K-xanes", "channels": ["Li-K-xas"]}) + "\n")
+    results = tmp_path / "results.msgpack"
+
+    def ingest(extra: dict) -> dict:
+        result = {"key": "scf/000000/0003/Li-K-xanes", "seconds": 85.0, "spectra": {"xas": [e, 2 * np.ones(5)]}, **extra}
+        results.write_bytes(encode({"results": [result]}))
+        return ingest_results(tmp_path / "ds", results, tasks)
+
+    assert ingest({}) == {"spectra": 0, "failures": 0, "skipped": 1, "replaced": 0}
+    assert ingest({"core_hole_screening": 0.7})["replaced"] == 1
+    stored = SpectraStore(tmp_path / "ds").get(key)
+    assert stored["core_hole_screening"] == 0.7 and np.allclose(stored["intensity"], 2.0)
+    assert ingest({"core_hole_screening": 0.97})["skipped"] == 1  # a recorded value is kept
 
 
 def test_adding_l23_channels_to_a_recipe_computes_only_the_l2_runs(full_build, tmp_path):

@@ -44,6 +44,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     x.add_argument("path", help="dataset folder")
     x.add_argument("--out", required=True, help="tasks file (JSON lines)")
+    x.add_argument(
+        "--recheck-screening",
+        action="store_true",
+        help="also the screened Li K runs stored without their core-hole screening (ingest replaces their records)",
+    )
     x.set_defaults(func=_export)
 
     g = dsub.add_parser("ingest", help="store results computed by gnnspec.simulate.farm", description="Store farm results with the same records as a local build.")
@@ -130,7 +135,7 @@ def _migrate(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from gnnspec.data.offload import export_tasks
 
-    n = export_tasks(args.path, args.out)
+    n = export_tasks(args.path, args.out, args.recheck_screening)
     print(f"wrote {n} pending FEFF runs to {args.out}")
     return 0
 
@@ -139,7 +144,10 @@ def _ingest(args: argparse.Namespace) -> int:
     from gnnspec.data.offload import ingest_results
 
     counts = ingest_results(args.path, args.results, args.tasks)
-    print(f"{args.path}: stored {counts['spectra']} spectra, {counts['failures']} failures; {counts['skipped']} already present")
+    print(
+        f"{args.path}: stored {counts['spectra']} spectra ({counts['replaced']} replacing records without their core-hole "
+        f"screening), {counts['failures']} failures; {counts['skipped']} already present"
+    )
     return 0
 
 

@@ -21,8 +21,10 @@ from gnnspec.data.store import SpectraStore
 from gnnspec.errors import InputError
 
 
-def export_tasks(path: str | Path, out: str | Path) -> int:
-    """Write the pending FEFF runs of the dataset at ``path`` to ``out`` (JSON lines); returns the number of runs."""
+def export_tasks(path: str | Path, out: str | Path, recheck_screening: bool = False) -> int:
+    """Write the pending FEFF runs of the dataset at ``path`` to ``out`` (JSON lines); returns the
+    number of runs. ``recheck_screening``: also the screened runs stored without their core-hole
+    screening (:func:`gnnspec.data.build.pending_runs`)."""
     from gnnspec.simulate.feff_input import build_feff_input
     from gnnspec.simulate.presets import get_preset
 
@@ -33,7 +35,7 @@ def export_tasks(path: str | Path, out: str | Path) -> int:
         for sid in store.structure_ids():
             rec = store.structure(sid)
             structure = Structure.from_dict(rec["structure"])
-            for tier, site, runs in site_tasks(pending_runs(store, rec, cfg)):
+            for tier, site, runs in site_tasks(pending_runs(store, rec, cfg, recheck_screening)):
                 preset = get_preset(tier)
                 group = []
                 for run, raws in runs:
@@ -55,7 +57,9 @@ def export_tasks(path: str | Path, out: str | Path) -> int:
 
 
 def ingest_results(path: str | Path, results_file: str | Path, tasks_file: str | Path) -> dict:
-    """Store farm results into the dataset at ``path``; returns counts."""
+    """Store farm results into the dataset at ``path``; returns counts. A result for a stored
+    record is skipped, unless it carries the core-hole screening the stored record lacks (a
+    recheck, ``export-tasks --recheck-screening``): it then replaces it (``replaced``)."""
     from gnnspec.simulate.presets import feff_version, get_preset, preset_hash
 
     store = SpectraStore(path, readonly=False)
@@ -69,7 +73,7 @@ def ingest_results(path: str | Path, results_file: str | Path, tasks_file: str |
             for one in t.get("runs", [t]):
                 channels_of[one["key"]] = one["channels"]
     data = schema.decode(Path(results_file).read_bytes())
-    counts = {"spectra": 0, "failures": 0, "skipped": 0}
+    counts = {"spectra": 0, "failures": 0, "skipped": 0, "replaced": 0}
     version = feff_version()
     for res in data["results"]:
         if res["key"] not in channels_of:
@@ -84,9 +88,12 @@ def ingest_results(path: str | Path, results_file: str | Path, tasks_file: str |
         items = {}
         for ch in channels_of[res["key"]]:
             key = schema.spectrum_key(sid, site, ch, tier)
-            if store.get(key) is not None:
-                counts["skipped"] += 1
-                continue
+            stored = store.get(key)
+            if stored is not None:
+                if "core_hole_screening" in stored or "core_hole_screening" not in res:
+                    counts["skipped"] += 1
+                    continue
+                counts["replaced"] += 1
             energy, intensity = res["spectra"][ch.split("-")[-1]]
             items[key] = schema.spectrum_record(
                 energy, intensity, preset.name, preset_hash(preset), version, res["seconds"], res.get("potentials_from"), res.get("core_hole_screening")
