@@ -125,6 +125,7 @@ def test_simulate_cli_end_to_end(tmp_path, licoo2, capsys):
     assert set(data["channels"]) == {"Co-L23-eels", "Co-L3-xas"}
     assert data["meta"]["tier"] == data["meta"]["preset"] == "fast"
     assert set(data["meta"]["runs"]) == {"Co-L3-eels", "Co-L3-xas", "Co-L2-eels"}
+    assert not any("core_hole_screening" in run for run in data["meta"]["runs"].values())  # no RPA in fast
     e = data["channels"]["Co-L3-xas"]["energy"]
     assert 770 < e[0] < 780
     from gnnspec.channels import CHANNELS
@@ -197,4 +198,5 @@ def test_scf_tier_site_shares_one_scf(tmp_path, licoo2):
     assert "potentials_from" not in runs["Co-L3-eels"]
     assert runs["Co-L2-eels"]["potentials_from"] == runs["Co-K-xas"]["potentials_from"] == "Co-L3-elnes"
     assert runs["Co-K-xas"]["seconds"] < runs["Co-L3-eels"]["seconds"] / 3
+    assert all(0.0 < run["core_hole_screening"] < 1.0 for run in runs.values())  # RPA: every run screened
     assert set(data["channels"]) == {"Co-L23-eels", "Co-K-xas"}

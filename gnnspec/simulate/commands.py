@@ -59,10 +59,22 @@ def run(args: argparse.Namespace) -> int:
         "preset": first.preset,
         "preset_hash": first.preset_hash,
         "feff_version": first.feff_version,
-        "runs": {k: {"seconds": v.seconds, **({"potentials_from": v.potentials_from} if v.potentials_from else {})} for k, v in spectra.items()},
+        "runs": {k: _run_meta(v) for k, v in spectra.items()},
         "units": {"energy": "eV (absolute, FEFF)", "intensity": "FEFF mu (xas) or eels.dat total (eels), unnormalised"},
     }
     channels_out = assemble_site(channels, spectra)
     write_spectra(out, {k: Spectrum(k, e, y) for k, (e, y) in channels_out.items()}, meta)
     print(f"wrote {out} ({', '.join(channels_out)}); FEFF log: {log}")
     return 0
+
+
+def _run_meta(spectrum) -> dict:
+    """One run's entry of ``meta.runs``: FEFF seconds, the run whose SCF it took (if any) and the
+    core-hole screening of a screened run (:func:`gnnspec.simulate.engine.core_hole_screening`;
+    Li K below 0.95 is over-screened, ``gnnspec.data.schema.OVER_SCREENED_BELOW``)."""
+    out: dict = {"seconds": spectrum.seconds}
+    if spectrum.potentials_from:
+        out["potentials_from"] = spectrum.potentials_from
+    if spectrum.core_hole_screening is not None:
+        out["core_hole_screening"] = spectrum.core_hole_screening
+    return out
