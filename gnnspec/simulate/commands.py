@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
 def _run_meta(spectrum) -> dict:
     """One run's entry of ``meta.runs``: FEFF seconds, the run whose SCF it took (if any) and the
     core-hole screening of a screened run (:func:`gnnspec.simulate.engine.core_hole_screening`;
-    Li K below 0.95 is over-screened, ``gnnspec.data.schema.OVER_SCREENED_BELOW``)."""
+    Li K below 0.93 is over-screened, ``gnnspec.data.schema.OVER_SCREENED_BELOW``)."""
     out: dict = {"seconds": spectrum.seconds}
     if spectrum.potentials_from:
         out["potentials_from"] = spectrum.potentials_from

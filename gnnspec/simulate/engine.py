@@ -13,7 +13,7 @@ runs; for ELNES runs ``eels.dat`` (total) and the same edge's XAS from ``xmu10.d
 
 A run with an RPA-screened core hole also reports :func:`core_hole_screening`: the screened
 core-hole potential at the nucleus over the bare one, from FEFF's ``wscrn.dat``. It tells an
-ordinary screening (0.967-0.980 at NMC Li sites) from the over-screened solutions FEFF's linear
+ordinary screening (0.95-0.98 at NMC Li sites) from the over-screened solutions FEFF's linear
 response finds at some Li sites (0.69-0.90), whose Li K spectra lose their main peak
 (``docs/2026-12-07-li-k-over-screened-core-holes.md``).
 """
