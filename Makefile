@@ -40,9 +40,10 @@ train: install
 	if [ -z "$$CFG" ]; then CFG=$$($(PY) -c "import torch; print('train_configs/gpu.yaml' if torch.cuda.is_available() else 'train_configs/cpu.yaml')"); fi; \
 	echo "gnnspec train $$CFG"; $(GNNSPEC) train $$CFG
 
-## (re)build the shipped dataset from its recipe; resumes where it stopped
+## (re)build the shipped dataset from its recipe; resumes where it stopped and reruns the
+## screened Li K runs stored without their core-hole screening (--recheck-screening)
 data: install
-	$(GNNSPEC) data build datasets/nmc_feff10_fast.yaml --out $(DATA) --workers $(WORKERS)
+	$(GNNSPEC) data build datasets/nmc_feff10_fast.yaml --out $(DATA) --workers $(WORKERS) --recheck-screening
 	$(GNNSPEC) data compact $(DATA)
 	$(GNNSPEC) data info $(DATA)
 
