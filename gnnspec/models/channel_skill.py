@@ -48,62 +48,60 @@ MODES = ("forward_ensemble", "own_forward")
 
 
 @torch.no_grad()
-def score_channels(model: nn.Module, data: str, split: str = SPLIT) -> dict[str, dict[str, dict]]:
-    """``{tier: {channel: {"r2", "r2_low", "r2_high", "cosine", "n_sites"}}}`` of ``model`` as it
-    predicts now (with or without its forward members) on ``split``'s sites where FEFF computed
-    the tier; tiers and channels without such a site (or with fewer than 3) are left out."""
-    from gnnspec.models.forward_ensemble import feff_site_passes
+def score_channels(model: nn.Module, data: str, split: str = SPLIT) -> dict[str, dict[str, dict[str, dict]]]:
+    """``{mode: {tier: {channel: {"r2", "r2_low", "r2_high", "cosine", "n_sites"}}}}`` on ``split``'s
+    sites where FEFF computed the tier, from one pass of ``model`` with its forward members:
+    ``forward_ensemble`` (the member mean; only with members) and ``own_forward`` (the model's own
+    forward spectrum, ``forward_model_spectra[0]``: the mean of its trained and its own linear
+    head, which is what it predicts loaded without its members). Tiers and channels with fewer
+    than 3 such sites are left out."""
+    from gnnspec.models.forward_ensemble import feff_site_passes, member_count
     from gnnspec.scoring import paired_r2_bootstrap, spectrum_metrics
 
+    modes = MODES if member_count(model) > 1 else MODES[1:]
     tiers, channels = list(model.cfg.tiers), list(model.cfg.channels)
-    rows: dict[tuple[str, str], tuple[list, list]] = {}
+    rows: dict[tuple[str, str], dict[str, list]] = {}
     for t, out, target, ok in feff_site_passes(model, data, split):
-        pred = out["spectra"].double().cpu().numpy()
-        feff = target.double().cpu().numpy()
+        each = out.get("forward_model_spectra")
+        arrays = {
+            "feff": target,
+            "forward_ensemble": out["spectra"],
+            "own_forward": each[0] if each is not None else out["spectra"],
+        }
+        arrays = {k: v.double().cpu().numpy() for k, v in arrays.items() if k == "feff" or k in modes}
         for c, name in enumerate(channels):
             keep = ok[:, c]
             if keep.any():
-                got = rows.setdefault((tiers[t], name), ([], []))
-                got[0].append(pred[keep, c])
-                got[1].append(feff[keep, c])
-    result: dict[str, dict[str, dict]] = {}
-    for (tier, name), (preds, feffs) in rows.items():
-        pred, feff = np.concatenate(preds), np.concatenate(feffs)
-        if len(pred) < 3:
+                got = rows.setdefault((tiers[t], name), {k: [] for k in arrays})
+                for k, v in arrays.items():
+                    got[k].append(v[keep, c])
+    result: dict[str, dict[str, dict[str, dict]]] = {}
+    for (tier, name), got in rows.items():
+        feff = np.concatenate(got["feff"])
+        if len(feff) < 3:
             continue
-        boot = paired_r2_bootstrap({"model": pred}, feff, "model")["model"]
-        result.setdefault(tier, {})[name] = {
-            "r2": round(boot["r2"], 4),
-            "r2_low": round(boot["r2_low"], 4),
-            "r2_high": round(boot["r2_high"], 4),
-            "cosine": round(spectrum_metrics(pred, feff)["cosine"], 5),
-            "n_sites": int(len(pred)),
-        }
+        for mode in modes:
+            pred = np.concatenate(got[mode])
+            boot = paired_r2_bootstrap({"model": pred}, feff, "model")["model"]
+            result.setdefault(mode, {}).setdefault(tier, {})[name] = {
+                "r2": round(boot["r2"], 4),
+                "r2_low": round(boot["r2_low"], 4),
+                "r2_high": round(boot["r2_high"], 4),
+                "cosine": round(spectrum_metrics(pred, feff)["cosine"], 5),
+                "n_sites": int(len(pred)),
+            }
     return result
 
 
 def score_both(model: nn.Module, data: str, split: str = SPLIT) -> dict:
     """The record stored under :data:`KEY`: the scores of the forward ensemble (when the model
-    has members or linear heads beyond its own) and of the own forward side, with the split and
-    the dataset's fingerprint. ``model`` carries its members and full forward-ensemble record;
-    both are restored after the own forward side is scored."""
+    has members) and of the own forward side (:func:`score_channels`), with the split and the
+    dataset's name and fingerprint."""
     from gnnspec.data.store import SpectraStore
-    from gnnspec.models.forward_ensemble import member_count, own_forward_record
 
     store = SpectraStore(data)
     name = ((store.metadata() or {}).get("build_config") or {}).get("name") or Path(data).name
-    record: dict = {"split": split, "dataset": name, "data_sha256": store.fingerprint()}
-    members = list(getattr(model, "forward_members", None) or [])
-    full = getattr(model, "forward_ensemble_record", None)
-    if member_count(model) > 1:
-        record["forward_ensemble"] = score_channels(model, data, split)
-    try:
-        model.forward_members = []
-        model.forward_ensemble_record = own_forward_record(full or {})
-        record["own_forward"] = score_channels(model, data, split)
-    finally:
-        model.forward_members, model.forward_ensemble_record = members, full
-    return record
+    return {"split": split, "dataset": name, "data_sha256": store.fingerprint(), **score_channels(model, data, split)}
 
 
 def channel_skill(model: nn.Module, tier: str | None = None) -> dict[str, dict]:
