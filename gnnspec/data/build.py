@@ -381,24 +381,30 @@ def pending_runs(store: SpectraStore, record: dict, cfg: BuildConfig, recheck_sc
     (:data:`gnnspec.data.schema.OVER_SCREENED_BELOW`) and whose stored record lacks
     ``core_hole_screening`` (made before it was recorded): their new records replace the old ones,
     which stay until then."""
+    return _pending(store, record, cfg, recheck_screening)[0]
+
+
+def _pending(store: SpectraStore, record: dict, cfg: BuildConfig, recheck_screening: bool) -> tuple[list, int]:
+    """:func:`pending_runs` and how many of them are rechecks (runs whose records are stored)."""
     from gnnspec.simulate.presets import get_preset
 
     sid = record["sid"]
     done = set(store.keys(f"spectrum/{sid:06d}/")) | set(store.keys(f"failure/{sid:06d}/"))
-    todo = []
+    todo, rechecks = [], 0
     for tier, site, run, raws in planned_runs(cfg, record):
         if schema.failure_key(sid, site, run, tier) in done:
             continue
         if all(schema.spectrum_key(sid, site, r, tier) in done for r in raws):
             if not (recheck_screening and _unrecorded_screening(store, sid, site, tier, raws, get_preset(tier).screened_core_hole)):
                 continue
+            rechecks += 1
         todo.append((tier, site, run, raws))
-    return todo
+    return todo, rechecks
 
 
 def _unrecorded_screening(store: SpectraStore, sid: int, site: int, tier: str, raws: list[str], screened: bool) -> bool:
     """Whether a screened run's stored records lack the core-hole screening its edge is judged by."""
-    if not screened or not any("-".join(r.split("-")[:2]) in schema.OVER_SCREENED_BELOW for r in raws):
+    if not screened or all(schema.screening_limit(r) is None for r in raws):
         return False
     return any("core_hole_screening" not in store.get(schema.spectrum_key(sid, site, r, tier)) for r in raws)
 
@@ -466,9 +472,8 @@ def build_dataset(
     rechecked = 0
     for sid in sorted(existing) if not structures_only else []:
         rec = existing[sid]
-        pending = pending_runs(store, rec, cfg, recheck_screening)
-        if recheck_screening:
-            rechecked += len(pending) - len(pending_runs(store, rec, cfg))
+        pending, rechecks = _pending(store, rec, cfg, recheck_screening)
+        rechecked += rechecks
         feff_queue += [(rec["structure"], sid, tier, site, runs) for tier, site, runs in site_tasks(pending)]
     # the base tier first, structure by structure, then each extra tier: cheap runs land early
     tier_order = [cfg.preset, *(x.preset for x in cfg.extra_tiers)]

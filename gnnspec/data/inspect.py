@@ -24,7 +24,7 @@ def dataset_info(path: str | Path) -> dict:
     screening: dict[str, Counter] = {}  # per run spectrum of an edge with an over-screening limit
     for key, rec in store.items("spectrum/"):
         _, _, _, tier, run = schema.parse_key(key)
-        if "-".join(run.split("-")[:2]) in schema.OVER_SCREENED_BELOW and (tier != "fast" or "core_hole_screening" in rec):
+        if schema.screening_limit(run) is not None and (tier != "fast" or "core_hole_screening" in rec):
             state = "unrecorded" if "core_hole_screening" not in rec else "over-screened" if schema.over_screened(run, rec) else "ordinary"
             screening.setdefault(f"{tier} {run}", Counter())[state] += 1
         per_channel[run] += 1

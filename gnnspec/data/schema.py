@@ -82,10 +82,16 @@ def spectrum_record(
 OVER_SCREENED_BELOW = {"Li-K": 0.93}
 
 
+def screening_limit(run: str) -> float | None:
+    """The over-screening limit of run spectrum ``run``'s edge (:data:`OVER_SCREENED_BELOW`), None
+    for an edge without one."""
+    return OVER_SCREENED_BELOW.get("-".join(run.split("-")[:2]))
+
+
 def over_screened(run: str, record: dict) -> bool:
     """Whether the record of run spectrum ``run`` (such as ``Li-K-xas``) holds an over-screened core hole; False
     where the record has no ``core_hole_screening`` (runs made before it was recorded, unscreened tiers)."""
-    limit = OVER_SCREENED_BELOW.get("-".join(run.split("-")[:2]))
+    limit = screening_limit(run)
     value = record.get("core_hole_screening")
     return limit is not None and value is not None and value < limit
 
