@@ -21,10 +21,13 @@ def dataset_info(path: str | Path) -> dict:
     seconds = []
     per_tier: dict[str, Counter] = {}
     seconds_per_tier: dict[str, list[float]] = {}
+    from gnnspec.simulate.presets import PRESETS
+
     screening: dict[str, Counter] = {}  # per run spectrum of an edge with an over-screening limit
     for key, rec in store.items("spectrum/"):
         _, _, _, tier, run = schema.parse_key(key)
-        if schema.screening_limit(run) is not None and (tier != "fast" or "core_hole_screening" in rec):
+        screened = tier in PRESETS and PRESETS[tier].screened_core_hole
+        if schema.screening_limit(run) is not None and (screened or "core_hole_screening" in rec):
             state = "unrecorded" if "core_hole_screening" not in rec else "over-screened" if schema.over_screened(run, rec) else "ordinary"
             screening.setdefault(f"{tier} {run}", Counter())[state] += 1
         per_channel[run] += 1
