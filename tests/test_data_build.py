@@ -403,6 +403,22 @@ def test_extra_tier_runs_interleave_the_splits():
     assert scf[:3] == [0, 4, 8]  # the first supercell of train, val and test
 
 
+def test_rechecks_lead_their_tier():
+    """Runs of stored records (--recheck-screening) come before the new runs of their tier, the
+    base tier still first."""
+    from gnnspec.data.build import run_order
+
+    cfg = BuildConfig(n_structures=56, cases=["pristine", "o_vacancy", "antisite", "combined"], preset="fast")
+    rechecks = frozenset({(50, "scf", 3), (7, "scf", 1)})
+    key = run_order(cfg, ["fast", "scf"], rechecks)
+    queue = [(None, sid, tier, site, []) for sid in range(56) for tier in ("fast", "scf") for site in (1, 3)]
+    ordered = [(q[1], q[2], q[3]) for q in sorted(queue, key=key)]
+    assert {t for _, t, _ in ordered[:112]} == {"fast"}
+    assert set(ordered[112:114]) == rechecks
+    assert ordered[114][:2] == (0, "scf")  # then the new runs, interleaved across the splits as before
+    assert sorted(queue, key=run_order(cfg, ["fast", "scf"]))[112][1] == 0
+
+
 def test_compact_leaves_no_lock_file_of_the_replaced_database(tmp_path):
     """After compaction the next opener makes a fresh lock file (the old one described the old file)."""
     s = SpectraStore(tmp_path / "ds", readonly=False)

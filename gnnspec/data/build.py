@@ -197,15 +197,21 @@ def split_progress(sid: int, n_structures: int, n_cases: int) -> float:
     return same.index(sid) / len(same) if sid in same else 1.0
 
 
-def run_order(cfg: BuildConfig, tier_order: list[str]):
+def run_order(cfg: BuildConfig, tier_order: list[str], rechecks: frozenset = frozenset()):
     """Sort key of queued FEFF tasks ``(structure, sid, tier, site, runs)``: the base tier by
-    supercell id, each extra tier after it with its supercells interleaved across the splits."""
+    supercell id, each extra tier after it with its supercells interleaved across the splits.
+
+    ``rechecks``: ``(sid, tier, site)`` of tasks that run stored records again
+    (``--recheck-screening``); they lead their tier, since they decide which stored spectra are
+    targets at all, before new runs add to them."""
     progress = {sid: split_progress(sid, cfg.n_structures, len(cfg.cases)) for sid in range(cfg.n_structures)}
 
     def key(item: tuple) -> tuple:
         tier, sid = item[2], item[1]
         rank = tier_order.index(tier)
-        return (rank, sid) if rank == 0 else (rank, progress.get(sid, 1.0), sid)
+        if rank == 0:
+            return (rank, sid)
+        return (rank, 0 if (sid, tier, item[3]) in rechecks else 1, progress.get(sid, 1.0), sid)
 
     return key
 
@@ -384,20 +390,20 @@ def pending_runs(store: SpectraStore, record: dict, cfg: BuildConfig, recheck_sc
     return _pending(store, record, cfg, recheck_screening)[0]
 
 
-def _pending(store: SpectraStore, record: dict, cfg: BuildConfig, recheck_screening: bool) -> tuple[list, int]:
-    """:func:`pending_runs` and how many of them are rechecks (runs whose records are stored)."""
+def _pending(store: SpectraStore, record: dict, cfg: BuildConfig, recheck_screening: bool) -> tuple[list, list]:
+    """:func:`pending_runs` and those of them that are rechecks (runs whose records are stored)."""
     from gnnspec.simulate.presets import get_preset
 
     sid = record["sid"]
     done = set(store.keys(f"spectrum/{sid:06d}/")) | set(store.keys(f"failure/{sid:06d}/"))
-    todo, rechecks = [], 0
+    todo, rechecks = [], []
     for tier, site, run, raws in planned_runs(cfg, record):
         if schema.failure_key(sid, site, run, tier) in done:
             continue
         if all(schema.spectrum_key(sid, site, r, tier) in done for r in raws):
             if not (recheck_screening and _unrecorded_screening(store, sid, site, tier, raws, get_preset(tier).screened_core_hole)):
                 continue
-            rechecks += 1
+            rechecks.append((tier, site, run, raws))
         todo.append((tier, site, run, raws))
     return todo, rechecks
 
@@ -469,15 +475,17 @@ def build_dataset(
     existing = {sid: store.structure(sid) for sid in store.structure_ids() if sid < cfg.n_structures}
     to_generate = [sid for sid in range(cfg.n_structures) if sid not in existing]
     feff_queue: list[tuple] = []
-    rechecked = 0
+    rechecked, recheck_tasks = 0, set()
     for sid in sorted(existing) if not structures_only else []:
         rec = existing[sid]
         pending, rechecks = _pending(store, rec, cfg, recheck_screening)
-        rechecked += rechecks
+        rechecked += len(rechecks)
+        recheck_tasks |= {(sid, tier, site) for tier, site, _, _ in rechecks}
         feff_queue += [(rec["structure"], sid, tier, site, runs) for tier, site, runs in site_tasks(pending)]
-    # the base tier first, structure by structure, then each extra tier: cheap runs land early
+    # the base tier first, structure by structure, then each extra tier (its rechecks first):
+    # cheap runs land early
     tier_order = [cfg.preset, *(x.preset for x in cfg.extra_tiers)]
-    queue_order = run_order(cfg, tier_order)
+    queue_order = run_order(cfg, tier_order, frozenset(recheck_tasks))
     feff_queue.sort(key=queue_order)
     est_runs_per_structure = 130
     total = sum(len(item[4]) for item in feff_queue) + est_runs_per_structure * len(to_generate)
