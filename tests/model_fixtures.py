@@ -98,7 +98,7 @@ def write_synthetic_lmdb(
     ``extra_tier``: also a second tier of that name on every third site, its spectra the base
     tier's tilted by ``1 + x`` (x from 0 to 1 over each run's axis), like a higher-fidelity
     calculation that differs in a learnable way."""
-    from gnnspec.data.build import CASES
+    from gnnspec.data.recipe import CASES
     from gnnspec.structures.nmc import draw_params, generate_nmc
 
     path = Path(path)

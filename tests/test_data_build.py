@@ -18,8 +18,9 @@ import yaml
 from gnnspec.cli import main
 from gnnspec.config import load_config
 from gnnspec.data import schema
-from gnnspec.data.build import BuildConfig, build_dataset
+from gnnspec.data.build import build_dataset
 from gnnspec.data.inspect import dataset_info, format_info, verify_dataset
+from gnnspec.data.recipe import BuildConfig
 from gnnspec.data.store import SpectraStore
 from gnnspec.errors import InputError
 
@@ -284,7 +285,7 @@ def test_a_v1_dataset_is_refused_with_the_fix_and_migrates(tmp_path):
 
 
 def test_extra_tier_sites_cover_defects_first_and_are_deterministic(full_build):
-    from gnnspec.data.build import TierConfig, planned_runs, tier_sites
+    from gnnspec.data.recipe import TierConfig, planned_runs, tier_sites
     from gnnspec.structures.environments import environments
 
     path, _ = full_build
@@ -316,7 +317,7 @@ def test_recheck_screening_plans_unrecorded_li_k_scf_runs_again(full_build, tmp_
     screening, and no other run; the old record stays until the new one replaces it."""
     import shutil
 
-    from gnnspec.data.build import TierConfig, pending_runs, planned_runs
+    from gnnspec.data.recipe import TierConfig, pending_runs, planned_runs
 
     path, _ = full_build
     copy = tmp_path / "ds"
@@ -389,7 +390,7 @@ def test_adding_l23_channels_to_a_recipe_computes_only_the_l2_runs(full_build, t
 def test_extra_tier_runs_interleave_the_splits():
     """An extra tier's queue reaches val and test early, in proportion to the split sizes, while
     the base tier keeps supercell order."""
-    from gnnspec.data.build import run_order, split_of
+    from gnnspec.data.recipe import run_order, split_of
 
     cfg = BuildConfig(n_structures=56, cases=["pristine", "o_vacancy", "antisite", "combined"], preset="fast")
     key = run_order(cfg, ["fast", "scf"])
@@ -406,7 +407,7 @@ def test_extra_tier_runs_interleave_the_splits():
 def test_rechecks_lead_their_tier():
     """Runs of stored records (--recheck-screening) come before the new runs of their tier, the
     base tier still first."""
-    from gnnspec.data.build import run_order
+    from gnnspec.data.recipe import run_order
 
     cfg = BuildConfig(n_structures=56, cases=["pristine", "o_vacancy", "antisite", "combined"], preset="fast")
     rechecks = frozenset({(50, "scf", 3), (7, "scf", 1)})
@@ -483,7 +484,7 @@ def test_wide_supercells_are_appended_and_never_redraw_stored_ones(tmp_path):
 def test_retry_failed_plans_a_stored_failure_again(tmp_path):
     """A failure record (a FEFF run that timed out on a busy machine, say) is skipped by later
     sessions; --retry-failed deletes it first, so the run is planned again."""
-    from gnnspec.data.build import pending_runs
+    from gnnspec.data.recipe import pending_runs
 
     out = tmp_path / "ds"
     cfg = load_config(_recipe(tmp_path), BuildConfig)

@@ -118,7 +118,7 @@ def test_splice_refuses_the_potentials_of_another_cluster(mno6_runs):
 
 
 def test_site_tasks_group_a_sites_scf_runs_only():
-    from gnnspec.data.build import site_tasks
+    from gnnspec.data.recipe import site_tasks
 
     runs = [
         ("fast", 3, "Ni-L3-elnes", ["Ni-L3-eels"]),

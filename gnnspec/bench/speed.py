@@ -116,7 +116,8 @@ def build_throughput(dataset_info: dict) -> dict:
 
 def worker_scaling(n_structures: int = 2) -> dict:
     """Wall time of one small build with 1 and with 2 worker processes (speed-up)."""
-    from gnnspec.data.build import BuildConfig, build_dataset
+    from gnnspec.data.build import build_dataset
+    from gnnspec.data.recipe import BuildConfig
 
     cfg = BuildConfig(name="bench", seed=3, n_structures=n_structures, relax=False, sites_per_structure=2, channels=["Li-K-xas", "O-K-xas", "O-K-eels", "Ni-K-xas"])
     times = {}

@@ -100,7 +100,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 def _build(args: argparse.Namespace) -> int:
     from gnnspec.config import load_config
-    from gnnspec.data.build import BuildConfig, build_dataset
+    from gnnspec.data.build import build_dataset
+    from gnnspec.data.recipe import BuildConfig
 
     cfg = load_config(args.config, BuildConfig)
     if args.n_structures is not None:

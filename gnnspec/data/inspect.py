@@ -36,8 +36,8 @@ def dataset_info(path: str | Path) -> dict:
         seconds.append(rec["seconds"])
         seconds_per_tier.setdefault(tier, []).append(rec["seconds"])
     from gnnspec.config import from_dict
-    from gnnspec.data.build import BuildConfig
-    from gnnspec.data.build import planned_runs as plan
+    from gnnspec.data.recipe import BuildConfig
+    from gnnspec.data.recipe import planned_runs as plan
 
     # the runs the recipe asks for now, every tier (an imported or synthetic dataset has no recipe)
     recipe = meta.get("build_config", {})

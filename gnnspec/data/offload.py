@@ -16,7 +16,7 @@ from pymatgen.core import Structure
 
 from gnnspec.config import from_dict
 from gnnspec.data import schema
-from gnnspec.data.build import BuildConfig, pending_runs, site_tasks
+from gnnspec.data.recipe import BuildConfig, pending_runs, site_tasks
 from gnnspec.data.store import SpectraStore
 from gnnspec.errors import InputError
 
@@ -24,7 +24,7 @@ from gnnspec.errors import InputError
 def export_tasks(path: str | Path, out: str | Path, recheck_screening: bool = False) -> int:
     """Write the pending FEFF runs of the dataset at ``path`` to ``out`` (JSON lines); returns the
     number of runs. ``recheck_screening``: also the screened runs stored without their core-hole
-    screening (:func:`gnnspec.data.build.pending_runs`)."""
+    screening (:func:`gnnspec.data.recipe.pending_runs`)."""
     from gnnspec.simulate.feff_input import build_feff_input
     from gnnspec.simulate.presets import get_preset
 

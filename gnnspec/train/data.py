@@ -86,8 +86,8 @@ def generated_pool(gcfg, cutoff: float, channels: list[str] | tuple[str, ...], p
     triangle and Li orderings (:func:`gnnspec.structures.nmc.draw_wide_params`)."""
     from tqdm import tqdm
 
-    from gnnspec.data.build import CASES
     from gnnspec.data.dataset import structure_graph
+    from gnnspec.data.recipe import CASES
     from gnnspec.structures.nmc import draw_params, draw_wide_params, generate_nmc, ideal_cell
 
     graphs = []
