@@ -41,7 +41,7 @@ def test_ridge_recovers_a_linear_map_and_alpha_is_chosen_on_validation():
     assert head["n_train"] == 12 and head["n_val"] == 48 and np.isfinite(head["val_r2"])
 
 
-def test_heads_are_stored_per_forward_model_and_fitted_on_training_sites(setup, with_heads):
+def test_heads_are_stored_per_forward_model_alpha_by_validation_then_refitted_with_it(setup, with_heads):
     cfg, data, paths = setup
     model_file, summary = with_heads
     record = read_checkpoint(model_file)[ENTRY]
@@ -53,13 +53,30 @@ def test_heads_are_stored_per_forward_model_and_fitted_on_training_sites(setup, 
     assert fitted and {c for c, r2 in summary[KEY]["hi"].items() if r2} == set(heads[0]) == fitted
     model = load_checkpoint(model_file)
     assert head_count(model, "hi") == 3 and head_count(model, "synthetic") == 0
-    # member 1's head is the ridge fit of member 1's own features on the training sites
-    train = site_features([model, *model.forward_members], str(data), "train", "hi")
+    # member 1's head: alpha chosen by validation on a fit to the training sites (that fit's
+    # validation R^2 kept), then the ridge fit with that alpha on training and validation sites
+    assert record[KEY]["fitted_on"] == "train+val"
+    members = [model, *model.forward_members]
+    train, val = (site_features(members, str(data), split, "hi")[1] for split in ("train", "val"))
     for name, head in heads[1].items():
-        x, y = train[1][name]
+        chosen = fit_channel(train[name], val[name])
+        assert head["alpha"] == chosen["alpha"] and head["val_r2"] == pytest.approx(chosen["val_r2"], rel=1e-6)
+        x, y = (np.concatenate([train[name][k], val[name][k]]) for k in (0, 1))
         fit = ridge_fit(x, y, head["alpha"])
         np.testing.assert_allclose(head["W"].numpy(), fit["W"], rtol=1e-4, atol=1e-5)
-        assert head["n_train"] == len(x)
+        np.testing.assert_allclose(head["mu"].numpy(), fit["mu"], rtol=1e-5, atol=1e-6)
+        assert not np.allclose(head["W"].numpy(), chosen["W"].numpy(), rtol=1e-4, atol=1e-5)
+        assert head["n_train"] == len(train[name][0]) and head["n_val"] == len(val[name][0])
+
+
+def test_edge_spread_alone_refuses_heads_fitted_on_validation(setup, with_heads):
+    """The spreads are calibrated on validation before the heads see it; calibrating the edge
+    spread alone afterwards would score the heads on their own fitting sites."""
+    from gnnspec.models.forward_ensemble import attach_edge_spread
+
+    model_file, _ = with_heads
+    with pytest.raises(InputError, match="fitted on the 'val' split as well"):
+        attach_edge_spread(model_file)
 
 
 @torch.no_grad()

@@ -366,12 +366,18 @@ def attach_edge_spread(model_path: str | Path, data: str | None = None, split: s
     of the forward ensemble the checkpoint at ``model_path`` holds, every other part of its record
     kept, and write it; returns the calibration."""
     from gnnspec.models.factory import load_checkpoint, read_checkpoint, write_checkpoint_entry
+    from gnnspec.models.linear_tier_heads import KEY as LINEAR
     from gnnspec.models.predicted_edges import KEY as EDGES
     from gnnspec.models.predicted_edges import calibrate_edge_spread
 
     record = read_checkpoint(model_path).get(ENTRY)
     if not record or not record.get("members"):
         raise InputError(f"{model_path}: it holds no forward members (attach some with gnnspec ensemble --forward-from)")
+    if split in str((record.get(LINEAR) or {}).get("fitted_on", "train")).split("+"):
+        raise InputError(
+            f"{model_path}: its linear heads were fitted on the {split!r} split as well, so a spread calibrated there would be too narrow; "
+            "run gnnspec ensemble MODEL --linear-heads, which calibrates on validation before that refit"
+        )
     calibration = calibrate_edge_spread(load_checkpoint(model_path), _dataset_of(model_path, data), split)
     write_checkpoint_entry(model_path, ENTRY, {**record, EDGES: calibration})
     return calibration
@@ -412,18 +418,23 @@ def _fit_and_write(model: nn.Module, model_path: str | Path, record: dict, data:
     from gnnspec.models.channel_skill import score_both
     from gnnspec.models.factory import write_checkpoint_entry
     from gnnspec.models.linear_tier_heads import KEY as LINEAR
-    from gnnspec.models.linear_tier_heads import fit_linear_heads
+    from gnnspec.models.linear_tier_heads import fit_linear_heads, head_sites, refit_with_validation
     from gnnspec.models.predicted_edges import KEY as EDGES
     from gnnspec.models.predicted_edges import calibrate_edge_spread
 
     record.pop(LINEAR, None)
     model.forward_ensemble_record = record
     if linear_heads:
-        record[LINEAR] = fit_linear_heads([model, *model.forward_members], data)
+        # the spreads are calibrated on validation with heads fitted without it; then the heads
+        # are refitted with the validation sites as well, and the test split scores what is kept
+        sites = head_sites([model, *model.forward_members], data)
+        record[LINEAR] = fit_linear_heads([model, *model.forward_members], data, sites=sites)
     record.update(calibrate_spread(model, data, split), data=data, data_sha256=SpectraStore(data).fingerprint())
     record.pop(EDGES, None)
     if member_count(model) > 1 and any(c in STEP_EDGE_CHANNELS for c in model.cfg.channels):
         record[EDGES] = calibrate_edge_spread(model, data, split)
+    if linear_heads:
+        record[LINEAR] = refit_with_validation(record[LINEAR], sites)
     record[SKILL] = score_both(model, data)
     write_checkpoint_entry(model_path, ENTRY, record)
     summary = {k: v for k, v in record.items() if k not in ("members", LINEAR)} | {"members": [m["source"] for m in record["members"]]}

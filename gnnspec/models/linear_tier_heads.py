@@ -13,8 +13,16 @@ For one forward model, one tier above the base and one channel ``c``, the head p
 with ``s`` the absorber's invariant node features (``backbone.scalar_dim`` numbers) and ``f``
 the model's base-tier spectrum of ``c`` on the channel grid (``n_energy`` numbers, the
 normalisation of :func:`gnnspec.channels.normalise`); ``mu``, ``sd`` standardise each feature
-over the training sites; ``W`` and ``ym`` are the ridge solution with penalty ``alpha``, chosen
-from :data:`ALPHAS` for the highest R^2 (around the validation mean) on the validation sites.
+over the fitting sites; ``W`` and ``ym`` are the ridge solution with penalty ``alpha``, chosen
+from :data:`ALPHAS` for the highest R^2 (around the validation mean) on the validation sites
+of a fit on the training sites. That training-only fit is what the forward ensemble's spread
+is calibrated with (on validation, :func:`gnnspec.models.forward_ensemble.calibrate_spread`);
+then :func:`refit_with_validation` fits each head again, same ``alpha``, on the training and
+validation sites together (``fitted_on`` in the record), and the test split scores the result.
+The validation sites are about a quarter of the fitting sites; measured on eleven forward
+models' cached features (scf test split, mean of the members' heads), the refit raises the mean
+R^2 over the channels from 0.718 to 0.726 (Co L2,3 +0.03, no channel below -0.002), and
+choosing ``alpha`` by supercell-grouped cross-validation over both instead gives 0.728.
 
 Per-atom contributions stay first class: the base-tier spectrum is a sum of contributions
 ``f = sum_j c_j``, so the head gives atom ``j`` the contribution
@@ -73,6 +81,12 @@ def ridge_by_validation(
     return ridge_fit(*train, alpha), float(alpha), float(scores[alpha])
 
 
+def refit_channel(head: dict, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray]) -> dict:
+    """``head`` (of :func:`fit_channel`) fitted again with its alpha on ``train`` and ``val`` together."""
+    fit = ridge_fit(np.concatenate([train[0], val[0]]), np.concatenate([train[1], val[1]]), head["alpha"])
+    return {**head, **{k: torch.from_numpy(v.astype(np.float32)) for k, v in fit.items()}}
+
+
 def fit_channel(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray]) -> dict:
     """The head of one channel: the alpha of :data:`ALPHAS` with the best validation R^2."""
     fit, alpha, val_r2 = ridge_by_validation(train, val)
@@ -123,19 +137,29 @@ def features(base_out: dict[str, torch.Tensor], node_scalars: torch.Tensor) -> t
     return torch.cat([scalars[:, None, :].expand(-1, spectra.shape[1], -1), spectra], dim=-1)
 
 
-def fit_linear_heads(models: list[nn.Module], data: str, tiers: list[str] | None = None) -> dict:
-    """Fit the heads of every forward model (the model's own first) for every tier above the base
-    (or ``tiers``) on the training sites of ``data``, alpha by validation. Returns the record
-    stored under :data:`KEY`: ``{"features", "alphas", "tiers": {tier: [per model {channel: head}]}}``."""
+def head_sites(models: list[nn.Module], data: str, tiers: list[str] | None = None) -> dict[str, tuple[list, list]]:
+    """``{tier: (train, val)}``: :func:`site_features` of both splits for every tier above the base
+    (or ``tiers``), computed once for :func:`fit_linear_heads` and :func:`refit_with_validation`."""
     from gnnspec.errors import InputError
 
     cfg = models[0].cfg
     tiers = list(cfg.tiers[1:]) if tiers is None else tiers
-    record: dict = {"features": FEATURES, "alphas": list(ALPHAS), "tiers": {}}
     for tier in tiers:
         if tier not in cfg.tiers[1:]:
             raise InputError(f"tier {tier!r}: linear heads map the base tier {cfg.tiers[0]!r} to one of {list(cfg.tiers[1:])}")
-        train, val = site_features(models, data, "train", tier), site_features(models, data, "val", tier)
+    return {tier: (site_features(models, data, "train", tier), site_features(models, data, "val", tier)) for tier in tiers}
+
+
+def fit_linear_heads(models: list[nn.Module], data: str, tiers: list[str] | None = None, sites: dict | None = None) -> dict:
+    """Fit the heads of every forward model (the model's own first) for every tier above the base
+    (or ``tiers``) on the training sites of ``data``, alpha by validation (``sites``: their
+    :func:`head_sites`, when already computed). Returns the record stored under :data:`KEY`:
+    ``{"features", "alphas", "fitted_on": "train", "tiers": {tier: [per model {channel: head}]}}``."""
+    from gnnspec.errors import InputError
+
+    sites = head_sites(models, data, tiers) if sites is None else sites
+    record: dict = {"features": FEATURES, "alphas": list(ALPHAS), "fitted_on": "train", "tiers": {}}
+    for tier, (train, val) in sites.items():
         heads = []
         for tr, va in zip(train, val):
             heads.append({c: fit_channel(tr[c], va[c]) for c in tr if c in va and len(tr[c][0]) >= 3 and len(va[c][0]) >= 2})
@@ -143,6 +167,20 @@ def fit_linear_heads(models: list[nn.Module], data: str, tiers: list[str] | None
             raise InputError(f"{data}: no channel has {tier!r} spectra on both training and validation sites to fit a linear head on")
         record["tiers"][tier] = heads
     return record
+
+
+def refit_with_validation(record: dict, sites: dict) -> dict:
+    """The record of :func:`fit_linear_heads` with every head fitted again on the training and
+    validation sites together (``sites``: the :func:`head_sites` it was fitted on), each with the
+    alpha validation chose for it; ``val_r2`` stays that choice's score. ``fitted_on``:
+    ``"train+val"``, so no later step calibrates on validation with these heads."""
+    out = {**record, "fitted_on": "train+val", "tiers": {}}
+    for tier, heads in record["tiers"].items():
+        train, val = sites[tier]
+        out["tiers"][tier] = [
+            {c: refit_channel(head, train[i][c], val[i][c]) for c, head in by_channel.items()} for i, by_channel in enumerate(heads)
+        ]
+    return out
 
 
 def head_output(heads: dict[str, dict], channels: list[str], base_out: dict[str, torch.Tensor], node_scalars: torch.Tensor, fallback: dict) -> dict:
