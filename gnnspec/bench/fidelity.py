@@ -249,10 +249,11 @@ def render(table: dict, tier: str, base: str, caption: str) -> str:
 
 def _members_note(model) -> str:
     """`` (mean of N forward models[, M linear heads])`` for a model with a forward ensemble, else empty."""
-    from gnnspec.models.linear_tier_heads import head_count
+    from gnnspec.models.linear_tier_heads import fitted_on, head_count
 
     linear = {t: head_count(model, t) for t in model.cfg.tiers[1:] if head_count(model, t)}
     heads = "".join(f", {n} linear {t} heads" for t, n in linear.items())
+    heads += f" fitted on {fitted_on(model)}" if linear else ""
     return f" (mean of {member_count(model)} forward models{heads})" if member_count(model) > 1 or linear else ""
 
 

@@ -218,6 +218,13 @@ def head_output(heads: dict[str, dict], channels: list[str], base_out: dict[str,
     return {**base_out, "contributions": contrib, "spectra": flat.view(n_abs, n_c, -1)}
 
 
+def fitted_on(model: nn.Module) -> str | None:
+    """The sites the model's linear heads were fitted on (``"train"`` or ``"train+val"``; records
+    written before the refit hold none and were fitted on ``"train"``); None without heads."""
+    record = (getattr(model, "forward_ensemble_record", None) or {}).get(KEY)
+    return str(record.get("fitted_on", "train")) if record else None
+
+
 def head_count(model: nn.Module, tier: str) -> int:
     """How many linear heads join a prediction in ``tier`` (0 without them)."""
     record = (getattr(model, "forward_ensemble_record", None) or {}).get(KEY) or {}
