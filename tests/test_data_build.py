@@ -420,6 +420,33 @@ def test_rechecks_lead_their_tier():
     assert sorted(queue, key=run_order(cfg, ["fast", "scf"]))[112][1] == 0
 
 
+def test_spectra_are_stored_as_float32_and_compact_converts_older_records(tmp_path):
+    """New spectrum records hold float32 arrays; ``compact --float32`` rewrites float64 ones (the
+    values rounded to float32, nothing else changed) and leaves every other record's bytes."""
+    e64 = np.linspace(8330.0, 8400.0, 67)
+    y64 = np.exp(-(((e64 - 8350.0) / 4.0) ** 2)) * 1e-8
+    record = schema.spectrum_record(e64, y64, "fast", "h", "feff10-rs 0.2.4", 3.2)
+    assert record["energy"].dtype == record["intensity"].dtype == np.float32
+    s = SpectraStore(tmp_path / "ds", readonly=False)
+    s.put_many({schema.METADATA_KEY: {"schema": schema.SCHEMA_NAME, "schema_version": schema.SCHEMA_VERSION}})
+    old = {**record, "energy": e64, "intensity": y64}  # as written before float32 storage
+    keys = {k: f"spectrum/000000/{k:04d}/fast/Ni-K-xas".encode() for k in range(3)}
+    s.put_many({keys[0]: old, keys[1]: record, b"structure/000000": {"split": "train", "x": e64}})
+    with s.env.begin() as txn:
+        before = dict(txn.cursor())
+    s.close()
+    assert main(["data", "compact", str(tmp_path / "ds"), "--float32"]) == 0
+    after = SpectraStore(tmp_path / "ds")
+    with after.env.begin() as txn:
+        raw = dict(txn.cursor())
+    converted = after.get(keys[0])
+    assert converted["energy"].dtype == np.float32 and converted == {**old, "energy": converted["energy"], "intensity": converted["intensity"]}
+    np.testing.assert_array_equal(converted["intensity"], y64.astype(np.float32))
+    np.testing.assert_allclose(converted["energy"], e64, rtol=1e-7)
+    assert raw[keys[1]] == before[keys[1]] and raw[b"structure/000000"] == before[b"structure/000000"]
+    assert len(raw[keys[0]]) < 0.6 * len(before[keys[0]])
+
+
 def test_compact_leaves_no_lock_file_of_the_replaced_database(tmp_path):
     """After compaction the next opener makes a fresh lock file (the old one described the old file)."""
     s = SpectraStore(tmp_path / "ds", readonly=False)

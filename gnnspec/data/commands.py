@@ -82,6 +82,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
     c = dsub.add_parser("compact", help="compact the LMDB file in place (for shipping)", description="Rewrite the dataset's LMDB file compactly.")
     c.add_argument("path", help="dataset folder")
+    c.add_argument(
+        "--float32",
+        action="store_true",
+        help="also store the energies and intensities of spectrum records written as float64 (before 2026-12-07) as float32, "
+        "the precision new records have (about 40 %% smaller file)",
+    )
     c.set_defaults(func=_compact)
 
     k = dsub.add_parser(
@@ -185,7 +191,7 @@ def _compact(args: argparse.Namespace) -> int:
     store = SpectraStore(path)
     before = (path / DATA_FILE).stat().st_size
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
-        store.compact_copy(tmp)
+        converted = store.compact_copy(tmp, float32=args.float32)
         store.close()
         shutil.move(str(Path(tmp) / DATA_FILE), str(path / DATA_FILE))
     # the old lock file describes the replaced data file (its transaction ids and readers); a
@@ -193,7 +199,7 @@ def _compact(args: argparse.Namespace) -> int:
     # and the next reader saw no metadata record. Removed, the next opener makes a fresh one.
     (path / "lock.mdb").unlink(missing_ok=True)
     after = (path / DATA_FILE).stat().st_size
-    print(f"{path}: {before / 1e6:.1f} MB -> {after / 1e6:.1f} MB")
+    print(f"{path}: {before / 1e6:.1f} MB -> {after / 1e6:.1f} MB" + (f"; {converted} spectrum records stored as float32" if args.float32 else ""))
     return 0
 
 

@@ -108,8 +108,8 @@ def import_feff_folders(root: str | Path, out: str | Path, split: str = "train")
         }
         for ch, (e, y) in spectra.items():
             items[schema.spectrum_key(sid, 0, ch, "imported")] = {
-                "energy": e,
-                "intensity": y,
+                "energy": np.asarray(e, schema.SPECTRUM_DTYPE),
+                "intensity": np.asarray(y, schema.SPECTRUM_DTYPE),
                 "tier": "imported",
                 "preset": "imported",
                 "preset_hash": digest,

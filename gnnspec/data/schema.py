@@ -10,7 +10,8 @@ Keys are ASCII:
   to compute).
 * ``spectrum/{sid:06d}/{site:04d}/{tier}/{run}``: the raw spectrum of one FEFF run
   (:data:`gnnspec.channels.RUN_NAMES`, such as ``Mn-L2-eels``) at one site in one tier
-  (:mod:`gnnspec.simulate.presets`): ``energy`` and ``intensity`` (raw FEFF, absolute eV),
+  (:mod:`gnnspec.simulate.presets`): ``energy`` and ``intensity`` (raw FEFF, absolute eV;
+  float32, :data:`SPECTRUM_DTYPE`),
   ``tier``, ``preset``, ``preset_hash``, ``feff_version``, ``seconds``, and ``potentials_from``
   (the run of the same site whose SCF it reused, :mod:`gnnspec.simulate.ground_state`) where it
   did not compute its own, and ``core_hole_screening`` for runs with an RPA-screened core hole
@@ -27,6 +28,8 @@ Values are msgpack maps; numpy arrays are stored as ``{"__nd__": dtype, "shape",
 
 from __future__ import annotations
 
+import numpy as np
+
 from gnnspec.codec import decode, encode
 from gnnspec.errors import InputError
 
@@ -36,6 +39,11 @@ SCHEMA_NAME = "gnnspec.lmdb"
 SCHEMA_VERSION = 2
 METADATA_KEY = b"__metadata__"
 SPLITS = ("train", "val", "test")
+#: Stored precision of a run's ``energy`` and ``intensity``: float32, 7 significant digits (0.001 eV
+#: at the Ni K edge, against channel grids of 0.5 eV; FEFF prints 6 digits in ``eels.dat``). Half
+#: the bytes of float64, which made up 80 % of the shipped LMDB file. Records written before
+#: 2026-12-07 hold float64 until ``gnnspec data compact --float32`` rewrites them.
+SPECTRUM_DTYPE = np.float32
 
 
 def check_split(split: str | None) -> None:
@@ -65,6 +73,7 @@ def spectrum_record(
 ) -> dict:
     """The record of one run spectrum (module docstring); ``potentials_from`` only where the run
     took another run's SCF, ``core_hole_screening`` only for a run with an RPA-screened core hole."""
+    energy, intensity = (np.asarray(a, SPECTRUM_DTYPE) for a in (energy, intensity))
     record = {"energy": energy, "intensity": intensity, "tier": tier, "preset": tier, "preset_hash": preset_hash, "feff_version": feff_version, "seconds": seconds}
     if potentials_from:
         record["potentials_from"] = potentials_from

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import lmdb
+import numpy as np
 
 from gnnspec.data import schema
 from gnnspec.errors import InputError
@@ -179,8 +180,11 @@ class SpectraStore:
                     digest.update(len(key).to_bytes(4, "little") + key + len(raw).to_bytes(8, "little") + raw)
         return digest.hexdigest()
 
-    def compact_copy(self, dest: str | Path) -> None:
-        """Write a repacked copy of the database to folder ``dest``: same keys, same value bytes.
+    def compact_copy(self, dest: str | Path, float32: bool = False) -> int:
+        """Write a repacked copy of the database to folder ``dest``: same keys, same value bytes;
+        with ``float32``, spectrum records holding float64 arrays are stored again with their
+        ``energy`` and ``intensity`` in :data:`gnnspec.data.schema.SPECTRUM_DTYPE` (the
+        precision new records are written in). Returns how many records were converted.
 
         LMDB's own compacting copy only drops free pages; a B-tree filled in build order keeps
         its half-full leaf pages (spectrum records of about 1.3 kB sat 1.7 to a 4 kB page).
@@ -194,12 +198,19 @@ class SpectraStore:
                 (dest / f).unlink()
         out = lmdb.open(str(dest), map_size=self.map_size, subdir=True, readahead=False)
         try:
+            converted = 0
             with self.env.begin() as src, out.begin(write=True) as txn:
                 for key, raw in src.cursor():
+                    if float32 and key.startswith(b"spectrum/"):
+                        record = schema.decode(raw)
+                        if any(np.asarray(record.get(k)).dtype != schema.SPECTRUM_DTYPE for k in ("energy", "intensity")):
+                            record.update({k: np.asarray(record[k], schema.SPECTRUM_DTYPE) for k in ("energy", "intensity")})
+                            raw, converted = schema.encode(record), converted + 1
                     txn.put(key, raw, append=True)
             out.sync(True)
         finally:
             out.close()
+        return converted
 
 
 def migrate(path: str | Path) -> int:
