@@ -66,7 +66,7 @@ def test_build_stores_every_planned_spectrum(full_build):
         assert set(spectra) == planned
         for r in spectra.values():
             assert r["preset"] == "fast" and len(r["preset_hash"]) == 16 and r["feff_version"].startswith("feff10")
-            assert r["energy"].dtype == np.float64 and np.all(np.diff(r["energy"]) > 0)
+            assert r["energy"].dtype == r["intensity"].dtype == schema.SPECTRUM_DTYPE and np.all(np.diff(r["energy"]) > 0)
     # per structure: Li (K), O (ELNES: xas + eels), Co (K) at one site each
     assert stats["spectra"] == 2 * 4 and stats["runs"] == 2 * 3
     assert verify_dataset(path) == []
