@@ -107,15 +107,7 @@ def import_feff_folders(root: str | Path, out: str | Path, split: str = "train")
             }
         }
         for ch, (e, y) in spectra.items():
-            items[schema.spectrum_key(sid, 0, ch, "imported")] = {
-                "energy": np.asarray(e, schema.SPECTRUM_DTYPE),
-                "intensity": np.asarray(y, schema.SPECTRUM_DTYPE),
-                "tier": "imported",
-                "preset": "imported",
-                "preset_hash": digest,
-                "feff_version": "unknown (imported)",
-                "seconds": 0.0,
-            }
+            items[schema.spectrum_key(sid, 0, ch, "imported")] = schema.spectrum_record(e, y, "imported", digest, "unknown (imported)", 0.0)
         store.put_many(items)
         sid += 1
         n += 1
