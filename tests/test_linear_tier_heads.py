@@ -65,7 +65,7 @@ def test_heads_are_stored_per_forward_model_alpha_by_validation_then_refitted_wi
     assert head_count(model, "hi") == 3 and head_count(model, "synthetic") == 0
     # member 1's head: alpha chosen by validation on a fit to the training sites (that fit's
     # validation R^2 kept), then the ridge fit with that alpha on training and validation sites
-    assert record[KEY]["fitted_on"] == "train+val" and fitted_on(model) == "train+val"
+    assert record[KEY]["fitted_on"] == "train+val" and fitted_on(model.forward_ensemble_record) == "train+val"
     members = [model, *model.forward_members]
     train, val = (site_features(members, str(data), split, "hi")[1] for split in ("train", "val"))
     for name, head in heads[1].items():

@@ -253,7 +253,7 @@ def _members_note(model) -> str:
 
     linear = {t: head_count(model, t) for t in model.cfg.tiers[1:] if head_count(model, t)}
     heads = "".join(f", {n} linear {t} heads" for t, n in linear.items())
-    heads += f" fitted on {fitted_on(model)}" if linear else ""
+    heads += f" fitted on {fitted_on(getattr(model, 'forward_ensemble_record', None))}" if linear else ""
     return f" (mean of {member_count(model)} forward models{heads})" if member_count(model) > 1 or linear else ""
 
 

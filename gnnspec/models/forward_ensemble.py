@@ -366,14 +366,14 @@ def attach_edge_spread(model_path: str | Path, data: str | None = None, split: s
     of the forward ensemble the checkpoint at ``model_path`` holds, every other part of its record
     kept, and write it; returns the calibration."""
     from gnnspec.models.factory import load_checkpoint, read_checkpoint, write_checkpoint_entry
-    from gnnspec.models.linear_tier_heads import KEY as LINEAR
+    from gnnspec.models.linear_tier_heads import fitted_on
     from gnnspec.models.predicted_edges import KEY as EDGES
     from gnnspec.models.predicted_edges import calibrate_edge_spread
 
     record = read_checkpoint(model_path).get(ENTRY)
     if not record or not record.get("members"):
         raise InputError(f"{model_path}: it holds no forward members (attach some with gnnspec ensemble --forward-from)")
-    if split in str((record.get(LINEAR) or {}).get("fitted_on", "train")).split("+"):
+    if split in (fitted_on(record) or "").split("+"):
         raise InputError(
             f"{model_path}: its linear heads were fitted on the {split!r} split as well, so a spread calibrated there would be too narrow; "
             "run gnnspec ensemble MODEL --linear-heads, which calibrates on validation before that refit"

@@ -218,10 +218,11 @@ def head_output(heads: dict[str, dict], channels: list[str], base_out: dict[str,
     return {**base_out, "contributions": contrib, "spectra": flat.view(n_abs, n_c, -1)}
 
 
-def fitted_on(model: nn.Module) -> str | None:
-    """The sites the model's linear heads were fitted on (``"train"`` or ``"train+val"``; records
-    written before the refit hold none and were fitted on ``"train"``); None without heads."""
-    record = (getattr(model, "forward_ensemble_record", None) or {}).get(KEY)
+def fitted_on(ensemble_record: dict | None) -> str | None:
+    """The sites the linear heads of a forward-ensemble record were fitted on (``"train"`` or
+    ``"train+val"``; records written before the refit hold none and were fitted on ``"train"``);
+    None without heads."""
+    record = (ensemble_record or {}).get(KEY)
     return str(record.get("fitted_on", "train")) if record else None
 
 
