@@ -196,3 +196,25 @@ def test_the_baseline_is_shared_as_the_base_tier_spectrum_is_made():
     x = torch.cat([scalars[0], f]).double()
     torch.testing.assert_close(out["spectra"][0, 0], x @ head["W"].double() + head["ym"].double())
     torch.testing.assert_close(out["contributions"].sum(0), out["spectra"][0, 0])
+
+
+def test_dropping_a_member_refits_the_heads_of_the_rest(setup, with_heads, capsys):
+    from gnnspec.cli import main
+
+    _, data, paths = setup
+    model_file, _ = with_heads
+    names = [m["source"] for m in read_checkpoint(model_file)[ENTRY]["members"]]
+    assert len(names) == 2
+    # refused: an unknown name (the present ones are listed), and a drop without refitting the heads
+    assert main(["ensemble", str(model_file), "--drop-members", "no_such/best.pt", "--linear-heads", "--data", str(data)]) == 2
+    err = capsys.readouterr().err
+    assert "no forward member named no_such/best.pt" in err and names[0] in err
+    assert main(["ensemble", str(model_file), "--drop-members", names[0], "--data", str(data)]) == 2
+    assert "--linear-heads" in capsys.readouterr().err
+    assert len(read_checkpoint(model_file)[ENTRY]["members"]) == 2  # nothing written on a refusal
+    assert main(["ensemble", str(model_file), "--drop-members", names[0], "--linear-heads", "--data", str(data)]) == 0
+    assert "2 forward models" in capsys.readouterr().out
+    record = read_checkpoint(model_file)[ENTRY]
+    assert [m["source"] for m in record["members"]] == names[1:]
+    assert len(record[KEY]["tiers"]["hi"]) == 2  # one set of heads per forward model left
+    assert head_count(load_checkpoint(model_file), "hi") == 2

@@ -322,19 +322,28 @@ def attach_members(
     split: str = "val",
     linear_heads: bool = False,
     keep: bool = False,
+    drop: list[str] | None = None,
 ) -> dict:
     """Write the forward ensemble of ``sources`` (trained checkpoints) into the checkpoint at
     ``model_path`` and calibrate its spread on ``split`` of ``data`` (default: the dataset the
     model was trained on); ``linear_heads``: fit every forward model's linear tier heads first
     (:mod:`gnnspec.models.linear_tier_heads`); ``keep``: the checkpoint's present forward members
-    stay and ``sources`` join them (else they replace them). Returns the written record (weights
-    left out)."""
+    stay and ``sources`` join them (else they replace them); ``drop``: the present members with
+    these source names leave and the others stay (``sources`` may then be empty). Returns the
+    written record (weights left out)."""
     from gnnspec.models.factory import load_checkpoint, read_checkpoint
 
-    if not sources:
+    if not sources and not drop:
         raise InputError("name at least one trained checkpoint to add as a forward member")
     data = _dataset_of(model_path, data)
-    kept = list((read_checkpoint(model_path).get(ENTRY) or {}).get("members", [])) if keep else []
+    present = list((read_checkpoint(model_path).get(ENTRY) or {}).get("members", []))
+    kept = present if keep or drop else []
+    if drop:
+        names = [m["source"] for m in present]
+        unknown = sorted(set(drop) - set(names))
+        if unknown:
+            raise InputError(f"{model_path}: no forward member named {', '.join(unknown)}; its members are {', '.join(names) or 'none'}")
+        kept = [m for m in present if m["source"] not in set(drop)]
     model = load_checkpoint(model_path, forward_ensemble=False)  # the members attached below replace any earlier ones
     record = {"members": kept + [member_record(p) for p in sources]}
     seen = [("the model's own (member 0)", forward_side(model))]

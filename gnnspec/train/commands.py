@@ -81,6 +81,13 @@ def add_ensemble_parser(subparsers) -> None:
         help="with --forward-from: keep the checkpoint's present forward members and add the named runs to them",
     )
     p.add_argument(
+        "--drop-members",
+        nargs="+",
+        metavar="SOURCE",
+        help="remove the forward members with these source names (as this command prints them, e.g. seed3/best.pt); "
+        "the others stay, the runs of --forward-from join them, and the linear heads are refitted",
+    )
+    p.add_argument(
         "--linear-heads",
         action="store_true",
         help="fit each forward model's linear tier heads (a ridge map from its base-tier output to each higher tier, "
@@ -140,6 +147,8 @@ def cmd_ensemble(args) -> int:
         return edge_spread(args)
     if args.keep_members and not args.forward_from:
         raise InputError("--keep-members adds the runs of --forward-from to the present members: name them")
+    if args.drop_members and not args.linear_heads:
+        raise InputError("--drop-members changes the forward models: add --linear-heads to refit their heads and recalibrate the spread")
     if args.forward_from or args.linear_heads:
         return forward_ensemble(args)
     if args.members < 3:
@@ -204,8 +213,10 @@ def forward_ensemble(args) -> int:
     """``gnnspec ensemble MODEL [--forward-from RUN.pt ...] [--linear-heads]``: attach, fit, calibrate, print."""
     from gnnspec.models.forward_ensemble import attach_linear_heads, attach_members
 
-    if args.forward_from:
-        record = attach_members(args.model, args.forward_from, args.data, linear_heads=args.linear_heads, keep=args.keep_members)
+    if args.forward_from or args.drop_members:
+        record = attach_members(
+            args.model, args.forward_from or [], args.data, linear_heads=args.linear_heads, keep=args.keep_members, drop=args.drop_members
+        )
     else:
         record = attach_linear_heads(args.model, args.data)
     others = f" and {', '.join(record['members'])}" if record["members"] else ""
