@@ -7,10 +7,12 @@ spectra; the default of every command and API call that needs a model.
 It carries its property-head ensemble with calibrated temperatures, its training support
 (``gnnspec calibrate``, :mod:`gnnspec.analysis.attached`), its structure support, its encoder
 ensemble and its forward ensemble (:mod:`gnnspec.models.forward_ensemble`: the forward side of
-ten more training runs, same channels and tiers: four of the multi-fidelity study with other loss
-settings, six of this model's own config with seeds 1-6, seeds 3-6 on the complete scf tier;
-predictions are the mean of the eleven and their linear scf heads with a spread calibrated on
-validation; docs/2026-12-06-forward-ensemble.md, docs/2026-12-06-eleven-forward-models-and-realignment.md).
+ten more training runs, same channels and tiers: two of the multi-fidelity study with other loss
+settings, eight of this model's own config with seeds 1-8, seeds 3-6 on 2,523 scf runs, seeds 7
+and 8 on 2,908 scf runs and every supercell's fast tier; predictions are the mean of the eleven
+and their linear scf heads with a spread calibrated on validation;
+docs/2026-12-06-forward-ensemble.md, docs/2026-12-06-eleven-forward-models-and-realignment.md,
+docs/2026-12-07-two-more-forward-models.md).
 ``model.calibration.json``: the report of its calibration.
 """
 
