@@ -337,13 +337,14 @@ def attach_members(
         raise InputError("name at least one trained checkpoint to add as a forward member")
     data = _dataset_of(model_path, data)
     present = list((read_checkpoint(model_path).get(ENTRY) or {}).get("members", []))
-    kept = present if keep or drop else []
     if drop:
         names = [m["source"] for m in present]
         unknown = sorted(set(drop) - set(names))
         if unknown:
             raise InputError(f"{model_path}: no forward member named {', '.join(unknown)}; its members are {', '.join(names) or 'none'}")
         kept = [m for m in present if m["source"] not in set(drop)]
+    else:
+        kept = present if keep else []
     model = load_checkpoint(model_path, forward_ensemble=False)  # the members attached below replace any earlier ones
     record = {"members": kept + [member_record(p) for p in sources]}
     seen = [("the model's own (member 0)", forward_side(model))]
