@@ -329,20 +329,23 @@ def attach_members(
     model was trained on); ``linear_heads``: fit every forward model's linear tier heads first
     (:mod:`gnnspec.models.linear_tier_heads`); ``keep``: the checkpoint's present forward members
     stay and ``sources`` join them (else they replace them); ``drop``: the present members with
-    these source names leave and the others stay (``sources`` may then be empty). Returns the
+    these source names leave and the others stay (``sources`` may then be empty; requires
+    ``linear_heads``, so that the heads of the members left are refitted, not lost). Returns the
     written record (weights left out)."""
     from gnnspec.models.factory import load_checkpoint, read_checkpoint
 
     if not sources and not drop:
         raise InputError("name at least one trained checkpoint to add as a forward member")
+    if drop and not linear_heads:
+        raise InputError("dropping forward members changes the forward models: refit their heads and recalibrate the spread as well (--linear-heads)")
     data = _dataset_of(model_path, data)
     present = list((read_checkpoint(model_path).get(ENTRY) or {}).get("members", []))
     if drop:
-        names = [m["source"] for m in present]
-        unknown = sorted(set(drop) - set(names))
+        names, dropped = [m["source"] for m in present], set(drop)
+        unknown = sorted(dropped - set(names))
         if unknown:
             raise InputError(f"{model_path}: no forward member named {', '.join(unknown)}; its members are {', '.join(names) or 'none'}")
-        kept = [m for m in present if m["source"] not in set(drop)]
+        kept = [m for m in present if m["source"] not in dropped]
     else:
         kept = present if keep else []
     model = load_checkpoint(model_path, forward_ensemble=False)  # the members attached below replace any earlier ones

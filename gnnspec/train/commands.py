@@ -147,9 +147,7 @@ def cmd_ensemble(args) -> int:
         return edge_spread(args)
     if args.keep_members and not args.forward_from:
         raise InputError("--keep-members adds the runs of --forward-from to the present members: name them")
-    if args.drop_members and not args.linear_heads:
-        raise InputError("--drop-members changes the forward models: add --linear-heads to refit their heads and recalibrate the spread")
-    if args.forward_from or args.linear_heads:
+    if args.forward_from or args.linear_heads or args.drop_members:
         return forward_ensemble(args)
     if args.members < 3:
         raise InputError(f"--members must be at least 3 (the spread is calibrated leaving one out), got {args.members}")
