@@ -285,7 +285,7 @@ def test_a_v1_dataset_is_refused_with_the_fix_and_migrates(tmp_path):
 
 
 def test_extra_tier_sites_cover_defects_first_and_are_deterministic(full_build):
-    from gnnspec.data.recipe import TierConfig, planned_runs, tier_sites
+    from gnnspec.data.recipe import TierConfig, planned_runs, tier_site_ranks, tier_sites
     from gnnspec.structures.environments import environments
 
     path, _ = full_build
@@ -301,6 +301,10 @@ def test_extra_tier_sites_cover_defects_first_and_are_deterministic(full_build):
         assert sites == tier_sites(rec, tier, cfg.seed, 0)
         more = tier_sites(rec, TierConfig("scf", 3, tier.channels), cfg.seed, 0)  # a recipe that raises sites_per_element
         assert set(sites) < set(more)  # keeps every site already computed
+        ranks = tier_site_ranks(rec, TierConfig("scf", 3, tier.channels), cfg.seed, 0)
+        assert sorted(ranks) == more and {ranks[i] for i in sites} == {0}  # ... as the first of its element
+        for el in {s[i].specie.symbol for i in more}:
+            assert sorted(r for i, r in ranks.items() if s[i].specie.symbol == el) == list(range(sum(s[i].specie.symbol == el for i in more)))
         assert sorted(s[i].specie.symbol for i in sites) == sorted({"O", "Co", "Li"} & {x.specie.symbol for x in s})
         defective = {e.centre for e in environments(s, rec["vacancies"], include_bulk=False) if np.any(e.defects)}
         for i in sites:  # a defect-adjacent site is taken whenever the element has one
@@ -418,6 +422,24 @@ def test_rechecks_lead_their_tier():
     assert set(ordered[112:114]) == rechecks
     assert ordered[114][:2] == (0, "scf")  # then the new runs, interleaved across the splits as before
     assert sorted(queue, key=run_order(cfg, ["fast", "scf"]))[112][1] == 0
+
+
+def test_extra_tier_runs_go_breadth_first_over_the_sites():
+    """Every supercell's first chosen site of an element comes before any supercell's second:
+    supercells added to a recipe get their first sites before earlier ones get more."""
+    from gnnspec.data.recipe import run_order
+
+    cfg = BuildConfig(n_structures=56, cases=["pristine", "o_vacancy", "antisite", "combined"], preset="fast")
+    # supercells 0-39 hold their first site (rank 0) already; 40-55 are new and need both
+    queue = [(None, sid, "scf", site, []) for sid in range(56) for site in ((7,) if sid < 40 else (3, 7))]
+    ranks = {(sid, "scf", 3): 0 for sid in range(56)} | {(sid, "scf", 7): 1 for sid in range(56)}
+    ordered = [(q[1], q[3]) for q in sorted(queue, key=run_order(cfg, ["fast", "scf"], site_ranks=ranks))]
+    assert sorted(ordered[:16]) == [(sid, 3) for sid in range(40, 56)]  # the new supercells' first sites
+    second = [sid for sid, _ in ordered[16:]]
+    assert second == [sid for sid, _ in sorted(((s, 7) for s in range(56)), key=lambda q: run_order(cfg, ["fast", "scf"])((None, q[0], "scf", 0, [])))]
+    # without ranks, supercell order across the splits alone, as before
+    plain = [(q[1], q[3]) for q in sorted(queue, key=run_order(cfg, ["fast", "scf"]))]
+    assert plain[0] == (0, 7)
 
 
 def test_spectra_are_stored_as_float32_and_compact_converts_older_records(tmp_path):

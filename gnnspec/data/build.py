@@ -35,6 +35,7 @@ from gnnspec.config import config_to_dict
 from gnnspec.data import schema
 from gnnspec.data.recipe import (
     BuildConfig,
+    extra_tier_site_ranks,
     pending_and_rechecks,
     pending_runs,
     run_groups,
@@ -258,10 +259,11 @@ def build_dataset(
         rechecked += len(rechecks)
         recheck_tasks |= {(sid, tier, site) for tier, site, _, _ in rechecks}
         feff_queue += [(rec["structure"], sid, tier, site, runs) for tier, site, runs in site_tasks(pending)]
-    # the base tier first, structure by structure, then each extra tier (its rechecks first):
-    # cheap runs land early
+    # the base tier first, structure by structure, then each extra tier (its rechecks first,
+    # then breadth first over the sites): cheap runs land early
     tier_order = [cfg.preset, *(x.preset for x in cfg.extra_tiers)]
-    queue_order = run_order(cfg, tier_order, frozenset(recheck_tasks))
+    site_ranks = extra_tier_site_ranks(cfg, existing)  # grows as new structures are generated
+    queue_order = run_order(cfg, tier_order, frozenset(recheck_tasks), site_ranks)
     feff_queue.sort(key=queue_order)
     est_runs_per_structure = 130
     total = sum(len(item[4]) for item in feff_queue) + est_runs_per_structure * len(to_generate)
@@ -308,6 +310,7 @@ def build_dataset(
                     generating -= 1
                     _store_result(store, kind, sid, result, stats, bar)
                     runs = pending_runs(store, result, cfg) if not structures_only else []
+                    site_ranks.update(extra_tier_site_ranks(cfg, {sid: result}) if runs else {})
                     feff_queue += [(result["structure"], sid, tier, site, group) for tier, site, group in site_tasks(runs)]
                     feff_queue.sort(key=queue_order)
                     bar.total += len(runs) - est_runs_per_structure

@@ -118,13 +118,15 @@ def run_groups(element: str, channels: list[str]) -> dict[str, list[str]]:
     return site_runs(element, channels)  # empty for an element without channels
 
 
-def tier_sites(record: dict, tier: TierConfig, seed: int, tier_index: int) -> list[int]:
-    """Sites of a structure record computed in an extra tier, chosen to cover the labels.
+def tier_site_ranks(record: dict, tier: TierConfig, seed: int, tier_index: int) -> dict[int, int]:
+    """Sites of a structure record computed in an extra tier, each with its rank among the chosen
+    sites of its element (0 for the first chosen), chosen to cover the labels.
 
     Per element with a channel in the tier, ``sites_per_element`` sites: first from the sites
     whose environment (:func:`gnnspec.structures.environments.environments`) carries a defect
     label (an O vacancy or an antisite within its radius), then from the rest, each group in a
-    seeded random order (``numpy.random.default_rng([seed, sid, 2, tier_index])``). Deterministic.
+    seeded random order (``numpy.random.default_rng([seed, sid, 2, tier_index])``). Deterministic;
+    raising ``sites_per_element`` keeps every site already chosen and its rank.
     """
     from pymatgen.core import Structure
 
@@ -134,14 +136,19 @@ def tier_sites(record: dict, tier: TierConfig, seed: int, tier_index: int) -> li
     defective = {e.centre for e in environments(structure, record.get("vacancies") or [], include_bulk=False) if np.any(e.defects)}
     rng = np.random.default_rng([seed, record["sid"], 2, tier_index])
     elements = {CHANNELS[c].element for c in tier.channels}
-    chosen: list[int] = []
+    ranks: dict[int, int] = {}
     for el in sorted(elements):
         idx = [i for i, s in enumerate(structure) if s.specie.symbol == el]
         first = [i for i in idx if i in defective]
         rest = [i for i in idx if i not in defective]
         order = list(rng.permutation(first)) + list(rng.permutation(rest))
-        chosen += [int(i) for i in order[: tier.sites_per_element]]
-    return sorted(chosen)
+        ranks.update({int(i): rank for rank, i in enumerate(order[: tier.sites_per_element])})
+    return ranks
+
+
+def tier_sites(record: dict, tier: TierConfig, seed: int, tier_index: int) -> list[int]:
+    """The sites of :func:`tier_site_ranks`, sorted."""
+    return sorted(tier_site_ranks(record, tier, seed, tier_index))
 
 
 def planned_runs(cfg: BuildConfig, record: dict) -> list[tuple[str, int, str, list[str]]]:
@@ -175,23 +182,40 @@ def split_progress(sid: int, n_structures: int, n_cases: int) -> float:
     return same.index(sid) / len(same) if sid in same else 1.0
 
 
-def run_order(cfg: BuildConfig, tier_order: list[str], rechecks: frozenset = frozenset()):
+def run_order(cfg: BuildConfig, tier_order: list[str], rechecks: frozenset = frozenset(), site_ranks: dict | None = None):
     """Sort key of queued FEFF tasks ``(structure, sid, tier, site, runs)``: the base tier by
-    supercell id, each extra tier after it with its supercells interleaved across the splits.
+    supercell id, each extra tier after it, breadth first: the first chosen site of every
+    element of every supercell (:func:`tier_site_ranks`) before any second one, and so on, with
+    the supercells of each round interleaved across the splits.
 
     ``rechecks``: ``(sid, tier, site)`` of tasks that run stored records again
     (``--recheck-screening``); they lead their tier, since they decide which stored spectra are
-    targets at all, before new runs add to them."""
+    targets at all, before new runs add to them. ``site_ranks``: ``(sid, tier, site) -> rank``
+    (absent: every site rank 0, the supercells' order alone), so that a recipe that adds
+    supercells or raises ``sites_per_element`` gives every supercell its first sites before
+    earlier supercells get more."""
     progress = {sid: split_progress(sid, cfg.n_structures, len(cfg.cases)) for sid in range(cfg.n_structures)}
+    site_ranks = {} if site_ranks is None else site_ranks  # the caller's dict, read at each sort
 
     def key(item: tuple) -> tuple:
-        tier, sid = item[2], item[1]
+        tier, sid, site = item[2], item[1], item[3]
         rank = tier_order.index(tier)
         if rank == 0:
             return (rank, sid)
-        return (rank, 0 if (sid, tier, item[3]) in rechecks else 1, progress.get(sid, 1.0), sid)
+        recheck = 0 if (sid, tier, site) in rechecks else 1
+        return (rank, recheck, site_ranks.get((sid, tier, site), 0), progress.get(sid, 1.0), sid)
 
     return key
+
+
+def extra_tier_site_ranks(cfg: BuildConfig, records: dict[int, dict]) -> dict[tuple[int, str, int], int]:
+    """``(sid, tier, site) -> rank`` of every extra-tier site of ``records`` (sid -> record), for
+    :func:`run_order`."""
+    ranks = {}
+    for sid, record in records.items():
+        for k, tier in enumerate(cfg.extra_tiers):
+            ranks.update({(sid, tier.preset, site): r for site, r in tier_site_ranks(record, tier, cfg.seed, k).items()})
+    return ranks
 
 
 def site_tasks(runs: list[tuple[str, int, str, list[str]]]) -> list[tuple[str, int, list[tuple[str, list[str]]]]]:
