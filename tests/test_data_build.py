@@ -5,6 +5,7 @@ run everywhere."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import pytest
 import yaml
 
 from gnnspec.cli import main
-from gnnspec.config import load_config
+from gnnspec.config import from_dict, load_config
 from gnnspec.data import schema
 from gnnspec.data.build import build_dataset
 from gnnspec.data.inspect import dataset_info, format_info, verify_dataset
@@ -72,6 +73,32 @@ def test_build_stores_every_planned_spectrum(full_build):
     assert verify_dataset(path) == []
     info = dataset_info(path)
     assert info["spectra"] == 8 and info["spectra_per_tier"]["fast"]["O-K-eels"] == 2
+    assert info["runs_per_tier"] == {"fast": {"stored": {"train": 6}, "pending": {"train": 0}, "failed": 0, "supercells": 2}}
+
+
+def test_info_counts_the_runs_a_recipe_still_plans(full_build, tmp_path):
+    """A recipe that gains an extra tier: ``data info`` counts its runs as pending, per split,
+    and no supercell as covered, while the base tier stays complete."""
+    from gnnspec.data.recipe import planned_runs
+
+    path, _ = full_build
+    copy = tmp_path / "ds"
+    shutil.copytree(path, copy)
+    store = SpectraStore(copy, readonly=False)
+    meta = store.metadata()
+    meta["build_config"]["extra_tiers"] = [{"preset": "scf", "sites_per_element": 1, "channels": ["O-K-eels", "Co-K-xas"]}]
+    store.put_many({schema.METADATA_KEY: meta})
+    cfg = from_dict(BuildConfig, meta["build_config"], "recipe")
+    expected = sum(1 for sid in store.structure_ids() for p in planned_runs(cfg, store.structure(sid)) if p[0] == "scf")
+    store.close()
+    info = dataset_info(copy)
+    assert expected >= 4  # an O and a Co site (K) of each of the 2 supercells
+    assert info["runs_per_tier"]["scf"] == {"stored": {"train": 0}, "pending": {"train": expected}, "failed": 0, "supercells": 0}
+    assert info["runs_per_tier"]["fast"]["stored"] == {"train": 6} and info["planned_feff_runs"] == 6 + expected
+    assert f"pending {expected} (train {expected}, val 0, test 0)" in format_info(info)
+    from gnnspec.bench.speed import build_throughput
+
+    assert build_throughput(info)["spectra_per_run"] == pytest.approx(8 / 6)  # stored runs only, not the pending ones
 
 
 def test_rerun_recomputes_nothing(full_build, tmp_path):

@@ -110,8 +110,17 @@ def build_throughput(dataset_info: dict) -> dict:
     return {
         "median_s_per_run": med,
         "runs_per_core_hour": 3600.0 / med if med else float("nan"),
-        "spectra_per_run": dataset_info["spectra"] / max(1, dataset_info["planned_feff_runs"] - dataset_info["failures"]),
+        "spectra_per_run": dataset_info["spectra"] / max(1, _stored_runs(dataset_info)),
     }
+
+
+def _stored_runs(dataset_info: dict) -> int:
+    """FEFF runs with their spectra stored: counted per tier where the dataset has a recipe,
+    else the planned runs less the failed ones (a dataset without pending runs)."""
+    per_tier = dataset_info.get("runs_per_tier")
+    if per_tier:
+        return sum(sum(row["stored"].values()) for row in per_tier.values())
+    return dataset_info["planned_feff_runs"] - dataset_info["failures"]
 
 
 def worker_scaling(n_structures: int = 2) -> dict:

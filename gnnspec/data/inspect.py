@@ -36,8 +36,7 @@ def dataset_info(path: str | Path) -> dict:
         seconds.append(rec["seconds"])
         seconds_per_tier.setdefault(tier, []).append(rec["seconds"])
     from gnnspec.config import from_dict
-    from gnnspec.data.recipe import BuildConfig
-    from gnnspec.data.recipe import planned_runs as plan
+    from gnnspec.data.recipe import BuildConfig, run_progress
 
     # the runs the recipe asks for now, every tier (an imported or synthetic dataset has no recipe)
     recipe = meta.get("build_config", {})
@@ -46,11 +45,21 @@ def dataset_info(path: str | Path) -> dict:
     cases: Counter = Counter()
     n_sites = 0
     planned_runs = 0
+    runs_per_tier: dict[str, dict] = {}  # per tier: stored / pending runs per split, failed, supercells covered
     for _, rec in store.items("structure/"):
         splits[rec["split"]] += 1
         cases[rec.get("case", "imported")] += 1
         n_sites += len(rec["structure"]["sites"])
-        planned_runs += len(plan(cfg, rec)) if cfg is not None else sum(len(g) for g in rec["sites"].values())
+        if cfg is None:
+            planned_runs += sum(len(g) for g in rec["sites"].values())
+            continue
+        for tier, counts in run_progress(store, rec, cfg).items():
+            planned_runs += sum(counts.values())
+            row = runs_per_tier.setdefault(tier, {"stored": Counter(), "pending": Counter(), "failed": 0, "supercells": 0})
+            row["stored"][rec["split"]] += counts["stored"]
+            row["pending"][rec["split"]] += counts["pending"]
+            row["failed"] += counts["failed"]
+            row["supercells"] += counts["stored"] > 0
     failures = [(k.decode(), rec["message"]) for k, rec in store.items("failure/")]
     sessions = meta.get("sessions", [])
     wall = sum(s.get("wall_seconds", 0.0) for s in sessions)
@@ -67,6 +76,7 @@ def dataset_info(path: str | Path) -> dict:
         "feff_seconds_median_per_tier": {tier: float(np.median(s)) for tier, s in seconds_per_tier.items()},
         "core_hole_screening": {name: dict(n) for name, n in screening.items()},
         "planned_feff_runs": planned_runs,
+        "runs_per_tier": {t: {**r, "stored": dict(r["stored"]), "pending": dict(r["pending"])} for t, r in runs_per_tier.items()},
         "failures": len(failures),
         "failure_examples": failures[:5],
         "presets": dict(per_preset),
@@ -86,8 +96,13 @@ def format_info(info: dict) -> str:
         f"sites        {info['sites']}",
         f"spectra      {info['spectra']}  (FEFF runs planned {info['planned_feff_runs']}, failed {info['failures']})",
     ]
-    for tier, runs in info["spectra_per_tier"].items():
-        lines.append(f"  tier {tier} (median {info['feff_seconds_median_per_tier'][tier]:.1f} s per FEFF run)")
+    progress = info.get("runs_per_tier", {})
+    for tier in [*info["spectra_per_tier"], *(t for t in progress if t not in info["spectra_per_tier"])]:
+        runs = info["spectra_per_tier"].get(tier, {})
+        seconds = info["feff_seconds_median_per_tier"].get(tier)
+        lines.append(f"  tier {tier}" + (f" (median {seconds:.1f} s per FEFF run)" if seconds is not None else " (no spectra yet)"))
+        if tier in progress:
+            lines.append("    " + _format_run_progress(progress[tier], info["structures"]))
         for run, n in runs.items():
             lines.append(f"    {run:<12s} {n}")
     for name, counts in info.get("core_hole_screening", {}).items():
@@ -102,6 +117,18 @@ def format_info(info: dict) -> str:
     for key, msg in info["failure_examples"]:
         lines.append(f"  failed {key}: {msg[:120]}")
     return "\n".join(lines)
+
+
+def _format_run_progress(row: dict, n_structures: int) -> str:
+    """One line: a tier's FEFF runs stored and pending per split, failed, supercells covered."""
+
+    def per_split(counts: dict) -> str:
+        return f"{sum(counts.values())} (" + ", ".join(f"{s} {counts.get(s, 0)}" for s in schema.SPLITS) + ")"
+
+    return (
+        f"FEFF runs stored {per_split(row['stored'])}, pending {per_split(row['pending'])}, failed {row['failed']}; "
+        f"supercells with a stored run {row['supercells']} of {n_structures}"
+    )
 
 
 def verify_dataset(path: str | Path) -> list[str]:

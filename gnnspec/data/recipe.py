@@ -253,17 +253,43 @@ def pending_and_rechecks(store: SpectraStore, record: dict, cfg: BuildConfig, re
     from gnnspec.simulate.presets import get_preset
 
     sid = record["sid"]
-    done = set(store.keys(f"spectrum/{sid:06d}/")) | set(store.keys(f"failure/{sid:06d}/"))
+    done = _stored_keys(store, sid)
     todo, rechecks = [], []
     for tier, site, run, raws in planned_runs(cfg, record):
-        if schema.failure_key(sid, site, run, tier) in done:
+        state = _run_state(done, sid, tier, site, run, raws)
+        if state == "failed":
             continue
-        if all(schema.spectrum_key(sid, site, r, tier) in done for r in raws):
+        if state == "stored":
             if not (recheck_screening and _unrecorded_screening(store, sid, site, tier, raws, get_preset(tier).screened_core_hole)):
                 continue
             rechecks.append((tier, site, run, raws))
         todo.append((tier, site, run, raws))
     return todo, rechecks
+
+
+def run_progress(store: SpectraStore, record: dict, cfg: BuildConfig) -> dict[str, dict[str, int]]:
+    """Per tier, how many of the runs the recipe plans for a structure record are ``stored``,
+    ``failed`` or ``pending`` (``gnnspec data info``)."""
+    sid = record["sid"]
+    done = _stored_keys(store, sid)
+    progress: dict[str, dict[str, int]] = {}
+    for tier, site, run, raws in planned_runs(cfg, record):
+        counts = progress.setdefault(tier, {"stored": 0, "failed": 0, "pending": 0})
+        counts[_run_state(done, sid, tier, site, run, raws)] += 1
+    return progress
+
+
+def _stored_keys(store: SpectraStore, sid: int) -> set[bytes]:
+    return set(store.keys(f"spectrum/{sid:06d}/")) | set(store.keys(f"failure/{sid:06d}/"))
+
+
+def _run_state(done: set[bytes], sid: int, tier: str, site: int, run: str, raws: list[str]) -> str:
+    """``failed`` (a failure record), ``stored`` (every raw spectrum of the run) or ``pending``."""
+    if schema.failure_key(sid, site, run, tier) in done:
+        return "failed"
+    if all(schema.spectrum_key(sid, site, r, tier) in done for r in raws):
+        return "stored"
+    return "pending"
 
 
 def _unrecorded_screening(store: SpectraStore, sid: int, site: int, tier: str, raws: list[str], screened: bool) -> bool:
