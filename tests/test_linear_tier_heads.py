@@ -123,6 +123,9 @@ def test_prediction_averages_trained_and_linear_heads_and_contributions_sum(setu
     base = ensemble_pass(model, graph, absorbers, 0)
     singles = [load_checkpoint(p).forward_structure(graph, absorbers) for p in paths]
     torch.testing.assert_close(base["spectra"], torch.stack([s["spectra"] for s in singles]).mean(0), rtol=1e-5, atol=1e-6)
+    # a structure with no absorber asked for (a supercell without sites of the tier): empty outputs, no error
+    none = ensemble_pass(model, graph, absorbers[:0], 1)
+    assert none["spectra"].shape == (0, n_c, out["spectra"].shape[-1]) and none["spectra_std"].shape == none["spectra"].shape
 
 
 def test_cli_fits_heads_on_a_model_without_members_and_predict_uses_them(setup, tmp_path, licoo2):

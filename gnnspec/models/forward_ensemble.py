@@ -209,7 +209,7 @@ def _member_mean(model: nn.Module, outs: list[dict[str, torch.Tensor]], owners: 
     spectra = torch.stack([o["spectra"] for o in outs])
     merged["spectra"] = spectra.mean(0)
     merged["contributions"] = torch.stack([o["contributions"] for o in outs]).mean(0)
-    std = spectra.std(0, unbiased=True)
+    std = spectra.std(0, unbiased=True) if spectra.numel() else spectra.sum(0)  # no absorbers: an empty spread
     merged["spectra_std"] = std
     # each forward model's own spectrum: the mean of its heads in this tier (trained and linear)
     index = torch.tensor(owners, device=spectra.device)

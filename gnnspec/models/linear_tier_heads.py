@@ -215,7 +215,7 @@ def head_output(heads: dict[str, dict], channels: list[str], base_out: dict[str,
         contrib[rows] = (part / sd[n_s:]) @ w_f + baseline[absorber[rows]] * share
     n_abs, n_c = base_out["spectra_mask"].shape
     flat = scatter(contrib, absorber * n_c + channel, dim=0, dim_size=n_abs * n_c, reduce="sum")
-    return {**base_out, "contributions": contrib, "spectra": flat.view(n_abs, n_c, -1)}
+    return {**base_out, "contributions": contrib, "spectra": flat.view(n_abs, n_c, contrib.shape[-1])}
 
 
 def fitted_on(ensemble_record: dict | None) -> str | None:
