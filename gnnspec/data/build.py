@@ -262,7 +262,8 @@ def build_dataset(
     # the base tier first, structure by structure, then each extra tier (its rechecks first,
     # then breadth first over the sites): cheap runs land early
     tier_order = [cfg.preset, *(x.preset for x in cfg.extra_tiers)]
-    site_ranks = extra_tier_site_ranks(cfg, existing)  # grows as new structures are generated
+    # the ranks of the queued structures' extra-tier sites; new structures add theirs as they come
+    site_ranks = extra_tier_site_ranks(cfg, {sid: existing[sid] for sid in {item[1] for item in feff_queue}})
     queue_order = run_order(cfg, tier_order, frozenset(recheck_tasks), site_ranks)
     feff_queue.sort(key=queue_order)
     est_runs_per_structure = 130
@@ -310,7 +311,8 @@ def build_dataset(
                     generating -= 1
                     _store_result(store, kind, sid, result, stats, bar)
                     runs = pending_runs(store, result, cfg) if not structures_only else []
-                    site_ranks.update(extra_tier_site_ranks(cfg, {sid: result}) if runs else {})
+                    if runs:
+                        site_ranks.update(extra_tier_site_ranks(cfg, {sid: result}))
                     feff_queue += [(result["structure"], sid, tier, site, group) for tier, site, group in site_tasks(runs)]
                     feff_queue.sort(key=queue_order)
                     bar.total += len(runs) - est_runs_per_structure
