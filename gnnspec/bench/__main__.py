@@ -171,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
         measured_result = measured.measured_benchmark(model)
         measured_result["shared_eels"] = measured.shared_eels_answer(model_path)
         measured_result["reference_edges"] = measured.reference_edge_answers(model_path)
+        from gnnspec.bench.measured_findings import nmc_edge_spread
+
+        measured_result["nmc_edge_spread_eV"] = nmc_edge_spread((results.get("forward_tier") or {}).get("edge_shifts"))
         (out / "measured.md").write_text(measured.render(measured_result, caption))
         (out / "measured.json").write_text(json.dumps(measured_result, indent=1))
     results["scale"] = retrieval.scale_table([10_000, 100_000] if args.quick else [10_000, 100_000, 1_000_000])

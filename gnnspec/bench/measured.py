@@ -218,7 +218,10 @@ def render_offsets(result: dict) -> list[str]:
 
 def render(result: dict, caption: str) -> str:
     """``benchmarks/measured.md``."""
+    from gnnspec.bench.measured_findings import findings
+
     lines = ["# Measured reference spectra against FEFF and the forward model", "", f"*{caption}. Method: `gnnspec/bench/measured.py`.*", ""]
+    lines += findings(result)
     lines += ["| compound | measured | method | edge error (eV) | Spearman | cosine |", "| --- | --- | --- | --- | --- | --- |"]
     for r in result["rows"]:
         lines.append(f"| {r['compound']} | {r['measured']} | {r['method']} | {r['edge_error_eV']:+.2f} | {r['spearman']:.3f} | {r['cosine']:.4f} |")
@@ -233,9 +236,7 @@ def render(result: dict, caption: str) -> str:
             "",
             "± : the forward models' calibrated edge spread (`gnnspec predict`'s `edge_spread_eV`, "
             "`gnnspec.models.predicted_edges`; k times their standard deviation, FEFF's edge inside it at 68 % of "
-            "validation sites), multiplicity-weighted over each compound's sites. Every reference oxide lies outside "
-            "the NMC training environments (`gnnspec predict` warns for each): a spread of eV says the edge, and the "
-            "valence order it would give, is not known to the model there.",
+            "validation sites), multiplicity-weighted over each compound's sites.",
         ]
     for source, edges in result["measured_edges_eV"].items():
         lines.append(f"- measured ({source}): " + ", ".join(f"{k} {v:.1f}" for k, v in edges.items()))
