@@ -221,3 +221,30 @@ def test_convergence_markdown_has_a_line_per_run_and_structure_and_marks_missing
     assert len(lines) == 4 and all(line.count("|") == len(COLUMNS) + 3 for line in lines)
     assert lines[2] == "| Li-K-xanes | 1, 4 | 0.041, 70 s | - | - | - | - | - | 0.500, 60 s |"
     assert lines[3].startswith("| Li-K-xanes | 0, 0 | - |") and lines[3].endswith("| 0.200, 61 s |")
+
+
+def test_make_bench_writes_the_standalone_pages_of_its_tier_sections(tmp_path):
+    """Sections 1b-1d of the report and their standalone pages come from one table: the pages
+    written from make bench's stored tables carry the report's rows and its caption."""
+    import json
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from gnnspec.bench.__main__ import render as render_report
+    from gnnspec.bench.__main__ import write_tier_pages
+
+    results = json.loads((Path(__file__).resolve().parents[1] / "benchmarks" / "results.json").read_text())
+    forward_tier = results["forward_tier"]
+    model = SimpleNamespace(cfg=SimpleNamespace(tiers=[forward_tier["base"], forward_tier["tier"]]))
+    write_tier_pages(forward_tier, model, tmp_path, "`make bench` at commit abc")
+    written = sorted(p.name for p in tmp_path.iterdir())
+    assert written == ["edge_shifts.json", "edge_shifts.md", "error_groups.json", "error_groups.md", "tier_baselines.json", "tier_baselines.md"]
+    report = render_report(results, {"structures": 1, "spectra": 1, "splits": {}}, "make bench at commit abc")
+    for name in ("error_groups", "edge_shifts"):
+        page = (tmp_path / f"{name}.md").read_text()
+        rows = [line for line in page.splitlines() if line.startswith("| ") and "---" not in line]
+        assert rows and all(row in report for row in rows), name
+        assert "`make bench` at commit abc" in page
+        assert json.loads((tmp_path / f"{name}.json").read_text())["table"] == forward_tier["groups" if name == "error_groups" else "edge_shifts"]
+    baselines = (tmp_path / "tier_baselines.md").read_text()
+    assert "| mean |" in baselines and f"gnnspec {forward_tier['tier']}" in baselines

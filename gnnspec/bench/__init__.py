@@ -21,7 +21,6 @@ def model_table_main(argv, module: str, doc: str, default_out: str, make_table, 
     ``make_table(model, data) -> table``; ``describe(model, table) -> (title, intro, lines)``: the
     page's heading, its one-paragraph method and the table's rows. A bad input exits 2 with its message."""
     import argparse
-    import json
     import os
     import sys
     from pathlib import Path
@@ -49,11 +48,22 @@ def model_table_main(argv, module: str, doc: str, default_out: str, make_table, 
         print(f"error: {exc}", file=sys.stderr)
         return 2
     caption = f"`python -m {module}` at commit {current_commit()}; {_data_label(args.data)}; model {args.model or 'the shipped model'}{_members_note(model)}"
-    title, intro, lines = describe(model, table)
-    text = [title, "", intro, "", *lines, "", caption, ""]
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(text))
-    out.with_suffix(".json").write_text(json.dumps({"table": table, "caption": caption}, indent=1))
-    print("\n".join(text))
+    print(write_table_page(Path(args.out), describe(model, table), table, caption))
     return 0
+
+
+def write_table_page(out, page: tuple[str, str, list[str]], table, caption: str) -> str:
+    """Write one benchmark's Markdown page (``page``: heading, method paragraph, table rows, as a
+    ``describe`` gives them) at ``out`` and its table with the caption as JSON beside it; return the
+    page. ``make bench`` writes its sections' standalone pages with it, so they stay in step with
+    the report."""
+    import json
+    from pathlib import Path
+
+    title, intro, lines = page
+    text = "\n".join([title, "", intro, "", *lines, "", caption, ""])
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    out.with_suffix(".json").write_text(json.dumps({"table": table, "caption": caption}, indent=1))
+    return text

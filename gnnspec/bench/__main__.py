@@ -96,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
 
         if EDGE_TIER in model.cfg.tiers:
             results["forward_tier"]["edge_shifts"] = edge_shift_table(model, args.data)
+        write_tier_pages(results["forward_tier"], model, out, page_caption(caption, args.data, model_path, model))
 
     print("inverse accuracy and multimodal table ...", file=sys.stderr)
     envs = {s: EnvironmentSet.from_dataset(d) for s, d in ds.items()}
@@ -315,6 +316,25 @@ def render(r: dict, info: dict, caption: str) -> str:
 
     lines += rerun_section(r.get("rerun"))
     return "\n".join(lines) + "\n"
+
+
+def page_caption(caption: str, data: str, model_path, model) -> str:
+    """The caption of a standalone page that ``make bench`` writes: the command, data and model."""
+    from gnnspec.bench.fidelity import _data_label, _members_note
+
+    return f"`{caption}`; {_data_label(data)}; model {os.path.relpath(model_path)}{_members_note(model)}"
+
+
+def write_tier_pages(forward_tier: dict, model, out: Path, caption: str) -> None:
+    """The standalone pages of report sections 1b-1d (``tier_baselines.md``, ``error_groups.md``,
+    ``edge_shifts.md``, each with its JSON), from the same tables as the report, so that the pages
+    and the report never disagree. Each page's module also writes it alone (``python -m
+    gnnspec.bench.error_groups`` and so on)."""
+    from gnnspec.bench import edge_shifts, error_groups, tier_baselines, write_table_page
+
+    for key, module in (("baselines", tier_baselines), ("groups", error_groups), ("edge_shifts", edge_shifts)):
+        if forward_tier.get(key):
+            write_table_page(out / f"{module.__name__.rsplit('.', 1)[1]}.md", module.describe(model, forward_tier[key]), forward_tier[key], caption)
 
 
 def claim(inverse: dict) -> list[str]:

@@ -112,16 +112,18 @@ def render(table: dict[str, dict]) -> list[str]:
     return lines
 
 
+def describe(model, table: dict[str, dict]) -> tuple[str, str, list[str]]:
+    """The page's heading, method paragraph and rows."""
+    tier = list(model.cfg.tiers)[1]
+    intro = (
+        f"R^2 of the model's {tier} prediction on the test sites where FEFF computed that tier, per group of sites "
+        "(around the channel's overall mean; site counts in brackets). See `gnnspec.bench.error_groups`."
+    )
+    return f"# Where the {tier}-tier error sits", intro, render(table)
+
+
 def main(argv: list[str] | None = None) -> int:
     from gnnspec.bench import model_table_main
-
-    def describe(model, table):
-        tier = list(model.cfg.tiers)[1]
-        intro = (
-            f"R^2 of the model's {tier} prediction on the test sites where FEFF computed that tier, per group of sites "
-            "(around the channel's overall mean; site counts in brackets). See `gnnspec.bench.error_groups`."
-        )
-        return f"# Where the {tier}-tier error sits", intro, render(table)
 
     return model_table_main(argv, "gnnspec.bench.error_groups", __doc__, "benchmarks/error_groups.md", error_groups, describe)
 

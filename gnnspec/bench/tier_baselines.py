@@ -126,19 +126,21 @@ def render(table: dict, tier: str, base: str) -> list[str]:
     return lines
 
 
+def describe(model, table: dict) -> tuple[str, str, list[str]]:
+    """The page's heading, method paragraph and rows."""
+    base, tier = list(model.cfg.tiers)[:2]
+    intro = (
+        f"R^2 around the channel's mean {tier} spectrum on the test sites where FEFF computed it; every method fitted "
+        f"on the training split's {tier} sites (hyperparameters on validation). See `gnnspec.bench.tier_baselines`."
+    )
+    return f"# Classical baselines in the {tier} tier", intro, render(table, tier, base)
+
+
 def main(argv: list[str] | None = None) -> int:
     from gnnspec.bench import model_table_main
 
     def make_table(model, data):
         return tier_baseline_table(data, model.cfg.channels, list(model.cfg.tiers), model.cfg.backbone.cutoff, model=model)
-
-    def describe(model, table):
-        base, tier = list(model.cfg.tiers)[:2]
-        intro = (
-            f"R^2 around the channel's mean {tier} spectrum on the test sites where FEFF computed it; every method fitted "
-            f"on the training split's {tier} sites (hyperparameters on validation). See `gnnspec.bench.tier_baselines`."
-        )
-        return f"# Classical baselines in the {tier} tier", intro, render(table, tier, base)
 
     return model_table_main(argv, "gnnspec.bench.tier_baselines", __doc__, "benchmarks/tier_baselines.md", make_table, describe)
 
