@@ -8,11 +8,14 @@ import torch
 from model_fixtures import model_with_members, two_tier_runs
 
 from gnnspec.errors import InputError
+from gnnspec.models.absorber_geometry import N_BONDS, N_RDF, absorber_geometry
 from gnnspec.models.factory import load_checkpoint, read_checkpoint
 from gnnspec.models.forward_ensemble import ENTRY, ensemble_pass
 from gnnspec.models.linear_tier_heads import (
     ALPHAS,
+    GEOMETRY_WEIGHTS,
     KEY,
+    column_weights,
     features,
     fit_channel,
     fitted_on,
@@ -69,10 +72,13 @@ def test_heads_are_stored_per_forward_model_alpha_by_validation_then_refitted_wi
     members = [model, *model.forward_members]
     train, val = (site_features(members, str(data), split, "hi")[1] for split in ("train", "val"))
     for name, head in heads[1].items():
-        chosen = fit_channel(train[name], val[name])
+        # the features end with the absorber's geometry; alpha and the blocks' weights chosen together
+        assert train[name][0].shape[1] == model.cfg.backbone.scalar_dim + len(train[name][1][0]) + N_BONDS + N_RDF
+        chosen = fit_channel(train[name], val[name], geometry=True)
+        assert tuple(head["geometry_weights"]) in GEOMETRY_WEIGHTS and head["geometry_weights"] == chosen["geometry_weights"]
         assert head["alpha"] == chosen["alpha"] and head["val_r2"] == pytest.approx(chosen["val_r2"], rel=1e-6)
         x, y = (np.concatenate([train[name][k], val[name][k]]) for k in (0, 1))
-        fit = ridge_fit(x, y, head["alpha"])
+        fit = ridge_fit(x, y, head["alpha"], column_weights(x.shape[1], tuple(head["geometry_weights"])))
         np.testing.assert_allclose(head["W"].numpy(), fit["W"], rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(head["mu"].numpy(), fit["mu"], rtol=1e-5, atol=1e-6)
         assert not np.allclose(head["W"].numpy(), chosen["W"].numpy(), rtol=1e-4, atol=1e-5)
@@ -103,7 +109,9 @@ def test_prediction_averages_trained_and_linear_heads_and_contributions_sum(setu
     for m, head in zip([model, *model.forward_members], heads):
         bb = m.forward_structure(graph, embed=False, spectra=False)
         want.append(m.tier_spectra(bb, graph, absorbers, 1)["spectra"])
-        x = features(m.tier_spectra(bb, graph, absorbers, 0), bb["node_scalars"]).double().numpy()
+        base = m.tier_spectra(bb, graph, absorbers, 0)
+        geometry = absorber_geometry(graph, base["absorber_index"], model.cfg.backbone.cutoff)
+        x = features(base, bb["node_scalars"], geometry).double().numpy()
         lin = want[-1].double().numpy().copy()  # a channel without a linear head keeps the trained head's
         for c, name in enumerate(model.cfg.channels):
             if name in head:
@@ -199,6 +207,35 @@ def test_the_baseline_is_shared_as_the_base_tier_spectrum_is_made():
     x = torch.cat([scalars[0], f]).double()
     torch.testing.assert_close(out["spectra"][0, 0], x @ head["W"].double() + head["ym"].double())
     torch.testing.assert_close(out["contributions"].sum(0), out["spectra"][0, 0])
+    # a head that reads the absorber's geometry: its term joins the baseline, shared the same way
+    geometry = torch.tensor([[2.0, -1.0]], dtype=torch.float64)
+    head = {k: torch.cat([v, torch.tensor([0.5, 2.0])]) if k in ("mu", "sd") else v for k, v in head.items()}
+    head["W"] = torch.cat([head["W"], torch.tensor([[1.0, 0.0, -1.0], [0.5, 0.5, 0.5]])])
+    with pytest.raises(ValueError, match="reads the absorber's geometry"):
+        head_output({"X-K-xas": head}, ["X-K-xas"], base, scalars, base)
+    out = head_output({"X-K-xas": head}, ["X-K-xas"], base, scalars, base, geometry)
+    g = (geometry[0] - torch.tensor([0.5, 2.0], dtype=torch.float64)) / torch.tensor([0.5, 2.0], dtype=torch.float64)  # mu and sd both [0.5, 2]
+    torch.testing.assert_close(out["spectra"][0, 0], x @ head["W"][:5].double() + g @ head["W"][5:].double() + head["ym"].double())
+    torch.testing.assert_close(out["contributions"].sum(0), out["spectra"][0, 0])
+
+
+def test_block_weights_scale_or_leave_out_the_geometry_columns():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(80, 4 + N_BONDS + N_RDF))
+    y = x[:, :4] @ rng.normal(size=(4, 3)) + 2.0 * x[:, 4:5]  # the first bond column matters
+    w = column_weights(x.shape[1], (1.0, 0.0))
+    assert w[:4].tolist() == [1.0] * 4 and (w[4 : 4 + N_BONDS] == 1.0).all() and (w[4 + N_BONDS :] == 0.0).all()
+    fit = ridge_fit(x, y, 1e-3, w)
+    assert np.all(fit["W"][4 + N_BONDS :] == 0.0) and np.abs(fit["W"][4]).max() > 1.0
+    np.testing.assert_allclose(ridge_apply(fit, x), y, atol=1e-2)
+    # a weight scales the standardised column before the ridge: a penalty of alpha / weight^2 on it
+    half = ridge_fit(x[:, :5], y, 10.0, np.array([1, 1, 1, 1, 0.5]))
+    z = (x[:, :5] - x[:, :5].mean(0)) / (x[:, :5].std(0) + 1e-6)
+    z[:, 4] *= 0.5
+    coef = np.linalg.solve(z.T @ z + 10.0 * np.eye(5), z.T @ (y - y.mean(0)))
+    np.testing.assert_allclose(ridge_apply(half, x[:, :5]), z @ coef + y.mean(0), atol=1e-8)
+    head = fit_channel((x[:50], y[:50]), (x[50:], y[50:]), geometry=True)
+    assert head["geometry_weights"][0] > 0  # validation keeps the bond block that carries the signal
 
 
 def test_dropping_a_member_refits_the_heads_of_the_rest(setup, with_heads, capsys):

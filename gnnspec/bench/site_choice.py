@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     path = model_path(args.model)
     data = args.data or trained_config(read_checkpoint(path)).get("data")
     model = load_model(path, forward_ensemble=False)
-    splits = {s: site_features([model], data, s, args.tier)[0] for s in ("train", "val", "test")}
+    splits = {s: site_features([model], data, s, args.tier, geometry=False)[0] for s in ("train", "val", "test")}
     results = {}
     for c in model.cfg.channels:
         if all(c in splits[s] and len(splits[s][c][0]) >= 3 for s in splits):

@@ -169,14 +169,16 @@ def ensemble_passes(model: nn.Module, data, requests: list[tuple[torch.Tensor, i
     with one backbone pass per member for all of them. In a tier with linear heads
     (:mod:`gnnspec.models.linear_tier_heads`), each forward model's linear head joins the mean
     beside its trained tier head."""
+    from gnnspec.models.absorber_geometry import absorber_geometry
     from gnnspec.models.linear_tier_heads import KEY as LINEAR
-    from gnnspec.models.linear_tier_heads import head_output
+    from gnnspec.models.linear_tier_heads import head_output, uses_geometry
 
     models = [model] + list(getattr(model, "forward_members", None) or [])
     linear = ((getattr(model, "forward_ensemble_record", None) or {}).get(LINEAR) or {}).get("tiers") or {}
     channels = list(model.cfg.channels)
     per_request: list[list[dict[str, torch.Tensor]]] = [[] for _ in requests]
     owners: list[list[int]] = [[] for _ in requests]  # the forward model behind each output
+    geometry: dict[int, torch.Tensor] = {}  # the absorbers' geometry of each absorber set, for heads that read it
     for i, m in enumerate(models):
         backbone = m.forward_structure(data, embed=False, spectra=False)
         base: dict[int, dict[str, torch.Tensor]] = {}  # the base-tier readout of each absorber set
@@ -190,7 +192,9 @@ def ensemble_passes(model: nn.Module, data, requests: list[tuple[torch.Tensor, i
             if heads and i < len(heads):
                 if id(absorbers) not in base:
                     base[id(absorbers)] = m.tier_spectra(backbone, data, absorbers, 0)
-                outs.append(head_output(heads[i], channels, base[id(absorbers)], backbone["node_scalars"], out))
+                if uses_geometry(heads[i]) and id(absorbers) not in geometry:
+                    geometry[id(absorbers)] = absorber_geometry(data, base[id(absorbers)]["absorber_index"], model.cfg.backbone.cutoff)
+                outs.append(head_output(heads[i], channels, base[id(absorbers)], backbone["node_scalars"], out, geometry.get(id(absorbers))))
                 owner.append(i)
     return [_member_mean(model, outs, owner, tier) for outs, owner, (_, tier) in zip(per_request, owners, requests)]
 
