@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from gnnspec.graphs import periodic_graph
-from gnnspec.models.absorber_geometry import BOND_FEATURES, N_BONDS, N_RDF, RDF_CENTRES, absorber_geometry
+from gnnspec.models.absorber_geometry import BOND_FEATURES, N_BONDS, N_RDF, RDF_CENTRES, RDF_SMEAR_A, absorber_geometry
 
 
 def _reference(structure, site, cutoff=5.0):
@@ -49,11 +49,13 @@ def test_radial_block_counts_each_neighbour_element_and_is_invariant(licoo2):
     sites = torch.arange(len(licoo2))
     geo = absorber_geometry(graph, sites, 5.0)
     n_bins = len(RDF_CENTRES)
-    # each neighbour adds a Gaussian of unit height: the O block of a Co site integrates to the O count
+    # each neighbour adds a Gaussian of unit height at its distance: the O block of a Co site, by hand
     co = [i for i, site in enumerate(licoo2) if site.specie.symbol == "Co"][0]
     o_block = geo[co, N_BONDS + 1 * n_bins : N_BONDS + 2 * n_bins].numpy()
-    n_o = len([n for n in licoo2.get_neighbors(licoo2[co], 5.0) if n.specie.symbol == "O" and n.nn_distance <= 4.9])
-    assert o_block.sum() * 0.1 / (0.1 * np.sqrt(2 * np.pi)) == pytest.approx(n_o, rel=0.05)
+    d = np.array([n.nn_distance for n in licoo2.get_neighbors(licoo2[co], 5.0) if n.specie.symbol == "O"])
+    want = np.exp(-0.5 * ((d[:, None] - RDF_CENTRES.numpy()[None, :]) / RDF_SMEAR_A) ** 2).sum(0)
+    np.testing.assert_allclose(o_block, want, rtol=1e-5)
+    assert o_block[0] > 5.0  # six O at about 1.92 A
     # the same numbers for a rotated copy and for the absorbers asked for in another order
     rotated = licoo2.copy()
     rotated.apply_operation(__import__("pymatgen.core.operations", fromlist=["SymmOp"]).SymmOp.from_axis_angle_and_translation([1, 2, 3], 37.0))
