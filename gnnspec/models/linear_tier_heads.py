@@ -110,13 +110,13 @@ def ridge_apply(fit: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
 
 
 def ridge_by_validation(
-    train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray], alphas=ALPHAS
+    train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray], alphas=ALPHAS, weights: np.ndarray | None = None
 ) -> tuple[dict[str, np.ndarray], float, float]:
     """The ridge fit on ``train`` (``(x, y)``) whose alpha of ``alphas`` gives the best R^2 on
-    ``val``: ``(fit, alpha, validation R^2)``."""
-    scores = {a: r2_around_mean(val[1], ridge_apply(ridge_fit(*train, a), val[0])) for a in alphas}
+    ``val``: ``(fit, alpha, validation R^2)``; ``weights``: column weights of :func:`ridge_fit`."""
+    scores = {a: r2_around_mean(val[1], ridge_apply(ridge_fit(*train, a, weights), val[0])) for a in alphas}
     alpha = max(scores, key=lambda a: -np.inf if np.isnan(scores[a]) else scores[a])
-    return ridge_fit(*train, alpha), float(alpha), float(scores[alpha])
+    return ridge_fit(*train, alpha, weights), float(alpha), float(scores[alpha])
 
 
 def refit_channel(head: dict, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray]) -> dict:
@@ -133,16 +133,9 @@ def fit_channel(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.
     ``geometry`` (the features end with the geometry blocks), alpha and the blocks' weights of
     :data:`GEOMETRY_WEIGHTS` chosen together."""
     if geometry:
-        best = None
-        for gw in GEOMETRY_WEIGHTS:
-            weights = column_weights(train[0].shape[1], gw)
-            for a in ALPHAS:
-                fit = ridge_fit(*train, a, weights)
-                score = r2_around_mean(val[1], ridge_apply(fit, val[0]))
-                score = -np.inf if np.isnan(score) else score
-                if best is None or score > best[0]:
-                    best = (score, a, gw, fit)
-        val_r2, alpha, gw, fit = best
+        by_weight = {gw: ridge_by_validation(train, val, weights=column_weights(train[0].shape[1], gw)) for gw in GEOMETRY_WEIGHTS}
+        gw = max(by_weight, key=lambda g: -np.inf if np.isnan(by_weight[g][2]) else by_weight[g][2])
+        fit, alpha, val_r2 = by_weight[gw]
         extra = {"geometry_weights": [float(gw[0]), float(gw[1])]}
     else:
         fit, alpha, val_r2 = ridge_by_validation(train, val)
@@ -181,8 +174,7 @@ def site_features(
         geo = absorber_geometry(batch, sites, cfg.backbone.cutoff) if geometry else None
         for i, m in enumerate(models):
             out = m.forward_structure(batch, embed=False, spectra=False)
-            base = m.tier_spectra(out, batch, sites, 0)
-            x = features(base, out["node_scalars"], None if geo is None else geo[_positions(base["absorber_index"], sites)])
+            x = features(m.tier_spectra(out, batch, sites, 0), out["node_scalars"], geo)  # absorbers in the order of sites
             for c, name in enumerate(channels):
                 ok = have[sites, c]
                 rows[i][name].append(x[ok, c].double().numpy())
@@ -203,12 +195,6 @@ def features(base_out: dict[str, torch.Tensor], node_scalars: torch.Tensor, geom
     if geometry is not None:
         parts.append(geometry.to(spectra.dtype)[:, None, :].expand(-1, spectra.shape[1], -1))
     return torch.cat(parts, dim=-1)
-
-
-def _positions(absorbers: torch.Tensor, sites: torch.Tensor) -> torch.Tensor:
-    """Where each node of ``absorbers`` sits in ``sites`` (both node indices; every absorber among the sites)."""
-    order = torch.argsort(sites)
-    return order[torch.searchsorted(sites[order], absorbers)]
 
 
 def head_sites(models: list[nn.Module], data: str, tiers: list[str] | None = None) -> dict[str, tuple[list, list]]:
