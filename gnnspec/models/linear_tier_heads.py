@@ -152,11 +152,12 @@ def fit_channel(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.
 
 @torch.no_grad()
 def site_features(
-    models: list[nn.Module], data: str, split: str, tier: str, geometry: bool = True
+    models: list[nn.Module], data: str, split: str, tier: str, geometry: bool = True, supercells: dict | None = None
 ) -> list[dict[str, tuple[np.ndarray, np.ndarray]]]:
     """For each forward model: ``{channel: (features [n, F], FEFF spectra [n, K])}`` over the sites
     of ``split`` that hold ``tier`` spectra (the same sites, in the same order, for every model);
-    the features end with the absorber's geometry blocks unless ``geometry`` is False."""
+    the features end with the absorber's geometry blocks unless ``geometry`` is False. A dict given
+    as ``supercells`` receives ``{channel: supercell id of each row [n]}``."""
     from gnnspec.data import keys as K
     from gnnspec.data.dataset import tier_batches
     from gnnspec.models.absorber_geometry import absorber_geometry
@@ -166,6 +167,7 @@ def site_features(
     row = tiers.index(tier)
     rows: list[dict[str, list]] = [{c: [] for c in channels} for _ in models]
     targets: dict[str, list] = {c: [] for c in channels}
+    owners: dict[str, list] = {c: [] for c in channels}  # the supercell of each row
     dtype = next(models[0].parameters()).dtype
     batches = tier_batches(data, split, cfg.backbone.cutoff, channels, tiers, dtype, keep=lambda g: bool(g[K.SITE_Y_TIERS_MASK][:, row - 1].any()))
     for batch in batches if row > 0 else []:
@@ -180,6 +182,9 @@ def site_features(
                 rows[i][name].append(x[ok, c].double().numpy())
                 if i == 0:
                     targets[name].append(batch[K.SITE_Y_TIERS][sites[ok], row - 1, c].double().numpy())
+                    owners[name].append(batch[K.SID][batch.batch[sites[ok]]].numpy())
+    if supercells is not None:
+        supercells.update({c: np.concatenate(v) for c, v in owners.items() if v})
     return [
         {c: (np.concatenate(r[c]), np.concatenate(targets[c])) for c in channels if targets[c] and sum(len(t) for t in targets[c])}
         for r in rows

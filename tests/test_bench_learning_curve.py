@@ -1,0 +1,57 @@
+"""The learning curve of the linear tier heads: supercell subsets, the power-law fit, a real run."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from model_fixtures import model_with_members, two_tier_runs
+
+from gnnspec.bench.learning_curve import describe, fit_power_law, learning_curve, main, sites_for, supercell_subset
+from gnnspec.errors import InputError
+from gnnspec.models.factory import load_checkpoint
+
+torch.set_num_threads(1)
+
+
+def test_power_law_fit_recovers_limit_exponent_and_the_sites_for_the_goal():
+    n = np.array([20.0, 40.0, 80.0, 160.0, 320.0])
+    fit = fit_power_law(n, 0.95 - 2.0 * n**-0.5)
+    assert fit["r_inf"] == pytest.approx(0.95, abs=1e-6) and fit["b"] == pytest.approx(0.5) and fit["a"] == pytest.approx(2.0, rel=1e-4)
+    assert sites_for(fit, 0.9) == pytest.approx((2.0 / 0.05) ** 2, rel=1e-3)
+    low = fit_power_law(n, 0.8 - 1.0 * n**-1.0)
+    assert low["r_inf"] == pytest.approx(0.8, abs=1e-6) and sites_for(low, 0.9) is None
+    falling = fit_power_law(n, np.array([0.7, 0.69, 0.68, 0.67, 0.66]))
+    assert falling["a"] == 0.0 and falling["r_inf"] == pytest.approx(0.68) and sites_for(falling) is None
+    with pytest.raises(InputError, match="three distinct training sizes"):
+        fit_power_law(np.array([10.0, 10.0, 20.0]), np.array([0.5, 0.6, 0.7]))
+
+
+def test_subsets_are_whole_supercells_at_least_two_and_all_at_one():
+    rng = np.random.default_rng(0)
+    owners = np.repeat(np.arange(10), 3)
+    assert len(supercell_subset(owners, 0.05, rng)) == 2
+    half = supercell_subset(owners, 0.5, rng)
+    assert len(half) == 5 and set(half) <= set(range(10))
+    assert np.isin(owners, half).sum() == 15  # every site of a chosen cell
+    np.testing.assert_array_equal(supercell_subset(owners, 1.0, rng), np.arange(10))
+
+
+def test_learning_curve_of_a_model_with_members_and_its_page(tmp_path):
+    _, data, paths = two_tier_runs(tmp_path / "runs", 2)
+    model_file, _ = model_with_members(tmp_path, data, paths, linear_heads=True)
+    model = load_checkpoint(model_file)
+    table = learning_curve(model, str(data), draws=2)
+    assert table
+    for r in table.values():
+        sizes = [r["mean"][f]["n_sites"] for f in r["mean"]]
+        assert sizes == sorted(sizes) and sizes[-1] > sizes[0]
+        assert all(np.isfinite(p["r2"]) for p in r["points"])
+        assert len([p for p in r["points"] if p["fraction"] == 1.0]) == 1
+    title, _, lines = describe(model, table)
+    assert "hi" in title and lines[-1].startswith("| mean |")
+    out = tmp_path / "lc.md"
+    assert main(["--model", str(model_file), "--data", str(data), "--out", str(out), "--threads", "1"]) == 0
+    assert json.loads(out.with_suffix(".json").read_text())["table"].keys() == table.keys()
+    with pytest.raises(InputError, match="tier 'synthetic'"):
+        learning_curve(model, str(data), tier="synthetic")
