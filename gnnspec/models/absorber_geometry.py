@@ -64,20 +64,23 @@ def absorber_geometry(data, absorbers: torch.Tensor, cutoff: float) -> torch.Ten
     """``[len(absorbers), N_BONDS + N_RDF]`` (float64): the bond block then the radial-distribution
     block of each absorber (node index into ``data``) of a graph or batch with ``pos``, ``z``,
     ``edge_index`` and ``edge_shift``; ``cutoff``: the graph's edge cutoff (A), the distance given
-    to a site without any neighbour of the other kind."""
+    to a site without any neighbour of the other kind. Computed on the graph's device, so a
+    prediction on a GPU copies nothing to the host."""
+    device = data.pos.device
     n = int(absorbers.numel())
-    out = torch.zeros(n, N_BONDS + N_RDF, dtype=torch.float64)
+    out = torch.zeros(n, N_BONDS + N_RDF, dtype=torch.float64, device=device)
     if n == 0:
         return out
-    z = data.z.cpu()
-    slot = torch.full((int(z.shape[0]),), -1, dtype=torch.long)
-    slot[absorbers.cpu()] = torch.arange(n)
-    src, dst = data.edge_index.cpu()
+    z = data.z
+    absorbers = absorbers.to(device)
+    slot = torch.full((int(z.shape[0]),), -1, dtype=torch.long, device=device)
+    slot[absorbers] = torch.arange(n, device=device)
+    src, dst = data.edge_index
     keep = slot[src] >= 0
-    shift = None if getattr(data, "edge_shift", None) is None else data.edge_shift.cpu()[keep]
-    vec = edge_vectors(data.pos.cpu().double(), torch.stack([src[keep], dst[keep]]), None if shift is None else shift.double())
+    shift = None if getattr(data, "edge_shift", None) is None else data.edge_shift[keep]
+    vec = edge_vectors(data.pos.double(), torch.stack([src[keep], dst[keep]]), None if shift is None else shift.double())
     row, dist, zn = slot[src[keep]], vec.norm(dim=1), z[dst[keep]]
-    za = z[absorbers.cpu()]
+    za = z[absorbers]
     is_o_abs = za == 8
     other_kind = torch.where(is_o_abs[row], zn != 8, zn == 8)
 
@@ -103,12 +106,12 @@ def absorber_geometry(data, absorbers: torch.Tensor, cutoff: float) -> torch.Ten
     out[:, 5] = count(tm & (dist < SECOND_SHELL_A))
     out[:, 6] = count((zn == 3) & (dist < SECOND_SHELL_A))
     out[:, 7] = count((zn == 8) & (dist < O_SHELL_A))
-    r0 = torch.zeros(n, dtype=torch.float64)
+    r0 = torch.zeros(n, dtype=torch.float64, device=device)
     for element, value in BVS_R0.items():
         r0[za == element] = value
     bond = (zn == 8) & (dist < BVS_SHELL_A) & (r0[row] > 0)
     out[:, 8] = scatter(torch.exp((r0[row] - dist) / BVS_B_A) * bond, row, dim=0, dim_size=n, reduce="sum")
-    gauss = torch.exp(-0.5 * ((dist[:, None] - RDF_CENTRES[None, :]) / RDF_SMEAR_A) ** 2)
+    gauss = torch.exp(-0.5 * ((dist[:, None] - RDF_CENTRES.to(device)[None, :]) / RDF_SMEAR_A) ** 2)
     for e, element in enumerate(NEIGHBOUR_ELEMENTS.values()):
         sel = zn == element
         block = scatter(gauss * sel[:, None], row, dim=0, dim_size=n, reduce="sum")
