@@ -7,24 +7,19 @@ import pytest
 import torch
 from model_fixtures import model_with_members, two_tier_runs
 
-from gnnspec.bench.learning_curve import describe, fit_power_law, learning_curve, main, sites_for, supercell_subset
+from gnnspec.bench.learning_curve import describe, learning_curve, main, sites_at_least, supercell_subset
 from gnnspec.errors import InputError
 from gnnspec.models.factory import load_checkpoint
 
 torch.set_num_threads(1)
 
 
-def test_power_law_fit_recovers_limit_exponent_and_the_sites_for_the_goal():
-    n = np.array([20.0, 40.0, 80.0, 160.0, 320.0])
-    fit = fit_power_law(n, 0.95 - 2.0 * n**-0.5)
-    assert fit["r_inf"] == pytest.approx(0.95, abs=1e-6) and fit["b"] == pytest.approx(0.5) and fit["a"] == pytest.approx(2.0, rel=1e-4)
-    assert sites_for(fit, 0.9) == pytest.approx((2.0 / 0.05) ** 2, rel=1e-3)
-    low = fit_power_law(n, 0.8 - 1.0 * n**-1.0)
-    assert low["r_inf"] == pytest.approx(0.8, abs=1e-6) and sites_for(low, 0.9) is None
-    falling = fit_power_law(n, np.array([0.7, 0.69, 0.68, 0.67, 0.66]))
-    assert falling["a"] == 0.0 and falling["r_inf"] == pytest.approx(0.68) and sites_for(falling) is None
-    with pytest.raises(InputError, match="three distinct training sizes"):
-        fit_power_law(np.array([10.0, 10.0, 20.0]), np.array([0.5, 0.6, 0.7]))
+def test_sites_for_the_goal_assume_each_doubling_gains_what_the_last_did():
+    assert sites_at_least(100, 0.70, 200, 0.80, 0.9) == pytest.approx(400)  # one more doubling
+    assert sites_at_least(100, 0.70, 200, 0.75, 0.9) == pytest.approx(200 * 2**3)
+    assert sites_at_least(110, 0.80, 200, 0.85, 0.9) == pytest.approx(200 * 2 ** (0.05 / (0.05 / np.log2(200 / 110))))
+    assert sites_at_least(100, 0.88, 200, 0.92, 0.9) == 200  # reached already
+    assert sites_at_least(100, 0.60, 200, 0.59, 0.9) is None  # the last doubling gained nothing
 
 
 def test_subsets_are_whole_supercells_at_least_two_and_all_at_one():
