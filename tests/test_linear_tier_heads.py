@@ -15,6 +15,7 @@ from gnnspec.models.linear_tier_heads import (
     ALPHAS,
     GEOMETRY_WEIGHTS,
     KEY,
+    MIX,
     column_weights,
     features,
     fit_channel,
@@ -120,8 +121,22 @@ def test_prediction_averages_trained_and_linear_heads_and_contributions_sum(setu
         want.append(torch.from_numpy(lin).to(want[0].dtype))
     assert 0 < len(heads[0]) < len(model.cfg.channels)  # some channels lack hi sites on training or validation sites
     mask = out["spectra_mask"]
-    mean = torch.stack(want).mean(0)
+    # the linear heads share w of each channel's mean, the trained heads 1 - w (w chosen on validation)
+    mix = model.forward_ensemble_record[KEY]["mix"]["hi"]
+    assert set(heads[0]) <= set(mix) <= set(model.cfg.channels) and all(w in MIX for w in mix.values())
+    w = torch.tensor([mix.get(c, 0.5) for c in model.cfg.channels], dtype=want[0].dtype)[None, :, None]  # 0.5: no validation sites
+    trained, linear = torch.stack(want[0::2]), torch.stack(want[1::2])
+    mean = (1 - w) * trained.mean(0) + w * linear.mean(0)
     torch.testing.assert_close(out["spectra"][mask], mean[mask], rtol=1e-4, atol=1e-4)
+    # the spread: the plain (ddof=1) standard deviation of the six outputs, whatever the mix
+    stacked = torch.cat([trained, linear])
+    torch.testing.assert_close(out["spectra_std"][mask], stacked.std(0, unbiased=True)[mask], rtol=1e-3, atol=1e-4)
+    # without a mix: the plain mean of the six outputs
+    record = model.forward_ensemble_record
+    model.forward_ensemble_record = {**record, KEY: {k: v for k, v in record[KEY].items() if k != "mix"}}
+    even = ensemble_pass(model, graph, absorbers, 1)
+    model.forward_ensemble_record = record
+    torch.testing.assert_close(even["spectra"][mask], stacked.mean(0)[mask], rtol=1e-4, atol=1e-4)
     # the contributions (periodic images of the absorber included) still sum to each spectrum
     n_c = mask.shape[1]
     sums = torch.zeros_like(out["spectra"]).view(-1, out["spectra"].shape[-1])
@@ -258,3 +273,39 @@ def test_dropping_a_member_refits_the_heads_of_the_rest(setup, with_heads, capsy
     assert [m["source"] for m in record["members"]] == names[1:]
     assert len(record[KEY]["tiers"]["hi"]) == 2  # one set of heads per forward model left
     assert head_count(load_checkpoint(model_file), "hi") == 2
+
+
+@torch.no_grad()
+def test_mix_is_the_validation_best_share_of_the_linear_heads(setup, with_heads):
+    from gnnspec.models.forward_ensemble import feff_site_passes
+    from gnnspec.models.linear_tier_heads import fit_linear_heads, fit_mix, r2_around_mean
+
+    _, data, _ = setup
+    model_file, _ = with_heads
+    model = load_checkpoint(model_file)
+    with pytest.raises(ValueError, match="fitted on 'val'"):
+        fit_mix(model, str(data))
+    record = {k: v for k, v in model.forward_ensemble_record.items() if k != KEY}
+    heads = fit_linear_heads([model, *model.forward_members], str(data))  # on training sites only
+
+    def val_spectra(with_heads_record):
+        model.forward_ensemble_record = {**record, KEY: heads} if with_heads_record else record
+        got = {}
+        for row, out, target, ok in feff_site_passes(model, str(data), "val"):
+            for c, name in enumerate(model.cfg.channels):
+                if row == 1 and ok[:, c].any():
+                    got.setdefault(name, []).append((out["spectra"][ok[:, c], c].double().numpy(), target[ok[:, c], c].double().numpy()))
+        return {c: tuple(np.concatenate(v) for v in zip(*rows)) for c, rows in got.items()}
+
+    trained = val_spectra(False)  # no linear heads at all: the trained heads' mean
+    even = val_spectra(True)  # no mix yet: the plain mean of trained and linear heads
+    model.forward_ensemble_record = {**record, KEY: heads}
+    mix = fit_mix(model, str(data))["hi"]
+    assert model.forward_ensemble_record[KEY] is heads and "mix" not in heads  # the record is left as it was
+    assert set(mix) == {name for name, (_, y) in trained.items() if len(y) >= 2}  # a share needs two sites to score
+    for name in mix:
+        t, y = trained[name]
+        lin = 2 * even[name][0] - t  # every forward model has both heads
+        scores = {w: r2_around_mean(y, (1 - w) * t + w * lin) for w in MIX}
+        assert scores[mix[name]] == pytest.approx(max(scores.values()), abs=1e-6)
+    assert any(w != 0.5 for w in mix.values())

@@ -25,7 +25,11 @@ What a prediction is, with an ensemble attached:
 
 In a tier above the base, each forward model may also carry a linear tier head
 (:mod:`gnnspec.models.linear_tier_heads`: a ridge map from its base-tier output to that tier);
-the mean and the spread then run over the trained tier heads and the linear heads together.
+the mean and the spread then run over the trained tier heads and the linear heads together: in
+the mean the linear heads share a weight ``w`` per channel and the trained heads ``1 - w``, ``w``
+chosen on the validation sites (:func:`gnnspec.models.linear_tier_heads.fit_mix`; equal weights
+where none was chosen); the spread is their plain standard deviation, calibrated as above against
+the weighted mean.
 
 Stored as the checkpoint entry ``forward_ensemble`` (:data:`ENTRY`): ``members`` (each with its
 ``source`` name, ``model_config``, forward ``weights`` and what it was trained with), ``spread_k``,
@@ -178,14 +182,16 @@ def ensemble_passes(model: nn.Module, data, requests: list[tuple[torch.Tensor, i
     channels = list(model.cfg.channels)
     per_request: list[list[dict[str, torch.Tensor]]] = [[] for _ in requests]
     owners: list[list[int]] = [[] for _ in requests]  # the forward model behind each output
+    linear_out: list[list[bool]] = [[] for _ in requests]  # whether each output is a linear head's
     geometry: dict[int, torch.Tensor] = {}  # the absorbers' geometry of each absorber set, for heads that read it
     for i, m in enumerate(models):
         backbone = m.forward_structure(data, embed=False, spectra=False)
         base: dict[int, dict[str, torch.Tensor]] = {}  # the base-tier readout of each absorber set
-        for outs, owner, (absorbers, tier) in zip(per_request, owners, requests):
+        for outs, owner, is_linear, (absorbers, tier) in zip(per_request, owners, linear_out, requests):
             out = m.tier_spectra(backbone, data, absorbers, tier)
             outs.append(out)
             owner.append(i)
+            is_linear.append(False)
             if tier == 0:  # a base-tier request's readout serves a linear head of the same absorbers
                 base[id(absorbers)] = out
             heads = linear.get(model.cfg.tiers[tier]) if tier > 0 else None
@@ -196,12 +202,40 @@ def ensemble_passes(model: nn.Module, data, requests: list[tuple[torch.Tensor, i
                     geometry[id(absorbers)] = absorber_geometry(data, base[id(absorbers)]["absorber_index"], model.cfg.backbone.cutoff)
                 outs.append(head_output(heads[i], channels, base[id(absorbers)], backbone["node_scalars"], out, geometry.get(id(absorbers))))
                 owner.append(i)
-    return [_member_mean(model, outs, owner, tier) for outs, owner, (_, tier) in zip(per_request, owners, requests)]
+                is_linear.append(True)
+    return [
+        _member_mean(model, outs, owner, tier, is_linear)
+        for outs, owner, is_linear, (_, tier) in zip(per_request, owners, linear_out, requests)
+    ]
 
 
-def _member_mean(model: nn.Module, outs: list[dict[str, torch.Tensor]], owners: list[int], tier: int) -> dict[str, torch.Tensor]:
+def output_weights(model: nn.Module, tier: int, is_linear: list[bool]) -> torch.Tensor:
+    """``[n outputs, C]``: each output's weight in the mean of one request, per channel, summing to 1
+    over the outputs. Equal weights, except in a tier whose linear heads carry a mix
+    (:func:`gnnspec.models.linear_tier_heads.fit_mix`): there the linear heads share ``w`` of
+    each channel and the trained heads ``1 - w``."""
+    from gnnspec.models.linear_tier_heads import mix_weights
+
+    channels = list(model.cfg.channels)
+    n = len(is_linear)
+    linear = torch.tensor(is_linear, dtype=torch.bool)
+    mix = mix_weights(getattr(model, "forward_ensemble_record", None), model.cfg.tiers[tier]) if tier > 0 else None
+    if not mix or linear.all() or not linear.any():
+        return torch.full((n, len(channels)), 1.0 / n, dtype=torch.float64)
+    w = torch.tensor([float(mix.get(c, 0.5)) for c in channels], dtype=torch.float64)
+    n_linear = int(linear.sum())
+    return torch.where(linear[:, None], w[None, :] / n_linear, (1.0 - w[None, :]) / (n - n_linear))
+
+
+def _member_mean(
+    model: nn.Module, outs: list[dict[str, torch.Tensor]], owners: list[int], tier: int, is_linear: list[bool]
+) -> dict[str, torch.Tensor]:
     """The members' outputs (the model's first) for one request merged as :func:`ensemble_pass`
-    says; ``owners[j]``: the forward model whose trained or linear head gave ``outs[j]``."""
+    says; ``owners[j]``: the forward model whose trained or linear head gave ``outs[j]``;
+    ``is_linear[j]``: whether it was the linear head. The mean is weighted by
+    :func:`output_weights`; the spread is the outputs' plain standard deviation (``ddof=1``), which
+    stays defined where the mix gives one kind of head all the weight, and is scaled by ``k``
+    calibrated against the weighted mean's errors."""
     out = outs[0]
     if len(outs) == 1:
         return out
@@ -211,13 +245,20 @@ def _member_mean(model: nn.Module, outs: list[dict[str, torch.Tensor]], owners: 
                 raise RuntimeError(f"forward member {i} gave other {name} than the model: its readout does not line up")
     merged = dict(out)
     spectra = torch.stack([o["spectra"] for o in outs])
-    merged["spectra"] = spectra.mean(0)
-    merged["contributions"] = torch.stack([o["contributions"] for o in outs]).mean(0)
+    a = output_weights(model, tier, is_linear).to(spectra.device, spectra.dtype)  # [n, C]
+    mean = torch.einsum("jc,jack->ack", a, spectra).contiguous()
+    merged["spectra"] = mean
+    channel = out["contribution_channel"]
+    merged["contributions"] = torch.einsum("jp,jpk->pk", a[:, channel], torch.stack([o["contributions"] for o in outs])).contiguous()
     std = spectra.std(0, unbiased=True) if spectra.numel() else spectra.sum(0)  # no absorbers: an empty spread
     merged["spectra_std"] = std
-    # each forward model's own spectrum: the mean of its heads in this tier (trained and linear)
+    # each forward model's own spectrum: its heads in this tier (trained and linear) weighted as in the mean
     index = torch.tensor(owners, device=spectra.device)
-    merged["forward_model_spectra"] = torch.stack([spectra[index == i].mean(0) for i in sorted(set(owners))])
+    per_model = []
+    for i in sorted(set(owners)):
+        own = a[index == i]
+        per_model.append(torch.einsum("jc,jack->ack", own / own.sum(0).clamp_min(1e-12), spectra[index == i]).contiguous())
+    merged["forward_model_spectra"] = torch.stack(per_model)
     k = spread_factors(model, tier)
     if k is not None:
         merged["spectra_spread"] = std * k.to(std.device, std.dtype)[None, :, None]
@@ -435,7 +476,7 @@ def _fit_and_write(model: nn.Module, model_path: str | Path, record: dict, data:
     from gnnspec.models.channel_skill import score_both
     from gnnspec.models.factory import write_checkpoint_entry
     from gnnspec.models.linear_tier_heads import KEY as LINEAR
-    from gnnspec.models.linear_tier_heads import fit_linear_heads, head_sites, refit_with_validation
+    from gnnspec.models.linear_tier_heads import fit_linear_heads, fit_mix, head_sites, refit_with_validation
     from gnnspec.models.predicted_edges import KEY as EDGES
     from gnnspec.models.predicted_edges import calibrate_edge_spread
 
@@ -446,6 +487,7 @@ def _fit_and_write(model: nn.Module, model_path: str | Path, record: dict, data:
         # are refitted with the validation sites as well, and the test split scores what is kept
         sites = head_sites([model, *model.forward_members], data)
         record[LINEAR] = fit_linear_heads([model, *model.forward_members], data, sites=sites)
+        record[LINEAR]["mix"] = fit_mix(model, data, split)  # before the spread: it is calibrated on the weighted mean
     record.update(calibrate_spread(model, data, split), data=data, data_sha256=SpectraStore(data).fingerprint())
     record.pop(EDGES, None)
     if member_count(model) > 1 and any(c in STEP_EDGE_CHANNELS for c in model.cfg.channels):
@@ -460,4 +502,5 @@ def _fit_and_write(model: nn.Module, model_path: str | Path, record: dict, data:
             tier: {c: [h[c]["val_r2"] for h in heads if c in h] for c in model.cfg.channels}
             for tier, heads in record[LINEAR]["tiers"].items()
         }
+        summary["linear_heads_mix"] = record[LINEAR].get("mix", {})
     return summary

@@ -48,7 +48,13 @@ contributions sum to ``y_tier`` exactly; they may be negative (the map mixes ene
 
 The heads live in the forward ensemble record (:mod:`gnnspec.models.forward_ensemble`) under
 ``linear_heads``: one set per forward model (the model's own first), so a prediction in that
-tier averages the trained tier heads and the linear heads of every forward model.
+tier averages the trained tier heads and the linear heads of every forward model. The record's
+``mix`` (:func:`fit_mix`) weights the two kinds per channel: the linear heads share ``w`` of the
+mean, the trained heads ``1 - w``, ``w`` from :data:`MIX` chosen on the validation sites with the
+training-only heads (before the refit). Measured on the shipped model's eleven forward models
+(heads fitted on training sites, ``w`` chosen on validation, scored on the scf test sites): mean
+R^2 over the 12 channels 0.748 with the even mix, 0.755 with the chosen one (Mn K +0.026, Co K
++0.027; ``w`` 0.6-1.0).
 """
 
 from __future__ import annotations
@@ -60,6 +66,8 @@ from torch_geometric.utils import scatter
 
 KEY = "linear_heads"
 ALPHAS = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0)
+#: Shares of the linear heads in the ensemble mean tried by :func:`fit_mix` (the trained heads take the rest).
+MIX = tuple(float(w) for w in np.round(np.linspace(0.0, 1.0, 11), 2))
 #: Weights tried for the (bond, radial-distribution) geometry blocks after standardisation.
 GEOMETRY_WEIGHTS = ((0.0, 0.0), (1.0, 0.0), (0.0, 0.1), (1.0, 0.1), (0.0, 0.3), (1.0, 0.3), (0.0, 1.0), (1.0, 1.0))
 FEATURES = (
@@ -248,6 +256,55 @@ def refit_with_validation(record: dict, sites: dict) -> dict:
             {c: refit_channel(head, train[i][c], val[i][c]) for c, head in by_channel.items()} for i, by_channel in enumerate(heads)
         ]
     return out
+
+
+def mix_weights(ensemble_record: dict | None, tier: str) -> dict[str, float] | None:
+    """``{channel: w}``: the linear heads' share of the ensemble mean in ``tier`` (the trained heads
+    take ``1 - w``), or None where no mix was chosen (records written before it: equal weights)."""
+    record = (ensemble_record or {}).get(KEY) or {}
+    return (record.get("mix") or {}).get(tier)
+
+
+@torch.no_grad()
+def fit_mix(model: nn.Module, data: str, split: str = "val") -> dict[str, dict[str, float]]:
+    """``{tier: {channel: w}}``: for every tier with linear heads, the share ``w`` of :data:`MIX`
+    whose mean ``(1 - w) * trained heads + w * linear heads`` scores the best R^2 (around the
+    channel mean) on ``split``'s sites where FEFF computed the tier; ties go to the even mix.
+    ``model.forward_ensemble_record`` must hold the linear heads, fitted without ``split``."""
+    from gnnspec.models.forward_ensemble import feff_site_passes
+
+    record = model.forward_ensemble_record
+    linear = record[KEY]
+    if split in str(linear.get("fitted_on", "train")).split("+"):
+        raise ValueError(f"the linear heads were fitted on {split!r}: a mix chosen there would favour them")
+    channels = list(model.cfg.channels)
+    tiers = list(model.cfg.tiers)
+    wanted = [t for t in linear["tiers"] if t in tiers[1:]]
+    sides = {}
+    try:
+        for side in (0.0, 1.0):  # the trained heads' mean, then the linear heads'
+            record[KEY] = {**linear, "mix": {t: dict.fromkeys(channels, side) for t in wanted}}
+            got: dict = {t: {c: ([], []) for c in channels} for t in wanted}
+            for row, out, target, ok in feff_site_passes(model, data, split):
+                if tiers[row] not in got:
+                    continue
+                for c, name in enumerate(channels):
+                    got[tiers[row]][name][0].append(out["spectra"][ok[:, c], c].double().cpu().numpy())
+                    got[tiers[row]][name][1].append(target[ok[:, c], c].double().cpu().numpy())
+            sides[side] = got
+    finally:
+        record[KEY] = linear
+    mix: dict[str, dict[str, float]] = {}
+    for t in wanted:
+        for name in channels:
+            trained, y = (np.concatenate(v) for v in sides[0.0][t][name]) if sides[0.0][t][name][0] else (None, None)
+            if trained is None or len(y) < 2:
+                continue
+            lin = np.concatenate(sides[1.0][t][name][0])
+            scores = {w: r2_around_mean(y, (1.0 - w) * trained + w * lin) for w in MIX}
+            best = max(scores, key=lambda w: (-np.inf if np.isnan(scores[w]) else round(scores[w], 12), -abs(w - 0.5)))
+            mix.setdefault(t, {})[name] = float(best)
+    return mix
 
 
 def uses_geometry(heads: dict[str, dict]) -> bool:

@@ -224,6 +224,9 @@ def forward_ensemble(args) -> int:
             f"  {tier}: linear heads, validation R^2 (mean over forward models) "
             + ", ".join(f"{c} {np.mean(r2):.2f}" for c, r2 in by_channel.items() if r2)
         )
+        mix = record.get("linear_heads_mix", {}).get(tier)
+        if mix:
+            print(f"  {tier}: share of the linear heads in the mean (chosen on validation) " + ", ".join(f"{c} {w:.1f}" for c, w in mix.items()))
     for tier, ks in record["spread_k"].items():
         cover = record["coverage_unscaled"][tier]
         print(
