@@ -12,13 +12,11 @@ as the learner, so no FEFF run and no training is needed:
   chosen sites and scored on the test split (R^2 around the test mean); ``draws`` draws per
   channel, the same starting sites for both rules in each draw.
 
-Beside it, a learning curve: the head refitted on random 25, 50 and 75 % of the pool (mean over
-the draws) and on all of it, scored on the test split, and the gain per doubling of the pool
-(least squares in log2 of the site count, and between the last two points alone), the measured
-rate at which more scf sites help a head on these features.
+How much more scf sites help at all (random whole supercells, every forward model's head, the
+sites the goal would need) is :mod:`gnnspec.bench.learning_curve`'s question.
 
-Writes ``benchmarks/site_choice.md`` and ``.json``: per channel the mean R^2 of both rules, the
-2.5-97.5 % range of their difference over the draws, and the learning curve. A linear head on fixed features is a
+Writes ``benchmarks/site_choice.md`` and ``.json``: per channel the mean R^2 of both rules and the
+2.5-97.5 % range of their difference over the draws. A linear head on fixed features is a
 stand-in for retraining the forward model; features from a model trained on these very sites
 (the shipped one) know a little about them, which helps both rules alike.
 """
@@ -83,30 +81,6 @@ def simulate(
     }
 
 
-def learning_curve(
-    train: tuple[np.ndarray, np.ndarray],
-    val: tuple[np.ndarray, np.ndarray],
-    test: tuple[np.ndarray, np.ndarray],
-    fractions: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0),
-    draws: int = 40,
-    seed: int = 0,
-) -> dict:
-    """Test R^2 of the head refitted on random fractions of the pool, and its gain per doubling."""
-    from gnnspec.models.linear_tier_heads import fit_channel, r2_around_mean, ridge_apply, ridge_fit
-
-    alpha = fit_channel(train, val)["alpha"]
-    x, y = train
-    sizes, r2 = [], []
-    for f in fractions:
-        k = max(3, int(round(f * len(x))))
-        picks = [np.random.default_rng([seed, d, 2]).permutation(len(x))[:k] for d in range(draws if k < len(x) else 1)]
-        sizes.append(k)
-        r2.append(float(np.mean([r2_around_mean(test[1], ridge_apply(ridge_fit(x[i], y[i], alpha), test[0])) for i in picks])))
-    slope = float(np.polyfit(np.log2(sizes), r2, 1)[0])
-    last = float((r2[-1] - r2[-2]) / np.log2(sizes[-1] / sizes[-2]))
-    return {"sites": sizes, "r2": r2, "gain_per_doubling": slope, "last_gain_per_doubling": last}
-
-
 def render(results: dict, source: str, tier: str, draws: int) -> str:
     lines = [
         f"# Choosing the next {tier} sites: query by committee against random",
@@ -124,20 +98,6 @@ def render(results: dict, source: str, tier: str, draws: int) -> str:
         )
     mean = {k: np.mean([r[k] for r in results.values()]) for k in ("r2_all", "r2_random", "r2_committee", "diff")}
     lines.append(f"| mean | | | | {mean['r2_all']:.3f} | {mean['r2_random']:.3f} | {mean['r2_committee']:.3f} | {mean['diff']:+.3f} |")
-    lines += [
-        "",
-        "Learning curve: test R^2 of the head refitted on random parts of the pool (sites: R^2), and the gain per",
-        "doubling of the pool (least squares in log2 of the site count over the whole curve; between its last two points).",
-        "",
-        "| channel | R^2 by training sites | gain per doubling: whole curve | last step |",
-        "| --- | --- | --- | --- |",
-    ]
-    for name, r in results.items():
-        c = r["curve"]
-        points = ", ".join(f"{n}: {v:.3f}" for n, v in zip(c["sites"], c["r2"]))
-        lines.append(f"| {name} | {points} | {c['gain_per_doubling']:+.3f} | {c['last_gain_per_doubling']:+.3f} |")
-    slope = {k: np.mean([r["curve"][k] for r in results.values()]) for k in ("gain_per_doubling", "last_gain_per_doubling")}
-    lines.append(f"| mean | | {slope['gain_per_doubling']:+.3f} | {slope['last_gain_per_doubling']:+.3f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -163,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     for c in model.cfg.channels:
         if all(c in splits[s] and len(splits[s][c][0]) >= 3 for s in splits):
             parts = (splits["train"][c], splits["val"][c], splits["test"][c])
-            results[c] = {**simulate(*parts, draws=args.draws), "curve": learning_curve(*parts, draws=args.draws)}
+            results[c] = simulate(*parts, draws=args.draws)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render(results, f"model {path.name}, data {data}", args.tier, args.draws))
