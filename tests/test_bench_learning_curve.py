@@ -7,7 +7,14 @@ import pytest
 import torch
 from model_fixtures import model_with_members, two_tier_runs
 
-from gnnspec.bench.learning_curve import describe, learning_curve, main, sites_at_least, supercell_subset
+from gnnspec.bench.learning_curve import (
+    describe,
+    half_of_every_supercell,
+    learning_curve,
+    main,
+    sites_at_least,
+    supercell_subset,
+)
 from gnnspec.errors import InputError
 from gnnspec.models.factory import load_checkpoint
 
@@ -30,6 +37,10 @@ def test_subsets_are_whole_supercells_at_least_two_and_all_at_one():
     assert len(half) == 5 and set(half) <= set(range(10))
     assert np.isin(owners, half).sum() == 15  # every site of a chosen cell
     np.testing.assert_array_equal(supercell_subset(owners, 1.0, rng), np.arange(10))
+    owners = np.repeat(np.arange(6), [2, 4, 3, 1, 4, 2])
+    keep = half_of_every_supercell(owners, rng)
+    counts = np.bincount(owners[keep], minlength=6)
+    assert list(counts[[0, 1, 4, 5]]) == [1, 2, 2, 1] and counts[2] in (1, 2) and counts[3] in (0, 1)
 
 
 def test_learning_curve_of_a_model_with_members_and_its_page(tmp_path):
@@ -43,6 +54,9 @@ def test_learning_curve_of_a_model_with_members_and_its_page(tmp_path):
         assert sizes == sorted(sizes) and sizes[-1] > sizes[0]
         assert all(np.isfinite(p["r2"]) for p in r["points"])
         assert len([p for p in r["points"] if p["fraction"] == 1.0]) == 1
+        within = [p for p in r["points"] if p["mode"] == "sites"]
+        assert len(within) == 2 and all(p["n_supercells"] >= r["mean"]["0.5"]["n_sites"] / 4 for p in within)
+        assert r["half_of_every_supercell"]["r2"] == pytest.approx(np.mean([p["r2"] for p in within]))
     title, _, lines = describe(model, table)
     assert "hi" in title and lines[-1].startswith("| mean |")
     out = tmp_path / "lc.md"
