@@ -311,6 +311,19 @@ def test_a_v1_dataset_is_refused_with_the_fix_and_migrates(tmp_path):
     assert store.spectra_of(0, "fast")[(1, "Ni-K-xas")]["tier"] == "fast"
 
 
+def test_per_element_site_counts_are_checked():
+    from gnnspec.config import from_dict
+    from gnnspec.data.recipe import TierConfig
+    from gnnspec.errors import InputError
+
+    tier = from_dict(TierConfig, {"preset": "scf", "sites_per_element": 4, "channels": ["O-K-xas", "Mn-K-xas"], "sites_by_element": {"Mn": 7}})
+    assert (tier.sites_of("Mn"), tier.sites_of("O")) == (7, 4)
+    with pytest.raises(InputError, match="'Co' has no channel in this tier"):
+        from_dict(TierConfig, {"channels": ["O-K-xas", "Mn-K-xas"], "sites_by_element": {"Co": 2}}, "recipe.extra_tiers[0]")
+    with pytest.raises(InputError, match="Mn needs a whole number of sites of at least 1, got 0"):
+        from_dict(TierConfig, {"channels": ["O-K-xas", "Mn-K-xas"], "sites_by_element": {"Mn": 0}})
+
+
 def test_extra_tier_sites_cover_defects_first_and_are_deterministic(full_build):
     from gnnspec.data.recipe import TierConfig, planned_runs, tier_site_ranks, tier_sites
     from gnnspec.structures.environments import environments
@@ -337,6 +350,11 @@ def test_extra_tier_sites_cover_defects_first_and_are_deterministic(full_build):
         for i in sites:  # a defect-adjacent site is taken whenever the element has one
             if any(x.specie.symbol == s[i].specie.symbol and j in defective for j, x in enumerate(s)):
                 assert i in defective
+        # per-element counts: more O sites, the rest as before, every site already chosen kept
+        by_element = TierConfig("scf", 1, tier.channels, sites_by_element={"O": 3})
+        mixed = tier_sites(rec, by_element, cfg.seed, 0)
+        assert set(sites) <= set(mixed) and {i for i in mixed if s[i].specie.symbol != "O"} == {i for i in sites if s[i].specie.symbol != "O"}
+        assert sorted(i for i in mixed if s[i].specie.symbol == "O") == sorted(i for i in more if s[i].specie.symbol == "O")
         cfg.extra_tiers = [tier]
         plan = planned_runs(cfg, rec)
         assert {p[0] for p in plan} == {"fast", "scf"}

@@ -33,6 +33,9 @@ class TierConfig:
     preset: str = "scf"
     sites_per_element: int = 1  # sites per element present, per supercell
     channels: list[str] = field(default_factory=lambda: list(DEFAULT_CHANNELS))
+    # per-element counts in place of sites_per_element (e.g. {Mn: 7, O: 8}), where the learning
+    # curve of the tier (gnnspec.bench.learning_curve) says more sites of an element pay
+    sites_by_element: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         from gnnspec.simulate.presets import PRESETS
@@ -44,6 +47,16 @@ class TierConfig:
                 raise ValueError(f"unknown channel {c!r}; known: {', '.join(CHANNEL_NAMES)}")
         if self.sites_per_element < 1:
             raise ValueError("sites_per_element must be at least 1")
+        elements = {CHANNELS[c].element for c in self.channels}
+        for el, n in self.sites_by_element.items():
+            if el not in elements:
+                raise ValueError(f"sites_by_element: {el!r} has no channel in this tier (its elements: {', '.join(sorted(elements))})")
+            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                raise ValueError(f"sites_by_element: {el} needs a whole number of sites of at least 1, got {n!r}")
+
+    def sites_of(self, element: str) -> int:
+        """Sites per supercell of ``element`` in this tier."""
+        return int(self.sites_by_element.get(element, self.sites_per_element))
 
 
 @dataclass
@@ -122,11 +135,11 @@ def tier_site_ranks(record: dict, tier: TierConfig, seed: int, tier_index: int) 
     """Sites of a structure record computed in an extra tier, each with its rank among the chosen
     sites of its element (0 for the first chosen), chosen to cover the labels.
 
-    Per element with a channel in the tier, ``sites_per_element`` sites: first from the sites
+    Per element with a channel in the tier, :meth:`TierConfig.sites_of` sites: first from the sites
     whose environment (:func:`gnnspec.structures.environments.environments`) carries a defect
     label (an O vacancy or an antisite within its radius), then from the rest, each group in a
     seeded random order (``numpy.random.default_rng([seed, sid, 2, tier_index])``). Deterministic;
-    raising ``sites_per_element`` keeps every site already chosen and its rank.
+    raising an element's count keeps every site already chosen and its rank.
     """
     from pymatgen.core import Structure
 
@@ -142,7 +155,7 @@ def tier_site_ranks(record: dict, tier: TierConfig, seed: int, tier_index: int) 
         first = [i for i in idx if i in defective]
         rest = [i for i in idx if i not in defective]
         order = list(rng.permutation(first)) + list(rng.permutation(rest))
-        ranks.update({int(i): rank for rank, i in enumerate(order[: tier.sites_per_element])})
+        ranks.update({int(i): rank for rank, i in enumerate(order[: tier.sites_of(el)])})
     return ranks
 
 
