@@ -214,7 +214,9 @@ def render(r: dict, info: dict, caption: str) -> str:
                 "",
                 f"The model's {r['forward_tier']['tier']} prediction per group of test sites, R^2 around the channel's overall mean "
                 "(site counts in brackets; `gnnspec.bench.error_groups`). How much of the tier any model can learn (FEFF against "
-                "itself at a geometry moved by 0.01 A; FEFF runs, not part of this report): `benchmarks/repeatability.md`.",
+                "itself at a geometry moved by 0.01 A; FEFF runs, not part of this report): `benchmarks/repeatability.md`; "
+                "how many more scf runs each channel would need (`python -m gnnspec.bench.learning_curve`, not part of this "
+                "report): `benchmarks/learning_curve.md`.",
                 "",
                 *error_groups.render(r["forward_tier"]["groups"]),
                 "",
