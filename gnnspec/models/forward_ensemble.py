@@ -297,11 +297,11 @@ def member_count(model: nn.Module) -> int:
     return 1 + len(getattr(model, "forward_members", None) or [])
 
 
-def feff_site_passes(model: nn.Module, data: str, split: str):
+def feff_site_passes(model: nn.Module, data: str, split: str, rows: set[int] | None = None):
     """Yield ``(tier row, out, target, ok)`` for every batch of ``split`` and every tier with FEFF
-    spectra in it: ``out`` the :func:`ensemble_passes` output for the sites FEFF computed in that
-    tier, ``target [A, C, K]`` FEFF's spectra of those sites, ``ok [A, C]`` (numpy) where both
-    FEFF and the model have the channel."""
+    spectra in it (only the tier rows ``rows`` when given): ``out`` the :func:`ensemble_passes`
+    output for the sites FEFF computed in that tier, ``target [A, C, K]`` FEFF's spectra of those
+    sites, ``ok [A, C]`` (numpy) where both FEFF and the model have the channel."""
     from gnnspec.data import keys as K
     from gnnspec.data.dataset import tier_batches
 
@@ -311,7 +311,7 @@ def feff_site_passes(model: nn.Module, data: str, split: str):
         targets = [(batch[K.SITE_Y], batch[K.SITE_Y_MASK])]
         targets += [(batch[K.SITE_Y_TIERS][:, t - 1], batch[K.SITE_Y_TIERS_MASK][:, t - 1]) for t in range(1, len(tiers))]
         wanted = [(t, have.any(dim=1).nonzero(as_tuple=True)[0]) for t, (_, have) in enumerate(targets)]
-        wanted = [(t, sites) for t, sites in wanted if sites.numel()]
+        wanted = [(t, sites) for t, sites in wanted if sites.numel() and (rows is None or t in rows)]
         for (t, sites), out in zip(wanted, ensemble_passes(model, batch, [(sites, t) for t, sites in wanted])):
             target, have = targets[t]
             yield t, out, target[sites], (have[sites] & out["spectra_mask"]).cpu().numpy()

@@ -285,9 +285,7 @@ def fit_mix(model: nn.Module, data: str, split: str = "val") -> dict[str, dict[s
         for side in (0.0, 1.0):  # the trained heads' mean, then the linear heads'
             record[KEY] = {**linear, "mix": {t: dict.fromkeys(channels, side) for t in wanted}}
             got: dict = {t: {c: ([], []) for c in channels} for t in wanted}
-            for row, out, target, ok in feff_site_passes(model, data, split):
-                if tiers[row] not in got:
-                    continue
+            for row, out, target, ok in feff_site_passes(model, data, split, {tiers.index(t) for t in wanted}):
                 for c, name in enumerate(channels):
                     got[tiers[row]][name][0].append(out["spectra"][ok[:, c], c].double().cpu().numpy())
                     got[tiers[row]][name][1].append(target[ok[:, c], c].double().cpu().numpy())
