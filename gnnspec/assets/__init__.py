@@ -10,11 +10,12 @@ ensemble and its forward ensemble (:mod:`gnnspec.models.forward_ensemble`: the f
 ten more training runs, same channels and tiers: two of the multi-fidelity study with other loss
 settings, eight of this model's own config with seeds 1-8, seeds 3-6 on 2,523 scf runs, seeds 7
 and 8 on 2,908 scf runs and every supercell's fast tier; predictions are the mean of the eleven
-and their linear scf heads with a spread calibrated on validation, the heads (reading the
-absorber's geometry as well, :mod:`gnnspec.models.absorber_geometry`) last refitted on the 3,785
-scf runs of the data of 2026-12-07 (every supercell 0-103);
+and their linear scf heads, the two kinds mixed per channel as validation chose, with a spread
+calibrated on validation, the heads (reading the absorber's geometry as well,
+:mod:`gnnspec.models.absorber_geometry`) last refitted on the 4,142 scf runs of the data of
+2026-12-07 (every supercell 0-103);
 docs/2026-12-06-forward-ensemble.md, docs/2026-12-06-eleven-forward-models-and-realignment.md,
-docs/2026-12-07-two-more-forward-models.md).
+docs/2026-12-07-two-more-forward-models.md, docs/2026-12-07-what-more-scf-runs-can-do.md).
 ``model.calibration.json``: the report of its calibration.
 """
 
