@@ -202,8 +202,8 @@ def describe(model, table: dict[str, dict]) -> tuple[str, str, list[str]]:
         f"The linear {tier} heads of the checkpoint's {n_models} forward models fitted again on a random part of the training "
         f"supercells (whole supercells; {DRAWS} draws below the whole, sites averaged over them), ridge penalty by validation, "
         "geometry-block weights as the whole split chose; their mean scored on the test split's sites, R^2 around the channel's "
-        "test mean. The trained tier heads do not enter, so the last column before the fit is the linear heads' own score, not "
-        f"the shipped ensemble's. The last columns: the gain per doubling of the sites from half the supercells to all, and the "
+        "test mean. The trained tier heads do not enter, so the column at all of the supercells is the linear heads' own score, "
+        f"not the shipped ensemble's. The last columns: the gain per doubling of the sites from half the supercells to all, and the "
         f"sites R^2 {GOAL} would need if every further doubling gained as much (a lower bound: the gains shrink). "
         "See `gnnspec.bench.learning_curve`."
     )

@@ -295,9 +295,10 @@ def fit_mix(model: nn.Module, data: str, split: str = "val") -> dict[str, dict[s
     mix: dict[str, dict[str, float]] = {}
     for t in wanted:
         for name in channels:
-            trained, y = (np.concatenate(v) for v in sides[0.0][t][name]) if sides[0.0][t][name][0] else (None, None)
-            if trained is None or len(y) < 2:
+            trained_rows, y_rows = sides[0.0][t][name]
+            if sum(len(y) for y in y_rows) < 2:
                 continue
+            trained, y = np.concatenate(trained_rows), np.concatenate(y_rows)
             lin = np.concatenate(sides[1.0][t][name][0])
             scores = {w: r2_around_mean(y, (1.0 - w) * trained + w * lin) for w in MIX}
             best = max(scores, key=lambda w: (-np.inf if np.isnan(scores[w]) else round(scores[w], 12), -abs(w - 0.5)))
