@@ -299,6 +299,8 @@ def test_mix_is_the_validation_best_share_of_the_linear_heads(setup, with_heads)
 
     trained = val_spectra(False)  # no linear heads at all: the trained heads' mean
     even = val_spectra(True)  # no mix yet: the plain mean of trained and linear heads
+    for _, out, _, _ in feff_site_passes(model, str(data), "val", {1}):  # the two kinds' means make the even mean
+        assert torch.allclose(out["head_kind_spectra"].mean(0), out["spectra"], atol=1e-6)
     model.forward_ensemble_record = {**record, KEY: heads}
     mix = fit_mix(model, str(data))["hi"]
     assert model.forward_ensemble_record[KEY] is heads and "mix" not in heads  # the record is left as it was

@@ -235,7 +235,8 @@ def _member_mean(
     ``is_linear[j]``: whether it was the linear head. The mean is weighted by
     :func:`output_weights`; the spread is the outputs' plain standard deviation (``ddof=1``), which
     stays defined where the mix gives one kind of head all the weight, and is scaled by ``k``
-    calibrated against the weighted mean's errors."""
+    calibrated against the weighted mean's errors. Where both kinds of head answered,
+    ``head_kind_spectra [2, A, C, K]`` holds the trained heads' and the linear heads' plain means."""
     out = outs[0]
     if len(outs) == 1:
         return out
@@ -252,6 +253,9 @@ def _member_mean(
     merged["contributions"] = torch.einsum("jp,jpk->pk", a[:, channel], torch.stack([o["contributions"] for o in outs])).contiguous()
     std = spectra.std(0, unbiased=True) if spectra.numel() else spectra.sum(0)  # no absorbers: an empty spread
     merged["spectra_std"] = std
+    kind = torch.tensor(is_linear, device=spectra.device)
+    if kind.any() and not kind.all():  # the trained heads' and the linear heads' plain means, for fit_mix
+        merged["head_kind_spectra"] = torch.stack([spectra[~kind].mean(0), spectra[kind].mean(0)])
     # each forward model's own spectrum: its heads in this tier (trained and linear) weighted as in the mean
     index = torch.tensor(owners, device=spectra.device)
     per_model = []

@@ -280,26 +280,21 @@ def fit_mix(model: nn.Module, data: str, split: str = "val") -> dict[str, dict[s
     channels = list(model.cfg.channels)
     tiers = list(model.cfg.tiers)
     wanted = [t for t in linear["tiers"] if t in tiers[1:]]
-    sides = {}
-    try:
-        for side in (0.0, 1.0):  # the trained heads' mean, then the linear heads'
-            record[KEY] = {**linear, "mix": {t: dict.fromkeys(channels, side) for t in wanted}}
-            got: dict = {t: {c: ([], []) for c in channels} for t in wanted}
-            for row, out, target, ok in feff_site_passes(model, data, split, {tiers.index(t) for t in wanted}):
-                for c, name in enumerate(channels):
-                    got[tiers[row]][name][0].append(out["spectra"][ok[:, c], c].double().cpu().numpy())
-                    got[tiers[row]][name][1].append(target[ok[:, c], c].double().cpu().numpy())
-            sides[side] = got
-    finally:
-        record[KEY] = linear
+    got: dict = {t: {c: ([], [], []) for c in channels} for t in wanted}  # trained mean, linear mean, FEFF
+    for row, out, target, ok in feff_site_passes(model, data, split, {tiers.index(t) for t in wanted}):
+        kinds = out["head_kind_spectra"]
+        for c, name in enumerate(channels):
+            rows = got[tiers[row]][name]
+            rows[0].append(kinds[0][ok[:, c], c].double().cpu().numpy())
+            rows[1].append(kinds[1][ok[:, c], c].double().cpu().numpy())
+            rows[2].append(target[ok[:, c], c].double().cpu().numpy())
     mix: dict[str, dict[str, float]] = {}
     for t in wanted:
         for name in channels:
-            trained_rows, y_rows = sides[0.0][t][name]
+            trained_rows, linear_rows, y_rows = got[t][name]
             if sum(len(y) for y in y_rows) < 2:
                 continue
-            trained, y = np.concatenate(trained_rows), np.concatenate(y_rows)
-            lin = np.concatenate(sides[1.0][t][name][0])
+            trained, lin, y = (np.concatenate(r) for r in (trained_rows, linear_rows, y_rows))
             scores = {w: r2_around_mean(y, (1.0 - w) * trained + w * lin) for w in MIX}
             best = max(scores, key=lambda w: (-np.inf if np.isnan(scores[w]) else round(scores[w], 12), -abs(w - 0.5)))
             mix.setdefault(t, {})[name] = float(best)
