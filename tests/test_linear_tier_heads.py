@@ -299,7 +299,9 @@ def test_mix_is_the_validation_best_share_of_the_linear_heads(setup, with_heads)
 
     trained = val_spectra(False)  # no linear heads at all: the trained heads' mean
     even = val_spectra(True)  # no mix yet: the plain mean of trained and linear heads
-    for _, out, _, _ in feff_site_passes(model, str(data), "val", {1}):  # the two kinds' means make the even mean
+    passes = [out for _, out, _, _ in feff_site_passes(model, str(data), "val", {1})]
+    assert passes
+    for out in passes:  # the two kinds' means make the even mean
         assert torch.allclose(out["head_kind_spectra"].mean(0), out["spectra"], atol=1e-6)
     model.forward_ensemble_record = {**record, KEY: heads}
     mix = fit_mix(model, str(data))["hi"]
